@@ -1,0 +1,26 @@
+# The two set-up commands of the README. Each creates (or reuses) .venv by itself.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# constraints.txt pins torch to the CPU build that lies on disk here; pyproject keeps a range.
+PIP    := $(BIN)/pip install -q -c constraints.txt
+
+.PHONY: run test setup clean
+
+$(BIN)/fcl-ray: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	touch $@
+
+setup: $(BIN)/fcl-ray
+
+run: setup           ## quickstart federation on the embedded synthetic data -> Dice table
+	$(BIN)/fcl-ray run experiments/quickstart.yaml
+
+test: setup          ## the whole test suite
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs mlflow.db mlruns

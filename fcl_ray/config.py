@@ -1,0 +1,311 @@
+"""Typed experiment configuration: YAML file + ``--set a.b=c`` overrides, validated.
+
+Every section is a dataclass; every error names the offending key (``pretrain.temperature``)
+and what is allowed, and is raised as :class:`ConfigError` so the CLI can print one line and
+exit with code 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key; the message names the key."""
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "quickstart"
+    seed: int = 0
+    output_dir: str = "runs/quickstart"
+
+
+@dataclass
+class DataConfig:
+    kind: Literal["synthetic"] = "synthetic"
+    root: Optional[str] = None
+    clients: int = 3
+    cases_per_client: int = 8       # synthetic: volumes generated per client (site)
+    image_size: int = 64            # slices are resampled/cropped to image_size x image_size
+    slices_min: int = 8             # synthetic: slices per volume, drawn in [min, max]
+    slices_max: int = 12
+    partitions: int = 4             # S: contiguous partitions per stack, base to apex
+    folds: int = 4                  # K-fold split by patient, per client
+    noise: float = 1.0              # synthetic: scales every site's noise level
+
+
+@dataclass
+class ModelConfig:
+    # BasicUNet widths: 5 encoder levels + the last decoder level.
+    features: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 128, 16])
+    projection_hidden: int = 256
+    projection_dim: int = 128
+
+
+@dataclass
+class PretrainConfig:
+    methods: list[str] = field(default_factory=lambda: ["fcl", "random"])
+    rounds: int = 10
+    local_steps: int = 10
+    volumes_per_batch: int = 4      # m: a batch is m volumes x one slice per partition
+    lr: float = 1e-3
+    temperature: float = 0.1
+    momentum: float = 0.99          # EMA factor of the momentum encoder
+    bank_size: int = 256            # local bank capacity per partition
+    sample_size: int = 512          # K: features drawn from local + remote banks per step
+    exchange_size: int = 256        # features each client shares per round
+    remote_weight: float = 1.0      # lambda of the structural-matching (remote) loss
+    negatives: Literal["other_partitions", "all"] = "other_partitions"
+    aggregate_momentum: bool = True  # FedAvg the momentum encoder too (else keep it local)
+
+
+@dataclass
+class FinetuneConfig:
+    modes: list[str] = field(default_factory=lambda: ["local"])
+    n_labeled: list[int] = field(default_factory=lambda: [1])
+    folds: list[int] = field(default_factory=lambda: [0])
+    steps: int = 150                # local mode: optimiser steps per client
+    rounds: int = 10                # federated mode: FedAvg rounds ...
+    local_steps: int = 15           # ... of this many steps each
+    batch_size: int = 8
+    lr: float = 1e-3
+
+
+@dataclass
+class FederationConfig:
+    address: Optional[str] = None   # Ray address; None starts a local Ray
+    num_cpus_per_client: Union[float, Literal["auto"]] = "auto"
+    num_gpus_per_client: float = 0.0
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None       # None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+    experiment: Optional[str] = None  # MLflow experiment name; None: experiment.name
+
+
+@dataclass
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+FINETUNE_MODES = ("local", "federated")
+
+
+# ----------------------------------------------------------------------------- coercion
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` checked against the annotation ``tp``; raise ConfigError naming key."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item_tp,) = typing.get_args(tp)
+            return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        # A scalar where a list is expected: accept it as a one-element list (--set a=1).
+        return [_coerce(value, typing.get_args(tp)[0], key)]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key '{where}'; allowed keys here: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name] or {}, key)
+        else:
+            kwargs[name] = _coerce(raw[name], tp, key)
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- validation
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks that types alone cannot express."""
+    from fcl_ray.methods import registered_methods  # late: methods import models/torch
+
+    d, p, f = cfg.data, cfg.pretrain, cfg.finetune
+    _check(d.clients >= 1, "data.clients", f"must be at least 1, got {d.clients}")
+    _check(d.image_size >= 16 and d.image_size % 16 == 0, "data.image_size",
+           f"must be a multiple of 16 (four 2x poolings), got {d.image_size}")
+    _check(d.partitions >= 1, "data.partitions", f"must be at least 1, got {d.partitions}")
+    _check(1 <= d.slices_min <= d.slices_max, "data.slices_min",
+           f"must be in [1, data.slices_max={d.slices_max}], got {d.slices_min}")
+    _check(d.partitions <= d.slices_min, "data.partitions",
+           f"{d.partitions} partitions need at least that many slices per volume, "
+           f"but volumes can have as few as data.slices_min={d.slices_min}")
+    _check(d.folds >= 2, "data.folds", f"must be at least 2, got {d.folds}")
+    _check(d.cases_per_client >= d.folds, "data.cases_per_client",
+           f"{d.cases_per_client} cases cannot fill data.folds={d.folds} test folds")
+    _check(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
+    _check(len(cfg.model.features) == 6, "model.features",
+           f"needs 6 widths (5 encoder levels + last decoder level), got {cfg.model.features}")
+    known = registered_methods()
+    for name in p.methods:
+        _check(name in known, "pretrain.methods",
+               f"unknown method '{name}'; registered methods: {', '.join(known)}")
+    _check(len(p.methods) > 0, "pretrain.methods", "must name at least one method")
+    for key in ("rounds", "local_steps", "volumes_per_batch", "bank_size", "sample_size",
+                "exchange_size"):
+        _check(getattr(p, key) >= 1, f"pretrain.{key}", f"must be at least 1, got {getattr(p, key)}")
+    _check(p.temperature > 0, "pretrain.temperature", f"must be > 0, got {p.temperature}")
+    _check(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")
+    _check(p.remote_weight >= 0, "pretrain.remote_weight", f"must be >= 0, got {p.remote_weight}")
+    _check(p.lr > 0, "pretrain.lr", f"must be > 0, got {p.lr}")
+    for mode in f.modes:
+        _check(mode in FINETUNE_MODES, "finetune.modes",
+               f"unknown mode '{mode}'; allowed: {', '.join(FINETUNE_MODES)}")
+    train_cases = d.cases_per_client - -(-d.cases_per_client // d.folds)  # minus largest fold
+    for n in f.n_labeled:
+        _check(n >= 1, "finetune.n_labeled", f"must be at least 1, got {n}")
+        _check(n <= train_cases, "finetune.n_labeled",
+               f"{n} labeled volumes asked, but a client has only {train_cases} training cases "
+               f"({d.cases_per_client} cases minus a test fold of data.folds={d.folds})")
+    for fold in f.folds:
+        _check(0 <= fold < d.folds, "finetune.folds", f"fold {fold} not in [0, {d.folds - 1}]")
+    for key in ("steps", "rounds", "local_steps", "batch_size"):
+        _check(getattr(f, key) >= 1, f"finetune.{key}", f"must be at least 1, got {getattr(f, key)}")
+    cpus = cfg.federation.num_cpus_per_client
+    _check(cpus == "auto" or cpus > 0, "federation.num_cpus_per_client",
+           f"must be 'auto' or > 0, got {cpus}")
+    _check(cfg.federation.num_gpus_per_client >= 0, "federation.num_gpus_per_client",
+           f"must be >= 0, got {cfg.federation.num_gpus_per_client}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- loading
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=c`` into (["a", "b"], value), the value read as YAML (1, 0.5, [1,2], x)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key=value, e.g. federation.rounds=3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply overrides, validate, and return it."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}': not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file '{path}'{where}: not valid YAML") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file '{path}': expected a mapping of sections")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{text}': '{k}' is not a section")
+        node[keys[-1]] = value
+    return validate(_build(Config, raw, ""))
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: the form MLflow params and Tune search spaces use."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+    """Inverse of :func:`flatten`."""
+    tree: dict = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(tree: dict) -> Config:
+    """Rebuild a validated Config from :func:`to_dict` output (e.g. inside a Ray actor)."""
+    return validate(_build(Config, tree, ""))

@@ -1,0 +1,40 @@
+"""Per-client case splits: K folds by patient, nested label budgets. Pure, no Ray."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClientSplit:
+    """Indices into one client's case list."""
+    test: tuple[int, ...]       # held out, scored by Dice
+    labeled: tuple[int, ...]    # the N volumes whose masks fine-tuning may use
+    unlabeled: tuple[int, ...]  # the other training volumes (images only)
+
+    @property
+    def train(self) -> tuple[int, ...]:
+        """Every non-test volume: the pre-training pool (images only, no masks)."""
+        return tuple(sorted(self.labeled + self.unlabeled))
+
+
+def kfold_split(n_cases: int, folds: int, fold: int, n_labeled: int, seed: int,
+                client: int) -> ClientSplit:
+    """Split a client's cases by patient: fold ``fold`` of ``folds`` is the test set.
+
+    The order of the training cases is a seeded permutation that does not depend on
+    ``n_labeled``, so budgets are nested (the N=1 volume is among the N=2 volumes), which
+    keeps comparisons across N paired.
+    """
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} not in [0, {folds})")
+    order = np.random.default_rng([seed, client, 104729]).permutation(n_cases)
+    test = np.array_split(order, folds)[fold]
+    train = [int(c) for c in order if c not in set(test.tolist())]
+    if n_labeled > len(train):
+        raise ValueError(f"client {client}: {n_labeled} labeled volumes asked, "
+                         f"only {len(train)} training cases")
+    return ClientSplit(test=tuple(sorted(int(c) for c in test)),
+                       labeled=tuple(train[:n_labeled]),
+                       unlabeled=tuple(sorted(train[n_labeled:])))

@@ -1,0 +1,1 @@
+"""Everything that touches Ray: client actors, the coordinator, the experiment driver."""

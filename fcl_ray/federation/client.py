@@ -1,0 +1,143 @@
+"""A site as a Ray actor: its own cases (cached as tensors), its models, its training.
+
+Raw images and masks are loaded here and never leave: methods return weights, shared
+features (embeddings + partition labels) and scalar metrics only.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from fcl_ray.aggregation import WeightLayout
+from fcl_ray.bank import merge_remote
+from fcl_ray.config import from_dict
+from fcl_ray.data import load_client_volumes
+from fcl_ray.data.slices import volumes_to_slices
+from fcl_ray.data.split import kfold_split
+from fcl_ray.evaluate import dice_per_volume, summarise_dice
+from fcl_ray.finetune import SegmentationTrainer, init_unet
+from fcl_ray.methods import get_method_class
+
+
+def pick_device(num_gpus: float) -> torch.device:
+    """The GPU Ray assigned to this actor (it sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    if num_gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def state_to_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def state_from_numpy(state: Optional[dict]) -> Optional[dict[str, torch.Tensor]]:
+    return None if state is None else {k: torch.as_tensor(np.array(v)) for k, v in state.items()}
+
+
+class ClientActor:
+    """One client of the federation (wrapped with ``ray.remote`` by the driver)."""
+
+    def __init__(self, cfg_dict: dict, client_id: int, num_threads: int, num_gpus: float = 0.0):
+        torch.set_num_threads(max(1, num_threads))   # one thread per CPU Ray gave us
+        self.cfg = from_dict(cfg_dict)
+        self.client_id = client_id
+        self.device = pick_device(num_gpus)
+        volumes = load_client_volumes(self.cfg, client_id)
+        self.case_ids = [v.case_id for v in volumes]
+        self.slices = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
+                                        self.cfg.data.partitions).to(self.device)
+        self.method = None
+        self.layout: Optional[WeightLayout] = None
+        self.trainer: Optional[SegmentationTrainer] = None
+
+    def _generator(self, *salt: int) -> torch.Generator:
+        """A generator seeded from (experiment seed, client, salt): order-independent."""
+        seed = int(np.random.SeedSequence([self.cfg.experiment.seed, self.client_id, *salt])
+                   .generate_state(1)[0])
+        return torch.Generator().manual_seed(seed)
+
+    def _split(self, fold: int, n_labeled: int = 0):
+        return kfold_split(len(self.case_ids), self.cfg.data.folds, fold, n_labeled,
+                           self.cfg.experiment.seed, self.client_id)
+
+    def info(self) -> dict:
+        return {"client": self.client_id, "cases": len(self.case_ids),
+                "slices": len(self.slices), "device": str(self.device)}
+
+    # ------------------------------------------------------------------ pre-training
+    def start_pretraining(self, method_name: str, fold: int) -> int:
+        """Build the method on this client's pre-training pool; return its size in slices."""
+        pool = self.slices.select_volumes(self._split(fold).train)
+        torch.manual_seed(self.cfg.experiment.seed)   # same initial weights at every client
+        self.method = get_method_class(method_name)(self.cfg, pool, self._generator(1, fold),
+                                                    self.device)
+        self.layout = WeightLayout(self.method.shared_state())
+        return len(pool)
+
+    def pretrain_round(self, global_weights: Optional[np.ndarray], shared: Optional[dict]) -> dict:
+        """Load the global weights, train the local steps, return what the coordinator needs."""
+        start = time.perf_counter()
+        method = self.method
+        if global_weights is not None:
+            method.load_shared_state(self.layout.unflatten(global_weights))
+        remote = merge_remote(shared, self.client_id, self.device) if shared else None
+        metrics = method.train_round(self.cfg.pretrain.local_steps, remote)
+        metrics["seconds"] = time.perf_counter() - start
+        return {"client": self.client_id,
+                "weights": self.layout.flatten(method.shared_state()),
+                "n_samples": len(method.slices),
+                "features": method.shared_features(),
+                "metrics": metrics}
+
+    def finish_pretraining(self, global_weights: Optional[np.ndarray]) -> dict:
+        """Adopt the final global weights (if federated) and hand out the encoder."""
+        if global_weights is not None:
+            self.method.load_shared_state(self.layout.unflatten(global_weights))
+        encoder = state_to_numpy(self.method.encoder_state())
+        self.method = None
+        return encoder
+
+    # ------------------------------------------------------------------ fine-tuning
+    def _new_trainer(self, encoder_state, fold: int, n_labeled: int) -> None:
+        split = self._split(fold, n_labeled)
+        unet = init_unet(self.cfg.model.features, state_from_numpy(encoder_state),
+                         seed=self.cfg.experiment.seed, device=self.device)
+        ft = self.cfg.finetune
+        self.trainer = SegmentationTrainer(unet, self.slices.select_volumes(split.labeled),
+                                           ft.batch_size, ft.lr,
+                                           self._generator(2, fold, n_labeled))
+
+    def _evaluate(self, fold: int) -> dict:
+        test = self.slices.select_volumes(self._split(fold).test)
+        return {"client": self.client_id, **summarise_dice(dice_per_volume(self.trainer.unet, test))}
+
+    def finetune_local(self, encoder_state: Optional[dict], fold: int, n_labeled: int) -> dict:
+        """Fine-tune on this client's N labeled volumes alone; Dice on its test fold."""
+        start = time.perf_counter()
+        self._new_trainer(encoder_state, fold, n_labeled)
+        loss = self.trainer.train(self.cfg.finetune.steps)
+        result = self._evaluate(fold)
+        self.trainer = None
+        return {**result, "train_loss": loss, "seconds": time.perf_counter() - start}
+
+    def start_federated_finetune(self, encoder_state: Optional[dict], fold: int,
+                                 n_labeled: int) -> None:
+        self._new_trainer(encoder_state, fold, n_labeled)
+        self.ft_layout = WeightLayout(self.trainer.unet.state_dict())
+
+    def finetune_round(self, global_weights: Optional[np.ndarray]) -> dict:
+        if global_weights is not None:
+            self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))
+        loss = self.trainer.train(self.cfg.finetune.local_steps)
+        return {"client": self.client_id,
+                "weights": self.ft_layout.flatten(self.trainer.unet.state_dict()),
+                "n_samples": len(self.trainer.labeled), "metrics": {"loss": loss}}
+
+    def finish_federated_finetune(self, global_weights: np.ndarray, fold: int) -> dict:
+        self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))
+        result = self._evaluate(fold)
+        self.trainer = None
+        return result

@@ -1,0 +1,146 @@
+"""The driver: start (or join) Ray, build the federation, pre-train, fine-tune, record.
+
+The driver only sequences phases and prints/logs the small metrics the coordinator returns;
+the clients' work runs in their actors, in parallel.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import ray
+
+from fcl_ray.config import Config, dump_yaml, to_dict
+from fcl_ray.federation.client import ClientActor
+from fcl_ray.federation.coordinator import Coordinator
+from fcl_ray.methods import get_method_class
+from fcl_ray.report import RESULT_COLUMNS, format_table
+from fcl_ray.tracking import make_tracker
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write to a temporary file, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def connect_ray(cfg: Config) -> bool:
+    """Join the configured cluster or start a local Ray; True if we started it."""
+    if ray.is_initialized():
+        return False
+    address = cfg.federation.address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+    return True
+
+
+def create_federation(cfg: Config):
+    """One ClientActor per client (CPU share and GPU fraction from the config) + coordinator."""
+    n = cfg.data.clients
+    fed = cfg.federation
+    if fed.num_cpus_per_client == "auto":
+        cpus = max(ray.cluster_resources().get("CPU", 1.0) / n, 0.01)
+    else:
+        cpus = fed.num_cpus_per_client
+    threads = max(1, int(cpus))
+    client_cls = ray.remote(ClientActor)
+    cfg_dict = to_dict(cfg)
+    clients = [client_cls.options(num_cpus=cpus, num_gpus=fed.num_gpus_per_client)
+               .remote(cfg_dict, i, threads, fed.num_gpus_per_client) for i in range(n)]
+    coordinator = ray.remote(Coordinator).options(num_cpus=0).remote(clients)
+    return clients, coordinator
+
+
+def run_experiment(cfg: Config, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run the whole experiment of ``cfg``; return (and write) the per-client results."""
+    out_dir = Path(cfg.experiment.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(dump_yaml(cfg))
+    results_path = out_dir / "results.csv"
+    tracker = make_tracker(cfg, tags={"methods": ",".join(cfg.pretrain.methods),
+                                      "finetune_modes": ",".join(cfg.finetune.modes),
+                                      "n_labeled": ",".join(map(str, cfg.finetune.n_labeled)),
+                                      "seed": cfg.experiment.seed})
+    tracker.log_artifact(out_dir / "config.yaml")
+    started_ray = connect_ray(cfg)
+    wall = time.perf_counter()
+    clients, coordinator = [], None
+    status = "FAILED"
+    try:
+        clients, coordinator = create_federation(cfg)
+        for info in ray.get([c.info.remote() for c in clients]):
+            log(f"client {info['client']}: {info['cases']} cases, {info['slices']} slices "
+                f"on {info['device']}")
+        log(f"federation ready in {time.perf_counter() - wall:.1f}s")
+        rows: list[dict] = []
+        for fold in cfg.finetune.folds:
+            for method in cfg.pretrain.methods:
+                if get_method_class(method) is not None:
+                    _pretrain(cfg, coordinator, method, fold, tracker, log)
+                for mode in cfg.finetune.modes:
+                    for n in cfg.finetune.n_labeled:
+                        rows += _finetune(cfg, coordinator, method, mode, fold, n, log)
+                        write_csv_atomic(pd.DataFrame(rows), results_path)  # keep what is done
+        results = pd.DataFrame(rows)
+        extra = [c for c in results.columns if c not in RESULT_COLUMNS]
+        results = results[[c for c in RESULT_COLUMNS if c in results.columns] + extra]
+        write_csv_atomic(results, results_path)
+        _log_final(results, tracker)
+        tracker.log_artifact(results_path)
+        log(f"\nDice on held-out volumes (mean ± std over {cfg.data.clients} clients), "
+            f"written to {results_path}:")
+        log(format_table(results))
+        log(f"wall time {time.perf_counter() - wall:.1f}s; MLflow run {tracker.run_id}")
+        status = "FINISHED"
+        return results
+    finally:
+        for actor in clients + ([coordinator] if coordinator else []):
+            ray.kill(actor)
+        tracker.end(status)
+        if started_ray:
+            ray.shutdown()
+
+
+def _pretrain(cfg, coordinator, method, fold, tracker, log) -> None:
+    sizes = ray.get(coordinator.start_pretraining.remote(method, fold))
+    log(f"[{method}] pre-training fold {fold}: {cfg.data.clients} clients, "
+        f"{sum(sizes)} slices, {cfg.pretrain.rounds} rounds x {cfg.pretrain.local_steps} steps")
+    for r in range(cfg.pretrain.rounds):
+        m = ray.get(coordinator.pretrain_round.remote())
+        for c in m["clients"]:
+            log(f"  round {r + 1}/{cfg.pretrain.rounds} client {c['client']} "
+                f"loss {c['loss']:.4f} {c['seconds']:.1f}s")
+        mb = (m["bytes_weights"] + m["bytes_features"]) / 1e6
+        log(f"  round {r + 1}/{cfg.pretrain.rounds} done in {m['round_seconds']:.1f}s "
+            f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB)")
+        mean_loss = sum(c["loss"] for c in m["clients"]) / len(m["clients"])
+        tracker.log_metrics({f"{method}/loss": mean_loss,
+                             f"{method}/round_seconds": m["round_seconds"],
+                             f"{method}/bytes_weights": m["bytes_weights"],
+                             f"{method}/bytes_features": m["bytes_features"],
+                             **{f"{method}/loss_client{c['client']}": c["loss"]
+                                for c in m["clients"]}},
+                            step=fold * cfg.pretrain.rounds + r)
+    ray.get(coordinator.finish_pretraining.remote(method))
+
+
+def _finetune(cfg, coordinator, method, mode, fold, n, log) -> list[dict]:
+    start = time.perf_counter()
+    if mode == "local":
+        results = ray.get(coordinator.finetune_local.remote(method, fold, n))
+    else:
+        results = ray.get(coordinator.finetune_federated.remote(method, fold, n,
+                                                                cfg.finetune.rounds))
+    dice = sum(r["dice_mean"] for r in results) / len(results)
+    log(f"[{method}] {mode} fine-tuning, N={n}, fold {fold}: mean Dice {dice:.3f} "
+        f"({time.perf_counter() - start:.1f}s)")
+    return [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold, **r}
+            for r in results]
+
+
+def _log_final(results: pd.DataFrame, tracker) -> None:
+    per_setting = results.groupby(["method", "finetune_mode", "n_labeled"])["dice_mean"].mean()
+    tracker.log_metrics({f"dice_mean/{m}/{mode}/N{n}": v for (m, mode, n), v in per_setting.items()})

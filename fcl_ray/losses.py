@@ -1,0 +1,73 @@
+"""Pure contrastive loss functions (no Ray, no models): easy to check by hand.
+
+Notation follows the method notes: for a query q, positives P and negatives N,
+
+    l(q, P, N) = -1/|P| * sum_{k+ in P} log( exp(q.k+/t) / (exp(q.k+/t) + sum_{n in N} exp(q.n/t)) )
+
+Positives and negatives are given as key matrices plus boolean masks, so one batched call
+serves every query of a batch. All features are expected to be L2-normalised.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def contrastive_loss(query: torch.Tensor, pos_keys: torch.Tensor, pos_mask: torch.Tensor,
+                     neg_keys: torch.Tensor, neg_mask: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """Mean of l(q, P(q), N(q)) over the queries that have at least one positive.
+
+    query: (B, d); pos_keys: (P, d) with pos_mask (B, P); neg_keys: (M, d) with neg_mask (B, M).
+    """
+    pos_logits = query @ pos_keys.T / temperature
+    neg_logits = (query @ neg_keys.T / temperature).masked_fill(~neg_mask, float("-inf"))
+    neg_lse = torch.logsumexp(neg_logits, dim=1, keepdim=True)        # -inf when no negatives
+    # log( e^p / (e^p + sum e^n) ) = p - logaddexp(p, logsumexp(n))
+    log_prob = pos_logits - torch.logaddexp(pos_logits, neg_lse)
+    pos = pos_mask.float()
+    per_query = -(log_prob * pos).sum(1) / pos.sum(1).clamp(min=1.0)
+    has_pos = pos_mask.any(1)
+    if not has_pos.any():
+        return query.sum() * 0.0  # keeps the graph; nothing to learn from this batch
+    return per_query[has_pos].mean()
+
+
+def negative_mask(query_parts: torch.Tensor, key_parts: torch.Tensor, rule: str) -> torch.Tensor:
+    """Which keys count as negatives: other partitions only (default) or all of them."""
+    if rule == "other_partitions":
+        return query_parts[:, None] != key_parts[None, :]
+    if rule == "all":
+        return torch.ones(len(query_parts), len(key_parts), dtype=torch.bool,
+                          device=query_parts.device)
+    raise ValueError(f"unknown negatives rule '{rule}' (use 'other_partitions' or 'all')")
+
+
+def fcl_losses(q: torch.Tensor, q_parts: torch.Tensor, k: torch.Tensor, k_parts: torch.Tensor,
+               queue: torch.Tensor, queue_parts: torch.Tensor, temperature: float,
+               negatives: str = "other_partitions") -> tuple[torch.Tensor, torch.Tensor]:
+    """FCL's two terms for a batch of queries.
+
+    q, q_parts: main-encoder embeddings of view 1 and their partitions (B, d), (B,).
+    k, k_parts: momentum embeddings of view 2 of the same batch: the local positives are the
+        keys of the same partition (the query's own second view and the other volumes' slices).
+    queue, queue_parts: Q', the K features sampled from the local and remote banks.
+    Returns (L_local, L_remote) with L_remote = l(q, Lambda(q), Q'), Lambda(q) = the
+    same-partition features of Q'.
+    """
+    neg = negative_mask(q_parts, queue_parts, negatives)
+    local = contrastive_loss(q, k, q_parts[:, None] == k_parts[None, :], queue, neg, temperature)
+    remote = contrastive_loss(q, queue, q_parts[:, None] == queue_parts[None, :], queue, neg,
+                              temperature)
+    return local, remote
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent: each view's positive is the other view of the same image; the
+    other 2B-2 embeddings of the batch are negatives."""
+    z = torch.cat([z1, z2])
+    n = len(z1)
+    logits = z @ z.T / temperature
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, target)

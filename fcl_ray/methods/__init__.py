@@ -1,0 +1,29 @@
+"""Pre-training methods: one module each, one line each in the registry below.
+
+A method is plain PyTorch behind :class:`fcl_ray.methods.base.PretrainMethod`; the federation
+code drives any of them the same way. ``None`` marks a baseline with no pre-training.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+
+# name -> "module:Class" (imported lazily so config validation stays cheap), or None.
+REGISTRY: dict[str, str | None] = {
+    "random": None,                                   # random initialisation, no pre-training
+    "fcl": "fcl_ray.methods.fcl:FCL",                 # Wu et al. 2021 (this project's method)
+}
+
+
+def registered_methods() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_method_class(name: str):
+    """The class implementing ``name``, or None for the no-pre-training baseline."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown method '{name}'; registered methods: {', '.join(REGISTRY)}")
+    target = REGISTRY[name]
+    if target is None:
+        return None
+    module, cls = target.split(":")
+    return getattr(import_module(module), cls)

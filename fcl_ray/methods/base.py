@@ -1,0 +1,92 @@
+"""The small interface every pre-training method implements, plus shared helpers."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from fcl_ray.config import Config
+from fcl_ray.data.slices import SliceSet
+
+Features = tuple[torch.Tensor, torch.Tensor]  # (M, d) embeddings, (M,) partition labels
+
+
+class PretrainMethod:
+    """One self-supervised method at one client; plain PyTorch, no Ray.
+
+    The federation calls, each round: ``load_shared_state`` (global weights), then
+    ``train_round`` (local steps, given the other clients' features when the method uses
+    them), then ``shared_state`` / ``shared_features`` to send back.
+    """
+
+    federated: bool = True          # False: weights stay local (e.g. Local CL)
+    shares_features: bool = False   # True: sends features to the coordinator each round
+
+    def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
+                 device: torch.device):
+        self.cfg, self.slices, self.gen, self.device = cfg, slices, generator, device
+
+    # --- what subclasses provide
+    def networks(self) -> dict[str, nn.Module]:
+        """The modules whose weights are averaged across clients."""
+        raise NotImplementedError
+
+    def encoder(self) -> nn.Module:
+        """The encoder that initialises the U-Net for fine-tuning."""
+        raise NotImplementedError
+
+    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def shared_features(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """Features (and partition labels) to send to the other clients, or None."""
+        return None
+
+    # --- shared behaviour
+    def train_round(self, steps: int, remote: Optional[Features]) -> dict[str, float]:
+        """Run ``steps`` local steps and return the mean of each metric."""
+        totals: dict[str, float] = {}
+        for _ in range(steps):
+            for key, value in self.train_step(remote).items():
+                totals[key] = totals.get(key, 0.0) + value
+        return {k: v / steps for k, v in totals.items()}
+
+    def shared_state(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, net in self.networks().items()
+                for k, v in net.state_dict().items()}
+
+    def load_shared_state(self, state: dict[str, torch.Tensor]) -> None:
+        for name, net in self.networks().items():
+            prefix = f"{name}."
+            net.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                 if k.startswith(prefix)})
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.encoder().state_dict().items()}
+
+
+class PartitionBatchSampler:
+    """Batches of m volumes x one random slice per partition (Chaitanya et al.'s G^D batch)."""
+
+    def __init__(self, slices: SliceSet, partitions: int):
+        self.partitions = partitions
+        self.table: list[list[torch.Tensor]] = []   # per volume, per partition: slice indices
+        for v in slices.volume.unique().tolist():
+            in_volume = slices.volume == v
+            self.table.append([torch.nonzero(in_volume & (slices.partition == p)).flatten()
+                               for p in range(partitions)])
+
+    def sample(self, volumes: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slice indices (m*S,) and their partitions (m*S,)."""
+        n = len(self.table)
+        chosen = (torch.randperm(n, generator=gen)[:volumes] if volumes <= n
+                  else torch.randint(n, (volumes,), generator=gen))
+        idx, parts = [], []
+        for v in chosen.tolist():
+            for p, candidates in enumerate(self.table[v]):
+                if len(candidates):
+                    idx.append(candidates[torch.randint(len(candidates), (1,), generator=gen)])
+                    parts.append(p)
+        return torch.cat(idx), torch.tensor(parts, dtype=torch.long)

@@ -1,0 +1,79 @@
+"""MONAI 2D U-Net whose encoder is pre-trained alone (with a projection head), then reused.
+
+The encoder modules carry the *same attribute names* as in MONAI's ``BasicUNet``
+(``conv_0``, ``down_1`` ... ``down_4``), so an encoder ``state_dict`` loads straight into the
+full U-Net with ``load_state_dict(strict=False)`` and only the decoder starts random.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import BasicUNet
+from torch import nn
+
+ENCODER_PREFIXES = ("conv_0.", "down_1.", "down_2.", "down_3.", "down_4.")
+
+
+def build_unet(features: Sequence[int], out_channels: int = 4) -> BasicUNet:
+    """The full segmentation network (MONAI BasicUNet, 2D, one input channel)."""
+    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=out_channels,
+                     features=tuple(features))
+
+
+class Encoder(nn.Module):
+    """The contracting half of BasicUNet; returns the deepest feature map."""
+
+    def __init__(self, features: Sequence[int]):
+        super().__init__()
+        unet = build_unet(features)
+        self.conv_0, self.down_1, self.down_2 = unet.conv_0, unet.down_1, unet.down_2
+        self.down_3, self.down_4 = unet.down_3, unet.down_4
+        self.out_channels = features[4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_4(self.down_3(self.down_2(self.down_1(self.conv_0(x)))))
+
+
+class ProjectionHead(nn.Module):
+    """Pool to a 4x4 grid -> flatten -> MLP -> L2-normalised embedding.
+
+    Not a global average pool: BasicUNet's blocks end in instance norm, so the spatial mean
+    of every channel is (nearly) the same for every image and a globally pooled embedding
+    collapses to one point. Keeping a coarse 4x4 layout keeps where things are, which is
+    what tells a basal slice from an apical one (Chaitanya et al. also flatten).
+    """
+
+    grid = 4
+
+    def __init__(self, in_channels: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(self.grid)
+        self.mlp = nn.Sequential(nn.Linear(in_channels * self.grid ** 2, hidden),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(self.pool(feature_map).flatten(1)), dim=1)
+
+
+class EmbeddingNet(nn.Module):
+    """Encoder + projection head: what contrastive pre-training trains."""
+
+    def __init__(self, features: Sequence[int], hidden: int, out_dim: int):
+        super().__init__()
+        self.encoder = Encoder(features)
+        self.head = ProjectionHead(self.encoder.out_channels, hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def load_encoder_into_unet(unet: BasicUNet, encoder_state: dict[str, torch.Tensor]) -> None:
+    """Copy pre-trained encoder weights into a U-Net; the decoder keeps its random init."""
+    missing, unexpected = unet.load_state_dict(encoder_state, strict=False)
+    if unexpected:
+        raise ValueError(f"encoder weights do not fit the U-Net: unexpected {unexpected[:3]}")
+    not_decoder = [k for k in missing if k.startswith(ENCODER_PREFIXES)]
+    if not_decoder:
+        raise ValueError(f"encoder weights miss U-Net encoder parameters: {not_decoder[:3]}")

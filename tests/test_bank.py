@@ -1,0 +1,43 @@
+import torch
+
+from fcl_ray.bank import FeatureBank, concat_banks, merge_remote, sample_features
+
+
+def test_ring_buffer_keeps_newest_per_partition():
+    bank = FeatureBank(partitions=2, capacity=3, dim=1)
+    bank.push(torch.arange(5.0)[:, None], torch.zeros(5, dtype=torch.long))
+    bank.push(torch.tensor([[10.0]]), torch.tensor([1]))
+    feats, parts = bank.contents()
+    assert sorted(feats[parts == 0].flatten().tolist()) == [2.0, 3.0, 4.0]
+    assert feats[parts == 1].flatten().tolist() == [10.0]
+    assert len(bank) == 4
+    bank.push(torch.tensor([[5.0], [6.0]]), torch.tensor([0, 0]))   # wraps around
+    feats, parts = bank.contents()
+    assert sorted(feats[parts == 0].flatten().tolist()) == [4.0, 5.0, 6.0]
+
+
+def test_sampling_is_uniform_without_replacement_and_seeded():
+    feats = torch.arange(100.0)[:, None]
+    parts = torch.arange(100) % 4
+    a = sample_features(feats, parts, 10, torch.Generator().manual_seed(1))
+    b = sample_features(feats, parts, 10, torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and len(a[0].unique()) == 10
+    assert torch.equal(a[1], a[0].flatten().long() % 4)      # labels travel with their rows
+    small = sample_features(feats[:5], parts[:5], 10, torch.Generator())
+    assert len(small[0]) == 5
+
+
+def test_merge_remote_excludes_own_features_in_client_order():
+    shared = {2: (torch.full((1, 2), 2.0).numpy(), torch.tensor([1]).numpy()),
+              0: (torch.zeros(2, 2).numpy(), torch.tensor([0, 1]).numpy()),
+              1: (torch.ones(1, 2).numpy(), torch.tensor([3]).numpy())}
+    feats, parts = merge_remote(shared, exclude=1)
+    assert feats[:, 0].tolist() == [0.0, 0.0, 2.0]
+    assert parts.tolist() == [0, 1, 1]
+    assert merge_remote({1: shared[1]}, exclude=1) is None
+
+
+def test_concat_banks_skips_missing_pieces():
+    local = (torch.zeros(2, 3), torch.tensor([0, 1]))
+    feats, parts = concat_banks([local, None, (torch.ones(1, 3), torch.tensor([1]))])
+    assert feats.shape == (3, 3) and parts.tolist() == [0, 1, 1]

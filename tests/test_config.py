@@ -1,0 +1,74 @@
+"""Config loading, overrides and the errors users see."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fcl_ray.config import ConfigError, flatten, load_config, to_dict, unflatten
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
+
+
+def test_quickstart_loads_and_overrides_are_typed():
+    cfg = load_config(QUICKSTART, ["pretrain.rounds=3", "data.clients=2",
+                                   "pretrain.temperature=1", "finetune.n_labeled=[1,2]",
+                                   "federation.num_cpus_per_client=0.5"])
+    assert cfg.pretrain.rounds == 3 and cfg.data.clients == 2
+    assert cfg.pretrain.temperature == 1.0 and isinstance(cfg.pretrain.temperature, float)
+    assert cfg.finetune.n_labeled == [1, 2]
+    assert cfg.federation.num_cpus_per_client == 0.5
+
+
+def test_flatten_round_trip():
+    tree = to_dict(load_config(QUICKSTART))
+    assert unflatten(flatten(tree)) == tree
+    assert flatten(tree)["pretrain.temperature"] == 0.1
+
+
+@pytest.mark.parametrize("override,message", [
+    ("pretrain.tempreature=0.2", "unknown config key 'pretrain.tempreature'; allowed keys here:"),
+    ("pretraining.rounds=2", "unknown config key 'pretraining'"),
+    ("pretrain.rounds=abc", "'pretrain.rounds': expected int, got 'abc'"),
+    ("pretrain.rounds=2.5", "'pretrain.rounds': expected int"),
+    ("pretrain.negatives=some", "'pretrain.negatives': expected one of 'other_partitions', 'all'"),
+    ("data.clients=0", "'data.clients': must be at least 1, got 0"),
+    ("finetune.n_labeled=7", "'finetune.n_labeled': 7 labeled volumes asked, but a client has only 6"),
+    ("data.partitions=9", "'data.partitions': 9 partitions need at least that many slices"),
+    ("pretrain.methods=[fcl,magic]", "unknown method 'magic'; registered methods: random, fcl"),
+    ("finetune.modes=[global]", "unknown mode 'global'; allowed: local, federated"),
+    ("data.image_size=50", "'data.image_size': must be a multiple of 16"),
+    ("pretrain.temperature=0", "'pretrain.temperature': must be > 0"),
+    ("noequals", "expected key=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(QUICKSTART, [override])
+    assert message in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("override", ["data.clients=0", "pretrain.rounds=x",
+                                      "finetune.n_labeled=100", "data.partitions=20",
+                                      "pretrain.bogus=1"])
+def test_cli_prints_one_line_and_exits_2(override):
+    proc = subprocess.run([sys.executable, "-m", "fcl_ray", "run", str(QUICKSTART),
+                           "--set", override], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fcl-ray: error: ")
+    assert "config key" in lines[0]
+    assert "Traceback" not in proc.stderr
