@@ -71,3 +71,42 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torc
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(logits, target)
+
+
+# ----------------------------------------------------------------------------- baselines
+def rotation_loss(logits: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotation prediction (Gidaris et al., ICLR 2018): cross-entropy of a 4-way classifier
+    over the quarter turns 0, 90, 180, 270 degrees (labels 0..3)."""
+    return F.cross_entropy(logits, rotations)
+
+
+@torch.no_grad()
+def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's online codes (Caron et al., NeurIPS 2020): Sinkhorn-Knopp on exp(scores / eps).
+
+    scores: (B, K) similarities of B embeddings to K prototypes. Returns (B, K) soft
+    assignments whose rows sum to 1 and whose columns each sum to about B / K (the
+    equipartition constraint that stops every sample landing on one prototype).
+    """
+    q = torch.exp((scores - scores.max()) / epsilon).T          # (K, B); max-shift for stability
+    q = q / q.sum()
+    k, b = q.shape
+    for _ in range(iterations):
+        q = q / q.sum(dim=1, keepdim=True) / k                  # each prototype gets 1/K
+        q = q / q.sum(dim=0, keepdim=True) / b                  # each sample gets 1/B
+    return (q * b).T
+
+
+def swav_loss(scores1: torch.Tensor, scores2: torch.Tensor, codes1: torch.Tensor,
+              codes2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SwAV's swapped prediction: view 1's code is predicted from view 2's scores and
+    vice versa; -sum_k q_k log softmax(p / t)_k, averaged over samples and both swaps."""
+    loss12 = -(codes1 * F.log_softmax(scores2 / temperature, dim=1)).sum(1).mean()
+    loss21 = -(codes2 * F.log_softmax(scores1 / temperature, dim=1)).sum(1).mean()
+    return 0.5 * (loss12 + loss21)
+
+
+def alignment_loss(z: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """FedCA's alignment term as used here: 1 - cosine similarity between each local
+    representation and the reference (global-model) representation of the same input."""
+    return (1.0 - F.cosine_similarity(z, reference.detach(), dim=1)).mean()

@@ -11,6 +11,14 @@ from importlib import import_module
 REGISTRY: dict[str, str | None] = {
     "random": None,                                   # random initialisation, no pre-training
     "fcl": "fcl_ray.methods.fcl:FCL",                 # Wu et al. 2021 (this project's method)
+    "local_cl": "fcl_ray.methods.local_cl:LocalCL",   # Chaitanya et al. 2020, each site alone
+    "fedrotation": "fcl_ray.methods.fedrotation:FedRotation",  # Gidaris et al. 2018 + FedAvg
+    "fedsimclr": "fcl_ray.methods.fedsimclr:FedSimCLR",  # Chen et al. 2020 + FedAvg
+    "fedswav": "fcl_ray.methods.fedswav:FedSwAV",     # Caron et al. 2020 + FedAvg
+    "fedca": "fcl_ray.methods.fedca:FedCA",           # Zhang et al. 2020
+    "fcl_no_exchange": "fcl_ray.methods.fcl_ablations:FCLNoExchange",        # ablation
+    "fcl_no_matching": "fcl_ray.methods.fcl_ablations:FCLNoMatching",        # ablation
+    "fcl_literal_negatives": "fcl_ray.methods.fcl_ablations:FCLLiteralNegatives",  # ablation
 }
 
 

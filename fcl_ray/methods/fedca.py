@@ -1,0 +1,101 @@
+"""FedCA: federated contrastive averaging (F. Zhang et al., "Federated unsupervised
+representation learning", arXiv:2010.08982, 2020), a baseline of Wu et al. 2021.
+
+What is implemented:
+- dictionary module: MoCo-style instance discrimination at each client. A query (main
+  encoder+head, view 1) has one positive, the momentum network's embedding of view 2 of the
+  same slice; its negatives are K = ``pretrain.sample_size`` features drawn from the
+  dictionary = this client's bank of momentum features U the features every other client
+  shared last round (``exchange_size`` each). Partitions are ignored (instance-level, unlike
+  FCL); the partition labels sent along are not used by this loss.
+- alignment module: L_align = 1 - cos(z_local(x), z_ref(x)) on the batch, where z_ref is the
+  *global model received at the start of the round* (frozen). Total L = L_con + beta * L_align
+  with beta = ``align_weight`` (1.0).
+- FedAvg of the main network, and of the momentum network when
+  ``pretrain.aggregate_momentum`` (as FCL does).
+
+What is left out / changed: FedCA aligns every client to a base model trained by the server
+on a small *public* alignment dataset that every client also holds. There is no public
+cardiac set here and images must not move, so the reference is the current global model on
+the client's own slices instead. The original's per-round refresh of the whole dictionary by
+the global model is approximated by sharing a sample of each client's momentum bank.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import numpy as np
+import torch
+
+from fcl_ray.augment import contrastive_view
+from fcl_ray.bank import FeatureBank, concat_banks, sample_features
+from fcl_ray.losses import alignment_loss, contrastive_loss
+from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod
+from fcl_ray.models import EmbeddingNet
+
+
+class FedCA(PretrainMethod):
+    federated = True
+    shares_features = True
+    align_weight = 1.0
+
+    def __init__(self, cfg, slices, generator, device):
+        super().__init__(cfg, slices, generator, device)
+        p, m = cfg.pretrain, cfg.model
+        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim).to(device)
+        self.momentum_net = copy.deepcopy(self.net).requires_grad_(False)
+        self.reference = copy.deepcopy(self.net).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=p.lr)
+        self.bank = FeatureBank(cfg.data.partitions, p.bank_size, m.projection_dim, device)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        self.last_dictionary_size = 0
+        with torch.no_grad():   # a full local dictionary from the start
+            for start in range(0, len(slices), 64):
+                x = slices.images[start:start + 64]
+                self.bank.push(self.momentum_net(contrastive_view(x, self.gen)),
+                               slices.partition[start:start + 64])
+
+    def networks(self):
+        nets = {"main": self.net}
+        if self.cfg.pretrain.aggregate_momentum:
+            nets["momentum"] = self.momentum_net
+        return nets
+
+    def encoder(self):
+        return self.net.encoder
+
+    def load_shared_state(self, state):
+        super().load_shared_state(state)
+        self.reference.load_state_dict(self.net.state_dict())   # this round's global model
+
+    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+        p = self.cfg.pretrain
+        idx, parts = self.sampler.sample(p.volumes_per_batch, self.gen)
+        x = self.slices.images[idx.to(self.device)]
+        view1, view2 = contrastive_view(x, self.gen), contrastive_view(x, self.gen)
+        q = self.net(view1)
+        with torch.no_grad():
+            mom = p.momentum
+            for main, ema in zip(self.net.parameters(), self.momentum_net.parameters()):
+                ema.mul_(mom).add_(main.detach(), alpha=1.0 - mom)
+            k = self.momentum_net(view2)
+            z_ref = self.reference(view1)
+        dictionary = concat_banks([self.bank.contents(), remote])
+        self.last_dictionary_size = len(dictionary[0])
+        negatives, _ = sample_features(*dictionary, p.sample_size, self.gen)
+        eye = torch.eye(len(q), dtype=torch.bool, device=self.device)
+        all_neg = torch.ones(len(q), len(negatives), dtype=torch.bool, device=self.device)
+        con = contrastive_loss(q, k, eye, negatives, all_neg, p.temperature)
+        align = alignment_loss(q, z_ref)
+        loss = con + self.align_weight * align
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.bank.push(k, parts.to(self.device))
+        return {"loss": loss.item(), "loss_contrastive": con.item(), "loss_align": align.item()}
+
+    def shared_features(self):
+        feats, parts = sample_features(*self.bank.contents(), self.cfg.pretrain.exchange_size,
+                                       self.gen)
+        return feats.cpu().numpy().astype(np.float32), parts.cpu().numpy().astype(np.int16)

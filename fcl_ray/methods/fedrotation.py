@@ -1,0 +1,76 @@
+"""FedRotation: rotation prediction (Gidaris et al., "Unsupervised representation learning
+by predicting image rotations", ICLR 2018) trained with FedAvg, a baseline of Wu et al. 2021.
+
+Choices made here:
+- every step takes m volumes x one slice per partition (``PartitionBatchSampler``), applies
+  one mild random view (``augment.contrastive_view``) and then all four quarter turns to
+  every slice (Gidaris et al. found feeding the four rotations together works best), so the
+  batch is 4*m*S images with labels 0, 1, 2, 3 = 0, 90, 180, 270 degrees counter-clockwise;
+- the classifier sits on the U-Net encoder: pool to a 4x4 grid, flatten, MLP
+  (``model.projection_hidden``) -> 4 logits. A global average pool would see nearly the
+  same vector for every image after BasicUNet's instance norms (see models.ProjectionHead);
+- FedAvg averages the encoder and the classifier; the encoder initialises fine-tuning.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from fcl_ray.augment import contrastive_view
+from fcl_ray.losses import rotation_loss
+from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod
+from fcl_ray.models import Encoder
+
+
+def rotate_quarter_turns(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All four rotations of a (B, C, H, W) batch of square images: (4B, C, H, W) images
+    ordered [all 0 deg, all 90 deg, all 180 deg, all 270 deg] and their labels (4B,)."""
+    rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
+    labels = torch.arange(4, device=x.device).repeat_interleave(len(x))
+    return rotated, labels
+
+
+class RotationNet(nn.Module):
+    """U-Net encoder + 4-way rotation classifier."""
+
+    def __init__(self, features, hidden: int):
+        super().__init__()
+        self.encoder = Encoder(features)
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(self.encoder.out_channels * 16, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(x))
+
+
+class FedRotation(PretrainMethod):
+    federated = True
+    shares_features = False
+
+    def __init__(self, cfg, slices, generator, device):
+        super().__init__(cfg, slices, generator, device)
+        self.net = RotationNet(cfg.model.features, cfg.model.projection_hidden).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.pretrain.lr)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+
+    def networks(self):
+        return {"main": self.net}
+
+    def encoder(self):
+        return self.net.encoder
+
+    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+        idx, _ = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)
+        x = contrastive_view(self.slices.images[idx.to(self.device)], self.gen)
+        rotated, labels = rotate_quarter_turns(x)
+        logits = self.net(rotated)
+        loss = rotation_loss(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        return {"loss": loss.item(), "accuracy": accuracy.item()}

@@ -1,0 +1,51 @@
+"""FedSimCLR: SimCLR (Chen et al., "A simple framework for contrastive learning of visual
+representations", ICML 2020) trained with FedAvg, a baseline of Wu et al. 2021.
+
+Choices made here:
+- batch: m volumes x one slice per partition (``PartitionBatchSampler``: the same batch size
+  as FCL's), two random views per slice (``augment.contrastive_view``);
+- NT-Xent (``losses.nt_xent_loss``): a view's only positive is the other view of the same
+  slice, all other 2B-2 embeddings of the batch are negatives (partitions are ignored, so
+  same-level slices of other volumes are pushed apart: what FCL argues against);
+- encoder + projection head (``models.EmbeddingNet``), both averaged by FedAvg; Adam with
+  ``pretrain.lr`` (SimCLR's LARS and huge batches do not fit a few-volume site).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from fcl_ray.augment import contrastive_view
+from fcl_ray.losses import nt_xent_loss
+from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod
+from fcl_ray.models import EmbeddingNet
+
+
+class FedSimCLR(PretrainMethod):
+    federated = True
+    shares_features = False
+
+    def __init__(self, cfg, slices, generator, device):
+        super().__init__(cfg, slices, generator, device)
+        m = cfg.model
+        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.pretrain.lr)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+
+    def networks(self):
+        return {"main": self.net}
+
+    def encoder(self):
+        return self.net.encoder
+
+    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+        idx, _ = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)
+        x = self.slices.images[idx.to(self.device)]
+        z = self.net(torch.cat([contrastive_view(x, self.gen), contrastive_view(x, self.gen)]))
+        z1, z2 = z.chunk(2)
+        loss = nt_xent_loss(z1, z2, self.cfg.pretrain.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}

@@ -1,0 +1,57 @@
+"""Local CL: Chaitanya et al., "Contrastive learning of global and local features for medical
+image segmentation with limited annotations" (NeurIPS 2020), global loss with their G^D
+strategy, run at every site alone: no FedAvg, no feature sharing (the paper's "Local CL").
+
+Choices made here:
+- batch: m volumes x one slice per partition (``PartitionBatchSampler``), two random views
+  of every slice (``augment.contrastive_view``), so 2*m*S embeddings per step;
+- positives of an embedding: every other embedding of the same partition in the batch (its
+  own second view and the same-partition slices of the other volumes); negatives: the
+  embeddings of the other partitions (G^D). One encoder, no momentum copy, no bank: the
+  batch is the only source of keys, as in the original;
+- encoder + head as FCL's (``models.EmbeddingNet``), Adam with ``pretrain.lr``,
+  temperature ``pretrain.temperature``. Chaitanya's local (decoder) loss is not included;
+  neither FCL nor its baselines pre-train the decoder.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from fcl_ray.augment import contrastive_view
+from fcl_ray.losses import contrastive_loss
+from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod
+from fcl_ray.models import EmbeddingNet
+
+
+class LocalCL(PretrainMethod):
+    federated = False            # each site keeps its own weights
+    shares_features = False
+
+    def __init__(self, cfg, slices, generator, device):
+        super().__init__(cfg, slices, generator, device)
+        m = cfg.model
+        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.pretrain.lr)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+
+    def networks(self):
+        return {"main": self.net}
+
+    def encoder(self):
+        return self.net.encoder
+
+    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+        p = self.cfg.pretrain
+        idx, parts = self.sampler.sample(p.volumes_per_batch, self.gen)
+        x = self.slices.images[idx.to(self.device)]
+        z = self.net(torch.cat([contrastive_view(x, self.gen), contrastive_view(x, self.gen)]))
+        parts = torch.cat([parts, parts]).to(self.device)
+        same = parts[:, None] == parts[None, :]
+        not_self = ~torch.eye(len(z), dtype=torch.bool, device=self.device)
+        loss = contrastive_loss(z, z, same & not_self, z, ~same, p.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
