@@ -29,8 +29,24 @@ class ExperimentConfig:
 
 @dataclass
 class DataConfig:
-    kind: Literal["synthetic"] = "synthetic"
-    root: Optional[str] = None
+    # synthetic: embedded phantom; acdc / mnms / decathlon: a dataset on disk (README, "Use your own data")
+    kind: Literal["synthetic", "acdc", "mnms", "decathlon"] = "synthetic"
+    root: Optional[str] = None      # real data: the dataset folder (shared by all clients)
+    client_roots: list[str] = field(default_factory=list)  # or one folder per client (its own site)
+    split: Literal["random", "by_site", "explicit"] = "random"  # cases -> clients (with root)
+    sites_by: Literal["vendor", "centre"] = "vendor"  # by_site: the M&Ms metadata column
+    split_lists: list[list[str]] = field(default_factory=list)  # explicit: case ids per client
+    split_seed: int = 0             # random: seed of the case shuffle
+    metadata: Optional[str] = None  # M&Ms metadata CSV; None: the one *.csv under root
+    classes: list[str] = field(default_factory=list)  # decathlon: label names/values kept ([]: all)
+    phases: Literal["ed", "es", "ed_es"] = "ed"  # ACDC/M&Ms: labeled frames read per case
+    extra_frames: int = 0           # ACDC/M&Ms: unlabeled 4D frames per case added for pre-training
+    spacing: float = 1.37           # real data: in-plane resampling (mm); slice spacing kept
+    orientation: str = "RAS"        # real data: common axis code before resampling
+    normalise: Literal["percentile", "zscore"] = "percentile"  # per-volume intensity normalisation
+    skip_bad_cases: bool = False    # real data: warn about and skip broken cases instead of failing
+    cache: bool = True              # real data: keep preprocessed volumes on disk
+    cache_dir: Optional[str] = None  # None: $FCL_RAY_CACHE or ~/.cache/fcl-ray (safe to delete)
     clients: int = 3
     cases_per_client: int = 8       # synthetic: volumes generated per client (site)
     image_size: int = 64            # slices are resampled/cropped to image_size x image_size
@@ -64,6 +80,8 @@ class PretrainConfig:
     remote_weight: float = 1.0      # lambda of the structural-matching (remote) loss
     negatives: Literal["other_partitions", "all"] = "other_partitions"
     aggregate_momentum: bool = True  # FedAvg the momentum encoder too (else keep it local)
+    probe_every: int = 0            # every k rounds: quick fine-tune Dice on a validation case
+    probe_steps: int = 30           # (0 = off); the cheap quality signal Tune schedulers use
 
 
 @dataclass
@@ -76,6 +94,8 @@ class FinetuneConfig:
     local_steps: int = 15           # ... of this many steps each
     batch_size: int = 8
     lr: float = 1e-3
+    upper_bound: bool = False       # also fine-tune from random init with every training label
+    concurrency: int = 1            # local fine-tunes run at once inside each client actor
 
 
 @dataclass
@@ -193,13 +213,30 @@ def validate(cfg: Config) -> Config:
     _check(d.partitions >= 1, "data.partitions", f"must be at least 1, got {d.partitions}")
     _check(1 <= d.slices_min <= d.slices_max, "data.slices_min",
            f"must be in [1, data.slices_max={d.slices_max}], got {d.slices_min}")
-    _check(d.partitions <= d.slices_min, "data.partitions",
+    synthetic = d.kind == "synthetic"
+    # Real datasets: slice and case counts come from the files; the loader checks them.
+    _check(not synthetic or d.partitions <= d.slices_min, "data.partitions",
            f"{d.partitions} partitions need at least that many slices per volume, "
            f"but volumes can have as few as data.slices_min={d.slices_min}")
     _check(d.folds >= 2, "data.folds", f"must be at least 2, got {d.folds}")
-    _check(d.cases_per_client >= d.folds, "data.cases_per_client",
+    _check(not synthetic or d.cases_per_client >= d.folds, "data.cases_per_client",
            f"{d.cases_per_client} cases cannot fill data.folds={d.folds} test folds")
     _check(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
+    if not synthetic:
+        _check(bool(d.root) != bool(d.client_roots), "data.root",
+               f"data.kind={d.kind} needs exactly one of data.root (one shared folder) or "
+               f"data.client_roots (one folder per client)")
+        _check(not d.client_roots or len(d.client_roots) == d.clients, "data.client_roots",
+               f"{len(d.client_roots)} folders given for data.clients={d.clients} clients")
+        _check(d.split != "explicit" or len(d.split_lists) == d.clients, "data.split_lists",
+               f"split=explicit needs one list of case ids per client ({d.clients}), "
+               f"got {len(d.split_lists)}")
+        _check(d.spacing > 0, "data.spacing", f"must be > 0 (mm), got {d.spacing}")
+        _check(d.extra_frames >= 0, "data.extra_frames", f"must be >= 0, got {d.extra_frames}")
+        axes = [set("LR"), set("PA"), set("IS")]
+        _check(len(d.orientation) == 3 and all(
+            sum(c in ax for c in d.orientation) == 1 for ax in axes), "data.orientation",
+            f"must be 3 letters, one of each pair L/R, P/A, I/S (e.g. RAS), got {d.orientation!r}")
     _check(len(cfg.model.features) == 6, "model.features",
            f"needs 6 widths (5 encoder levels + last decoder level), got {cfg.model.features}")
     known = registered_methods()
@@ -214,18 +251,20 @@ def validate(cfg: Config) -> Config:
     _check(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")
     _check(p.remote_weight >= 0, "pretrain.remote_weight", f"must be >= 0, got {p.remote_weight}")
     _check(p.lr > 0, "pretrain.lr", f"must be > 0, got {p.lr}")
+    _check(p.probe_every >= 0, "pretrain.probe_every", f"must be >= 0, got {p.probe_every}")
+    _check(p.probe_steps >= 1, "pretrain.probe_steps", f"must be at least 1, got {p.probe_steps}")
     for mode in f.modes:
         _check(mode in FINETUNE_MODES, "finetune.modes",
                f"unknown mode '{mode}'; allowed: {', '.join(FINETUNE_MODES)}")
     train_cases = d.cases_per_client - -(-d.cases_per_client // d.folds)  # minus largest fold
     for n in f.n_labeled:
         _check(n >= 1, "finetune.n_labeled", f"must be at least 1, got {n}")
-        _check(n <= train_cases, "finetune.n_labeled",
+        _check(not synthetic or n <= train_cases, "finetune.n_labeled",
                f"{n} labeled volumes asked, but a client has only {train_cases} training cases "
                f"({d.cases_per_client} cases minus a test fold of data.folds={d.folds})")
     for fold in f.folds:
         _check(0 <= fold < d.folds, "finetune.folds", f"fold {fold} not in [0, {d.folds - 1}]")
-    for key in ("steps", "rounds", "local_steps", "batch_size"):
+    for key in ("steps", "rounds", "local_steps", "batch_size", "concurrency"):
         _check(getattr(f, key) >= 1, f"finetune.{key}", f"must be at least 1, got {getattr(f, key)}")
     cpus = cfg.federation.num_cpus_per_client
     _check(cpus == "auto" or cpus > 0, "federation.num_cpus_per_client",

@@ -13,15 +13,25 @@ def test_tiny_federation_end_to_end(ray_session, tiny_overrides, tmp_path):
     import mlflow
 
     cfg = load_config(None, tiny_overrides + ["finetune.modes=[local,federated]",
-                                              "experiment.name=tiny-e2e"])
+                                              "experiment.name=tiny-e2e",
+                                              "pretrain.probe_every=2", "pretrain.probe_steps=2",
+                                              "finetune.upper_bound=true"])
     lines: list[str] = []
-    results = run_experiment(cfg, log=lines.append)
+    reports: list[dict] = []
+    results = run_experiment(cfg, log=lines.append, reporter=reports.append)
+
+    # The reporter saw every round (with the probe at round 2) and every setting.
+    rounds = [r for r in reports if r["phase"] == "pretrain"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert "probe_dice" not in rounds[0] and 0 <= rounds[1]["probe_dice"] <= 1
+    assert len([r for r in reports if r["phase"] == "finetune"]) == 3 * 2  # (fcl, random, ub) x modes
 
     # One row per (method, mode, N, fold, client), Dice in [0, 1].
     written = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(written.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
-    assert len(written) == len(results) == 2 * 2 * 2          # methods x modes x clients
-    assert set(written["method"]) == {"fcl", "random"}
+    assert len(written) == len(results) == 3 * 2 * 2          # methods x modes x clients
+    assert set(written["method"]) == {"fcl", "random", "upper_bound"}
+    assert set(written.loc[written.method == "upper_bound", "n_labeled"]) == {2}  # all 2 train cases
     assert set(written["finetune_mode"]) == {"local", "federated"}
     assert written["dice_mean"].between(0, 1).all()
     assert (tmp_path / "out" / "config.yaml").is_file()

@@ -12,6 +12,13 @@ class ClientSplit:
     test: tuple[int, ...]       # held out, scored by Dice
     labeled: tuple[int, ...]    # the N volumes whose masks fine-tuning may use
     unlabeled: tuple[int, ...]  # the other training volumes (images only)
+    order: tuple[int, ...] = ()  # the training cases in their seeded order
+
+    @property
+    def validation(self) -> int:
+        """The training case whose mask the pre-training probe scores against: the last of the
+        seeded training order, so it is labeled only when every training case is."""
+        return self.order[-1]
 
     @property
     def train(self) -> tuple[int, ...]:
@@ -37,4 +44,4 @@ def kfold_split(n_cases: int, folds: int, fold: int, n_labeled: int, seed: int,
                          f"only {len(train)} training cases")
     return ClientSplit(test=tuple(sorted(int(c) for c in test)),
                        labeled=tuple(train[:n_labeled]),
-                       unlabeled=tuple(sorted(train[n_labeled:])))
+                       unlabeled=tuple(sorted(train[n_labeled:])), order=tuple(train))

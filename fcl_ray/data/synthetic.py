@@ -46,8 +46,8 @@ def site_profile(seed: int, site: int) -> SiteProfile:
         scale=float(rng.uniform(0.6, 1.6)),
         gamma=float(rng.uniform(0.7, 1.4)),
         bias=rng.normal(0.0, 0.25, size=6),
-        noise=float(rng.uniform(0.04, 0.12)),
-        blur=float(rng.uniform(0.4, 1.3)),
+        noise=float(rng.uniform(0.06, 0.16)),
+        blur=float(rng.uniform(0.5, 1.5)),
         zoom=float(rng.uniform(0.85, 1.2)),
     )
 
@@ -68,16 +68,27 @@ def make_volume(seed: int, site: int, case: int, size: int = 64,
     rng = np.random.default_rng([seed, site, case])
     depth = int(rng.integers(slices[0], slices[1] + 1))
     # Patient anatomy (in units of half the field of view).
-    lv_radius = rng.uniform(0.24, 0.34) * prof.zoom
-    wall = rng.uniform(0.06, 0.10) * prof.zoom
-    aspect = rng.uniform(0.85, 1.15)
-    rv_size = rng.uniform(0.8, 1.25)
-    rv_extent = rng.uniform(0.65, 0.85)           # where the RV vanishes, fraction of the way down
-    angle = rng.uniform(-0.6, 0.6)                # rotation of the heart's axes (radians)
-    cx, cy = rng.uniform(-0.12, 0.12, size=2)
-    body_rx, body_ry = rng.uniform(0.88, 0.98), rng.uniform(0.7, 0.85)
-    t_positions = np.linspace(rng.uniform(0.0, 0.08), rng.uniform(0.9, 1.0), depth)
+    lv_radius = rng.uniform(0.2, 0.34) * prof.zoom
+    wall = rng.uniform(0.05, 0.10) * prof.zoom
+    aspect = rng.uniform(0.8, 1.2)
+    rv_size = rng.uniform(0.7, 1.3)
+    rv_extent = rng.uniform(0.6, 0.85)            # where the RV vanishes, fraction of the way down
+    angle = rng.uniform(-0.8, 0.8)                # rotation of the heart's axes (radians)
+    cx, cy = rng.uniform(-0.22, 0.22, size=2)
+    body_rx, body_ry = rng.uniform(0.85, 0.98), rng.uniform(0.65, 0.85)
+    t_positions = np.linspace(rng.uniform(0.0, 0.1), rng.uniform(0.85, 1.0), depth)
     texture = _smooth_field(rng, size, 2.0)
+    # Patient contrast: blood, muscle and surrounding tissue vary, and muscle can be nearly as
+    # bright as its surroundings (as the chest wall is), which makes the epicardium hard.
+    blood = rng.uniform(0.7, 1.0)
+    muscle = rng.uniform(0.2, 0.4)
+    tissue = rng.uniform(muscle + 0.03, 0.55)
+    fat_ring = rng.uniform(0.0, 0.04)             # bright epicardial fat, absent when small
+    # Bright distractors that look like blood pools (vessels, stomach, fat pads): fixed per
+    # patient, drifting slowly from base to apex.
+    distractors = [(rng.uniform(-0.8, 0.8), rng.uniform(-0.6, 0.6), rng.uniform(0.04, 0.12),
+                    rng.uniform(0.5, 1.0), rng.uniform(-0.2, 0.2), rng.uniform(0, 1))
+                   for _ in range(int(rng.integers(2, 6)))]
     n_papillary = 2
 
     # Pixel grid in [-1, 1], rotated into the heart's frame.
@@ -117,23 +128,29 @@ def make_volume(seed: int, site: int, case: int, size: int = 64,
         # Tissue intensities of a bSSFP cine: bright blood, dark muscle, grey surroundings.
         img = np.zeros((size, size), np.float32)
         body = _ellipse(gx, gy, 0, 0.05, body_rx, body_ry)
-        img[body] = 0.45 + 0.08 * texture[body]
+        img[body] = tissue + 0.1 * texture[body]
         for side in (-1, 1):  # lungs: dark, lateral to the heart
             img[_ellipse(gx, gy, side * 0.75, -0.1, 0.25, 0.45) & body] = 0.08
         if t > 0.6:           # liver appears under the apex
             liver = _ellipse(gx, gy, 0.35, 0.55 - 0.3 * (t - 0.6), 0.45, 0.3 * (t - 0.5)) & body
             img[liver] = 0.6 + 0.05 * texture[liver]
+        for dx, dy, r, level, drift, phase in distractors:
+            r_t = r * (0.6 + 0.8 * abs(np.sin(np.pi * (t + phase))))
+            img[_ellipse(gx, gy, dx + drift * t, dy, r_t, r_t * 0.8) & body] = blood * level
         if t < 0.25:          # aorta and pulmonary trunk near the base: bright, unlabeled
-            img[_ellipse(hx, hy, outer * 1.4, -outer * 1.2, 0.07, 0.07)] = 0.85
-            img[_ellipse(hx, hy, -outer * 0.5, -outer * 1.5, 0.06, 0.06)] = 0.8
-        img[rv] = 0.85 + 0.05 * texture[rv]
-        img[myo] = 0.22 + 0.04 * texture[myo]
-        img[lv_cav] = 0.9 + 0.05 * texture[lv_cav]
+            img[_ellipse(hx, hy, outer * 1.4, -outer * 1.2, 0.07, 0.07)] = blood * 0.95
+            img[_ellipse(hx, hy, -outer * 0.5, -outer * 1.5, 0.06, 0.06)] = blood * 0.9
+        if fat_ring > 0.015:
+            ring = _ellipse(hx, hy, 0, 0, outer * aspect + fat_ring, outer + fat_ring) & ~lv_out
+            img[ring & ~rv] = 0.75
+        img[rv] = blood * 0.95 + 0.05 * texture[rv]
+        img[myo] = muscle + 0.05 * texture[myo]
+        img[lv_cav] = blood + 0.05 * texture[lv_cav]
         for k in range(n_papillary):  # papillary muscles: dark dots inside the LV (labelled LV)
             if cavity > 0.05:
                 a = angle + 0.8 + k * 1.4
                 px, py = 0.55 * cavity * np.cos(a), 0.55 * cavity * np.sin(a)
-                img[_ellipse(hx, hy, px, py, 0.12 * cavity, 0.12 * cavity) & lv_cav] = 0.3
+                img[_ellipse(hx, hy, px, py, 0.15 * cavity, 0.15 * cavity) & lv_cav] = muscle
 
         # Scanner: blur (PSF), bias field, gamma, gain, Rician noise.
         img = gaussian_filter(img, prof.blur) * bias

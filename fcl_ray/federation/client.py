@@ -34,6 +34,7 @@ def state_to_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def state_from_numpy(state: Optional[dict]) -> Optional[dict[str, torch.Tensor]]:
+    """Tensors from arrays (copied: object-store arrays are read-only) or from tensors."""
     return None if state is None else {k: torch.as_tensor(np.array(v)) for k, v in state.items()}
 
 
@@ -92,6 +93,17 @@ class ClientActor:
                 "features": method.shared_features(),
                 "metrics": metrics}
 
+    def probe(self, global_weights: Optional[np.ndarray], fold: int, n_labeled: int) -> dict:
+        """Cheap quality signal of the current encoder: a short fine-tune on the labeled
+        volume(s), Dice on the validation case (a training case, never the test fold)."""
+        if global_weights is not None:
+            self.method.load_shared_state(self.layout.unflatten(global_weights))
+        trainer = self._new_trainer(self.method.encoder_state(), fold, n_labeled, purpose=3)
+        trainer.train(self.cfg.pretrain.probe_steps)
+        validation = self.slices.select_volumes([self._split(fold).validation])
+        return {"client": self.client_id,
+                **summarise_dice(dice_per_volume(trainer.unet, validation))}
+
     def finish_pretraining(self, global_weights: Optional[np.ndarray]) -> dict:
         """Adopt the final global weights (if federated) and hand out the encoder."""
         if global_weights is not None:
@@ -101,31 +113,35 @@ class ClientActor:
         return encoder
 
     # ------------------------------------------------------------------ fine-tuning
-    def _new_trainer(self, encoder_state, fold: int, n_labeled: int) -> None:
+    def _new_trainer(self, encoder_state, fold: int, n_labeled: int,
+                     purpose: int = 2) -> SegmentationTrainer:
+        """A fresh U-Net (seeded decoder, given encoder) and its trainer on the N labeled
+        volumes; ``purpose`` salts the sampling seed (2 fine-tuning, 3 probe)."""
         split = self._split(fold, n_labeled)
         unet = init_unet(self.cfg.model.features, state_from_numpy(encoder_state),
                          seed=self.cfg.experiment.seed, device=self.device)
         ft = self.cfg.finetune
-        self.trainer = SegmentationTrainer(unet, self.slices.select_volumes(split.labeled),
-                                           ft.batch_size, ft.lr,
-                                           self._generator(2, fold, n_labeled))
+        return SegmentationTrainer(unet, self.slices.select_volumes(split.labeled),
+                                   ft.batch_size, ft.lr, self._generator(purpose, fold, n_labeled))
 
-    def _evaluate(self, fold: int) -> dict:
+    def _evaluate(self, unet: torch.nn.Module, fold: int) -> dict:
         test = self.slices.select_volumes(self._split(fold).test)
-        return {"client": self.client_id, **summarise_dice(dice_per_volume(self.trainer.unet, test))}
+        return {"client": self.client_id, **summarise_dice(dice_per_volume(unet, test))}
 
     def finetune_local(self, encoder_state: Optional[dict], fold: int, n_labeled: int) -> dict:
-        """Fine-tune on this client's N labeled volumes alone; Dice on its test fold."""
+        """Fine-tune on this client's N labeled volumes alone; Dice on its test fold.
+
+        Self-contained (no actor state touched), so several can run at once when the actor
+        has ``max_concurrency`` > 1."""
         start = time.perf_counter()
-        self._new_trainer(encoder_state, fold, n_labeled)
-        loss = self.trainer.train(self.cfg.finetune.steps)
-        result = self._evaluate(fold)
-        self.trainer = None
-        return {**result, "train_loss": loss, "seconds": time.perf_counter() - start}
+        trainer = self._new_trainer(encoder_state, fold, n_labeled)
+        loss = trainer.train(self.cfg.finetune.steps)
+        return {**self._evaluate(trainer.unet, fold), "train_loss": loss,
+                "seconds": time.perf_counter() - start}
 
     def start_federated_finetune(self, encoder_state: Optional[dict], fold: int,
                                  n_labeled: int) -> None:
-        self._new_trainer(encoder_state, fold, n_labeled)
+        self.trainer = self._new_trainer(encoder_state, fold, n_labeled)
         self.ft_layout = WeightLayout(self.trainer.unet.state_dict())
 
     def finetune_round(self, global_weights: Optional[np.ndarray]) -> dict:
@@ -138,6 +154,6 @@ class ClientActor:
 
     def finish_federated_finetune(self, global_weights: np.ndarray, fold: int) -> dict:
         self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))
-        result = self._evaluate(fold)
+        result = self._evaluate(self.trainer.unet, fold)
         self.trainer = None
         return result

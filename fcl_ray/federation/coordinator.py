@@ -69,6 +69,12 @@ class Coordinator:
         stats["round_seconds"] = time.perf_counter() - start
         return {"clients": [{"client": r["client"], **r["metrics"]} for r in results], **stats}
 
+    def probe(self, fold: int, n_labeled: int) -> float:
+        """Mean over clients of the probe Dice of the current global encoder."""
+        weights_ref = ray.put(self.global_weights) if self.federated else None
+        results = ray.get([c.probe.remote(weights_ref, fold, n_labeled) for c in self.clients])
+        return float(np.nanmean([r["dice_mean"] for r in results]))
+
     def finish_pretraining(self, method: str) -> None:
         weights_ref = ray.put(self.global_weights) if self.federated else None
         calls = [c.finish_pretraining.remote(weights_ref) for c in self.clients]
@@ -81,10 +87,12 @@ class Coordinator:
     def _encoders(self, method: str) -> list:
         return self.encoders.get(method, [None] * len(self.clients))
 
-    def finetune_local(self, method: str, fold: int, n_labeled: int) -> list[dict]:
+    def finetune_local_grid(self, method: str, fold: int, budgets: list[int]) -> list[list[dict]]:
+        """Every (N, client) local fine-tune submitted at once; results per N, by client."""
         encoders = self._encoders(method)
-        return ray.get([c.finetune_local.remote(e, fold, n_labeled)
-                        for c, e in zip(self.clients, encoders)])
+        calls = [[c.finetune_local.remote(e, fold, n) for c, e in zip(self.clients, encoders)]
+                 for n in budgets]
+        return [ray.get(per_n) for per_n in calls]
 
     def finetune_federated(self, method: str, fold: int, n_labeled: int, rounds: int) -> list[dict]:
         self.federated = True

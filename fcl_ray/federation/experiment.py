@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pandas as pd
 import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fcl_ray.config import Config, dump_yaml, to_dict
 from fcl_ray.federation.client import ClientActor
@@ -19,6 +20,9 @@ from fcl_ray.federation.coordinator import Coordinator
 from fcl_ray.methods import get_method_class
 from fcl_ray.report import RESULT_COLUMNS, format_table
 from fcl_ray.tracking import make_tracker
+
+Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
+UPPER_BOUND = "upper_bound"         # method name of the all-labels, random-init rows
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -37,25 +41,46 @@ def connect_ray(cfg: Config) -> bool:
     return True
 
 
-def create_federation(cfg: Config):
-    """One ClientActor per client (CPU share and GPU fraction from the config) + coordinator."""
-    n = cfg.data.clients
-    fed = cfg.federation
-    if fed.num_cpus_per_client == "auto":
-        cpus = max(ray.cluster_resources().get("CPU", 1.0) / n, 0.01)
-    else:
-        cpus = fed.num_cpus_per_client
+def client_cpus(cfg: Config) -> float:
+    """CPUs per client actor: as configured, or 'auto' = the cluster's CPUs split evenly."""
+    if cfg.federation.num_cpus_per_client != "auto":
+        return cfg.federation.num_cpus_per_client
+    return max(ray.cluster_resources().get("CPU", 1.0) / cfg.data.clients, 0.01)
+
+
+def create_federation(cfg: Config, placement_group=None):
+    """One ClientActor per client (CPU share and GPU fraction from the config) + coordinator.
+
+    Inside a placement group (a Tune trial's), client i goes to bundle i + 1 and the
+    coordinator to bundle 0, so concurrent federations never take each other's resources.
+    """
+    n, fed = cfg.data.clients, cfg.federation
+    cpus = client_cpus(cfg)
     threads = max(1, int(cpus))
-    client_cls = ray.remote(ClientActor)
     cfg_dict = to_dict(cfg)
-    clients = [client_cls.options(num_cpus=cpus, num_gpus=fed.num_gpus_per_client)
+
+    def placed(bundle: int) -> dict:
+        if placement_group is None:
+            return {}
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group, placement_group_bundle_index=bundle)}
+
+    client_cls = ray.remote(ClientActor)
+    clients = [client_cls.options(num_cpus=cpus, num_gpus=fed.num_gpus_per_client,
+                                  max_concurrency=cfg.finetune.concurrency, **placed(i + 1))
                .remote(cfg_dict, i, threads, fed.num_gpus_per_client) for i in range(n)]
-    coordinator = ray.remote(Coordinator).options(num_cpus=0).remote(clients)
+    coordinator = ray.remote(Coordinator).options(num_cpus=0, **placed(0)).remote(clients)
     return clients, coordinator
 
 
-def run_experiment(cfg: Config, log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run the whole experiment of ``cfg``; return (and write) the per-client results."""
+def run_experiment(cfg: Config, log: Callable[[str], None] = print,
+                   reporter: Optional[Reporter] = None, placement_group=None) -> pd.DataFrame:
+    """Run the whole experiment of ``cfg``; return (and write) the per-client results.
+
+    ``reporter`` (optional) is called with a dict after every pre-training round and every
+    fine-tuning setting; Ray Tune's trainable uses it to report to the scheduler.
+    """
+    report = reporter or (lambda metrics: None)
     out_dir = Path(cfg.experiment.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -70,7 +95,7 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = print) -> pd.DataFr
     clients, coordinator = [], None
     status = "FAILED"
     try:
-        clients, coordinator = create_federation(cfg)
+        clients, coordinator = create_federation(cfg, placement_group)
         for info in ray.get([c.info.remote() for c in clients]):
             log(f"client {info['client']}: {info['cases']} cases, {info['slices']} slices "
                 f"on {info['device']}")
@@ -79,11 +104,11 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = print) -> pd.DataFr
         for fold in cfg.finetune.folds:
             for method in cfg.pretrain.methods:
                 if get_method_class(method) is not None:
-                    _pretrain(cfg, coordinator, method, fold, tracker, log)
-                for mode in cfg.finetune.modes:
-                    for n in cfg.finetune.n_labeled:
-                        rows += _finetune(cfg, coordinator, method, mode, fold, n, log)
-                        write_csv_atomic(pd.DataFrame(rows), results_path)  # keep what is done
+                    _pretrain(cfg, coordinator, method, fold, tracker, log, report)
+                rows += _finetune_grid(cfg, coordinator, method, fold, log, report)
+                write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
+            if cfg.finetune.upper_bound:
+                rows += _finetune_grid(cfg, coordinator, UPPER_BOUND, fold, log, report)
         results = pd.DataFrame(rows)
         extra = [c for c in results.columns if c not in RESULT_COLUMNS]
         results = results[[c for c in RESULT_COLUMNS if c in results.columns] + extra]
@@ -104,41 +129,63 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = print) -> pd.DataFr
             ray.shutdown()
 
 
-def _pretrain(cfg, coordinator, method, fold, tracker, log) -> None:
+def _pretrain(cfg, coordinator, method, fold, tracker, log, report) -> None:
+    p = cfg.pretrain
     sizes = ray.get(coordinator.start_pretraining.remote(method, fold))
     log(f"[{method}] pre-training fold {fold}: {cfg.data.clients} clients, "
-        f"{sum(sizes)} slices, {cfg.pretrain.rounds} rounds x {cfg.pretrain.local_steps} steps")
-    for r in range(cfg.pretrain.rounds):
+        f"{sum(sizes)} slices, {p.rounds} rounds x {p.local_steps} steps")
+    for r in range(p.rounds):
         m = ray.get(coordinator.pretrain_round.remote())
         for c in m["clients"]:
-            log(f"  round {r + 1}/{cfg.pretrain.rounds} client {c['client']} "
+            log(f"  round {r + 1}/{p.rounds} client {c['client']} "
                 f"loss {c['loss']:.4f} {c['seconds']:.1f}s")
         mb = (m["bytes_weights"] + m["bytes_features"]) / 1e6
-        log(f"  round {r + 1}/{cfg.pretrain.rounds} done in {m['round_seconds']:.1f}s "
+        log(f"  round {r + 1}/{p.rounds} done in {m['round_seconds']:.1f}s "
             f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB)")
         mean_loss = sum(c["loss"] for c in m["clients"]) / len(m["clients"])
-        tracker.log_metrics({f"{method}/loss": mean_loss,
-                             f"{method}/round_seconds": m["round_seconds"],
-                             f"{method}/bytes_weights": m["bytes_weights"],
-                             f"{method}/bytes_features": m["bytes_features"],
-                             **{f"{method}/loss_client{c['client']}": c["loss"]
-                                for c in m["clients"]}},
-                            step=fold * cfg.pretrain.rounds + r)
+        metrics = {"loss": mean_loss, "round_seconds": m["round_seconds"],
+                   "bytes_weights": m["bytes_weights"], "bytes_features": m["bytes_features"]}
+        if p.probe_every and ((r + 1) % p.probe_every == 0 or r + 1 == p.rounds):
+            metrics["probe_dice"] = ray.get(coordinator.probe.remote(fold,
+                                                                     cfg.finetune.n_labeled[0]))
+            log(f"  round {r + 1}/{p.rounds} probe Dice {metrics['probe_dice']:.3f}")
+        tracker.log_metrics({f"{method}/{k}": v for k, v in metrics.items()}
+                            | {f"{method}/loss_client{c['client']}": c["loss"]
+                               for c in m["clients"]}, step=fold * p.rounds + r)
+        report({"phase": "pretrain", "method": method, "fold": fold, "round": r + 1, **metrics})
     ray.get(coordinator.finish_pretraining.remote(method))
 
 
-def _finetune(cfg, coordinator, method, mode, fold, n, log) -> list[dict]:
-    start = time.perf_counter()
-    if mode == "local":
-        results = ray.get(coordinator.finetune_local.remote(method, fold, n))
-    else:
-        results = ray.get(coordinator.finetune_federated.remote(method, fold, n,
-                                                                cfg.finetune.rounds))
-    dice = sum(r["dice_mean"] for r in results) / len(results)
-    log(f"[{method}] {mode} fine-tuning, N={n}, fold {fold}: mean Dice {dice:.3f} "
-        f"({time.perf_counter() - start:.1f}s)")
-    return [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold, **r}
-            for r in results]
+def _finetune_grid(cfg, coordinator, method, fold, log, report) -> list[dict]:
+    """All fine-tuning settings (modes x N) of one method and fold.
+
+    Local-mode settings are submitted together, so each client actor works through its
+    queue without waiting for the driver (and runs ``finetune.concurrency`` at once)."""
+    ft = cfg.finetune
+    budgets = ft.n_labeled
+    encoder = method
+    if method == UPPER_BOUND:   # random init, every training case labeled
+        budgets, encoder = [cfg.data.cases_per_client - -(-cfg.data.cases_per_client
+                                                          // cfg.data.folds)], "random"
+    rows: list[dict] = []
+    for mode in ft.modes:
+        start = time.perf_counter()
+        if mode == "local":
+            per_setting = ray.get(coordinator.finetune_local_grid.remote(encoder, fold, budgets))
+        else:
+            per_setting = [ray.get(coordinator.finetune_federated.remote(encoder, fold, n,
+                                                                         ft.rounds))
+                           for n in budgets]
+        for n, results in zip(budgets, per_setting):
+            dice = sum(r["dice_mean"] for r in results) / len(results)
+            log(f"[{method}] {mode} fine-tuning, N={n}, fold {fold}: mean Dice {dice:.3f}")
+            report({"phase": "finetune", "method": method, "finetune_mode": mode,
+                    "n_labeled": n, "fold": fold, "dice_mean": dice})
+            rows += [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold, **r}
+                     for r in results]
+        log(f"[{method}] {mode} fine-tuning of {len(budgets)} setting(s) took "
+            f"{time.perf_counter() - start:.1f}s")
+    return rows
 
 
 def _log_final(results: pd.DataFrame, tracker) -> None:
