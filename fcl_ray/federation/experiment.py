@@ -65,9 +65,13 @@ def create_federation(cfg: Config, placement_group=None):
         return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
             placement_group, placement_group_bundle_index=bundle)}
 
+    def pinned(i: int) -> dict:   # site resources keep a site's data on its own node
+        return {"resources": fed.client_resources[i]} if fed.client_resources else {}
+
     client_cls = ray.remote(ClientActor)
     clients = [client_cls.options(num_cpus=cpus, num_gpus=fed.num_gpus_per_client,
-                                  max_concurrency=cfg.finetune.concurrency, **placed(i + 1))
+                                  max_concurrency=cfg.finetune.concurrency,
+                                  **placed(i + 1), **pinned(i))
                .remote(cfg_dict, i, threads, fed.num_gpus_per_client) for i in range(n)]
     coordinator = ray.remote(Coordinator).options(num_cpus=0, **placed(0)).remote(clients)
     return clients, coordinator
