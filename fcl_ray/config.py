@@ -103,6 +103,9 @@ class FederationConfig:
     address: Optional[str] = None   # Ray address; None starts a local Ray
     num_cpus_per_client: Union[float, Literal["auto"]] = "auto"
     num_gpus_per_client: float = 0.0
+    # Pin client i to a node: custom Ray resources per client, e.g. [{site_a: 1}, {site_b: 1}]
+    # (each worker node started with `ray start --resources '{"site_a": 1}'`). [] = anywhere.
+    client_resources: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -135,6 +138,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
     return {type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -150,6 +155,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError:
                 continue
+    elif origin is dict:
+        if isinstance(value, dict):
+            key_tp, value_tp = typing.get_args(tp)
+            return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}")
+                    for k, v in value.items()}
     elif origin is list:
         if isinstance(value, (list, tuple)):
             (item_tp,) = typing.get_args(tp)
@@ -269,6 +279,9 @@ def validate(cfg: Config) -> Config:
     cpus = cfg.federation.num_cpus_per_client
     _check(cpus == "auto" or cpus > 0, "federation.num_cpus_per_client",
            f"must be 'auto' or > 0, got {cpus}")
+    _check(not cfg.federation.client_resources
+           or len(cfg.federation.client_resources) == d.clients, "federation.client_resources",
+           f"needs one entry per client ({d.clients}), got {len(cfg.federation.client_resources)}")
     _check(cfg.federation.num_gpus_per_client >= 0, "federation.num_gpus_per_client",
            f"must be >= 0, got {cfg.federation.num_gpus_per_client}")
     return cfg
