@@ -23,8 +23,17 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("config", nargs="?")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    report = sub.add_parser("report", help="tables from a results.csv")
-    report.add_argument("results", help="a results.csv written by 'fcl-ray run'")
+    report = sub.add_parser("report", help="the paper's tables and a Dice-vs-N plot from "
+                            "results.csv files or an MLflow experiment")
+    report.add_argument("results", nargs="+", metavar="RESULTS_OR_EXPERIMENT",
+                        help="results.csv files or run folders written by 'fcl-ray run', "
+                             "or MLflow experiment names (their runs' results.csv artifacts)")
+    report.add_argument("--out", metavar="DIR", help="write table_local.md/.csv, "
+                        "table_federated.md/.csv and dice_vs_n.png here")
+    report.add_argument("--metric", default="dice_mean",
+                        help="column to tabulate (dice_mean, dice_rv, dice_myo, dice_lv, ...)")
+    report.add_argument("--tracking-uri", default=None, help="MLflow store for experiment "
+                        "names (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     return parser
 
 
@@ -45,21 +54,17 @@ def _show_config(args) -> int:
 
 
 def _report(args) -> int:
-    from pathlib import Path
+    from fcl_ray.report import load_results, render_report, write_report
 
-    import pandas as pd
-
-    from fcl_ray.report import RESULT_COLUMNS, format_table
-
-    path = Path(args.results)
-    if not path.is_file():
-        raise ConfigError(f"results file '{path}': not found")
-    results = pd.read_csv(path)
-    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
-    if results.empty or missing:
-        raise ConfigError(f"results file '{path}': " + ("is empty" if results.empty
-                          else f"missing columns {', '.join(missing)}"))
-    print(format_table(results))
+    results = load_results(args.results, args.tracking_uri)
+    text = render_report(results, args.metric)
+    dropped = results.attrs.get("duplicates_dropped", 0)
+    if dropped:
+        print(f"note: {dropped} duplicate rows replaced by the ones read later", file=sys.stderr)
+    print(text, end="")
+    if args.out:
+        for path in write_report(results, args.out, args.metric):
+            print(f"wrote {path}")
     return 0
 
 
