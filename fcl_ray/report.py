@@ -24,7 +24,11 @@ RESULT_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client",
 KEY_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client"]
 # Row order of the paper's tables; methods not listed follow in order of appearance.
 METHOD_ORDER = ["random", "local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca", "fcl",
-                "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives"]
+                "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives", "upper_bound"]
+# Rows of the fully supervised reference (random init, every training case labeled): its N is
+# the whole training set, so it gets a column of its own ("all labels") instead of an N column.
+UPPER_BOUND = "upper_bound"
+ALL_LABELS = "all"
 
 
 # ----------------------------------------------------------------------------- the old API
@@ -171,27 +175,37 @@ def client_means(results: pd.DataFrame, metric: str = "dice_mean") -> pd.DataFra
 
 
 def paper_stats(results: pd.DataFrame, mode: str, metric: str = "dice_mean") -> pd.DataFrame:
-    """Numbers of one table: index = method, columns = (N, 'mean'|'std'|'clients')."""
+    """Numbers of one table: index = method, columns = (N, 'mean'|'std'|'clients'), where N
+    is each label budget and ``ALL_LABELS`` holds the upper bound's cell."""
     per_client = client_means(results, metric)
-    per_client = per_client[per_client["finetune_mode"] == mode]
+    per_client = per_client[per_client["finetune_mode"] == mode].copy()
     if per_client.empty:
         raise ConfigError(f"report: no '{mode}' fine-tuning rows")
+    upper = per_client["method"] == UPPER_BOUND
+    ns: list = sorted(per_client.loc[~upper, "n_labeled"].unique().tolist())
+    if upper.any():
+        per_client["n_labeled"] = per_client["n_labeled"].astype(object)
+        per_client.loc[upper, "n_labeled"] = ALL_LABELS
+        ns.append(ALL_LABELS)
     stats = (per_client.groupby(["method", "n_labeled"])[metric]
              .agg(mean="mean", std=lambda s: s.std(ddof=0), clients="count"))
-    table = stats.unstack("n_labeled").swaplevel(axis=1).sort_index(axis=1, level=0,
-                                                                     sort_remaining=False)
-    ns = sorted(per_client["n_labeled"].unique())
+    table = stats.unstack("n_labeled").swaplevel(axis=1)
     table = table.reindex(columns=pd.MultiIndex.from_product([ns, ["mean", "std", "clients"]]))
     return table.reindex(_method_order(per_client["method"]))
 
 
+def _column_label(n) -> str:
+    return "all labels" if n == ALL_LABELS else f"N={n}"
+
+
 def paper_table(results: pd.DataFrame, mode: str, metric: str = "dice_mean") -> pd.DataFrame:
-    """The paper's table as text cells 'mean ± std' (rows = methods, columns = 'N=n')."""
+    """The paper's table as text cells 'mean ± std' (rows = methods, columns = 'N=n', plus
+    'all labels' when the upper bound was run)."""
     stats = paper_stats(results, mode, metric)
     cells = {}
     for n in stats.columns.get_level_values(0).unique():
-        cells[f"N={n}"] = [("—" if pd.isna(m) else f"{m:.3f} ± {s:.3f}")
-                           for m, s in zip(stats[(n, "mean")], stats[(n, "std")])]
+        cells[_column_label(n)] = [("—" if pd.isna(m) else f"{m:.3f} ± {s:.3f}")
+                                   for m, s in zip(stats[(n, "mean")], stats[(n, "std")])]
     return pd.DataFrame(cells, index=stats.index)
 
 
@@ -207,7 +221,7 @@ def to_markdown(table: pd.DataFrame, index_name: str = "method") -> str:
 def stats_csv(stats: pd.DataFrame) -> pd.DataFrame:
     """Flat columns for CSV: method, N=1 mean, N=1 std, N=1 clients, ..."""
     flat = stats.copy()
-    flat.columns = [f"N={n} {what}" for n, what in flat.columns]
+    flat.columns = [f"{_column_label(n)} {what}" for n, what in flat.columns]
     flat.index.name = "method"
     return flat.reset_index()
 
@@ -225,8 +239,13 @@ def plot_dice_vs_n(results: pd.DataFrame, path: str | Path, metric: str = "dice_
                              squeeze=False)
     for ax, mode in zip(axes[0], modes):
         stats = paper_stats(results, mode, metric)
-        ns = list(stats.columns.get_level_values(0).unique())
+        ns = [n for n in stats.columns.get_level_values(0).unique() if n != ALL_LABELS]
         for method in stats.index:
+            if method == UPPER_BOUND:
+                mean = stats.loc[method, (ALL_LABELS, "mean")]
+                ax.axhline(mean, color="black", linestyle="--", linewidth=1,
+                           label=f"{method} (all labels)")
+                continue
             mean = stats.loc[method, [(n, "mean") for n in ns]].to_numpy(float)
             std = stats.loc[method, [(n, "std") for n in ns]].to_numpy(float)
             style = "-" if method in ("fcl", "random") or not method.startswith("fcl") else ":"

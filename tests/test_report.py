@@ -121,3 +121,17 @@ def test_report_from_mlflow_runs(tmp_path, capsys):
     assert set(results["method"]) == {"random", "fcl"} and len(results) == 2 * 24
     assert main(["report", "bench", "--tracking-uri", uri]) == 0
     assert "| random | 0.420 ± 0.008 | 0.520 ± 0.008 |" in capsys.readouterr().out
+
+
+def test_upper_bound_gets_its_own_column_and_a_line(tmp_path):
+    ub = _results(methods=("random",), ns=(3,)).assign(method="upper_bound", dice_mean=0.95)
+    results = pd.concat([_results(), ub], ignore_index=True)
+    table = paper_table(results, "local")
+    assert list(table.columns) == ["N=1", "N=2", "all labels"]
+    assert list(table.index) == ["random", "fcl", "upper_bound"]
+    assert table.loc["upper_bound", "all labels"] == "0.950 ± 0.000"
+    assert table.loc["upper_bound", "N=1"] == "—" and table.loc["fcl", "all labels"] == "—"
+    paths = write_report(results, tmp_path)
+    csv = pd.read_csv(tmp_path / "table_local.csv").set_index("method")
+    assert csv.loc["upper_bound", "all labels mean"] == pytest.approx(0.95)
+    assert paths[-1].stat().st_size > 1000
