@@ -45,3 +45,38 @@ def kfold_split(n_cases: int, folds: int, fold: int, n_labeled: int, seed: int,
     return ClientSplit(test=tuple(sorted(int(c) for c in test)),
                        labeled=tuple(train[:n_labeled]),
                        unlabeled=tuple(sorted(train[n_labeled:])), order=tuple(train))
+
+
+def patient_split(volume_ids: list[str], labeled: list[bool], folds: int, fold: int,
+                  n_labeled: int, seed: int, client: int) -> ClientSplit:
+    """:func:`kfold_split` over patients, mapped back to volume indices.
+
+    For datasets with several volumes per patient (ED and ES frames, unlabeled extra cine
+    frames; ids ``<case>:<frame>``): all volumes of a patient fall on the same side, N counts
+    labeled patients, volumes without masks only ever join the pre-training pool, and a test
+    patient's extra frames are left out altogether (its images stay unseen).
+    """
+    from fcl_ray.data import patient_of
+
+    patients = list(dict.fromkeys(patient_of(v) for v, has in zip(volume_ids, labeled) if has))
+    by_patient = kfold_split(len(patients), folds, fold, n_labeled, seed, client)
+    side = {patients[i]: "test" for i in by_patient.test}
+    side.update({patients[i]: "labeled" for i in by_patient.labeled})
+    test, lab, unlab = [], [], []
+    for i, (vid, has) in enumerate(zip(volume_ids, labeled)):
+        where = side.get(patient_of(vid), "unlabeled")
+        if where == "test":
+            if has:
+                test.append(i)
+        elif where == "labeled" and has:
+            lab.append(i)
+        else:
+            unlab.append(i)
+    # Keep the seeded patient order (nested label budgets: N=1's patient first); ``order``
+    # lists the training volumes with masks in that order (the probe scores its last one).
+    rank = {patients[i]: k for k, i in enumerate(by_patient.order)}
+    by_rank = lambda i: (rank[patient_of(volume_ids[i])], i)  # noqa: E731
+    order = sorted((i for i, has in enumerate(labeled)
+                    if has and patient_of(volume_ids[i]) in rank), key=by_rank)
+    return ClientSplit(test=tuple(test), labeled=tuple(sorted(lab, key=by_rank)),
+                       unlabeled=tuple(unlab), order=tuple(order))

@@ -1,0 +1,116 @@
+"""Medical Segmentation Decathlon (Task02_Heart and the other tasks): ``dataset.json``.
+
+Layout (as distributed)::
+
+    dataset.json   {"labels": {"0": "background", "1": "left atrium"},
+                    "training": [{"image": "./imagesTr/la_003.nii.gz",
+                                  "label": "./labelsTr/la_003.nii.gz"}, ...]}
+    imagesTr/  labelsTr/  imagesTs/
+
+Only the ``training`` list has masks, so only it is read. Classes: ``data.classes`` names the
+labels to keep (by name or value, e.g. ``[left atrium]``); they become 1..k in that order and
+every other label becomes background. Empty keeps every foreground label. The model has four
+outputs, so at most three classes. Multi-modal images (4D) use their first modality.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fcl_ray.config import DataConfig
+from fcl_ray.data import DataError
+from fcl_ray.data.readers.common import (CaseRef, RawFrame, check_image, check_label,
+                                         read_nifti, remap)
+
+CARDIAC = False
+MAX_CLASSES = 3
+
+
+def _dataset_json(root: Path) -> tuple[Path, dict]:
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing file")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("training"), list):
+        raise DataError(f"{path}: no 'training' list")
+    return path, spec
+
+
+def label_table(spec: dict, path: Path, wanted: list[str]) -> tuple[dict[int, int], list[str]]:
+    """{file value: project value} and the kept class names, from dataset.json ``labels``."""
+    labels = spec.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(f"{path}: no 'labels' mapping")
+    # Old format {"1": "left atrium"}; newer nnU-Net style {"left atrium": 1}.
+    if all(str(k).isdigit() for k in labels):
+        names = {int(k): str(v) for k, v in labels.items()}
+    else:
+        names = {int(v): str(k) for k, v in labels.items()}
+    foreground = [v for v in sorted(names) if v != 0]
+    if wanted:
+        by_name = {n.lower(): v for v, n in names.items()}
+        keep = []
+        for w in wanted:
+            value = by_name.get(str(w).lower(), int(w) if str(w).isdigit() else None)
+            if value not in foreground:
+                raise DataError(f"{path}: data.classes names '{w}', not a foreground label "
+                                f"({', '.join(f'{v}={names[v]}' for v in foreground)})")
+            keep.append(value)
+    else:
+        keep = foreground
+    if len(keep) > MAX_CLASSES:
+        raise DataError(f"{path}: {len(keep)} foreground classes, the model segments at most "
+                        f"{MAX_CLASSES}; pick some with data.classes")
+    table = {v: 0 for v in names}
+    table.update({v: i + 1 for i, v in enumerate(keep)})
+    return table, [names[v] for v in keep]
+
+
+def class_names(root: Path, d: DataConfig) -> list[str]:
+    path, spec = _dataset_json(root)
+    return label_table(spec, path, d.classes)[1]
+
+
+def list_cases(root: Path, d: DataConfig) -> tuple[list[CaseRef], list[DataError]]:
+    path, spec = _dataset_json(root)
+    table, _ = label_table(spec, path, d.classes)
+    cases, problems = [], []
+    for i, entry in enumerate(spec["training"]):
+        try:
+            if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+                raise DataError(f"{path}: training entry {i} lacks 'image' or 'label'")
+            image, label = root / entry["image"], root / entry["label"]
+            for p, what in ((image, "image"), (label, "mask")):
+                if not p.is_file():
+                    raise DataError(f"{p}: missing file ({what} listed in {path.name})")
+            case_id = image.name.split(".")[0]
+            cases.append(CaseRef(case_id=case_id, files=(image, label),
+                                 info={"table": table, "dataset_json": path}))
+        except DataError as err:
+            problems.append(err)
+    if not cases and not problems:
+        raise DataError(f"{path}: the 'training' list is empty")
+    return cases, problems
+
+
+def load_frames(case: CaseRef, d: DataConfig) -> list[RawFrame]:
+    img_path, gt_path = case.files
+    import nibabel as nib  # only to peek at the number of axes (multi-modal tasks are 4D)
+
+    try:
+        ndim = len(nib.load(str(img_path)).shape)
+    except Exception:
+        ndim = 3                                   # let read_nifti name the problem
+    image, affine = read_nifti(img_path, 4 if ndim == 4 else 3)
+    if image.ndim == 4:
+        image = np.ascontiguousarray(image[..., 0])   # first modality
+    check_image(img_path, image)
+    label, _ = read_nifti(gt_path, 3)
+    table = case.info["table"]
+    found = check_label(gt_path, label, img_path, image.shape, sorted(table))
+    return [RawFrame(case.case_id, image, remap(label, table), affine, img_path, found)]
