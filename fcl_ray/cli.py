@@ -34,7 +34,30 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="column to tabulate (dice_mean, dice_rv, dice_myo, dice_lv, ...)")
     report.add_argument("--tracking-uri", default=None, help="MLflow store for experiment "
                         "names (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="validate a dataset; print cases per client, "
+                                "slices, spacing, intensities, labels and the planned split")
+    check.add_argument("config", nargs="?", help="experiment YAML (default: the defaults)")
+    check.add_argument("--kind", choices=["synthetic", "acdc", "mnms", "decathlon"])
+    check.add_argument("--root", help="dataset folder")
+    check.add_argument("--split", choices=["random", "by_site", "explicit"])
+    check.add_argument("--clients", type=int)
+    check.add_argument("--n-labeled", type=int, help="label budget N for the planned counts")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
+
+
+def _data(args) -> int:
+    from fcl_ray.config import load_config
+    from fcl_ray.data.check import check_dataset
+
+    flags = {"data.kind": args.kind, "data.root": args.root, "data.split": args.split,
+             "data.clients": args.clients, "finetune.n_labeled": args.n_labeled}
+    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    check_dataset(load_config(args.config, extra + args.overrides))
+    return 0
 
 
 def _run(args) -> int:
@@ -42,6 +65,11 @@ def _run(args) -> int:
     from fcl_ray.federation.experiment import run_experiment
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
+        # Check (and cache) the data here, so a bad file is one line and exit 2, not an error
+        # inside a Ray actor. With client_roots the folders live on the sites' machines.
+        from fcl_ray.data.check import preflight
+        preflight(cfg)
     run_experiment(cfg)
     return 0
 
@@ -68,7 +96,7 @@ def _report(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "config": _show_config, "report": _report}
+COMMANDS = {"run": _run, "config": _show_config, "report": _report, "data": _data}
 
 
 def main(argv: list[str] | None = None) -> int:
