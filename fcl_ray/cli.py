@@ -46,7 +46,26 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--clients", type=int)
     check.add_argument("--n-labeled", type=int, help="label budget N for the planned counts")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep = sub.add_parser("sweep", help="a Ray Tune sweep of whole federations (MLflow parent "
+                           "run + one child run per trial)")
+    sweep.add_argument("sweep_config", help="sweep YAML, e.g. experiments/sweeps/fcl_quick.yaml")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="sweep.<key>=v sets a sweep key (e.g. "
+                       "sweep.num_samples=8); any other key=v overrides the base experiment")
+    sweep.add_argument("--resume", action="store_true", help="continue the sweep of the same "
+                       "name after its driver died (Tune experiment restore)")
+    sweep.add_argument("--tracking-uri", default=None, help="MLflow server or store (default: "
+                       "the sweep file's tracking.uri, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
     return parser
+
+
+def _sweep(args) -> int:
+    from fcl_ray.tune import format_outcome, load_sweep, run_sweep
+
+    spec = load_sweep(args.sweep_config, args.overrides)
+    outcome = run_sweep(spec, resume=args.resume, tracking_uri=args.tracking_uri)
+    print(format_outcome(spec, outcome))
+    return 0 if outcome.errors < len(outcome.trials) else 1
 
 
 def _data(args) -> int:
@@ -96,7 +115,8 @@ def _report(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "config": _show_config, "report": _report, "data": _data}
+COMMANDS = {"run": _run, "config": _show_config, "report": _report, "data": _data,
+            "sweep": _sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

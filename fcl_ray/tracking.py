@@ -1,21 +1,72 @@
 """MLflow tracking, optional at import time (the GPU machine and minimal installs lack it).
 
 Default store: a SQLite file ``mlflow.db`` in the working directory, which ``mlflow ui``
-opens; ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` point it at a server instead.
+opens; ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` point it at a server instead (e.g. the
+one ``cluster/mlflow-server.sh up`` starts; every actor of a cluster then logs to it).
+
+Run layout, the same for ``fcl-ray run`` and for each trial of ``fcl-ray sweep``:
+params = the flattened config; per-round metrics with ``step``; artifacts = resolved config,
+results CSV, plots; tags ``method``, ``mode``, ``N``, ``seed``, ``clients``, ``dataset`` for
+filtering and charting in the MLflow UI. A sweep adds one parent run; its trials are child
+runs (tag ``mlflow.parentRunId``), set up with :func:`run_context`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from fcl_ray.config import Config, flatten, to_dict
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
-def resolve_uri(cfg: Config) -> str:
-    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+def resolve_uri(cfg: Optional[Config] = None) -> str:
+    uri = (cfg.tracking.uri if cfg is not None else None) \
+        or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return absolute_uri(uri)
+
+
+def absolute_uri(uri: str) -> str:
+    """``sqlite:///rel.db`` -> ``sqlite:////abs/rel.db``: Ray workers (Tune trials) do not
+    share the driver's working directory, so a relative store would split the runs."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/") \
+            and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def config_tags(cfg: Config) -> dict[str, str]:
+    """The tags the MLflow UI filters and charts by: method, mode, N, seed, clients."""
+    return {"method": ",".join(cfg.pretrain.methods),
+            "mode": ",".join(cfg.finetune.modes),
+            "N": ",".join(map(str, cfg.finetune.n_labeled)),
+            "seed": str(cfg.experiment.seed),
+            "clients": str(cfg.data.clients),
+            "dataset": cfg.data.kind}
+
+
+# What the caller around run_experiment wants on the runs it creates (a sweep trial: its
+# parent run and trial id). Set with run_context(); read by MlflowTracker.
+_CONTEXT: dict[str, Any] = {"parent_run_id": None, "tags": {}, "run_ids": []}
+
+
+@contextlib.contextmanager
+def run_context(parent_run_id: Optional[str] = None,
+                tags: Optional[dict[str, Any]] = None) -> Iterator[list[str]]:
+    """Runs started inside are children of ``parent_run_id`` and carry ``tags``.
+
+    Yields the list that receives the ids of the runs started inside, so the caller can add
+    artifacts to them afterwards."""
+    saved = dict(_CONTEXT)
+    _CONTEXT.update(parent_run_id=parent_run_id, tags=dict(tags or {}), run_ids=[])
+    try:
+        yield _CONTEXT["run_ids"]
+    finally:
+        _CONTEXT.clear()
+        _CONTEXT.update(saved)
 
 
 class NullTracker:
@@ -38,8 +89,13 @@ class MlflowTracker(NullTracker):
         self.client_uri = resolve_uri(cfg)
         mlflow.set_tracking_uri(self.client_uri)
         mlflow.set_experiment(cfg.tracking.experiment or cfg.experiment.name)
-        self.run = mlflow.start_run(run_name=cfg.experiment.name, tags=tags)
+        all_tags = config_tags(cfg) | {k: str(v) for k, v in (tags or {}).items()}
+        all_tags |= {k: str(v) for k, v in _CONTEXT["tags"].items()}
+        if _CONTEXT["parent_run_id"]:
+            all_tags["mlflow.parentRunId"] = _CONTEXT["parent_run_id"]
+        self.run = mlflow.start_run(run_name=cfg.experiment.name, tags=all_tags)
         self.run_id = self.run.info.run_id
+        _CONTEXT["run_ids"].append(self.run_id)
         params = {k: str(v)[:500] for k, v in flatten(to_dict(cfg)).items()}
         mlflow.log_params(params)
 
@@ -61,3 +117,65 @@ def make_tracker(cfg: Config, tags: Optional[dict[str, Any]] = None) -> NullTrac
     if not cfg.tracking.enabled:
         return NullTracker()
     return MlflowTracker(cfg, tags)
+
+
+# ----------------------------------------------------------------------------- sweeps
+def start_parent_run(uri: str, experiment: str, run_name: str, params: dict[str, Any],
+                     tags: dict[str, Any]) -> str:
+    """Create a sweep's parent run (left RUNNING) and return its id; trials nest under it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=run_name,
+                            tags={k: str(v) for k, v in tags.items()})
+    items = sorted((k, str(v)[:500]) for k, v in params.items())
+    for start in range(0, len(items), 100):   # MLflow takes at most 100 params per batch
+        from mlflow.entities import Param
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[start:start + 100]])
+    return run.info.run_id
+
+
+def parent_run_status(uri: str, run_id: str) -> Optional[str]:
+    """The status of an existing run, or None if the store does not know it."""
+    from mlflow import MlflowClient
+
+    try:
+        return MlflowClient(uri).get_run(run_id).info.status
+    except Exception:   # noqa: BLE001  (unknown run id / other store)
+        return None
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark a parent run RUNNING again (a resumed sweep)."""
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).update_run(run_id, status="RUNNING")
+
+
+def finish_run(uri: str, run_id: str, status: str = "FINISHED",
+               metrics: Optional[dict[str, float]] = None,
+               tags: Optional[dict[str, Any]] = None,
+               artifacts: tuple[str | Path, ...] = ()) -> None:
+    """Log final metrics, tags and artifacts to a run by id and set its status."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    for key, value in (metrics or {}).items():
+        if value == value:   # skip NaN
+            client.log_metric(run_id, key.replace("@", "_"), float(value))
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status=status)
+
+
+def log_artifacts_to(uri: str, run_id: str, paths: list[str | Path]) -> None:
+    """Add artifacts to a run (open or already ended) by id."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path))
