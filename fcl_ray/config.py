@@ -106,6 +106,8 @@ class FederationConfig:
     # Pin client i to a node: custom Ray resources per client, e.g. [{site_a: 1}, {site_b: 1}]
     # (each worker node started with `ray start --resources '{"site_a": 1}'`). [] = anywhere.
     client_resources: list[dict[str, float]] = field(default_factory=list)
+    # ... or by node label: [{site: a}, {site: b}] (`ray start --labels site=a`); [] = anywhere.
+    client_labels: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -282,6 +284,9 @@ def validate(cfg: Config) -> Config:
     _check(not cfg.federation.client_resources
            or len(cfg.federation.client_resources) == d.clients, "federation.client_resources",
            f"needs one entry per client ({d.clients}), got {len(cfg.federation.client_resources)}")
+    _check(not cfg.federation.client_labels
+           or len(cfg.federation.client_labels) == d.clients, "federation.client_labels",
+           f"needs one entry per client ({d.clients}), got {len(cfg.federation.client_labels)}")
     _check(cfg.federation.num_gpus_per_client >= 0, "federation.num_gpus_per_client",
            f"must be >= 0, got {cfg.federation.num_gpus_per_client}")
     return cfg

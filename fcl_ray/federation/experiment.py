@@ -66,7 +66,10 @@ def create_federation(cfg: Config, placement_group=None):
             placement_group, placement_group_bundle_index=bundle)}
 
     def pinned(i: int) -> dict:   # site resources keep a site's data on its own node
-        return {"resources": fed.client_resources[i]} if fed.client_resources else {}
+        opts = {"resources": fed.client_resources[i]} if fed.client_resources else {}
+        if fed.client_labels and placement_group is None:  # in a group: its bundle's selector
+            opts["label_selector"] = fed.client_labels[i]
+        return opts
 
     client_cls = ray.remote(ClientActor)
     clients = [client_cls.options(num_cpus=cpus, num_gpus=fed.num_gpus_per_client,
