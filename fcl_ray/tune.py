@@ -372,30 +372,35 @@ def trial_bundles(spec: SweepSpec, cfg: Optional[Config] = None) -> list[dict[st
 
 def trial_resources(spec: SweepSpec):
     """Tune resources of one trial. ``data.clients`` (and pinned sites) may be searched, so
-    the group is sized per trial from its own config."""
+    the group is then sized per trial from its own config. ``federation.client_labels``
+    become the bundles' label selectors (client i's bundle lands on a node with its label)."""
     from ray import tune
 
-    if "data.clients" not in spec.search_space and \
-            "federation.client_resources" not in spec.search_space:
-        return tune.PlacementGroupFactory(trial_bundles(spec), strategy=spec.strategy)
+    def factory(cfg: Config):
+        labels = getattr(cfg.federation, "client_labels", None) or []
+        extra = {"bundle_label_selector": [{}] + [dict(l) for l in labels]} if labels else {}
+        return tune.PlacementGroupFactory(trial_bundles(spec, cfg), strategy=spec.strategy,
+                                          **extra)
 
-    def per_trial(config: dict):
-        cfg = apply_values(spec.base_config, config)
-        return tune.PlacementGroupFactory(trial_bundles(spec, cfg), strategy=spec.strategy)
-    return per_trial
+    searched = {"data.clients", "federation.client_resources", "federation.client_labels"}
+    if not searched & set(spec.search_space):
+        return factory(spec.base_config)
+    return lambda config: factory(apply_values(spec.base_config, config))
 
 
 # ----------------------------------------------------------------------------- the trial
 def actors_in_group(pg_id_hex: str) -> dict[str, dict[str, str]]:
-    """Live actors in a placement group: class name -> {actor id: node id}. Read from the GCS
+    """Actors (not dead) in a placement group: class name -> {actor id: node id}. Read from the GCS
     actor table (the data behind ``ray list actors --detail``; no dashboard needed)."""
     from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
     found: dict[str, dict[str, str]] = {}
-    for blob in state._connect_and_get_accessor().get_actor_table(None, "ALIVE"):
+    dead = gcs_pb2.ActorTableData.ActorState.Value("DEAD")
+    for blob in state._connect_and_get_accessor().get_actor_table(None, None):
         actor = gcs_pb2.ActorTableData.FromString(blob)
-        if actor.placement_group_id and actor.placement_group_id.hex() == pg_id_hex:
+        if actor.state != dead and actor.placement_group_id \
+                and actor.placement_group_id.hex() == pg_id_hex:
             found.setdefault(actor.class_name, {})[actor.actor_id.hex()] = \
                 actor.address.node_id.hex()
     return found
@@ -654,7 +659,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                    "dice_mean": metrics.get("dice_mean", float("nan")),
                    "rounds_done": metrics.get("rounds_done", 0),
                    "clients_in_pg": metrics.get("clients_in_pg", float("nan")),
-                   "error": str(result.error).splitlines()[0][:200] if result.error else ""}
+                   "error": _last_line(result.error) if result.error else ""}
             errors += bool(result.error)
             df = result.metrics_dataframe
             if df is not None and len(df) and "trial_started_at" in df:
@@ -668,13 +673,20 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
             row = scored.loc[scored[spec.metric].idxmax() if spec.mode == "max"
                              else scored[spec.metric].idxmin()]
             best = {"trial_id": row["trial_id"], spec.metric: float(row[spec.metric]),
-                    "config": {k: row[k] for k in spec.search_space if k in row}}
+                    "config": {k: getattr(row[k], "item", lambda v=row[k]: v)()
+                               for k in spec.search_space if k in row}}
         concurrent = max_overlap(intervals)
         _finish_parent(spec, uri, parent, trials, best, wall_seconds, concurrent, grid, exp_path)
         return SweepOutcome(trials, best, wall_seconds, concurrent, parent, uri, exp_path, errors)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _last_line(error: BaseException) -> str:
+    """The exception message of a trial error (Ray prefixes it with the actor's header)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
 
 
 def sweep_summary(spec: SweepSpec) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""Sweep files, Tune objects, and a real ASHA sweep of whole federations into a real MLflow
+server (on the session's local Ray)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY
+from fcl_ray.config import ConfigError
+from fcl_ray.tune import (load_sweep, max_overlap, param_space, parse_sweep, run_sweep,
+                          trial_bundles, trial_resources)
+from mlflow_server import mlflow_server  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {"name": "t", "overrides": ["pretrain.probe_every=1"],
+        "search_space": {"pretrain.temperature": {"choice": [0.05, 0.1]}}}
+
+
+def sweep(**changes) -> dict:
+    raw = {k: v for k, v in GOOD.items()}
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    return raw
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"serach_space": {}}, "serach_space"),
+    ({"name": None}, "name"),
+    ({"search_space": {}}, "search_space"),
+    ({"search_space": {"pretrain.temprature": {"choice": [1]}}}, "search_space.pretrain.temprature"),
+    ({"search_space": {"temperature": {"choice": [1]}}}, "search_space.temperature"),
+    ({"search_space": {"pretrain.temperature": {"choice": [-1.0]}}}, "pretrain.temperature"),
+    ({"search_space": {"pretrain.temperature": {"uniform": [0.5]}}}, "search_space.pretrain.temperature.uniform"),
+    ({"search_space": {"pretrain.lr": {"loguniform": [0, 1]}}}, "search_space.pretrain.lr.loguniform"),
+    ({"search_space": {"pretrain.lr": {"normal": [0, 1]}}}, "search_space.pretrain.lr"),
+    ({"search_space": {"experiment.output_dir": {"choice": ["a"]}}}, "search_space.experiment.output_dir"),
+    ({"search": {"algorithm": "bayes"}}, "search.algorithm"),
+    ({"search": {"algorithm": "grid"},
+      "search_space": {"pretrain.lr": {"uniform": [0.001, 0.01]}}}, "search_space.pretrain.lr"),
+    ({"scheduler": {"type": "hyperband"}}, "scheduler.type"),
+    ({"scheduler": {"type": "asha", "grace": 1}}, "scheduler.grace"),
+    ({"scheduler": {"type": "asha", "reduction_factor": 1}}, "scheduler.reduction_factor"),
+    ({"mode": "maximise"}, "mode"),
+    ({"num_samples": 0}, "num_samples"),
+    ({"max_concurrent_trials": "two"}, "max_concurrent_trials"),
+    ({"resources": {"cpus_per_client": 0}}, "resources.cpus_per_client"),
+    ({"resources": {"gpu": 1}}, "resources.gpu"),
+    ({"overrides": ["pretrain.probe_every=0"]}, "metric"),
+    ({"overrides": ["pretrain.probe_every=1", "pretrain.rounds=0"]}, "pretrain.rounds"),
+    ({"base": "nope.yaml"}, "base"),
+])
+def test_bad_sweep_files_name_the_key(changes, key):
+    with pytest.raises(ConfigError) as err:
+        parse_sweep(sweep(**changes), base_dir=REPO / "experiments" / "sweeps")
+    message = str(err.value)
+    assert f"'{key}'" in message or key in message, message
+    assert "\n" not in message
+
+
+def test_cli_bad_sweep_file_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(sweep(search_space={"pretrain.temprature": {"choice": [1]}})))
+    run = subprocess.run([sys.executable, "-m", "fcl_ray", "sweep", str(path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0
+    assert "search_space.pretrain.temprature" in run.stderr
+
+
+def test_shipped_sweep_files_are_valid():
+    for path in sorted((REPO / "experiments" / "sweeps").glob("*.yaml")):
+        spec = load_sweep(path)
+        assert spec.search_space and spec.num_samples >= 1, path
+
+
+def test_spaces_bundles_and_overrides():
+    spec = load_sweep(REPO / "experiments" / "sweeps" / "fcl_quick.yaml",
+                      ["sweep.num_samples=2", "sweep.resources.cpus_per_client=0.5",
+                       "data.clients=3", "sweep.resources.gpus_per_client=0.25",
+                       "federation.client_resources=[{site_a: 1}, {site_b: 1}, {site_c: 1}]"])
+    assert spec.num_samples == 2 and spec.base_config.data.clients == 3
+    space = param_space(spec)
+    assert set(space) == set(spec.search_space)
+    # bundle 0: trainable + coordinator; one bundle per client with its site resource + GPU
+    assert trial_bundles(spec) == [{"CPU": 0.1},
+                                   {"CPU": 0.5, "GPU": 0.25, "site_a": 1.0},
+                                   {"CPU": 0.5, "GPU": 0.25, "site_b": 1.0},
+                                   {"CPU": 0.5, "GPU": 0.25, "site_c": 1.0}]
+    assert trial_resources(spec).bundles == trial_bundles(spec)
+    grid = parse_sweep(sweep(search={"algorithm": "grid"},
+                             search_space={"data.clients": {"choice": [2, 3]}}))
+    assert grid.search_space == {"data.clients": {"grid": [2, 3]}}
+    sized = trial_resources(grid)   # clients searched: the group is sized per trial
+    assert len(sized({"data.clients": 3}).bundles) == 4
+
+
+def test_optuna_search_alg():
+    pytest.importorskip("optuna")
+    from fcl_ray.tune import make_search_alg
+
+    spec = parse_sweep(sweep(search={"algorithm": "optuna", "seed": 1},
+                             search_space={"pretrain.lr": {"loguniform": [1e-4, 1e-2]}}))
+    assert type(make_search_alg(spec)).__name__ == "OptunaSearch"
+    with pytest.raises(ConfigError, match="search_space.pretrain.lr"):
+        parse_sweep(sweep(search={"algorithm": "optuna"},
+                          search_space={"pretrain.lr": {"grid": [1e-3]}}))
+
+
+def test_max_overlap():
+    assert max_overlap([]) == 0
+    assert max_overlap([(0, 10), (5, 15), (12, 20)]) == 2
+    assert max_overlap([(0, 1), (1, 2)]) == 1   # one ends as the next starts
+
+
+@pytest.mark.integration
+def test_asha_sweep_of_federations_into_mlflow_server(ray_session, mlflow_server, tmp_path):
+    """4 trials x 2 clients, ASHA, 2 at once; one trial's config is invalid and fails alone."""
+    from mlflow import MlflowClient
+
+    raw = {
+        "name": "tiny-sweep", "storage_path": str(tmp_path / "sweeps"),
+        "overrides": TINY + ["pretrain.methods=[fcl]", "pretrain.probe_every=1",
+                             "pretrain.probe_steps=2", f"experiment.output_dir={tmp_path}/x"],
+        # a 2 x 2 grid; (partitions=4, slices_min=2) is invalid together -> that trial fails
+        "search_space": {"data.partitions": {"grid": [2, 4]},
+                         "data.slices_min": {"grid": [4, 2]}},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "metric": "probe_dice", "mode": "max", "num_samples": 1, "max_concurrent_trials": 2,
+        "resources": {"cpus_per_client": 0.45, "coordinator_cpus": 0.1},
+        "tracking": {"uri": mlflow_server["uri"], "experiment": "tiny-sweep"},
+    }
+    spec = parse_sweep(raw)
+    out = run_sweep(spec, log=lambda line: None)
+
+    trials = out.trials.set_index(["data.partitions", "data.slices_min"])
+    assert len(trials) == 4 and out.errors == 1
+    assert trials.loc[(4, 2), "status"] == "ERROR"
+    assert "data.partitions" in trials.loc[(4, 2), "error"]
+    ok = trials[trials.status == "OK"]
+    assert (ok["iterations"] >= 1).all() and ok["probe_dice"].between(0, 1).all()
+    # Every federation's 2 client actors were inside its trial's placement group.
+    assert (ok["clients_in_pg"] == 2).all()
+    assert 1 <= out.max_concurrent <= 2
+
+    client = MlflowClient(mlflow_server["uri"])
+    parent = client.get_run(out.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "sweep"
+    assert parent.data.metrics["trials"] == 4 and parent.data.metrics["trials_errored"] == 1
+    assert {"trials.csv", "sweep.yaml", "base_config.yaml", "probe_dice_per_trial.png"} <= \
+        {a.path for a in client.list_artifacts(out.parent_run_id)}
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{out.parent_run_id}'")
+    # the invalid trial failed before its federation (and run) started
+    assert len(children) == 3
+    for child in children:
+        assert child.info.status in ("FINISHED", "KILLED")
+        assert child.data.tags["ended_by"] in ("completed", "early_stop")
+        assert child.data.tags["method"] == "fcl" and child.data.tags["seed"] == "0"
+        assert child.data.tags["clients_in_pg"] == "2"
+        assert child.data.tags["coordinator_in_pg"] == "1"
+        assert child.data.params["data.partitions"] in ("2", "4")
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "fcl/probe_dice")]
+        assert steps[:1] == [0]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert finished, "ASHA keeps at least the best trial to the end"
+    assert {"results.csv", "config.yaml", "rounds.png"} <= \
+        {a.path for a in client.list_artifacts(finished[0].info.run_id)}
+
+    # The same name again without --resume is refused; with resume, nothing is left to run
+    # and the parent run is reused.
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(spec, log=lambda line: None)
+    again = run_sweep(spec, resume=True, log=lambda line: None)
+    assert again.parent_run_id == out.parent_run_id and len(again.trials) == 4
