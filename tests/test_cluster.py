@@ -130,7 +130,8 @@ def test_jobs_api_runs_the_quickstart_on_a_local_cluster(local_cluster, mlflow_s
     status = ""
     deadline = time.time() + 240
     while time.time() < deadline:
-        status = _ray(["job", "status", job_id], client_env).stdout
+        answer = _ray(["job", "status", job_id], client_env)
+        status = (answer.stdout + answer.stderr).upper()   # "... succeeded" / "SUCCEEDED"
         if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
             break
         time.sleep(3)
