@@ -18,6 +18,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="experiment YAML, e.g. experiments/quickstart.yaml")
     run.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE", help="override a config key, e.g. federation.rounds=3")
+    run.add_argument("--resume", action="store_true",
+                     help="keep finished results in the output dir and continue an interrupted "
+                          "pre-training from its last checkpoint")
 
     show = sub.add_parser("config", help="print the resolved config (after --set) and exit")
     show.add_argument("config", nargs="?")
@@ -89,7 +92,7 @@ def _run(args) -> int:
         # inside a Ray actor. With client_roots the folders live on the sites' machines.
         from fcl_ray.data.check import preflight
         preflight(cfg)
-    run_experiment(cfg)
+    run_experiment(cfg, resume=args.resume)
     return 0
 
 
@@ -119,6 +122,15 @@ COMMANDS = {"run": _run, "config": _show_config, "report": _report, "data": _dat
             "sweep": _sweep}
 
 
+def _federation_error() -> type:
+    """FederationError, imported only when needed (it pulls in Ray)."""
+    try:
+        from fcl_ray.federation.coordinator import FederationError
+    except ImportError:   # pragma: no cover - Ray missing: nothing can raise it
+        return ()
+    return FederationError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     from fcl_ray.data import DataError
@@ -128,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"fcl-ray: error: {err}", file=sys.stderr)
         return 2
+    except _federation_error() as err:
+        print(f"fcl-ray: federation stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

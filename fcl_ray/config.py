@@ -76,7 +76,8 @@ class PretrainConfig:
     momentum: float = 0.99          # EMA factor of the momentum encoder
     bank_size: int = 256            # local bank capacity per partition
     sample_size: int = 512          # K: features drawn from local + remote banks per step
-    exchange_size: int = 256        # features each client shares per round
+    exchange_size: int = 256        # features each client shares per round (a random subset)
+    feature_noise: float = 0.0      # Gaussian noise (std) added to shared features, then re-normalised
     remote_weight: float = 1.0      # lambda of the structural-matching (remote) loss
     negatives: Literal["other_partitions", "all"] = "other_partitions"
     aggregate_momentum: bool = True  # FedAvg the momentum encoder too (else keep it local)
@@ -108,6 +109,19 @@ class FederationConfig:
     client_resources: list[dict[str, float]] = field(default_factory=list)
     # ... or by node label: [{site: a}, {site: b}] (`ray start --labels site=a`); [] = anywhere.
     client_labels: list[dict[str, str]] = field(default_factory=list)
+    # Fault tolerance (see fcl_ray/federation/coordinator.py).
+    min_clients: int = 1            # a round counts if at least this many clients answered
+    round_timeout_s: Optional[float] = None  # per-round deadline; late updates are dropped
+    round_retries: int = 2          # below min_clients: retry the round this often, then stop
+    max_restarts: int = 3           # Ray restarts a dead client actor this often
+    checkpoint_every: int = 1       # rounds between checkpoints (0 = off)
+    checkpoint_dir: Optional[str] = None  # local path or fsspec URI; None: <output_dir>/checkpoints
+
+
+@dataclass
+class FaultsConfig:
+    """Deliberate faults for drills and tests (chaos engineering); all off by default."""
+    delay_seconds: dict[int, float] = field(default_factory=dict)  # client id -> extra s/round
 
 
 @dataclass
@@ -126,6 +140,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
 
 FINETUNE_MODES = ("local", "federated")
@@ -287,6 +302,17 @@ def validate(cfg: Config) -> Config:
     _check(not cfg.federation.client_labels
            or len(cfg.federation.client_labels) == d.clients, "federation.client_labels",
            f"needs one entry per client ({d.clients}), got {len(cfg.federation.client_labels)}")
+    fed = cfg.federation
+    _check(1 <= fed.min_clients <= d.clients, "federation.min_clients",
+           f"must be in [1, data.clients={d.clients}], got {fed.min_clients}")
+    _check(fed.round_timeout_s is None or fed.round_timeout_s > 0, "federation.round_timeout_s",
+           f"must be > 0 or null, got {fed.round_timeout_s}")
+    for key in ("round_retries", "max_restarts", "checkpoint_every"):
+        _check(getattr(fed, key) >= 0, f"federation.{key}", f"must be >= 0, got {getattr(fed, key)}")
+    _check(p.feature_noise >= 0, "pretrain.feature_noise", f"must be >= 0, got {p.feature_noise}")
+    for client, delay in cfg.faults.delay_seconds.items():
+        _check(0 <= client < d.clients and delay >= 0, "faults.delay_seconds",
+               f"client {client} / delay {delay}: needs a client id < {d.clients} and delay >= 0")
     _check(cfg.federation.num_gpus_per_client >= 0, "federation.num_gpus_per_client",
            f"must be >= 0, got {cfg.federation.num_gpus_per_client}")
     return cfg
@@ -340,7 +366,9 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
+        # Sections are non-empty string-keyed dicts; a mapping-typed value such as
+        # faults.delay_seconds ({1: 2.5}, or {}) is a leaf.
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
             flat.update(flatten(value, name))
         else:
             flat[name] = value

@@ -11,10 +11,11 @@ from conftest import TINY
 
 
 def _method(overrides=()):
-    cfg = load_config(None, TINY + ["data.image_size=48", "data.partitions=3",
+    cfg = load_config(None, TINY + ["data.image_size=64", "data.partitions=3",
                                     "data.slices_min=6", "data.slices_max=8",
+                                    "model.features=[8,16,16,32,32,8]",
                                     "pretrain.volumes_per_batch=4", *overrides])
-    vols = make_site(0, 0, 6, 48, (6, 8))
+    vols = make_site(0, 0, 6, 64, (6, 8))
     slices = volumes_to_slices([v.image for v in vols], [None] * len(vols), 3)
     torch.manual_seed(0)
     return FCL(cfg, slices, torch.Generator().manual_seed(0), torch.device("cpu")), slices
@@ -34,10 +35,10 @@ def test_same_partition_features_are_pulled_together():
     torch.set_num_threads(1)
     method, slices = _method()
     before = _partition_gap(method, slices)
-    metrics = method.train_round(30, remote=None)
+    metrics = method.train_round(45, remote=None)
     after = _partition_gap(method, slices)
     assert np.isfinite(metrics["loss"])
-    assert after > before + 0.05, (before, after)
+    assert after > before + 0.1, (before, after)
 
 
 def test_remote_features_enter_the_loss_and_only_features_are_shared():

@@ -138,9 +138,8 @@ def test_extra_frames_and_patient_split(tmp_path):
     assert len(pat(s.labeled)) == 1 and len(s.labeled) == 2          # ED and ES of 1 patient
     assert not pat(s.test) & (pat(s.labeled) | pat(s.unlabeled))     # no patient on two sides
     assert all(labeled[i] for i in s.test + s.labeled)
-    # The federation still splits volume by volume: refused, with one line.
-    with pytest.raises(DataError, match="not yet supported by the federation"):
-        load_client_volumes(cfg, 0)
+    # The client actor loads all of them (it splits by patient with patient_split).
+    assert sorted(v.case_id for v in load_client_volumes(cfg, 0)) == sorted(ids)
 
 
 def test_data_check_cli_prints_the_plan(tmp_path, capsys):

@@ -20,7 +20,6 @@ def load_client_volumes(cfg: Config, client: int) -> list[Volume]:
     if d.kind == "synthetic":
         return make_site(cfg.experiment.seed, client, d.cases_per_client, d.image_size,
                          (d.slices_min, d.slices_max), d.noise)
-    check_supported(cfg)
     from fcl_ray.data.readers import load_client  # late: readers import MONAI and nibabel
 
     return load_client(cfg, client)
@@ -29,21 +28,3 @@ def load_client_volumes(cfg: Config, client: int) -> list[Volume]:
 def patient_of(volume_id: str) -> str:
     """The case (patient) a volume belongs to: ``patient001:ES`` -> ``patient001``."""
     return volume_id.split(":", 1)[0]
-
-
-def check_supported(cfg: Config) -> None:
-    """Refuse data settings the federation cannot use yet (DataError, one line)."""
-    d = cfg.data
-    if d.phases == "ed_es" or d.extra_frames > 0:
-        # Several volumes per patient need the client to split by patient (split.patient_split);
-        # federation/client.py still splits volume by volume, which would put one patient's
-        # ED in the labeled set and its ES in the test set. Refuse until that is wired.
-        raise DataError(f"data.phases={d.phases}, data.extra_frames={d.extra_frames}: several "
-                        f"volumes per patient are not yet supported by the federation's split "
-                        f"(use data.phases=ed or es and data.extra_frames=0; 'fcl-ray data "
-                        f"check' shows them)")
-    if d.normalise != "percentile":
-        # federation/client.py builds slices with volumes_to_slices' default (percentile);
-        # it must pass normalise=cfg.data.normalise before another mode can take effect.
-        raise DataError(f"data.normalise={d.normalise}: not yet passed to the clients' slice "
-                        f"building; only percentile is in effect")

@@ -45,9 +45,6 @@ def _synthetic(cfg: Config, out: Callable[[str], None]) -> None:
 
 def preflight(cfg: Config) -> None:
     """What ``fcl-ray run`` does before starting Ray: every case read, checked and cached."""
-    from fcl_ray.data import check_supported
-
-    check_supported(cfg)
     check_dataset(cfg, out=lambda line: None)
 
 

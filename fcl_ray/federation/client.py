@@ -5,6 +5,7 @@ features (embeddings + partition labels) and scalar metrics only.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Optional
 
@@ -16,9 +17,11 @@ from fcl_ray.bank import merge_remote
 from fcl_ray.config import from_dict
 from fcl_ray.data import load_client_volumes
 from fcl_ray.data.slices import volumes_to_slices
-from fcl_ray.data.split import kfold_split
+from fcl_ray.data.split import patient_split
 from fcl_ray.evaluate import dice_per_volume, summarise_dice
+from fcl_ray.federation.checkpoint import CheckpointStore
 from fcl_ray.finetune import SegmentationTrainer, init_unet
+from fcl_ray.messages import ClientUpdate
 from fcl_ray.methods import get_method_class
 
 
@@ -48,8 +51,10 @@ class ClientActor:
         self.device = pick_device(num_gpus)
         volumes = load_client_volumes(self.cfg, client_id)
         self.case_ids = [v.case_id for v in volumes]
+        self.has_label = [v.label is not None for v in volumes]   # extra cine frames: no mask
         self.slices = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
-                                        self.cfg.data.partitions).to(self.device)
+                                        self.cfg.data.partitions,
+                                        normalise=self.cfg.data.normalise).to(self.device)
         self.method = None
         self.layout: Optional[WeightLayout] = None
         self.trainer: Optional[SegmentationTrainer] = None
@@ -61,24 +66,32 @@ class ClientActor:
         return torch.Generator().manual_seed(seed)
 
     def _split(self, fold: int, n_labeled: int = 0):
-        return kfold_split(len(self.case_ids), self.cfg.data.folds, fold, n_labeled,
-                           self.cfg.experiment.seed, self.client_id)
+        """Split by patient, so a patient's ED, ES and extra frames stay on one side."""
+        return patient_split(self.case_ids, self.has_label, self.cfg.data.folds, fold, n_labeled,
+                             self.cfg.experiment.seed, self.client_id)
 
     def info(self) -> dict:
         return {"client": self.client_id, "cases": len(self.case_ids),
-                "slices": len(self.slices), "device": str(self.device)}
+                "slices": len(self.slices), "device": str(self.device), "pid": os.getpid()}
+
+    def _injected_delay(self) -> None:
+        """faults.delay_seconds: make this client a straggler on purpose (drills, tests)."""
+        time.sleep(self.cfg.faults.delay_seconds.get(self.client_id, 0.0))
 
     # ------------------------------------------------------------------ pre-training
-    def start_pretraining(self, method_name: str, fold: int) -> int:
-        """Build the method on this client's pre-training pool; return its size in slices."""
+    def start_pretraining(self, method_name: str, fold: int) -> dict:
+        """Build the method on this client's pre-training pool; say what it will send."""
         pool = self.slices.select_volumes(self._split(fold).train)
         torch.manual_seed(self.cfg.experiment.seed)   # same initial weights at every client
         self.method = get_method_class(method_name)(self.cfg, pool, self._generator(1, fold),
                                                     self.device)
         self.layout = WeightLayout(self.method.shared_state())
-        return len(pool)
+        shares = self.method.shares_features
+        return {"slices": len(pool), "n_weights": self.layout.total,
+                "feature_dim": self.cfg.model.projection_dim if shares else None}
 
-    def pretrain_round(self, global_weights: Optional[np.ndarray], shared: Optional[dict]) -> dict:
+    def pretrain_round(self, global_weights: Optional[np.ndarray],
+                       shared: Optional[dict]) -> ClientUpdate:
         """Load the global weights, train the local steps, return what the coordinator needs."""
         start = time.perf_counter()
         method = self.method
@@ -86,12 +99,30 @@ class ClientActor:
             method.load_shared_state(self.layout.unflatten(global_weights))
         remote = merge_remote(shared, self.client_id, self.device) if shared else None
         metrics = method.train_round(self.cfg.pretrain.local_steps, remote)
+        self._injected_delay()
         metrics["seconds"] = time.perf_counter() - start
-        return {"client": self.client_id,
-                "weights": self.layout.flatten(method.shared_state()),
-                "n_samples": len(method.slices),
-                "features": method.shared_features(),
-                "metrics": metrics}
+        features = method.shared_features()
+        return ClientUpdate(client=self.client_id,
+                            weights=self.layout.flatten(method.shared_state()),
+                            n_samples=len(method.slices),
+                            features=None if features is None else features[0],
+                            partitions=None if features is None else features[1],
+                            metrics=metrics)
+
+    def save_state(self, store_root: str, path: str) -> None:
+        """Write this client's pre-training state into a round checkpoint."""
+        CheckpointStore(store_root).save(f"{path}/client-{self.client_id}.pt",
+                                         self.method.checkpoint_state())
+
+    def load_state(self, store_root: str, path: str) -> bool:
+        """Restore the state saved by :meth:`save_state`; False if this client has none
+        (it died before that round's checkpoint) and starts from the global weights."""
+        store = CheckpointStore(store_root)
+        file = f"{path}/client-{self.client_id}.pt"
+        if not store.fs.exists(file):
+            return False
+        self.method.load_checkpoint_state(store.load(file))
+        return True
 
     def probe(self, global_weights: Optional[np.ndarray], fold: int, n_labeled: int) -> dict:
         """Cheap quality signal of the current encoder: a short fine-tune on the labeled
@@ -140,17 +171,20 @@ class ClientActor:
                 "seconds": time.perf_counter() - start}
 
     def start_federated_finetune(self, encoder_state: Optional[dict], fold: int,
-                                 n_labeled: int) -> None:
+                                 n_labeled: int) -> dict:
         self.trainer = self._new_trainer(encoder_state, fold, n_labeled)
         self.ft_layout = WeightLayout(self.trainer.unet.state_dict())
+        return {"slices": len(self.trainer.labeled), "n_weights": self.ft_layout.total,
+                "feature_dim": None}
 
-    def finetune_round(self, global_weights: Optional[np.ndarray]) -> dict:
+    def finetune_round(self, global_weights: Optional[np.ndarray]) -> ClientUpdate:
         if global_weights is not None:
             self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))
         loss = self.trainer.train(self.cfg.finetune.local_steps)
-        return {"client": self.client_id,
-                "weights": self.ft_layout.flatten(self.trainer.unet.state_dict()),
-                "n_samples": len(self.trainer.labeled), "metrics": {"loss": loss}}
+        self._injected_delay()
+        return ClientUpdate(client=self.client_id,
+                            weights=self.ft_layout.flatten(self.trainer.unet.state_dict()),
+                            n_samples=len(self.trainer.labeled), metrics={"loss": loss})
 
     def finish_federated_finetune(self, global_weights: np.ndarray, fold: int) -> dict:
         self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))

@@ -1,12 +1,14 @@
 """The small interface every pre-training method implements, plus shared helpers."""
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from fcl_ray.bank import FeatureBank
 from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
 
@@ -62,6 +64,34 @@ class PretrainMethod:
             prefix = f"{name}."
             net.load_state_dict({k[len(prefix):]: v for k, v in state.items()
                                  if k.startswith(prefix)})
+
+    def checkpoint_state(self) -> dict:
+        """Everything that shapes this client's future steps: every network, optimiser,
+        feature bank and the random generator (found generically among the attributes, so
+        a new method needs no code here). Resuming from it continues bit for bit on CPU."""
+        state: dict = {"generator": self.gen.get_state()}
+        for name, value in vars(self).items():
+            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
+                state[name] = copy.deepcopy(value.state_dict())   # a snapshot, not live views
+            elif isinstance(value, FeatureBank):
+                state[name] = {k: (v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
+                               for k, v in vars(value).items()}
+            elif torch.is_tensor(value):   # queues and other running buffers
+                state[name] = value.detach().clone()
+        return state
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.gen.set_state(state["generator"])
+        for name, value in vars(self).items():
+            if name not in state:
+                continue
+            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
+                value.load_state_dict(state[name])
+            elif torch.is_tensor(value):
+                setattr(self, name, state[name].to(value.device))
+            elif isinstance(value, FeatureBank):
+                for k, v in state[name].items():
+                    setattr(value, k, v.to(value.features.device) if torch.is_tensor(v) else v)
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.encoder().state_dict().items()}

@@ -85,6 +85,10 @@ class FCL(PretrainMethod):
     def shared_features(self):
         if not self.use_remote_features:
             return None
-        feats, parts = sample_features(*self.bank.contents(), self.cfg.pretrain.exchange_size,
-                                       self.gen)
+        p = self.cfg.pretrain
+        # A random subset of the bank (the paper's K sampling) ...
+        feats, parts = sample_features(*self.bank.contents(), p.exchange_size, self.gen)
+        if p.feature_noise > 0:   # ... optionally blurred by Gaussian noise before it leaves
+            noise = torch.randn(feats.shape, generator=self.gen).to(feats.device)
+            feats = torch.nn.functional.normalize(feats + p.feature_noise * noise, dim=1)
         return feats.cpu().numpy().astype(np.float32), parts.cpu().numpy().astype(np.int16)

@@ -1,0 +1,141 @@
+"""Faults really caused: a client killed mid-round, a straggler, too few clients, the
+coordinator killed, the driver SIGKILLed and resumed (bitwise-equal final weights)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import torch
+
+from fcl_ray.config import load_config
+from fcl_ray.federation.coordinator import FederationError
+from fcl_ray.federation.experiment import run_experiment
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(tiny_overrides, *extra):
+    return load_config(None, tiny_overrides + ["tracking.enabled=false", *extra])
+
+
+def _rounds(cfg) -> list[dict]:
+    path = Path(cfg.experiment.output_dir) / "rounds.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Saboteur:
+    """A reporter that does something nasty when a given round has been reported."""
+
+    def __init__(self, at_round: int, action):
+        self.at_round, self.action, self.handles = at_round, action, None
+
+    def __call__(self, metrics: dict) -> None:
+        if metrics["phase"] == "ready":
+            self.handles = metrics
+        elif metrics["phase"] == "pretrain" and metrics["round"] == self.at_round:
+            self.action(self.handles)
+
+
+def test_client_killed_mid_round_is_dropped_then_rejoins(ray_session, tiny_overrides):
+    # Rounds of >= 3 s leave a restarted actor (new process, imports, data) time to rejoin.
+    cfg = _cfg(tiny_overrides, "pretrain.rounds=8", "faults.delay_seconds={0: 3.0, 1: 3.0}",
+               "finetune.modes=[local]")
+
+    def kill_client_1_during_next_round(handles):
+        pid = handles["clients"][1]["pid"]
+        threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()
+
+    results = run_experiment(cfg, log=lambda line: None,
+                             reporter=Saboteur(1, kill_client_1_during_next_round))
+    rounds = _rounds(cfg)
+    assert rounds[0]["participants"] == [0, 1]
+    assert rounds[1]["participants"] == [0] and rounds[1]["dropped"] == {"1": "died"}
+    # Ray restarts the actor (a new process reloading its data); it rejoins once rebuilt.
+    rejoined = [r["round"] for r in rounds if r["participants"] == [0, 1] and r["round"] > 2]
+    assert rejoined and rejoined == list(range(rejoined[0], 9)), rounds
+    assert all(r["dropped"] == {"1": "rejoining after a restart"} for r in rounds[2:rejoined[0] - 1])
+    assert len(results) == 2 * 2 and results["dice_mean"].notna().all()
+
+
+def test_straggler_is_dropped_at_the_deadline(ray_session, tiny_overrides):
+    cfg = _cfg(tiny_overrides, "pretrain.rounds=2", "faults.delay_seconds={1: 4.0}",
+               "federation.round_timeout_s=2.0", "pretrain.methods=[fcl]")
+    start = time.perf_counter()
+    run_experiment(cfg, log=lambda line: None)
+    rounds = _rounds(cfg)
+    assert [r["participants"] for r in rounds] == [[0], [0]]
+    assert all(r["dropped"]["1"].startswith("late") for r in rounds)
+    assert time.perf_counter() - start < 60
+
+
+def test_too_few_clients_stops_the_run_with_its_checkpoint(ray_session, tiny_overrides):
+    cfg = _cfg(tiny_overrides, "pretrain.rounds=3", "federation.min_clients=2",
+               "federation.round_retries=1", "pretrain.methods=[fcl]")
+    kill_for_good = Saboteur(1, lambda h: ray.kill(h["client_handles"][1], no_restart=True))
+    with pytest.raises(FederationError, match=r"round 2: only 1 of 2 clients answered "
+                                              r"\(federation.min_clients=2\) in 2 attempt"):
+        run_experiment(cfg, log=lambda line: None, reporter=kill_for_good)
+    latest = Path(cfg.experiment.output_dir) / "checkpoints" / "fcl-fold0" / "LATEST"
+    assert json.loads(latest.read_text()) == {"round": 1}
+
+
+def test_coordinator_death_fails_fast_and_resume_finishes(ray_session, tiny_overrides):
+    cfg = _cfg(tiny_overrides, "pretrain.rounds=3", "pretrain.methods=[fcl]")
+    kill_coordinator = Saboteur(1, lambda h: ray.kill(h["coordinator"]))
+    with pytest.raises(FederationError, match="coordinator died .* --resume"):
+        run_experiment(cfg, log=lambda line: None, reporter=kill_coordinator)
+    lines = []
+    results = run_experiment(cfg, log=lines.append, resume=True)
+    assert any("resumed after round 1" in line for line in lines)
+    assert [r["round"] for r in _rounds(cfg)] == [1, 2, 3]
+    assert len(results) == 2
+
+
+def test_driver_sigkill_then_resume_matches_uninterrupted_run_bitwise(ray_session,
+                                                                      tiny_overrides, tmp_path):
+    common = ["pretrain.rounds=4", "pretrain.methods=[fcl]", "finetune.modes=[local]"]
+    # Reference: uninterrupted.
+    reference = _cfg(tiny_overrides, *common, f"experiment.output_dir={tmp_path / 'reference'}")
+    run_experiment(reference, log=lambda line: None)
+
+    # The same experiment in a separate driver process on the same Ray cluster, killed
+    # with SIGKILL after round 2 finished, then resumed.
+    out = tmp_path / "killed"
+    overrides = tiny_overrides + ["tracking.enabled=false", *common, f"experiment.output_dir={out}",
+                                  "faults.delay_seconds={0: 0.5}"]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "fcl_ray", "run", str(ROOT / "experiments" / "quickstart.yaml")]
+    for o in overrides:
+        cmd += ["--set", o]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env, cwd=ROOT)
+    for line in driver.stdout:
+        if "round 2/4 done" in line:
+            driver.send_signal(signal.SIGKILL)
+            break
+    driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    assert not (out / "results.csv").exists()
+
+    resumed_cfg = load_config(ROOT / "experiments" / "quickstart.yaml",
+                              [o for o in overrides if not o.startswith("faults")])
+    lines = []
+    resumed = run_experiment(resumed_cfg, log=lines.append, resume=True)
+    assert any("resumed after round" in line for line in lines)
+
+    a = torch.load(tmp_path / "reference" / "encoders" / "fcl-fold0.pt")
+    b = torch.load(out / "encoders" / "fcl-fold0.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed encoder differs from uninterrupted"
+    expected = pd.read_csv(tmp_path / "reference" / "results.csv")
+    dice = [c for c in expected.columns if c.startswith("dice_")]
+    pd.testing.assert_frame_equal(expected[dice], resumed[dice].reset_index(drop=True))
