@@ -12,7 +12,9 @@ Choices made here:
 - a batch of a few dozen slices is far smaller than K x a few, so, like SwAV's small-batch
   recipe, the codes are computed over [queue; batch]: a FIFO of the last ``pretrain.bank_size``
   embeddings of this client (never shared); only the batch rows are used;
-- not included: multi-crop, freezing the prototypes during the first epoch, LARS.
+- not included: multi-crop, freezing the prototypes during the first epoch, LARS. Without
+  them, at lr 1e-3 on the synthetic benchmark the embeddings collapsed to one point within
+  80 steps (experiments/results/README.md): a known SwAV failure mode at small batches.
 """
 from __future__ import annotations
 
