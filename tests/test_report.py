@@ -107,16 +107,17 @@ def test_mismatched_sets_and_metric_are_refused(tmp_path, capsys):
 def test_report_from_mlflow_runs(tmp_path, capsys):
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("bench")
+    client = mlflow.MlflowClient(tracking_uri=uri)     # no global MLflow state is changed
+    exp = client.create_experiment("bench")
     for i, frame in enumerate([_results(methods=("random",)), _results(methods=("fcl",))]):
         run_dir = tmp_path / f"run{i}"
         run_dir.mkdir()
         frame.to_csv(run_dir / "results.csv", index=False)
-        with mlflow.start_run():
-            mlflow.log_artifact(str(run_dir / "results.csv"))
-    with mlflow.start_run():                       # a failed run without results is skipped
-        pass
+        run = client.create_run(exp)
+        client.log_artifact(run.info.run_id, str(run_dir / "results.csv"))
+        client.set_terminated(run.info.run_id)
+    failed = client.create_run(exp)                    # a failed run without results is skipped
+    client.set_terminated(failed.info.run_id, status="FAILED")
     results = load_results(["bench"], uri)
     assert set(results["method"]) == {"random", "fcl"} and len(results) == 2 * 24
     assert main(["report", "bench", "--tracking-uri", uri]) == 0
