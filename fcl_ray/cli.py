@@ -5,6 +5,7 @@ Exit codes: 0 success, 2 bad usage/config/data (one clear line, no traceback), 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from fcl_ray.config import ConfigError
@@ -59,7 +60,60 @@ def _build_parser() -> argparse.ArgumentParser:
                        "name after its driver died (Tune experiment restore)")
     sweep.add_argument("--tracking-uri", default=None, help="MLflow server or store (default: "
                        "the sweep file's tracking.uri, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
+
+    bench = sub.add_parser("bench", help="federation overhead over plain PyTorch (round times, "
+                           "overhead ratio, first round, bytes, memory) -> CSV + PNG")
+    bench.add_argument("--clients", default="2,4,8,16", help="client counts, e.g. 2,4,8,16")
+    bench.add_argument("--local-steps", default="10,2", help="local steps per round, e.g. 10,2")
+    bench.add_argument("--rounds", type=int, default=3, help="timed rounds after a warm-up")
+    bench.add_argument("--out", default="benchmarks", help="folder for the CSV, PNG and .md")
+    bench.add_argument("--name", default="bench_cpu", help="file name stem of the outputs")
+    bench.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="change the workload, e.g. data.image_size=96")
     return parser
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} '{text}': expected comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{what} '{text}': expected positive integers")
+    return values
+
+
+def _bench(args) -> int:
+    import platform
+    import shlex
+    import time
+    from pathlib import Path
+
+    import pandas as pd
+
+    from fcl_ray.federation.bench import plot_bench, run_bench, seconds_since_process_start
+    from fcl_ray.report import to_markdown
+
+    process_start = time.perf_counter() - seconds_since_process_start()
+    clients = _int_list(args.clients, "--clients")
+    steps = _int_list(args.local_steps, "--local-steps")
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.concat([run_bench(clients, s, args.rounds, args.overrides,
+                                 process_start=process_start if i == 0 else None)
+                       for i, s in enumerate(steps)], ignore_index=True)
+    table.to_csv(out / f"{args.name}.csv", index=False)
+    plot_bench(table, out / f"{args.name}.png")
+    command = "fcl-ray " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    (out / f"{args.name}.md").write_text(
+        f"# {args.name}\n\nMade by `{command}` on {platform.node()} "
+        f"({os.cpu_count()} CPUs, torch {__import__('torch').__version__}).\n\n"
+        + to_markdown(table.round(3).set_index("clients"), "clients"))
+    print(table.round(3).to_string(index=False))
+    print(f"written: {out / (args.name + '.csv')}, .png, .md")
+    return 0
 
 
 def _sweep(args) -> int:
@@ -119,7 +173,7 @@ def _report(args) -> int:
 
 
 COMMANDS = {"run": _run, "config": _show_config, "report": _report, "data": _data,
-            "sweep": _sweep}
+            "sweep": _sweep, "bench": _bench}
 
 
 def _federation_error() -> type:

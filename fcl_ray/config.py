@@ -63,6 +63,8 @@ class ModelConfig:
     features: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 128, 16])
     projection_hidden: int = 256
     projection_dim: int = 128
+    amp: Literal["fp32", "bf16"] = "fp32"  # bf16: mixed precision (autocast) in training
+    channels_last: bool = False     # NHWC memory layout (faster convolutions on GPUs)
 
 
 @dataclass

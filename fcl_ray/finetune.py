@@ -8,7 +8,7 @@ from monai.losses import DiceCELoss
 
 from fcl_ray.augment import segmentation_augment
 from fcl_ray.data.slices import SliceSet
-from fcl_ray.models import build_unet, load_encoder_into_unet
+from fcl_ray.models import autocast, build_unet, load_encoder_into_unet
 
 
 def init_unet(features, encoder_state: Optional[dict], seed: int,
@@ -28,10 +28,11 @@ class SegmentationTrainer:
     between calls so federated rounds continue where they stopped."""
 
     def __init__(self, unet: torch.nn.Module, labeled: SliceSet, batch_size: int, lr: float,
-                 generator: torch.Generator):
+                 generator: torch.Generator, amp: str = "fp32"):
         if len(labeled) == 0:
             raise ValueError("no labeled slices to fine-tune on")
         self.unet, self.labeled, self.batch_size, self.gen = unet, labeled, batch_size, generator
+        self.amp = amp
         self.optimizer = torch.optim.Adam(unet.parameters(), lr=lr)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
 
@@ -44,7 +45,8 @@ class SegmentationTrainer:
             idx = torch.randint(len(self.labeled), (self.batch_size,), generator=self.gen)
             idx = idx.to(device)
             x, y = segmentation_augment(self.labeled.images[idx], self.labeled.labels[idx], self.gen)
-            loss = self.loss_fn(self.unet(x), y[:, None])
+            with autocast(device, self.amp):
+                loss = self.loss_fn(self.unet(x).float(), y[:, None])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

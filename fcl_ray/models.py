@@ -77,3 +77,8 @@ def load_encoder_into_unet(unet: BasicUNet, encoder_state: dict[str, torch.Tenso
     not_decoder = [k for k in missing if k.startswith(ENCODER_PREFIXES)]
     if not_decoder:
         raise ValueError(f"encoder weights miss U-Net encoder parameters: {not_decoder[:3]}")
+
+
+def autocast(device: torch.device, amp: str):
+    """Mixed-precision context for training steps: bf16 autocast when ``amp == 'bf16'``."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")

@@ -6,6 +6,7 @@ features (embeddings + partition labels) and scalar metrics only.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from typing import Optional
 
@@ -55,6 +56,8 @@ class ClientActor:
         self.slices = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
                                         self.cfg.data.partitions,
                                         normalise=self.cfg.data.normalise).to(self.device)
+        if self.cfg.model.channels_last:
+            self.slices.images = self.slices.images.contiguous(memory_format=torch.channels_last)
         self.method = None
         self.layout: Optional[WeightLayout] = None
         self.trainer: Optional[SegmentationTrainer] = None
@@ -85,6 +88,9 @@ class ClientActor:
         torch.manual_seed(self.cfg.experiment.seed)   # same initial weights at every client
         self.method = get_method_class(method_name)(self.cfg, pool, self._generator(1, fold),
                                                     self.device)
+        if self.cfg.model.channels_last:
+            for net in self.method.networks().values():
+                net.to(memory_format=torch.channels_last)
         self.layout = WeightLayout(self.method.shared_state())
         shares = self.method.shares_features
         return {"slices": len(pool), "n_weights": self.layout.total,
@@ -98,16 +104,24 @@ class ClientActor:
         if global_weights is not None:
             method.load_shared_state(self.layout.unflatten(global_weights))
         remote = merge_remote(shared, self.client_id, self.device) if shared else None
+        compute_start = time.perf_counter()
         metrics = method.train_round(self.cfg.pretrain.local_steps, remote)
+        metrics["compute_seconds"] = time.perf_counter() - compute_start
         self._injected_delay()
-        metrics["seconds"] = time.perf_counter() - start
         features = method.shared_features()
-        return ClientUpdate(client=self.client_id,
-                            weights=self.layout.flatten(method.shared_state()),
+        weights = self.layout.flatten(method.shared_state())
+        metrics["seconds"] = time.perf_counter() - start
+        # What this call spent on the federation (weights in/out, features) rather than steps.
+        metrics["exchange_seconds"] = metrics["seconds"] - metrics["compute_seconds"]
+        return ClientUpdate(client=self.client_id, weights=weights,
                             n_samples=len(method.slices),
                             features=None if features is None else features[0],
                             partitions=None if features is None else features[1],
                             metrics=metrics)
+
+    def peak_memory_mb(self) -> float:
+        """Peak resident memory of this actor's process (MB)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
     def save_state(self, store_root: str, path: str) -> None:
         """Write this client's pre-training state into a round checkpoint."""
@@ -151,9 +165,12 @@ class ClientActor:
         split = self._split(fold, n_labeled)
         unet = init_unet(self.cfg.model.features, state_from_numpy(encoder_state),
                          seed=self.cfg.experiment.seed, device=self.device)
+        if self.cfg.model.channels_last:
+            unet = unet.to(memory_format=torch.channels_last)
         ft = self.cfg.finetune
         return SegmentationTrainer(unet, self.slices.select_volumes(split.labeled),
-                                   ft.batch_size, ft.lr, self._generator(purpose, fold, n_labeled))
+                                   ft.batch_size, ft.lr, self._generator(purpose, fold, n_labeled),
+                                   amp=self.cfg.model.amp)
 
     def _evaluate(self, unet: torch.nn.Module, fold: int) -> dict:
         test = self.slices.select_volumes(self._split(fold).test)
@@ -180,11 +197,14 @@ class ClientActor:
     def finetune_round(self, global_weights: Optional[np.ndarray]) -> ClientUpdate:
         if global_weights is not None:
             self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))
+        compute_start = time.perf_counter()
         loss = self.trainer.train(self.cfg.finetune.local_steps)
+        compute = time.perf_counter() - compute_start
         self._injected_delay()
         return ClientUpdate(client=self.client_id,
                             weights=self.ft_layout.flatten(self.trainer.unet.state_dict()),
-                            n_samples=len(self.trainer.labeled), metrics={"loss": loss})
+                            n_samples=len(self.trainer.labeled),
+                            metrics={"loss": loss, "compute_seconds": compute})
 
     def finish_federated_finetune(self, global_weights: np.ndarray, fold: int) -> dict:
         self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))

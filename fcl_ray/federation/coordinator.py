@@ -250,21 +250,37 @@ class Coordinator:
                  for n in budgets]
         return [ray.get(per_n) for per_n in calls]
 
-    def finetune_federated(self, method: str, fold: int, n_labeled: int, rounds: int) -> list[dict]:
+    def start_federated_finetune(self, method: str, fold: int, n_labeled: int) -> None:
+        """Every client builds its U-Net (its encoder, the same seeded decoder)."""
         self.federated = True
         encoders = self._encoders(method)
         # Each client starts from its own encoder (the same one unless pre-training was local).
         self.setup = ("start_federated_finetune", (encoders[0], fold, n_labeled))
+        self.needs_setup, self.pending_setup = set(), {}
         infos = ray.get([c.start_federated_finetune.remote(e, fold, n_labeled)
                          for c, e in zip(self.clients, encoders)])
         self.contract = Contract(n_weights=infos[0]["n_weights"], feature_dim=None,
                                  partitions=self.cfg.data.partitions, max_features=0)
         self.global_weights, self.round_index = None, 0
-        for _ in range(rounds):
-            self._round("finetune_round")
+
+    def finetune_round(self) -> dict:
+        """One FedAvg round of supervised fine-tuning; returns its timing and traffic."""
+        start = time.perf_counter()
+        updates, stats = self._round("finetune_round")
+        stats["round_seconds"] = time.perf_counter() - start
+        return {"clients": [{"client": u.client, **u.metrics} for u in updates], **stats}
+
+    def finish_federated_finetune(self, fold: int) -> list[dict]:
+        """Dice of the final global U-Net on every client's test fold."""
         weights_ref = ray.put(self.global_weights)
         self._wait_for_all()
         results = ray.get([c.finish_federated_finetune.remote(weights_ref, fold)
                            for c in self.clients])
         self.global_weights = None
         return results
+
+    def finetune_federated(self, method: str, fold: int, n_labeled: int, rounds: int) -> list[dict]:
+        self.start_federated_finetune(method, fold, n_labeled)
+        for _ in range(rounds):
+            self.finetune_round()
+        return self.finish_federated_finetune(fold)

@@ -11,6 +11,7 @@ from torch import nn
 from fcl_ray.bank import FeatureBank
 from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
+from fcl_ray.models import autocast
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (M, d) embeddings, (M,) partition labels
 
@@ -51,7 +52,9 @@ class PretrainMethod:
         """Run ``steps`` local steps and return the mean of each metric."""
         totals: dict[str, float] = {}
         for _ in range(steps):
-            for key, value in self.train_step(remote).items():
+            with autocast(self.device, self.cfg.model.amp):
+                metrics = self.train_step(remote)
+            for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value
         return {k: v / steps for k, v in totals.items()}
 

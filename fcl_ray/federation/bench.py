@@ -1,0 +1,192 @@
+"""``fcl-ray bench``: what the federation costs over the clients' own compute.
+
+For a fixed workload it measures, in one run:
+
+* seconds per round of FCL pre-training and of federated fine-tuning on Ray (median of the
+  rounds after a warm-up round), with exchange (weights in/out, features) and aggregation;
+* the reference: the same local steps run one client after another in this process with
+  plain PyTorch (no Ray, no weights or features moved);
+* overhead ratio = round time / (reference time / parallel slots), slots = min(C, CPUs for
+  clients) on CPU (or C on GPU);
+* time to first round (process start to the end of round 1), bytes per round, peak memory
+  per client actor.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+import ray
+import torch
+
+from fcl_ray.bank import merge_remote
+from fcl_ray.config import Config, load_config, to_dict
+from fcl_ray.federation.client import ClientActor
+from fcl_ray.federation.experiment import client_cpus, connect_ray, create_federation
+
+# The workload the targets are stated for: 64x64 slices, batch 8, widths 16-32-64-128.
+DEFAULT_WORKLOAD = [
+    "data.image_size=64", "data.cases_per_client=6", "data.folds=3", "data.partitions=4",
+    "model.features=[16,32,64,128,128,16]", "pretrain.methods=[fcl]",
+    "pretrain.volumes_per_batch=2", "finetune.batch_size=8", "finetune.n_labeled=[2]",
+    "federation.checkpoint_every=0", "tracking.enabled=false",
+]
+
+
+@dataclass
+class BenchRow:
+    clients: int
+    local_steps: int
+    slots: float
+    pretrain_round_s: float
+    pretrain_reference_s: float
+    pretrain_overhead: float
+    exchange_aggregate_fraction: float
+    finetune_round_s: float
+    finetune_reference_s: float
+    finetune_overhead: float
+    time_to_first_round_s: float
+    bytes_per_round_mb: float
+    peak_memory_mb_per_client: float
+
+
+def seconds_since_process_start() -> float:
+    """Wall time since this process started (Linux /proc), for 'time to first round'."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):   # not Linux: count from the bench's start
+        return time.perf_counter() - _IMPORTED_AT
+
+
+_IMPORTED_AT = time.perf_counter()
+
+
+def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, float]:
+    """Median seconds of one round of every client's local steps, one client after another
+    in this process: (pre-training, fine-tuning). No Ray, nothing exchanged."""
+    torch.set_num_threads(threads)
+    cfg_dict = to_dict(cfg)
+    gpus = cfg.federation.num_gpus_per_client
+    clients = [ClientActor(cfg_dict, c, threads, gpus) for c in range(cfg.data.clients)]
+    for c in clients:
+        c.start_pretraining(cfg.pretrain.methods[0], 0)
+    # Remote features as the federation would hand them over (the loss sees the same sizes).
+    shared = {c.client_id: c.method.shared_features() for c in clients}
+    remotes = [merge_remote(shared, c.client_id) if c.method.shares_features else None
+               for c in clients]
+    pretrain = []
+    for r in range(rounds + 1):
+        start = time.perf_counter()
+        for c, remote in zip(clients, remotes):
+            c.method.train_round(cfg.pretrain.local_steps, remote)
+        if r:                                       # round 0 is the warm-up
+            pretrain.append(time.perf_counter() - start)
+    trainers = [c._new_trainer(None, 0, cfg.finetune.n_labeled[0]) for c in clients]
+    finetune = []
+    for r in range(rounds + 1):
+        start = time.perf_counter()
+        for t in trainers:
+            t.train(cfg.finetune.local_steps)
+        if r:
+            finetune.append(time.perf_counter() - start)
+    return statistics.median(pretrain), statistics.median(finetune)
+
+
+def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
+    """Round times of the real federation on Ray (median after the first round)."""
+    clients, coordinator = create_federation(cfg)
+    try:
+        ray.get(coordinator.start_pretraining.remote(cfg.pretrain.methods[0], 0))
+        walls, stats = [], []
+        for r in range(rounds + 1):
+            start = time.perf_counter()
+            stats.append(ray.get(coordinator.pretrain_round.remote()))
+            walls.append(time.perf_counter() - start)
+            if r == 0:
+                first_round = time.perf_counter() - process_start
+        steady = stats[1:]
+        exchange = [s["aggregate_seconds"] + max(c["exchange_seconds"] for c in s["clients"])
+                    for s in steady]
+        ray.get(coordinator.start_federated_finetune.remote("random", 0, cfg.finetune.n_labeled[0]))
+        ft_walls = []
+        for r in range(rounds + 1):
+            start = time.perf_counter()
+            ray.get(coordinator.finetune_round.remote())
+            ft_walls.append(time.perf_counter() - start)
+        peak = max(ray.get([c.peak_memory_mb.remote() for c in clients]))
+        return {"pretrain_round_s": statistics.median(walls[1:]),
+                "exchange_aggregate_fraction": statistics.median(
+                    e / w for e, w in zip(exchange, walls[1:])),
+                "finetune_round_s": statistics.median(ft_walls[1:]),
+                "time_to_first_round_s": first_round,
+                "bytes_per_round_mb": statistics.median(
+                    (s["bytes_weights"] + s["bytes_features"]) / 1e6 for s in steady),
+                "peak_memory_mb_per_client": peak}
+    finally:
+        for actor in clients + [coordinator]:
+            ray.kill(actor)
+
+
+def run_bench(client_counts: list[int], local_steps: int, rounds: int,
+              overrides: list[str] = (), log: Callable[[str], None] = print,
+              process_start: Optional[float] = None) -> pd.DataFrame:
+    """The whole benchmark: one row per client count."""
+    if process_start is None:
+        process_start = time.perf_counter() - seconds_since_process_start()
+    rows = []
+    for n in client_counts:
+        cfg = load_config(None, DEFAULT_WORKLOAD + [f"data.clients={n}",
+                                                    f"pretrain.local_steps={local_steps}",
+                                                    f"finetune.local_steps={local_steps}",
+                                                    *overrides])
+        connect_ray(cfg)
+        cpus = client_cpus(cfg)
+        gpu = cfg.federation.num_gpus_per_client > 0
+        slots = float(n) if gpu else min(float(n), cpus * n)
+        threads = max(1, int(cpus))
+        fed = federation_seconds(cfg, rounds, process_start)
+        ref_pre, ref_ft = reference_seconds(cfg, rounds, threads)
+        row = BenchRow(clients=n, local_steps=local_steps, slots=slots,
+                       pretrain_reference_s=ref_pre, finetune_reference_s=ref_ft,
+                       pretrain_overhead=fed["pretrain_round_s"] / (ref_pre / slots),
+                       finetune_overhead=fed["finetune_round_s"] / (ref_ft / slots), **fed)
+        log(f"C={n:2d} steps={local_steps}: pre-train round {row.pretrain_round_s:.2f}s "
+            f"(reference {ref_pre:.2f}s / {slots:g} slots -> overhead {row.pretrain_overhead:.2f}, "
+            f"exchange+aggregate {100 * row.exchange_aggregate_fraction:.1f}%), fine-tune round "
+            f"{row.finetune_round_s:.2f}s (overhead {row.finetune_overhead:.2f}), first round "
+            f"after {row.time_to_first_round_s:.1f}s, {row.bytes_per_round_mb:.1f} MB/round, "
+            f"peak {row.peak_memory_mb_per_client:.0f} MB/client")
+        rows.append(asdict(row))
+        process_start = time.perf_counter()   # the next C's "first round" counts from here
+    return pd.DataFrame(rows)
+
+
+def plot_bench(table: pd.DataFrame, path: Path) -> None:
+    """Round time and overhead ratio against the number of clients."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for steps, group in table.groupby("local_steps"):
+        left.plot(group.clients, group.pretrain_round_s, "o-", label=f"FCL round, {steps} steps")
+        left.plot(group.clients, group.pretrain_reference_s / group.slots, "x--",
+                  label=f"reference / slots, {steps} steps")
+        right.plot(group.clients, group.pretrain_overhead, "o-", label=f"pre-train, {steps} steps")
+        right.plot(group.clients, group.finetune_overhead, "s--", label=f"fine-tune, {steps} steps")
+    left.set(xlabel="clients C", ylabel="seconds per round", xscale="log", yscale="log")
+    right.axhline(1.10, color="grey", lw=0.8)
+    right.set(xlabel="clients C", ylabel="overhead ratio", xscale="log")
+    for ax in (left, right):
+        ax.set_xticks(sorted(table.clients.unique()), labels=sorted(table.clients.unique()))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
