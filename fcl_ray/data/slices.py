@@ -44,7 +44,8 @@ class SliceSet:
 
     def select_volumes(self, volume_ids: Sequence[int]) -> "SliceSet":
         """The slices of the given volumes only (order of the slices kept)."""
-        keep = torch.isin(self.volume, torch.as_tensor(list(volume_ids), dtype=torch.long))
+        keep = torch.isin(self.volume, torch.as_tensor(list(volume_ids), dtype=torch.long,
+                                                       device=self.volume.device))
         return SliceSet(self.images[keep], self.labels[keep], self.partition[keep],
                         self.volume[keep], self.position[keep])
 
