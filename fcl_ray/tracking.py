@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -69,6 +70,12 @@ def run_context(parent_run_id: Optional[str] = None,
         _CONTEXT.update(saved)
 
 
+def redact(text: str) -> str:
+    """Hide credentials in URIs (``scheme://user:secret@host`` -> ``scheme://***@host``)
+    so that no password lands in MLflow params or logs."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+
+
 class NullTracker:
     """Used when tracking is off: every call is a no-op."""
     run_id: Optional[str] = None
@@ -96,7 +103,7 @@ class MlflowTracker(NullTracker):
         self.run = mlflow.start_run(run_name=cfg.experiment.name, tags=all_tags)
         self.run_id = self.run.info.run_id
         _CONTEXT["run_ids"].append(self.run_id)
-        params = {k: str(v)[:500] for k, v in flatten(to_dict(cfg)).items()}
+        params = {k: redact(str(v))[:500] for k, v in flatten(to_dict(cfg)).items()}
         mlflow.log_params(params)
 
     def log_metrics(self, metrics, step=None):
@@ -130,7 +137,7 @@ def start_parent_run(uri: str, experiment: str, run_name: str, params: dict[str,
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
     run = client.create_run(exp_id, run_name=run_name,
                             tags={k: str(v) for k, v in tags.items()})
-    items = sorted((k, str(v)[:500]) for k, v in params.items())
+    items = sorted((k, redact(str(v))[:500]) for k, v in params.items())
     for start in range(0, len(items), 100):   # MLflow takes at most 100 params per batch
         from mlflow.entities import Param
         client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[start:start + 100]])

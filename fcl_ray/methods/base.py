@@ -11,7 +11,7 @@ from torch import nn
 from fcl_ray.bank import FeatureBank
 from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
-from fcl_ray.models import autocast
+from fcl_ray.models import EmbeddingNet, autocast
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (M, d) embeddings, (M,) partition labels
 
@@ -123,3 +123,29 @@ class PartitionBatchSampler:
                     idx.append(candidates[torch.randint(len(candidates), (1,), generator=gen)])
                     parts.append(p)
         return torch.cat(idx), torch.tensor(parts, dtype=torch.long)
+
+
+class SingleNetworkMethod(PretrainMethod):
+    """A method with one trained network (encoder + a head), Adam, and G^D batches.
+
+    Subclasses pick the network with :meth:`build_net` (default: encoder + projection head)
+    and write ``train_step``; FedAvg shares the whole network, the encoder initialises
+    fine-tuning.
+    """
+
+    def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
+                 device: torch.device):
+        super().__init__(cfg, slices, generator, device)
+        self.net = self.build_net().to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.pretrain.lr)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+
+    def build_net(self) -> nn.Module:
+        m = self.cfg.model
+        return EmbeddingNet(m.features, m.projection_hidden, m.projection_dim)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"main": self.net}
+
+    def encoder(self) -> nn.Module:
+        return self.net.encoder

@@ -20,7 +20,7 @@ from torch import nn
 
 from fcl_ray.augment import contrastive_view
 from fcl_ray.losses import rotation_loss
-from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod
+from fcl_ray.methods.base import Features, SingleNetworkMethod
 from fcl_ray.models import Encoder
 
 
@@ -47,21 +47,12 @@ class RotationNet(nn.Module):
         return self.classifier(self.encoder(x))
 
 
-class FedRotation(PretrainMethod):
+class FedRotation(SingleNetworkMethod):
     federated = True
     shares_features = False
 
-    def __init__(self, cfg, slices, generator, device):
-        super().__init__(cfg, slices, generator, device)
-        self.net = RotationNet(cfg.model.features, cfg.model.projection_hidden).to(device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.pretrain.lr)
-        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
-
-    def networks(self):
-        return {"main": self.net}
-
-    def encoder(self):
-        return self.net.encoder
+    def build_net(self) -> nn.Module:
+        return RotationNet(self.cfg.model.features, self.cfg.model.projection_hidden)
 
     def train_step(self, remote: Optional[Features]) -> dict[str, float]:
         idx, _ = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)

@@ -21,26 +21,12 @@ import torch
 
 from fcl_ray.augment import contrastive_view
 from fcl_ray.losses import contrastive_loss
-from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod
-from fcl_ray.models import EmbeddingNet
+from fcl_ray.methods.base import Features, SingleNetworkMethod
 
 
-class LocalCL(PretrainMethod):
+class LocalCL(SingleNetworkMethod):
     federated = False            # each site keeps its own weights
     shares_features = False
-
-    def __init__(self, cfg, slices, generator, device):
-        super().__init__(cfg, slices, generator, device)
-        m = cfg.model
-        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim).to(device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.pretrain.lr)
-        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
-
-    def networks(self):
-        return {"main": self.net}
-
-    def encoder(self):
-        return self.net.encoder
 
     def train_step(self, remote: Optional[Features]) -> dict[str, float]:
         p = self.cfg.pretrain
