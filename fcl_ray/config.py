@@ -19,6 +19,10 @@ import yaml
 class ConfigError(ValueError):
     """A bad configuration value or key; the message names the key."""
 
+    def __init__(self, message: str):
+        # Always one line, even when the offending key or value holds line breaks.
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
 
 @dataclass
 class ExperimentConfig:

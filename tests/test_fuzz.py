@@ -34,7 +34,8 @@ def test_any_override_loads_or_names_the_key(pairs):
         assert "\n" not in message
 
 
-@settings(max_examples=25, deadline=None)
+# capsys is read (and so emptied) in every example, which is what makes sharing it safe.
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(["pretrain.rounds", "data.clients", "finetune.n_labeled",
                         "pretrain.temperature", "data.partitions", "federation.min_clients"]),
        VALUES)

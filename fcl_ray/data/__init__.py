@@ -8,6 +8,10 @@ from fcl_ray.data.synthetic import Volume, make_site
 class DataError(ValueError):
     """A bad dataset: the message names the file and the problem."""
 
+    def __init__(self, message: str):
+        # Always one line, even when a file name or value holds line breaks.
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
 
 def load_client_volumes(cfg: Config, client: int) -> list[Volume]:
     """The volumes of client ``client`` only (called inside that client's actor).
