@@ -50,7 +50,8 @@ def test_parent_and_child_runs_on_a_real_server(mlflow_server, tmp_path):
     assert [m.step for m in client.get_metric_history(tracker.run_id, "fcl/loss")] == [0, 1, 2]
     assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["results.csv"]
     # The server proxies artifacts into its own store (not the client's file system).
-    stored = list((mlflow_server["dir"] / "artifacts").rglob("results.csv"))
+    # (the server is shared by the session's tests, so look under this run's id only)
+    stored = list((mlflow_server["dir"] / "artifacts").rglob(f"{tracker.run_id}/artifacts/results.csv"))
     assert len(stored) == 1
     assert client.get_run(parent).info.status == "FINISHED"
     # Outside the context, runs are top-level again.
