@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcl_ray.bank import FeatureBank
+from fcl_ray.augment import contrastive_view
+from fcl_ray.bank import FeatureBank, sample_features
 from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
 from fcl_ray.models import EmbeddingNet, autocast
@@ -149,3 +150,57 @@ class SingleNetworkMethod(PretrainMethod):
 
     def encoder(self) -> nn.Module:
         return self.net.encoder
+
+
+class MomentumBankMethod(PretrainMethod):
+    """Main encoder + head, its momentum (EMA) copy, and a per-partition bank of momentum
+    features, filled at start so the dictionary is never empty (FCL and FedCA).
+
+    FedAvg shares the main network, and the momentum network too when
+    ``pretrain.aggregate_momentum`` is true (every client's bank then comes from the same
+    global momentum network); otherwise each client keeps its own.
+    """
+
+    def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
+                 device: torch.device):
+        super().__init__(cfg, slices, generator, device)
+        p, m = cfg.pretrain, cfg.model
+        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim).to(device)
+        self.momentum_net = copy.deepcopy(self.net).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=p.lr)
+        self.bank = FeatureBank(cfg.data.partitions, p.bank_size, m.projection_dim, device)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        self._fill_bank()
+
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {"main": self.net}
+        if self.cfg.pretrain.aggregate_momentum:
+            nets["momentum"] = self.momentum_net
+        return nets
+
+    def encoder(self) -> nn.Module:
+        return self.net.encoder
+
+    @torch.no_grad()
+    def _fill_bank(self, chunk: int = 64) -> None:
+        """Start with a full local bank so the sampled dictionary is never empty."""
+        for start in range(0, len(self.slices), chunk):
+            x = self.slices.images[start:start + chunk]
+            self.bank.push(self.momentum_net(contrastive_view(x, self.gen)),
+                           self.slices.partition[start:start + chunk])
+
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        mom = self.cfg.pretrain.momentum
+        for main, ema in zip(self.net.parameters(), self.momentum_net.parameters()):
+            ema.mul_(mom).add_(main.detach(), alpha=1.0 - mom)
+
+    def _bank_sample_to_share(self) -> tuple[np.ndarray, np.ndarray]:
+        """A random subset of the bank (the paper's K sampling), optionally blurred by
+        Gaussian noise (``pretrain.feature_noise``) before it leaves the site."""
+        p = self.cfg.pretrain
+        feats, parts = sample_features(*self.bank.contents(), p.exchange_size, self.gen)
+        if p.feature_noise > 0:
+            noise = torch.randn(feats.shape, generator=self.gen).to(feats.device)
+            feats = torch.nn.functional.normalize(feats + p.feature_noise * noise, dim=1)
+        return feats.cpu().numpy().astype(np.float32), parts.cpu().numpy().astype(np.int16)

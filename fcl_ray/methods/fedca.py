@@ -25,45 +25,23 @@ from __future__ import annotations
 import copy
 from typing import Optional
 
-import numpy as np
 import torch
 
 from fcl_ray.augment import contrastive_view
-from fcl_ray.bank import FeatureBank, concat_banks, sample_features
+from fcl_ray.bank import concat_banks, sample_features
 from fcl_ray.losses import alignment_loss, contrastive_loss
-from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod
-from fcl_ray.models import EmbeddingNet
+from fcl_ray.methods.base import Features, MomentumBankMethod
 
 
-class FedCA(PretrainMethod):
+class FedCA(MomentumBankMethod):
     federated = True
     shares_features = True
     align_weight = 1.0
 
     def __init__(self, cfg, slices, generator, device):
         super().__init__(cfg, slices, generator, device)
-        p, m = cfg.pretrain, cfg.model
-        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim).to(device)
-        self.momentum_net = copy.deepcopy(self.net).requires_grad_(False)
         self.reference = copy.deepcopy(self.net).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=p.lr)
-        self.bank = FeatureBank(cfg.data.partitions, p.bank_size, m.projection_dim, device)
-        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
         self.last_dictionary_size = 0
-        with torch.no_grad():   # a full local dictionary from the start
-            for start in range(0, len(slices), 64):
-                x = slices.images[start:start + 64]
-                self.bank.push(self.momentum_net(contrastive_view(x, self.gen)),
-                               slices.partition[start:start + 64])
-
-    def networks(self):
-        nets = {"main": self.net}
-        if self.cfg.pretrain.aggregate_momentum:
-            nets["momentum"] = self.momentum_net
-        return nets
-
-    def encoder(self):
-        return self.net.encoder
 
     def load_shared_state(self, state):
         super().load_shared_state(state)
@@ -76,9 +54,7 @@ class FedCA(PretrainMethod):
         view1, view2 = contrastive_view(x, self.gen), contrastive_view(x, self.gen)
         q = self.net(view1)
         with torch.no_grad():
-            mom = p.momentum
-            for main, ema in zip(self.net.parameters(), self.momentum_net.parameters()):
-                ema.mul_(mom).add_(main.detach(), alpha=1.0 - mom)
+            self._momentum_update()
             k = self.momentum_net(view2)
             z_ref = self.reference(view1)
         dictionary = concat_banks([self.bank.contents(), remote])
@@ -96,6 +72,4 @@ class FedCA(PretrainMethod):
         return {"loss": loss.item(), "loss_contrastive": con.item(), "loss_align": align.item()}
 
     def shared_features(self):
-        feats, parts = sample_features(*self.bank.contents(), self.cfg.pretrain.exchange_size,
-                                       self.gen)
-        return feats.cpu().numpy().astype(np.float32), parts.cpu().numpy().astype(np.int16)
+        return self._bank_sample_to_share()
