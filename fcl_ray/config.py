@@ -337,21 +337,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def read_yaml_mapping(path: str | Path, what: str, of: str) -> dict:
+    """A YAML file that must hold a mapping; any problem is one ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}': not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} '{path}'{where}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping of {of}")
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read a YAML config (or the defaults), apply overrides, validate, and return it."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}': not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"config file '{path}'{where}: not valid YAML") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file '{path}': expected a mapping of sections")
+    raw: dict = {} if path is None else read_yaml_mapping(path, "config file", "sections")
     for text in overrides:
         keys, value = parse_override(text)
         node = raw

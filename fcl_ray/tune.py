@@ -22,7 +22,6 @@ probe steps track downstream Dice at a small fraction of a round's cost.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -33,7 +32,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from fcl_ray.config import (Config, ConfigError, flatten, from_dict, load_config,
-                            parse_override, to_dict, unflatten)
+                            parse_override, read_yaml_mapping, to_dict, unflatten)
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 ALGORITHMS = ("random", "grid", "optuna")
@@ -87,17 +86,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     """Read and validate a sweep file. ``overrides``: ``sweep.<key>=v`` sets a sweep key
     (e.g. ``sweep.num_samples=2``); any other ``key=v`` is added to the base overrides."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file '{path}': not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ConfigError(f"sweep file '{path}'{f' line {mark.line + 1}' if mark else ''}: "
-                          "not valid YAML") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"sweep file '{path}': expected a mapping of sweep keys")
-    raw = copy.deepcopy(raw)
+    raw = read_yaml_mapping(path, "sweep file", "sweep keys")
     base_extra: list[str] = []
     for text in overrides:
         keys, value = parse_override(text)
