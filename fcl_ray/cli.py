@@ -27,15 +27,20 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("config", nargs="?")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    report = sub.add_parser("report", help="the paper's tables and a Dice-vs-N plot from "
-                            "results.csv files or an MLflow experiment")
+    report = sub.add_parser("report", help="the paper's tables, a Dice-vs-N plot and paired "
+                            "statistics (reference minus each method) from results.csv files "
+                            "or an MLflow experiment")
     report.add_argument("results", nargs="+", metavar="RESULTS_OR_EXPERIMENT",
                         help="results.csv files or run folders written by 'fcl-ray run', "
                              "or MLflow experiment names (their runs' results.csv artifacts)")
     report.add_argument("--out", metavar="DIR", help="write table_local.md/.csv, "
-                        "table_federated.md/.csv and dice_vs_n.png here")
+                        "table_federated.md/.csv, dice_vs_n.png and "
+                        "paired_differences.md/.csv/.png here")
     report.add_argument("--metric", default="dice_mean",
                         help="column to tabulate (dice_mean, dice_rv, dice_myo, dice_lv, ...)")
+    report.add_argument("--reference", default=None, metavar="METHOD",
+                        help="method the others are compared with, paired over client, fold "
+                             "and seed (default: fcl, skipped with a note when absent)")
     report.add_argument("--tracking-uri", default=None, help="MLflow store for experiment "
                         "names (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
@@ -158,16 +163,36 @@ def _show_config(args) -> int:
 
 
 def _report(args) -> int:
-    from fcl_ray.report import load_results, render_report, write_report
+    from fcl_ray.report import (UPPER_BOUND, load_results, paired_differences, paired_markdown,
+                                render_report, write_paired_report, write_report)
 
     results = load_results(args.results, args.tracking_uri)
     text = render_report(results, args.metric)
+    reference = args.reference or "fcl"
+    paired = None
+    if args.reference is None and reference not in set(results["method"]):
+        note = f"note: no '{reference}' rows, paired statistics skipped (choose --reference)"
+    else:   # an explicit reference that is missing is an error (exit 2)
+        paired = paired_differences(results, reference, args.metric)
+        note = None if not paired.empty else (
+            f"note: no method shares a setting with '{reference}' ({UPPER_BOUND} aside), "
+            f"paired statistics skipped")
     dropped = results.attrs.get("duplicates_dropped", 0)
     if dropped:
         print(f"note: {dropped} duplicate rows replaced by the ones read later", file=sys.stderr)
     print(text, end="")
+    if paired is not None:
+        if not paired.empty:
+            print("\n" + paired_markdown(paired), end="")
+        for setting in paired.attrs.get("not_compared", []):
+            print(f"note: not compared: {setting}", file=sys.stderr)
+    if note:
+        print(note, file=sys.stderr)
     if args.out:
-        for path in write_report(results, args.out, args.metric):
+        written = write_report(results, args.out, args.metric)
+        if paired is not None:
+            written += write_paired_report(paired, args.out)
+        for path in written:
             print(f"wrote {path}")
     return 0
 

@@ -6,8 +6,13 @@ its ``results.csv`` as an artifact). The paper's two tables (local and federated
 have one row per method and one column per N; a cell is the mean ± std over clients of the
 Dice after averaging the folds of each client.
 
-When several sources hold the same (method, finetune_mode, n_labeled, fold, client) row, the
-one read last wins (MLflow runs are read oldest first, so a re-run replaces the old numbers).
+When several sources hold the same (method, finetune_mode, n_labeled, fold, client, seed) row,
+the one read last wins (MLflow runs are read oldest first, so a re-run replaces the old
+numbers). Rows without a ``seed`` column count as seed 0.
+
+Beside the tables, ``paired_differences`` compares a reference method (FCL by default) with
+each other method on the units both were run on (client, fold, seed): mean difference, a
+bootstrap 95 % CI and a Wilcoxon signed-rank p-value per fine-tuning mode and N.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from fcl_ray.config import FINETUNE_MODES, ConfigError
@@ -22,6 +28,9 @@ from fcl_ray.config import FINETUNE_MODES, ConfigError
 RESULT_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client",
                   "dice_mean", "dice_rv", "dice_myo", "dice_lv"]
 KEY_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client"]
+# Written by the driver (experiment.seed); results concatenated from several seeds are told
+# apart by it. Absent -> every row is seed 0.
+SEED_COLUMN = "seed"
 # Row order of the paper's tables; methods not listed follow in order of appearance.
 METHOD_ORDER = ["random", "local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca", "fcl",
                 "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives", "upper_bound"]
@@ -70,7 +79,21 @@ def check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     frame = frame.copy()
     frame["n_labeled"] = n.astype(int)
     frame["method"] = frame["method"].astype(str)
+    if SEED_COLUMN in frame.columns:
+        seed = pd.to_numeric(frame[SEED_COLUMN], errors="coerce")
+        if seed.isna().any() or (seed != seed.round()).any():
+            raise ConfigError(f"results {where}: seed must be whole numbers")
+        frame[SEED_COLUMN] = seed.astype(int)
     return frame
+
+
+def with_seed(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with a whole-number seed column (0 where a source had none)."""
+    results = results.copy()
+    if SEED_COLUMN not in results.columns:
+        results[SEED_COLUMN] = 0
+    results[SEED_COLUMN] = results[SEED_COLUMN].fillna(0).astype(int)
+    return results
 
 
 def read_results_csv(path: str | Path) -> pd.DataFrame:
@@ -153,8 +176,11 @@ def load_results(sources: Sequence[str], tracking_uri: Optional[str] = None) -> 
             raise ConfigError(f"results do not match: {first_label} has {', '.join(dice_first)} "
                               f"but {label} has {', '.join(dice)}")
     results = pd.concat([f for _, f in pieces], ignore_index=True)
+    if SEED_COLUMN in results.columns:     # a source without seeds is seed 0 (not NaN)
+        results = with_seed(results)
     before = len(results)
-    results = results.drop_duplicates(KEY_COLUMNS, keep="last").reset_index(drop=True)
+    keys = KEY_COLUMNS + ([SEED_COLUMN] if SEED_COLUMN in results.columns else [])
+    results = results.drop_duplicates(keys, keep="last").reset_index(drop=True)
     results.attrs["duplicates_dropped"] = before - len(results)
     return results
 
@@ -166,7 +192,7 @@ def _method_order(methods: Iterable[str]) -> list[str]:
 
 
 def client_means(results: pd.DataFrame, metric: str = "dice_mean") -> pd.DataFrame:
-    """One value per (method, mode, N, client): the metric averaged over folds."""
+    """One value per (method, mode, N, client): the metric averaged over folds (and seeds)."""
     if metric not in results.columns:
         have = ", ".join(c for c in results.columns if c.startswith("dice_"))
         raise ConfigError(f"report: metric '{metric}' not in the results (have {have})")
@@ -263,6 +289,220 @@ def plot_dice_vs_n(results: pd.DataFrame, path: str | Path, metric: str = "dice_
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------- paired statistics
+UNIT_COLUMNS = ["client", "fold", SEED_COLUMN]
+PAIRED_COLUMNS = ["finetune_mode", "n_labeled", "reference", "method", "n_pairs",
+                  "reference_mean", "method_mean", "mean_diff", "ci_low", "ci_high", "p_value"]
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+# Differences are rounded before the test so that float noise (1e-17) is not a "difference".
+_DIFF_DECIMALS = 12
+
+
+def bootstrap_ci(diffs: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``diffs`` (units resampled with replacement).
+
+    A fresh Generator per call, so a row's interval does not depend on the rows before it.
+    """
+    diffs = np.asarray(diffs, dtype=float)
+    if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
+        return float(diffs[0]), float(diffs[0])     # every resample has the same mean
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def wilcoxon_p(diffs: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences.
+
+    zero_method='pratt': zero differences keep their place in the ranking (then are dropped),
+    which is more conservative than discarding them first ('wilcox'). All differences zero ->
+    1.0 (no evidence of any difference); a single pair -> NaN (no test is possible).
+    """
+    from scipy.stats import wilcoxon
+
+    diffs = np.round(np.asarray(diffs, dtype=float), _DIFF_DECIMALS)
+    if len(diffs) < 2:
+        return float("nan")
+    if np.all(diffs == 0):
+        return 1.0
+    return float(wilcoxon(diffs, zero_method="pratt").pvalue)
+
+
+def _units_text(units: pd.DataFrame, limit: int = 3) -> str:
+    shown = [f"(client {c}, fold {f}, seed {s})" for c, f, s in
+             units[UNIT_COLUMNS].itertuples(index=False)][:limit]
+    more = f" and {len(units) - limit} more" if len(units) > limit else ""
+    return ", ".join(shown) + more
+
+
+def paired_differences(results: pd.DataFrame, reference: str = "fcl",
+                       metric: str = "dice_mean") -> pd.DataFrame:
+    """Reference minus each other method, paired over (client, fold, seed), per mode and N.
+
+    Columns: ``PAIRED_COLUMNS``. mean_diff > 0 means the reference is better. The CI is a
+    percentile bootstrap (``BOOTSTRAP_RESAMPLES`` resamples of the units, fixed seed, so the
+    table is reproducible); units are treated as independent, although the folds of one
+    client share its test cases. p_value: see ``wilcoxon_p``. ``upper_bound`` rows are left
+    out (their N is the whole training set). A (mode, N) that one of the two methods was not
+    run at is not compared; those settings are listed in ``table.attrs['not_compared']``.
+    A unit run by one method and not by the other raises ConfigError naming it.
+    """
+    client_means(results, metric)                   # validates the metric
+    if reference == UPPER_BOUND:
+        raise ConfigError(f"report: --reference {UPPER_BOUND} cannot be compared pairwise "
+                          f"(its N is the whole training set)")
+    results = with_seed(results)
+    results = results[results["method"] != UPPER_BOUND]
+    methods = _method_order(results["method"])
+    if reference not in methods:
+        raise ConfigError(f"report: reference method '{reference}' not in the results "
+                          f"(methods: {', '.join(methods) or 'none'})")
+    rows, not_compared = [], []
+    for mode in [m for m in FINETUNE_MODES if m in set(results["finetune_mode"])]:
+        in_mode = results[results["finetune_mode"] == mode]
+        for n in sorted(in_mode["n_labeled"].unique()):
+            setting = in_mode[in_mode["n_labeled"] == n]
+            ref = setting[setting["method"] == reference].set_index(UNIT_COLUMNS)[metric]
+            for method in methods:
+                if method == reference:
+                    continue
+                other = setting[setting["method"] == method].set_index(UNIT_COLUMNS)[metric]
+                if ref.empty or other.empty:
+                    if not (ref.empty and other.empty):
+                        absent = reference if ref.empty else method
+                        not_compared.append(f"{method} at {mode} N={n} ({absent} has no rows)")
+                    continue
+                _check_same_units(ref, other, reference, method, mode, n)
+                other = other.reindex(ref.index)
+                diffs = (ref - other).to_numpy(float)
+                low, high = bootstrap_ci(diffs)
+                rows.append({"finetune_mode": mode, "n_labeled": int(n), "reference": reference,
+                             "method": method, "n_pairs": len(diffs),
+                             "reference_mean": float(ref.mean()), "method_mean": float(other.mean()),
+                             "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
+                             "p_value": wilcoxon_p(diffs)})
+    table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    table.attrs["not_compared"] = not_compared
+    table.attrs["metric"] = metric
+    return table
+
+
+def _check_same_units(ref: pd.Series, other: pd.Series, reference: str, method: str,
+                      mode: str, n: int) -> None:
+    """ConfigError unless both methods were run on the same (client, fold, seed) units."""
+    for name, values in ((reference, ref), (method, other)):
+        twice = values.index[values.index.duplicated()]
+        if len(twice):
+            raise ConfigError(f"report: {name} has several rows for {mode} N={n} "
+                              f"{_units_text(twice.to_frame(index=False))}")
+    only_ref = ref.index.difference(other.index)
+    only_other = other.index.difference(ref.index)
+    if len(only_ref) or len(only_other):
+        parts = []
+        if len(only_ref):
+            parts.append(f"{method} lacks {_units_text(only_ref.to_frame(index=False))}")
+        if len(only_other):
+            parts.append(f"{reference} lacks {_units_text(only_other.to_frame(index=False))}")
+        raise ConfigError(f"report: unpaired results for {method} vs {reference} at {mode} "
+                          f"N={n}: {'; '.join(parts)}")
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def _p_text(p: float) -> str:
+    if pd.isna(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def paired_markdown(table: pd.DataFrame) -> str:
+    """One Markdown table per mode: method, N, pairs, means, difference [95 % CI], p."""
+    metric = table.attrs.get("metric", "dice_mean")
+    parts = []
+    for mode in [m for m in FINETUNE_MODES if m in set(table["finetune_mode"])]:
+        rows = table[table["finetune_mode"] == mode]
+        reference = rows["reference"].iloc[0]
+        cells = pd.DataFrame({
+            "N": rows["n_labeled"].to_numpy(),
+            "pairs": rows["n_pairs"].to_numpy(),
+            f"{reference} mean": [f"{x:.3f}" for x in rows["reference_mean"]],
+            "method mean": [f"{x:.3f}" for x in rows["method_mean"]],
+            "difference [95% CI]": [f"{_signed(d)} [{_signed(lo)}, {_signed(hi)}]" for d, lo, hi
+                                    in zip(rows["mean_diff"], rows["ci_low"], rows["ci_high"])],
+            "Wilcoxon p": [_p_text(p) for p in rows["p_value"]],
+        }, index=rows["method"].to_numpy())
+        parts.append(f"### {mode} fine-tuning: {reference} minus each method ({metric}, "
+                     f"paired over client × fold × seed)\n\n" + to_markdown(cells))
+    return "\n".join(parts)
+
+
+def plot_paired_differences(table: pd.DataFrame, path: str | Path) -> Path:
+    """PNG: mean difference with its 95 % CI against N, one marker per method, one panel per
+    mode, and a zero line (above it: the reference is better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = table.attrs.get("metric", "dice_mean")
+    modes = [m for m in FINETUNE_MODES if m in set(table["finetune_mode"])]
+    methods = list(dict.fromkeys(table["method"]))
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), sharey=True,
+                             squeeze=False)
+    width = 0.7 / max(len(methods), 1)              # methods side by side within each N
+    for ax, mode in zip(axes[0], modes):
+        rows = table[table["finetune_mode"] == mode]
+        ns = sorted(rows["n_labeled"].unique())
+        for i, method in enumerate(methods):
+            sel = rows[rows["method"] == method]
+            if sel.empty:
+                continue
+            x = [ns.index(n) + (i - (len(methods) - 1) / 2) * width for n in sel["n_labeled"]]
+            yerr = [sel["mean_diff"] - sel["ci_low"], sel["ci_high"] - sel["mean_diff"]]
+            ax.errorbar(x, sel["mean_diff"], yerr=yerr, fmt="o", ms=4, capsize=3, label=method,
+                        color=f"C{i % 10}")   # the same colour for a method in every panel
+        ax.axhline(0, color="black", linewidth=1)
+        ax.set_xticks(range(len(ns)), [str(n) for n in ns])
+        ax.set_xlabel("N labeled volumes per client")
+        ax.set_title(f"{mode} fine-tuning")
+        ax.grid(alpha=0.3)
+    reference = table["reference"].iloc[0]
+    axes[0][0].set_ylabel(f"{reference} minus method, {metric} (95% CI)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:          # a method may be missing from the first panel
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.tight_layout()
+    # Outside the panels: with many methods an inside legend hides intervals.
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    path = Path(path)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_paired_report(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """paired_differences.md/.csv/.png under ``out_dir`` (nothing when the table is empty)."""
+    if table.empty:
+        return []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv = out / "paired_differences.md", out / "paired_differences.csv"
+    md.write_text(f"Paired differences over (client, fold, seed): mean, percentile bootstrap "
+                  f"95% CI ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}), two-sided "
+                  f"Wilcoxon signed-rank p (zero_method=pratt)\n\n" + paired_markdown(table))
+    table.to_csv(csv, index=False, float_format="%.6g")
+    return [md, csv, plot_paired_differences(table, out / "paired_differences.png")]
 
 
 # ----------------------------------------------------------------------------- all of it
