@@ -384,7 +384,8 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
                 low, high = bootstrap_ci(diffs)
                 rows.append({"finetune_mode": mode, "n_labeled": int(n), "reference": reference,
                              "method": method, "n_pairs": len(diffs),
-                             "reference_mean": float(ref.mean()), "method_mean": float(other.mean()),
+                             "reference_mean": float(ref.mean()),
+                             "method_mean": float(other.mean()),
                              "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
                              "p_value": wilcoxon_p(diffs)})
     table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
