@@ -43,8 +43,12 @@ class DataConfig:
     split_seed: int = 0             # random: seed of the case shuffle
     metadata: Optional[str] = None  # M&Ms metadata CSV; None: the one *.csv under root
     classes: list[str] = field(default_factory=list)  # decathlon: label names/values kept ([]: all)
-    phases: Literal["ed", "es", "ed_es"] = "ed"  # ACDC/M&Ms: labeled frames read per case
-    extra_frames: int = 0           # ACDC/M&Ms: unlabeled 4D frames per case added for pre-training
+    phases: Literal["ed", "es", "ed_es"] = "ed"  # synthetic/ACDC/M&Ms: labeled frames per case
+    extra_frames: int = 0           # synthetic/ACDC/M&Ms: unlabeled frames per case, pre-training only
+    cine_frames: Optional[int] = None  # synthetic: frames per cardiac cycle (null: 12)
+    # real data: what the crop to image_size centres on: the bright blood pools or the image
+    # centre (no mask looked at), or the mask's bounding box (looks at test masks too)
+    crop: Literal["intensity", "centre", "label"] = "intensity"
     spacing: float = 1.37           # real data: in-plane resampling (mm); slice spacing kept
     orientation: str = "RAS"        # real data: common axis code before resampling
     normalise: Literal["percentile", "zscore"] = "percentile"  # per-volume intensity normalisation
@@ -255,6 +259,24 @@ def validate(cfg: Config) -> Config:
     _check(not synthetic or d.cases_per_client >= d.folds, "data.cases_per_client",
            f"{d.cases_per_client} cases cannot fill data.folds={d.folds} test folds")
     _check(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
+    _check(d.extra_frames >= 0, "data.extra_frames", f"must be >= 0, got {d.extra_frames}")
+    _check(d.cine_frames is None or synthetic, "data.cine_frames",
+           f"only for data.kind=synthetic (the phantom's cycle length), not data.kind={d.kind} "
+           f"(acdc and mnms cines have their own frame count, decathlon has no frames)")
+    if synthetic:
+        from fcl_ray.data.synthetic import CINE_FRAMES  # numpy/scipy only
+
+        cycle = CINE_FRAMES if d.cine_frames is None else d.cine_frames
+        _check(cycle >= 2, "data.cine_frames", f"must be at least 2 (ED and ES), got {cycle}")
+        _check(d.extra_frames <= cycle - 2, "data.extra_frames",
+               f"{d.extra_frames} unlabeled frames asked, but a {cycle}-frame cycle "
+               f"(data.cine_frames) has only {cycle - 2} besides ED and ES")
+    if d.kind == "decathlon":   # one 3D volume per case: no cine
+        _check(d.extra_frames == 0, "data.extra_frames",
+               f"data.kind=decathlon has no cine frames; must be 0, got {d.extra_frames}")
+        _check(d.phases == "ed", "data.phases",
+               f"data.kind=decathlon has one frame per case, no ED/ES; leave it at 'ed', "
+               f"got '{d.phases}'")
     if not synthetic:
         _check(bool(d.root) != bool(d.client_roots), "data.root",
                f"data.kind={d.kind} needs exactly one of data.root (one shared folder) or "
@@ -265,7 +287,6 @@ def validate(cfg: Config) -> Config:
                f"split=explicit needs one list of case ids per client ({d.clients}), "
                f"got {len(d.split_lists)}")
         _check(d.spacing > 0, "data.spacing", f"must be > 0 (mm), got {d.spacing}")
-        _check(d.extra_frames >= 0, "data.extra_frames", f"must be >= 0, got {d.extra_frames}")
         axes = [set("LR"), set("PA"), set("IS")]
         _check(len(d.orientation) == 3 and all(
             sum(c in ax for c in d.orientation) == 1 for ax in axes), "data.orientation",
@@ -292,6 +313,7 @@ def validate(cfg: Config) -> Config:
     train_cases = d.cases_per_client - -(-d.cases_per_client // d.folds)  # minus largest fold
     for n in f.n_labeled:
         _check(n >= 1, "finetune.n_labeled", f"must be at least 1, got {n}")
+        # N counts labeled patients (a patient's ED and ES frames are one budget unit).
         _check(not synthetic or n <= train_cases, "finetune.n_labeled",
                f"{n} labeled volumes asked, but a client has only {train_cases} training cases "
                f"({d.cases_per_client} cases minus a test fold of data.folds={d.folds})")

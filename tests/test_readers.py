@@ -142,6 +142,62 @@ def test_extra_frames_and_patient_split(tmp_path):
     assert sorted(v.case_id for v in load_client_volumes(cfg, 0)) == sorted(ids)
 
 
+def _off_centre_decathlon(root: Path, shift: int = 12) -> Path:
+    """Two Decathlon-layout cases whose heart sits ``shift`` voxels off the image centre."""
+    import json
+    rng = np.random.default_rng(5)
+    training = []
+    for name in ("la_001", "la_002"):
+        img, lab = heart((64, 60, 5), rng)
+        img, lab = np.roll(img, shift, axis=0), np.roll(lab, shift, axis=0)
+        save(root / "imagesTr" / f"{name}.nii.gz", img, affine((1.5, 1.5, 8.0)))
+        save(root / "labelsTr" / f"{name}.nii.gz", lab, affine((1.5, 1.5, 8.0)), np.uint8)
+        training.append({"image": f"./imagesTr/{name}.nii.gz",
+                         "label": f"./labelsTr/{name}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({
+        "labels": {"0": "background", "1": "rv", "2": "myo", "3": "lv"}, "training": training}))
+    return root
+
+
+@pytest.mark.parametrize("rule", ["intensity", "centre"])
+def test_crop_rules_other_than_label_never_look_at_the_mask(rule, tmp_path):
+    root = _off_centre_decathlon(tmp_path / "dec")
+    cfg = cfg_for("decathlon", root, tmp_path, "data.clients=1", "data.cache=false",
+                  f"data.crop={rule}")
+    before = load_client_volumes(cfg, 0)
+    for path in (root / "labelsTr").glob("*.nii.gz"):          # every mask emptied
+        save(path, np.zeros(nib.load(str(path)).shape), affine((1.5, 1.5, 8.0)), np.uint8)
+    after = load_client_volumes(cfg, 0)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(before, after))
+    assert all(not b.label.any() for b in after)
+
+
+def test_intensity_crop_follows_an_off_centre_heart_and_label_crop_still_works(tmp_path):
+    root = _off_centre_decathlon(tmp_path / "dec", shift=12)
+    full = {}
+    for path in sorted((root / "labelsTr").glob("*.nii.gz")):
+        full[path.name.split(".")[0]] = int((np.asarray(nib.load(str(path)).dataobj) > 0).sum())
+    kept = {}
+    for rule in ("label", "intensity", "centre"):
+        cfg = cfg_for("decathlon", root, tmp_path, "data.clients=1", "data.image_size=48",
+                      "data.spacing=1.5", f"data.crop={rule}")
+        vols = load_client_volumes(cfg, 0)
+        kept[rule] = min((v.label > 0).sum() / full[v.case_id] for v in vols)
+    assert kept["label"] == 1.0                       # the old behaviour, still available
+    assert kept["intensity"] > 0.95                   # found the heart without its mask
+    assert kept["centre"] < kept["intensity"]         # the image centre cuts this heart
+    # Each rule has its own cache entries (one per case).
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3 * 2
+
+
+def test_cache_key_includes_the_phases(tmp_path):
+    root = write_mnms(tmp_path / "mnms", vendors=("A", "B"))
+    ed = cfg_for("mnms", root, tmp_path, "data.clients=1", "data.phases=ed")
+    both = cfg_for("mnms", root, tmp_path, "data.clients=1", "data.phases=ed_es")
+    assert len(load_client_volumes(ed, 0)) == 2
+    assert len(load_client_volumes(both, 0)) == 4     # not the cached ED-only entries
+
+
 def test_data_check_cli_prints_the_plan(tmp_path, capsys):
     root = write_mnms(tmp_path / "mnms")
     code = main(["data", "check", "--kind", "mnms", "--root", str(root), "--split", "by_site",
@@ -228,6 +284,13 @@ def test_bad_acdc_case_is_one_line_naming_the_file(damage, tmp_path, capsys):
     out = capsys.readouterr().out
     listed = [str(w.message) for w in caught] + [out]
     assert any("patient001" in m and ("skip" in m) for m in listed)
+
+
+def test_unknown_crop_rule_is_one_line_naming_the_key(tmp_path, capsys):
+    assert main(["data", "check", "--kind", "acdc", "--root", str(tmp_path),
+                 "--set", "data.crop=heart"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'data.crop'" in err and "'intensity', 'centre', 'label'" in err
 
 
 def test_mnms_csv_missing_a_case(tmp_path):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fcl_ray.config import Config
-from fcl_ray.data.synthetic import Volume, make_site
+from fcl_ray.data.synthetic import CINE_FRAMES, Volume, make_cine_site
 
 
 class DataError(ValueError):
@@ -16,14 +16,20 @@ class DataError(ValueError):
 def load_client_volumes(cfg: Config, client: int) -> list[Volume]:
     """The volumes of client ``client`` only (called inside that client's actor).
 
-    Real datasets (``acdc``, ``mnms``, ``decathlon``) come from ``fcl_ray/data/readers``:
-    volumes with masks first, then any unlabeled extra frames (``label`` None). Volume ids
-    are ``<case>:<frame>`` (``patient001:ED``) so that frames of one patient can be grouped.
+    Real datasets (``acdc``, ``mnms``, ``decathlon``) come from ``fcl_ray/data/readers``,
+    the phantom (``synthetic``) from its cine (``data.cine_frames``); either way volumes with
+    masks come first, then any unlabeled extra frames (``label`` None). Volume ids are
+    ``<case>:<frame>`` (``patient001:ED``, ``site00_case003:t05``) so that frames of one
+    patient can be grouped (:func:`patient_of`).
     """
     d = cfg.data
     if d.kind == "synthetic":
-        return make_site(cfg.experiment.seed, client, d.cases_per_client, d.image_size,
-                         (d.slices_min, d.slices_max), d.noise)
+        from fcl_ray.data.readers.common import phases  # numpy only
+
+        cycle = CINE_FRAMES if d.cine_frames is None else d.cine_frames
+        return make_cine_site(cfg.experiment.seed, client, d.cases_per_client, d.image_size,
+                              (d.slices_min, d.slices_max), d.noise, cycle, phases(d),
+                              d.extra_frames)
     from fcl_ray.data.readers import load_client  # late: readers import MONAI and nibabel
 
     return load_client(cfg, client)

@@ -35,7 +35,8 @@ def case_key(case: CaseRef, d: DataConfig) -> str:
     """Hash of every file the case reads and of the settings that shape its volumes."""
     h = hashlib.sha256()
     settings = {"version": VERSION, "kind": d.kind, "spacing": d.spacing,
-                "orientation": d.orientation, "image_size": d.image_size,
+                "orientation": d.orientation, "image_size": d.image_size, "crop": d.crop,
+                "phases": d.phases,    # M&Ms reads ED/ES from the same 4D files either way
                 "extra_frames": d.extra_frames, "classes": d.classes,
                 "frames": {k: v for k, v in case.info.items() if isinstance(v, (int, str))}}
     h.update(json.dumps(settings, sort_keys=True).encode())

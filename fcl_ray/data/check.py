@@ -36,11 +36,14 @@ def _synthetic(cfg: Config, out: Callable[[str], None]) -> None:
     for client in range(d.clients):
         vols = load_client_volumes(cfg, client)
         depths = [len(v.image) for v in vols]
-        labels = sorted({int(x) for v in vols for x in np.unique(v.label)})
-        out(f"client{client}: {len(vols)} cases, slices {min(depths)}-{max(depths)}, "
+        labels = sorted({int(x) for v in vols if v.label is not None for x in np.unique(v.label)})
+        frames = ",".join(dict.fromkeys(v.case_id.split(":")[-1] for v in vols))
+        out(f"client{client}: {len({patient_of(v.case_id) for v in vols})} cases "
+            f"({len(vols)} volumes, frames {frames}), slices {min(depths)}-{max(depths)}, "
             f"intensity {min(v.image.min() for v in vols):.3g}..{max(v.image.max() for v in vols):.3g}"
             f", labels {labels}")
-        out(_plan_line([v.case_id for v in vols], [True] * len(vols), cfg, client))
+        out(_plan_line([v.case_id for v in vols], [v.label is not None for v in vols], cfg,
+                       client))
 
 
 def preflight(cfg: Config) -> None:
