@@ -16,16 +16,26 @@ class FeatureBank:
     def __init__(self, partitions: int, capacity: int, dim: int, device: str | torch.device = "cpu"):
         self.capacity = capacity
         self.features = torch.zeros(partitions, capacity, dim, device=device)
+        # Which slice each row came from (-1: unknown), so a method can keep copies of the
+        # query's own slice out of its negatives.
+        self.slice_ids = torch.full((partitions, capacity), -1, dtype=torch.long, device=device)
         self.pointer = [0] * partitions
         self.count = [0] * partitions
 
-    def push(self, features: torch.Tensor, partitions: torch.Tensor) -> None:
+    def push(self, features: torch.Tensor, partitions: torch.Tensor,
+             slice_ids: torch.Tensor | None = None) -> None:
         """Enqueue rows, each into its partition's buffer, overwriting the oldest."""
         features = features.detach()
+        if slice_ids is None:
+            slice_ids = torch.full((len(features),), -1, dtype=torch.long)
+        device = self.features.device
         for p in partitions.unique().tolist():
-            rows = features[partitions == p][-self.capacity:]
-            idx = (self.pointer[p] + torch.arange(len(rows))) % self.capacity
-            self.features[p, idx.to(self.features.device)] = rows.to(self.features.device)
+            keep = partitions == p
+            rows = features[keep][-self.capacity:]
+            ids = slice_ids.to(keep.device)[keep][-self.capacity:]
+            idx = ((self.pointer[p] + torch.arange(len(rows))) % self.capacity).to(device)
+            self.features[p, idx] = rows.to(device)
+            self.slice_ids[p, idx] = ids.to(device)
             self.pointer[p] = (self.pointer[p] + len(rows)) % self.capacity
             self.count[p] = min(self.capacity, self.count[p] + len(rows))
 
@@ -35,17 +45,22 @@ class FeatureBank:
         parts = [torch.full((n,), p, dtype=torch.long) for p, n in enumerate(self.count)]
         return torch.cat(feats), torch.cat(parts).to(self.features.device)
 
+    def contents_slice_ids(self) -> torch.Tensor:
+        """The slice id of every row of :meth:`contents`, in the same order: (M,)."""
+        return torch.cat([self.slice_ids[p, :n] for p, n in enumerate(self.count)])
+
     def __len__(self) -> int:
         return sum(self.count)
 
 
 def sample_features(features: torch.Tensor, partitions: torch.Tensor, k: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw min(k, M) rows uniformly without replacement."""
+                    generator: torch.Generator, *row_tags: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Draw min(k, M) rows uniformly without replacement (and the same rows of any
+    ``row_tags``, e.g. where each row came from)."""
     if len(features) <= k:
-        return features, partitions
+        return (features, partitions, *row_tags)
     idx = torch.randperm(len(features), generator=generator)[:k].to(features.device)
-    return features[idx], partitions[idx]
+    return (features[idx], partitions[idx], *(tag[idx] for tag in row_tags))
 
 
 def merge_remote(shared: dict[int, tuple], exclude: int | None,
@@ -64,3 +79,12 @@ def concat_banks(pieces: Iterable[tuple[torch.Tensor, torch.Tensor] | None]):
     """Q = local bank U remote banks, skipping empty pieces."""
     pieces = [p for p in pieces if p is not None and len(p[0])]
     return torch.cat([f for f, _ in pieces]), torch.cat([p for _, p in pieces])
+
+
+def local_and_remote(local: tuple[torch.Tensor, torch.Tensor],
+                     remote: tuple[torch.Tensor, torch.Tensor] | None):
+    """Q = local bank U remote banks, with a (M,) bool tag: True for rows from other clients."""
+    feats, parts = concat_banks([local, remote])
+    is_remote = torch.zeros(len(feats), dtype=torch.bool, device=feats.device)
+    is_remote[len(local[0]):] = True
+    return feats, parts, is_remote

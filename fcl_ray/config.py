@@ -71,6 +71,7 @@ class ModelConfig:
     features: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 128, 16])
     projection_hidden: int = 256
     projection_dim: int = 128
+    head_norm: Literal["batch", "none"] = "batch"  # projection head: BatchNorm before its ReLU
     amp: Literal["fp32", "bf16"] = "fp32"  # bf16: mixed precision (autocast) in training
     channels_last: bool = False     # NHWC memory layout (faster convolutions on GPUs)
 
@@ -84,12 +85,31 @@ class PretrainConfig:
     lr: float = 1e-3
     temperature: float = 0.1
     momentum: float = 0.99          # EMA factor of the momentum encoder
-    bank_size: int = 256            # local bank capacity per partition
+    # Local bank capacity per partition; auto = about the slices per partition this client holds,
+    # so the sampled dictionary is not mostly copies of the same few slices.
+    bank_size: Union[int, Literal["auto"]] = "auto"
     sample_size: int = 512          # K: features drawn from local + remote banks per step
     exchange_size: int = 256        # features each client shares per round (a random subset)
     feature_noise: float = 0.0      # Gaussian noise (std) added to shared features, then re-normalised
     remote_weight: float = 1.0      # lambda of the structural-matching (remote) loss
-    negatives: Literal["other_partitions", "all"] = "other_partitions"
+    negatives: Literal["other_partitions", "all"] = "other_partitions"  # rule for bank/remote rows
+    # In-batch negatives computed at this step (losses.fcl_losses): the batch's momentum keys of
+    # other partitions (keys), also the other queries (keys_and_queries), or none (stale bank and
+    # remote rows only: the formulation that collapses, kept for the ablation).
+    fresh_negatives: Literal["keys", "keys_and_queries", "none"] = "keys"
+    # Structural matching positives Lambda(q): same-partition features of the *other clients*
+    # (remote, the paper's meaning) or of the local bank too (bank_and_remote, the old reading).
+    matching: Literal["remote", "bank_and_remote"] = "remote"
+    # Contrastive views (augment.VIEW_STYLES): shrink = crop-resize that may shrink the slice
+    # inside a border; zoom / zoom_mild = crop part of the slice and enlarge it (+ flips), as
+    # Chaitanya et al. On the phantom zooming lowered the partition gap FCL learns (0.11 shrink,
+    # 0.08 zoom_mild, 0.02 zoom after 150 steps, experiments/results/README.md), so shrink stays.
+    views: Literal["shrink", "zoom_mild", "zoom"] = "shrink"
+    # Representation health, every round (fcl_ray/health.py): warn or stop when collapsed, i.e.
+    # mean pairwise cosine > collapse_cosine or effective rank < collapse_rank.
+    collapse_guard: Literal["warn", "stop", "off"] = "warn"
+    collapse_cosine: float = 0.99   # measured: collapsed runs 0.9998+, healthy 0.84-0.95
+    collapse_rank: float = 1.5      # below: the embeddings lie on about a line
     aggregate_momentum: bool = True  # FedAvg the momentum encoder too (else keep it local)
     probe_every: int = 0            # every k rounds: quick fine-tune Dice on a validation case
     probe_steps: int = 30           # (0 = off); the cheap quality signal Tune schedulers use
@@ -298,8 +318,13 @@ def validate(cfg: Config) -> Config:
         _check(name in known, "pretrain.methods",
                f"unknown method '{name}'; registered methods: {', '.join(known)}")
     _check(len(p.methods) > 0, "pretrain.methods", "must name at least one method")
-    for key in ("rounds", "local_steps", "volumes_per_batch", "bank_size", "sample_size",
-                "exchange_size"):
+    _check(p.bank_size == "auto" or p.bank_size >= 1, "pretrain.bank_size",
+           f"must be 'auto' or at least 1, got {p.bank_size}")
+    _check(0 < p.collapse_cosine <= 1, "pretrain.collapse_cosine",
+           f"must be in (0, 1], got {p.collapse_cosine}")
+    _check(p.collapse_rank >= 1, "pretrain.collapse_rank",
+           f"must be >= 1 (effective rank of the embeddings), got {p.collapse_rank}")
+    for key in ("rounds", "local_steps", "volumes_per_batch", "sample_size", "exchange_size"):
         _check(getattr(p, key) >= 1, f"pretrain.{key}", f"must be at least 1, got {getattr(p, key)}")
     _check(p.temperature > 0, "pretrain.temperature", f"must be > 0, got {p.temperature}")
     _check(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")

@@ -21,10 +21,13 @@ def predict_volume(unet: torch.nn.Module, images: torch.Tensor, chunk: int = 32)
 def dice_per_volume(unet: torch.nn.Module, test: SliceSet, n_classes: int = 4) -> np.ndarray:
     """(V, n_classes-1) Dice of every test volume, computed in 3D over its slices.
 
-    A structure absent from both prediction and ground truth of a volume gives NaN (MONAI's
-    ignore_empty), and is left out of the averages.
+    A structure absent from the ground truth but predicted scores 0 (a false positive is an
+    error); absent from both gives NaN and is left out of the averages (nothing to find,
+    nothing found: neither a hit nor a miss).
     """
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    # ignore_empty=False: empty ground truth gives 1 if the prediction is empty too, else 0;
+    # the "empty in both" case is turned into NaN below.
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
     scores = []
     for v in test.volume.unique().tolist():
         keep = test.volume == v
@@ -32,7 +35,10 @@ def dice_per_volume(unet: torch.nn.Module, test: SliceSet, n_classes: int = 4) -
         # (1, C, D, H, W) one-hot, as DiceMetric expects a batch of 3D volumes.
         p = one_hot(pred[None, None], n_classes, dim=1)
         g = one_hot(test.labels[keep][None, None], n_classes, dim=1)
-        scores.append(metric(p, g)[0].cpu().numpy())
+        dice = metric(p, g)[0].cpu().numpy()
+        both_empty = ((p[0, 1:].flatten(1).sum(1) == 0) & (g[0, 1:].flatten(1).sum(1) == 0))
+        dice[both_empty.cpu().numpy()] = np.nan
+        scores.append(dice)
     return np.stack(scores)
 
 

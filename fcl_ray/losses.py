@@ -43,22 +43,54 @@ def negative_mask(query_parts: torch.Tensor, key_parts: torch.Tensor, rule: str)
     raise ValueError(f"unknown negatives rule '{rule}' (use 'other_partitions' or 'all')")
 
 
+def fresh_negatives(q: torch.Tensor, q_parts: torch.Tensor, k: torch.Tensor,
+                    k_parts: torch.Tensor, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """In-batch negatives computed by this step's networks: the batch's momentum keys of
+    *other* partitions (``keys``), plus the other partitions' queries (``keys_and_queries``).
+
+    Why: if every negative is stale (bank rows from earlier networks, remote rows a round
+    old) while the positives are fresh keys, the cheapest way to lower the loss is to tell
+    fresh from stale, and the embeddings collapse (see the method notes). Same-partition
+    in-batch embeddings are positives, never negatives. Returns keys (M, d) and mask (B, M).
+    """
+    if rule == "none":
+        return q.new_zeros(0, q.shape[1]), q_parts.new_zeros(len(q), 0, dtype=torch.bool)
+    keys, masks = [k], [q_parts[:, None] != k_parts[None, :]]
+    if rule == "keys_and_queries":
+        keys.append(q)
+        masks.append(q_parts[:, None] != q_parts[None, :])   # excludes the query itself too
+    elif rule != "keys":
+        raise ValueError(f"unknown fresh negatives rule '{rule}' "
+                         f"(use 'keys', 'keys_and_queries' or 'none')")
+    return torch.cat(keys), torch.cat(masks, 1)
+
+
 def fcl_losses(q: torch.Tensor, q_parts: torch.Tensor, k: torch.Tensor, k_parts: torch.Tensor,
                queue: torch.Tensor, queue_parts: torch.Tensor, temperature: float,
-               negatives: str = "other_partitions") -> tuple[torch.Tensor, torch.Tensor]:
+               negatives: str = "other_partitions", fresh: str = "keys",
+               queue_remote: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """FCL's two terms for a batch of queries.
 
     q, q_parts: main-encoder embeddings of view 1 and their partitions (B, d), (B,).
     k, k_parts: momentum embeddings of view 2 of the same batch: the local positives are the
         keys of the same partition (the query's own second view and the other volumes' slices).
     queue, queue_parts: Q', the K features sampled from the local and remote banks.
-    Returns (L_local, L_remote) with L_remote = l(q, Lambda(q), Q'), Lambda(q) = the
-    same-partition features of Q'.
+    negatives: which rows of Q' are negatives (``other_partitions`` or ``all``, see
+        :func:`negative_mask`); fresh: the in-batch negatives added (:func:`fresh_negatives`).
+    queue_remote: (K,) bool, True for rows of Q' that came from other clients. The structural
+        matching positives Lambda(q) are the same-partition rows among those (the paper's
+        global matching: other sites' features); None counts every row of Q' (old reading).
+    Returns (L_local, L_remote); L_remote is 0 when Q' holds no remote row of q's partition.
     """
-    neg = negative_mask(q_parts, queue_parts, negatives)
-    local = contrastive_loss(q, k, q_parts[:, None] == k_parts[None, :], queue, neg, temperature)
-    remote = contrastive_loss(q, queue, q_parts[:, None] == queue_parts[None, :], queue, neg,
-                              temperature)
+    batch_keys, batch_mask = fresh_negatives(q, q_parts, k, k_parts, fresh)
+    neg_keys = torch.cat([queue, batch_keys])
+    neg = torch.cat([negative_mask(q_parts, queue_parts, negatives), batch_mask], 1)
+    local = contrastive_loss(q, k, q_parts[:, None] == k_parts[None, :], neg_keys, neg,
+                             temperature)
+    matching = q_parts[:, None] == queue_parts[None, :]
+    if queue_remote is not None:
+        matching = matching & queue_remote[None, :]
+    remote = contrastive_loss(q, queue, matching, neg_keys, neg, temperature)
     return local, remote
 
 

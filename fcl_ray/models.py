@@ -47,10 +47,13 @@ class ProjectionHead(nn.Module):
 
     grid = 4
 
-    def __init__(self, in_channels: int, hidden: int, out_dim: int):
+    def __init__(self, in_channels: int, hidden: int, out_dim: int, norm: str = "batch"):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(self.grid)
-        self.mlp = nn.Sequential(nn.Linear(in_channels * self.grid ** 2, hidden),
+        # BatchNorm before the hidden ReLU (SimCLR, MoCo v2/v3 heads): it keeps the hidden
+        # units centred and spread, so they cannot all die or agree; "none" is the old head.
+        norm_layer = [nn.BatchNorm1d(hidden)] if norm == "batch" else []
+        self.mlp = nn.Sequential(nn.Linear(in_channels * self.grid ** 2, hidden), *norm_layer,
                                  nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
@@ -60,10 +63,10 @@ class ProjectionHead(nn.Module):
 class EmbeddingNet(nn.Module):
     """Encoder + projection head: what contrastive pre-training trains."""
 
-    def __init__(self, features: Sequence[int], hidden: int, out_dim: int):
+    def __init__(self, features: Sequence[int], hidden: int, out_dim: int, norm: str = "batch"):
         super().__init__()
         self.encoder = Encoder(features)
-        self.head = ProjectionHead(self.encoder.out_channels, hidden, out_dim)
+        self.head = ProjectionHead(self.encoder.out_channels, hidden, out_dim, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))

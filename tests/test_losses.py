@@ -55,15 +55,46 @@ def test_fcl_losses_use_partitions():
     k, k_parts = t([1.0, 0.0], [0.0, 1.0]), torch.tensor([0, 1])
     queue = t([0.5, math.sqrt(0.75)], [-1.0, 0.0])
     queue_parts = torch.tensor([0, 1])
-    local, remote = fcl_losses(q, q_parts, k, k_parts, queue, queue_parts, 1.0)
+    local, remote = fcl_losses(q, q_parts, k, k_parts, queue, queue_parts, 1.0, fresh="none")
     # Negatives = other partitions of Q' only: {dot -1}.
     assert local.item() == pytest.approx(math.log(1 + E ** -2), abs=1e-6)        # P = own view
     assert remote.item() == pytest.approx(math.log(1 + E ** -1.5), abs=1e-6)     # P = {0.5}
     # Literal reading: all of Q' in the denominator.
-    local_all, remote_all = fcl_losses(q, q_parts, k, k_parts, queue, queue_parts, 1.0, "all")
+    local_all, remote_all = fcl_losses(q, q_parts, k, k_parts, queue, queue_parts, 1.0, "all",
+                                       fresh="none")
     assert local_all.item() == pytest.approx(-math.log(E / (E + E ** 0.5 + E ** -1)), abs=1e-6)
     assert remote_all.item() == pytest.approx(
         -math.log(E ** 0.5 / (E ** 0.5 + E ** 0.5 + E ** -1)), abs=1e-6)
+
+
+def test_fresh_batch_keys_join_the_negatives():
+    # The setting above with fresh="keys": the batch key of partition 1 (dot 0) is a negative
+    # too, beside Q''s other-partition row (dot -1); the own view stays the positive.
+    q, q_parts = t([1.0, 0.0]), torch.tensor([0])
+    k, k_parts = t([1.0, 0.0], [0.0, 1.0]), torch.tensor([0, 1])
+    queue = t([0.5, math.sqrt(0.75)], [-1.0, 0.0])
+    queue_parts = torch.tensor([0, 1])
+    local, remote = fcl_losses(q, q_parts, k, k_parts, queue, queue_parts, 1.0, fresh="keys")
+    assert local.item() == pytest.approx(math.log(1 + E ** -2 + E ** -1), abs=1e-6)
+    assert remote.item() == pytest.approx(math.log(1 + E ** -1.5 + E ** -0.5), abs=1e-6)
+
+
+def test_fresh_queries_and_remote_only_matching():
+    # Two queries (partitions 0 and 1, orthogonal), their own keys equal to them, and one row
+    # in Q' ([1, 0], partition 0). With keys_and_queries, query 0's negatives are key 1 and
+    # query 1 (dots 0); query 1's are Q''s row, key 0 and query 0 (dots 0).
+    q, parts = t([1.0, 0.0], [0.0, 1.0]), torch.tensor([0, 1])
+    queue, queue_parts = t([1.0, 0.0]), torch.tensor([0])
+    local, remote = fcl_losses(q, parts, q.clone(), parts, queue, queue_parts, 1.0,
+                               fresh="keys_and_queries", queue_remote=torch.tensor([True]))
+    assert local.item() == pytest.approx(
+        0.5 * (math.log(1 + 2 / E) + math.log(1 + 3 / E)), abs=1e-6)
+    # Lambda(q): only query 0 has a remote same-partition row (dot 1); query 1 has none.
+    assert remote.item() == pytest.approx(math.log(1 + 2 / E), abs=1e-6)
+    # The same row from the local bank is no structural-matching positive.
+    _, no_remote = fcl_losses(q, parts, q.clone(), parts, queue, queue_parts, 1.0,
+                              fresh="keys_and_queries", queue_remote=torch.tensor([False]))
+    assert no_remote.item() == 0.0
 
 
 def test_negative_mask_rules():

@@ -142,7 +142,7 @@ def test_local_cl_is_local_and_pulls_partitions_together():
         return (sim[same & off].mean() - sim[~same].mean()).item()
 
     before = gap()
-    method.train_round(50, None)
+    method.train_round(100, None)
     assert gap() > before + 0.05
 
 
@@ -150,14 +150,18 @@ def test_simclr_loss_starts_near_chance(slices):
     method = _make("fedsimclr", slices)
     batch = 2 * method.cfg.pretrain.volumes_per_batch * method.cfg.data.partitions
     loss = method.train_step(None)["loss"]
-    # Random embeddings: about log(2B - 1); far below only if views were trivially equal.
-    assert abs(loss - math.log(batch - 1)) < 1.0
+    # Random embeddings: about log(2B - 1) or above (a BatchNorm head spreads them, so the
+    # similarities vary); far below only if the two views were trivially equal.
+    assert loss > math.log(batch - 1) - 1.0
 
 
 def test_swav_keeps_prototypes_normalised_and_a_bounded_queue(slices):
     method = _make("fedswav", slices, ["pretrain.bank_size=20"])
-    method.train_round(4, None)
-    assert len(method.queue) == 20
+    assert method.queue_length == 40                   # bank_size per partition x 2 partitions
+    scores = torch.randn(16, method.n_prototypes)
+    assert method._codes(scores).shape == (16, method.n_prototypes)   # empty queue: batch only
+    method.train_round(6, None)                        # 6 x 8 embeddings: the queue is full
+    assert len(method.queue) == 40
     method.train_step(None)
     norms = method.prototypes.weight.norm(dim=1)
     assert (norms - 1).abs().max() < 0.1     # renormalised before each step, one Adam step since

@@ -16,7 +16,7 @@ import torch
 from fcl_ray.aggregation import WeightLayout
 from fcl_ray.bank import merge_remote
 from fcl_ray.config import from_dict
-from fcl_ray.data import load_client_volumes
+from fcl_ray.data import load_client_volumes, patient_of
 from fcl_ray.data.slices import volumes_to_slices
 from fcl_ray.data.split import patient_split
 from fcl_ray.evaluate import dice_per_volume, summarise_dice
@@ -24,6 +24,9 @@ from fcl_ray.federation.checkpoint import CheckpointStore
 from fcl_ray.finetune import SegmentationTrainer, init_unet
 from fcl_ray.messages import ClientUpdate
 from fcl_ray.methods import get_method_class
+
+
+ALL_LABELED = -1   # fine-tuning budget "every labeled training patient" (the upper bound)
 
 
 def pick_device(num_gpus: float) -> torch.device:
@@ -69,9 +72,18 @@ class ClientActor:
         return torch.Generator().manual_seed(seed)
 
     def _split(self, fold: int, n_labeled: int = 0):
-        """Split by patient, so a patient's ED, ES and extra frames stay on one side."""
+        """Split by patient, so a patient's ED, ES and extra frames stay on one side.
+        ``n_labeled`` = ALL_LABELED: every training patient with a mask is labeled."""
+        if n_labeled == ALL_LABELED:
+            n_labeled = self.training_patients(fold)
         return patient_split(self.case_ids, self.has_label, self.cfg.data.folds, fold, n_labeled,
                              self.cfg.experiment.seed, self.client_id)
+
+    def training_patients(self, fold: int) -> int:
+        """How many labeled patients this client has outside the test fold of ``fold``."""
+        split = patient_split(self.case_ids, self.has_label, self.cfg.data.folds, fold, 0,
+                              self.cfg.experiment.seed, self.client_id)
+        return len({patient_of(self.case_ids[i]) for i in split.order})
 
     def info(self) -> dict:
         return {"client": self.client_id, "cases": len(self.case_ids),
@@ -107,6 +119,8 @@ class ClientActor:
         compute_start = time.perf_counter()
         metrics = method.train_round(self.cfg.pretrain.local_steps, remote)
         metrics["compute_seconds"] = time.perf_counter() - compute_start
+        if self.cfg.pretrain.collapse_guard != "off":   # scalars only: nothing about images
+            metrics.update({f"health/{k}": v for k, v in method.health().items()})
         self._injected_delay()
         features = method.shared_features()
         weights = self.layout.flatten(method.shared_state())
@@ -185,7 +199,11 @@ class ClientActor:
         trainer = self._new_trainer(encoder_state, fold, n_labeled)
         loss = trainer.train(self.cfg.finetune.steps)
         return {**self._evaluate(trainer.unet, fold), "train_loss": loss,
-                "seconds": time.perf_counter() - start}
+                "seconds": time.perf_counter() - start, **self._budget(fold, n_labeled)}
+
+    def _budget(self, fold: int, n_labeled: int) -> dict:
+        """The N actually used, when it was 'all' (so the results row says how many)."""
+        return {"n_labeled": self.training_patients(fold)} if n_labeled == ALL_LABELED else {}
 
     def start_federated_finetune(self, encoder_state: Optional[dict], fold: int,
                                  n_labeled: int) -> dict:
@@ -206,8 +224,9 @@ class ClientActor:
                             n_samples=len(self.trainer.labeled),
                             metrics={"loss": loss, "compute_seconds": compute})
 
-    def finish_federated_finetune(self, global_weights: np.ndarray, fold: int) -> dict:
+    def finish_federated_finetune(self, global_weights: np.ndarray, fold: int,
+                                  n_labeled: int = 0) -> dict:
         self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))
-        result = self._evaluate(self.trainer.unet, fold)
+        result = {**self._evaluate(self.trainer.unet, fold), **self._budget(fold, n_labeled)}
         self.trainer = None
         return result

@@ -270,11 +270,11 @@ class Coordinator:
         stats["round_seconds"] = time.perf_counter() - start
         return {"clients": [{"client": u.client, **u.metrics} for u in updates], **stats}
 
-    def finish_federated_finetune(self, fold: int) -> list[dict]:
+    def finish_federated_finetune(self, fold: int, n_labeled: int = 0) -> list[dict]:
         """Dice of the final global U-Net on every client's test fold."""
         weights_ref = ray.put(self.global_weights)
         self._wait_for_all()
-        results = ray.get([c.finish_federated_finetune.remote(weights_ref, fold)
+        results = ray.get([c.finish_federated_finetune.remote(weights_ref, fold, n_labeled)
                            for c in self.clients])
         self.global_weights = None
         return results
@@ -283,4 +283,4 @@ class Coordinator:
         self.start_federated_finetune(method, fold, n_labeled)
         for _ in range(rounds):
             self.finetune_round()
-        return self.finish_federated_finetune(fold)
+        return self.finish_federated_finetune(fold, n_labeled)

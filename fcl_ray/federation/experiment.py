@@ -19,14 +19,18 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fcl_ray.config import Config, dump_yaml, to_dict
-from fcl_ray.federation.client import ClientActor
+from fcl_ray.federation.client import ALL_LABELED, ClientActor
 from fcl_ray.federation.coordinator import Coordinator, FederationError
+from fcl_ray.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import get_method_class
-from fcl_ray.report import RESULT_COLUMNS, format_table
+from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND, format_table
 from fcl_ray.tracking import make_tracker
 
 Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
-UPPER_BOUND = "upper_bound"         # method name of the all-labels, random-init rows
+
+
+class CollapseError(FederationError):
+    """Pre-training stopped because the representation collapsed (pretrain.collapse_guard)."""
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -188,31 +192,76 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
         m = _call(coordinator.pretrain_round.remote(), f"{phase}, round {r + 1}", cfg)
         for c in m["clients"]:
             log(f"  round {r + 1}/{p.rounds} client {c['client']} "
-                f"loss {c['loss']:.4f} {c['seconds']:.1f}s")
+                f"loss {c['loss']:.4f} {c['seconds']:.1f}s" + _health_text(c))
         for client, reason in m["dropped"].items():
             log(f"  round {r + 1}/{p.rounds} client {client} left out: {reason}")
         mb = (m["bytes_weights"] + m["bytes_features"]) / 1e6
         log(f"  round {r + 1}/{p.rounds} done in {m['round_seconds']:.1f}s with "
             f"{len(m['participants'])}/{cfg.data.clients} clients "
             f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB)")
+        health = mean_health(m["clients"])
         _append_jsonl(Path(cfg.experiment.output_dir) / "rounds.jsonl",
                       {"method": method, "fold": fold,
                        **{k: m[k] for k in ("round", "participants", "dropped", "retries",
-                                            "bytes_per_client", "round_seconds")}})
+                                            "bytes_per_client", "round_seconds")},
+                       "health": {str(c["client"]): client_health(c) for c in m["clients"]}})
         mean_loss = sum(c["loss"] for c in m["clients"]) / len(m["clients"])
         metrics = {"loss": mean_loss, "round_seconds": m["round_seconds"],
                    "bytes_weights": m["bytes_weights"], "bytes_features": m["bytes_features"],
-                   "clients_participated": len(m["participants"])}
+                   "clients_participated": len(m["participants"]),
+                   **{f"health/{k}": v for k, v in health.items()}}
+        collapsed = bool(health) and is_collapsed(health, p.collapse_cosine, p.collapse_rank)
+        if health:
+            metrics["collapsed"] = float(collapsed)
+            log(f"  round {r + 1}/{p.rounds} health (mean over clients):" + _health_text(
+                {f"health/{k}": v for k, v in health.items()}) + ("  COLLAPSED" if collapsed else ""))
         if p.probe_every and ((r + 1) % p.probe_every == 0 or r + 1 == p.rounds):
             metrics["probe_dice"] = _call(coordinator.probe.remote(fold, cfg.finetune.n_labeled[0]),
                                           f"{phase}, probe", cfg)
             log(f"  round {r + 1}/{p.rounds} probe Dice {metrics['probe_dice']:.3f}")
         tracker.log_metrics({f"{method}/{k}": v for k, v in metrics.items()}
                             | {f"{method}/loss_client{c['client']}": c["loss"]
-                               for c in m["clients"]}, step=fold * p.rounds + r)
+                               for c in m["clients"]}
+                            | {f"{method}/health/{k}_client{c['client']}": v
+                               for c in m["clients"] for k, v in client_health(c).items()},
+                            step=fold * p.rounds + r)
         report({"phase": "pretrain", "method": method, "fold": fold, "round": r + 1, **metrics})
+        if collapsed:
+            _collapse_guard(cfg, method, fold, r + 1, health, log)
     _call(coordinator.finish_pretraining.remote(method), f"{phase}, finishing", cfg)
     _save_encoders(cfg, coordinator, method, fold)
+
+
+def client_health(client_metrics: dict) -> dict[str, float]:
+    """The health figures of one client's round metrics: {'mean_cosine': .., ...}."""
+    return {k.split("/", 1)[1]: v for k, v in client_metrics.items() if k.startswith("health/")}
+
+
+def mean_health(clients: list[dict]) -> dict[str, float]:
+    """Each health figure averaged over the clients that reported it ({} if none did)."""
+    per_client = [client_health(c) for c in clients]
+    keys = [k for k in HEALTH_KEYS if any(k in h for h in per_client)]
+    return {k: float(np.nanmean([h.get(k, np.nan) for h in per_client])) if any(
+        np.isfinite(h.get(k, np.nan)) for h in per_client) else float("nan") for k in keys}
+
+
+def _health_text(metrics: dict) -> str:
+    short = {"mean_cosine": "cos", "effective_rank": "rank", "live_units": "live",
+             "partition_gap": "gap"}
+    return "".join(f" {short[k]} {metrics[f'health/{k}']:.3f}" for k in short
+                   if f"health/{k}" in metrics)
+
+
+def _collapse_guard(cfg, method: str, fold: int, round_: int, health: dict, log) -> None:
+    """``pretrain.collapse_guard``: warn (one line) or stop the run (CollapseError)."""
+    p = cfg.pretrain
+    line = (f"{method} fold {fold}: embeddings collapsed at round {round_} (mean cosine "
+            f"{health['mean_cosine']:.3f} > {p.collapse_cosine} or effective rank "
+            f"{health['effective_rank']:.2f} < {p.collapse_rank}); its Dice says little "
+            f"about the method")
+    if p.collapse_guard == "stop":
+        raise CollapseError(f"{line}; stopped (pretrain.collapse_guard=stop)")
+    log(f"WARNING: {line}")
 
 
 def _save_encoders(cfg, coordinator, method, fold) -> None:
@@ -240,9 +289,8 @@ def _finetune_grid(cfg, coordinator, method, fold, log, report) -> list[dict]:
     ft = cfg.finetune
     budgets = ft.n_labeled
     encoder = method
-    if method == UPPER_BOUND:   # random init, every training case labeled
-        budgets, encoder = [cfg.data.cases_per_client - -(-cfg.data.cases_per_client
-                                                          // cfg.data.folds)], "random"
+    if method == UPPER_BOUND:   # random init, every labeled training patient of each client
+        budgets, encoder = [ALL_LABELED], "random"
     rows: list[dict] = []
     for mode in ft.modes:
         start = time.perf_counter()
@@ -254,11 +302,13 @@ def _finetune_grid(cfg, coordinator, method, fold, log, report) -> list[dict]:
                                  f"{method} federated fine-tuning", cfg) for n in budgets]
         for n, results in zip(budgets, per_setting):
             dice = sum(r["dice_mean"] for r in results) / len(results)
-            log(f"[{method}] {mode} fine-tuning, N={n}, fold {fold}: mean Dice {dice:.3f}")
+            label = "all" if n == ALL_LABELED else n
+            log(f"[{method}] {mode} fine-tuning, N={label}, fold {fold}: mean Dice {dice:.3f}")
             report({"phase": "finetune", "method": method, "finetune_mode": mode,
                     "n_labeled": n, "fold": fold, "dice_mean": dice})
-            rows += [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold, **r}
-                     for r in results]
+            # A client's row carries its own N when the budget was "all" (it may differ).
+            rows += [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold,
+                      "seed": cfg.experiment.seed, **r} for r in results]
         log(f"[{method}] {mode} fine-tuning of {len(budgets)} setting(s) took "
             f"{time.perf_counter() - start:.1f}s")
     return rows

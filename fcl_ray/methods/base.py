@@ -12,6 +12,7 @@ from fcl_ray.augment import contrastive_view
 from fcl_ray.bank import FeatureBank, sample_features
 from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
+from fcl_ray.health import probe_embeddings, representation_health
 from fcl_ray.models import EmbeddingNet, autocast
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (M, d) embeddings, (M,) partition labels
@@ -22,15 +23,25 @@ class PretrainMethod:
 
     The federation calls, each round: ``load_shared_state`` (global weights), then
     ``train_round`` (local steps, given the other clients' features when the method uses
-    them), then ``shared_state`` / ``shared_features`` to send back.
+    them), then ``shared_state`` / ``shared_features`` to send back, and ``health`` (is the
+    representation collapsing?).
+
+    A method writes :meth:`compute_loss`; the optimiser step (zero_grad, backward outside
+    autocast, step) is done once, here, for all of them.
     """
 
     federated: bool = True          # False: weights stay local (e.g. Local CL)
     shares_features: bool = False   # True: sends features to the coordinator each round
+    probe_size: int = 64            # slices of the fixed health-probe batch
+    optimizer: torch.optim.Optimizer
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
                  device: torch.device):
         self.cfg, self.slices, self.gen, self.device = cfg, slices, generator, device
+        # A fixed, evenly spread set of this client's slices for the health figures
+        # (deterministic, no augmentation, drawn without touching the generator).
+        self.probe_index = torch.linspace(0, len(slices) - 1,
+                                          min(self.probe_size, len(slices))).long()
 
     # --- what subclasses provide
     def networks(self) -> dict[str, nn.Module]:
@@ -41,23 +52,48 @@ class PretrainMethod:
         """The encoder that initialises the U-Net for fine-tuning."""
         raise NotImplementedError
 
-    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+    def compute_loss(self, remote: Optional[Features]) -> tuple[torch.Tensor, dict[str, float]]:
+        """One batch: the loss to minimise and any extra scalar metrics."""
         raise NotImplementedError
+
+    def embedding(self) -> tuple[nn.Module, Optional[nn.Module]]:
+        """The module whose outputs the health figures read, and the head whose first ReLU
+        counts as the hidden layer (default: the encoder + projection head ``self.net``)."""
+        return self.net, self.net.head
 
     def shared_features(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
         """Features (and partition labels) to send to the other clients, or None."""
         return None
 
     # --- shared behaviour
+    def view(self, x: torch.Tensor, flips: bool = True) -> torch.Tensor:
+        """A random contrastive view of a batch (``pretrain.views``)."""
+        return contrastive_view(x, self.gen, self.cfg.pretrain.views, flips)
+
+    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+        """One optimiser step: forward under autocast, backward and step outside it."""
+        with autocast(self.device, self.cfg.model.amp):
+            loss, metrics = self.compute_loss(remote)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item(), **metrics}
+
     def train_round(self, steps: int, remote: Optional[Features]) -> dict[str, float]:
         """Run ``steps`` local steps and return the mean of each metric."""
         totals: dict[str, float] = {}
         for _ in range(steps):
-            with autocast(self.device, self.cfg.model.amp):
-                metrics = self.train_step(remote)
+            metrics = self.train_step(remote)
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value
         return {k: v / steps for k, v in totals.items()}
+
+    def health(self) -> dict[str, float]:
+        """Representation health on the fixed probe batch (see :mod:`fcl_ray.health`)."""
+        net, head = self.embedding()
+        idx = self.probe_index.to(self.slices.images.device)
+        z, hidden = probe_embeddings(net, head, self.slices.images[idx])
+        return representation_health(z, self.slices.partition[idx], hidden)
 
     def shared_state(self) -> dict[str, torch.Tensor]:
         return {f"{name}.{k}": v for name, net in self.networks().items()
@@ -99,6 +135,15 @@ class PretrainMethod:
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.encoder().state_dict().items()}
+
+
+def bank_capacity(cfg: Config, n_slices: int) -> int:
+    """``pretrain.bank_size``, or for ``auto`` about the slices per partition this client
+    holds (at least 8): a larger bank mostly recycles copies of the same few slices."""
+    size = cfg.pretrain.bank_size
+    if size == "auto":
+        return max(8, -(-n_slices // cfg.data.partitions))
+    return size
 
 
 class PartitionBatchSampler:
@@ -143,7 +188,7 @@ class SingleNetworkMethod(PretrainMethod):
 
     def build_net(self) -> nn.Module:
         m = self.cfg.model
-        return EmbeddingNet(m.features, m.projection_hidden, m.projection_dim)
+        return EmbeddingNet(m.features, m.projection_hidden, m.projection_dim, m.head_norm)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"main": self.net}
@@ -165,10 +210,11 @@ class MomentumBankMethod(PretrainMethod):
                  device: torch.device):
         super().__init__(cfg, slices, generator, device)
         p, m = cfg.pretrain, cfg.model
-        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim).to(device)
+        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim, m.head_norm).to(device)
         self.momentum_net = copy.deepcopy(self.net).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=p.lr)
-        self.bank = FeatureBank(cfg.data.partitions, p.bank_size, m.projection_dim, device)
+        self.bank = FeatureBank(cfg.data.partitions, bank_capacity(cfg, len(slices)),
+                                m.projection_dim, device)
         self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
         self._fill_bank()
 
@@ -186,8 +232,9 @@ class MomentumBankMethod(PretrainMethod):
         """Start with a full local bank so the sampled dictionary is never empty."""
         for start in range(0, len(self.slices), chunk):
             x = self.slices.images[start:start + chunk]
-            self.bank.push(self.momentum_net(contrastive_view(x, self.gen)),
-                           self.slices.partition[start:start + chunk])
+            self.bank.push(self.momentum_net(self.view(x)),
+                           self.slices.partition[start:start + chunk],
+                           torch.arange(start, min(start + chunk, len(self.slices))))
 
     @torch.no_grad()
     def _momentum_update(self) -> None:

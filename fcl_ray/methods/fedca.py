@@ -14,6 +14,11 @@ What is implemented:
 - FedAvg of the main network, and of the momentum network when
   ``pretrain.aggregate_momentum`` (as FCL does).
 
+Safeguards (issue: FedCA collapsed like FCL's old loss): the batch's other momentum keys are
+negatives too (fresh ones, computed at this step, as in MoCo v3 / SimCLR), and bank copies of
+the query's own slice are never its negatives (the bank remembers which slice a row came
+from).
+
 What is left out / changed: FedCA aligns every client to a base model trained by the server
 on a small *public* alignment dataset that every client also holds. There is no public
 cardiac set here and images must not move, so the reference is the current global model on
@@ -27,8 +32,7 @@ from typing import Optional
 
 import torch
 
-from fcl_ray.augment import contrastive_view
-from fcl_ray.bank import concat_banks, sample_features
+from fcl_ray.bank import local_and_remote, sample_features
 from fcl_ray.losses import alignment_loss, contrastive_loss
 from fcl_ray.methods.base import Features, MomentumBankMethod
 
@@ -47,29 +51,36 @@ class FedCA(MomentumBankMethod):
         super().load_shared_state(state)
         self.reference.load_state_dict(self.net.state_dict())   # this round's global model
 
-    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+    def compute_loss(self, remote: Optional[Features]):
         p = self.cfg.pretrain
         idx, parts = self.sampler.sample(p.volumes_per_batch, self.gen)
         x = self.slices.images[idx.to(self.device)]
-        view1, view2 = contrastive_view(x, self.gen), contrastive_view(x, self.gen)
+        view1, view2 = self.view(x), self.view(x)
         q = self.net(view1)
         with torch.no_grad():
             self._momentum_update()
             k = self.momentum_net(view2)
             z_ref = self.reference(view1)
-        dictionary = concat_banks([self.bank.contents(), remote])
-        self.last_dictionary_size = len(dictionary[0])
-        negatives, _ = sample_features(*dictionary, p.sample_size, self.gen)
-        eye = torch.eye(len(q), dtype=torch.bool, device=self.device)
-        all_neg = torch.ones(len(q), len(negatives), dtype=torch.bool, device=self.device)
-        con = contrastive_loss(q, k, eye, negatives, all_neg, p.temperature)
+        # The dictionary: local bank rows (tagged with their slice) U the other clients' rows
+        # (slice -1: never one of ours).
+        local = self.bank.contents()
+        feats, _, is_remote = local_and_remote(local, remote)
+        slice_of = torch.full((len(feats),), -1, dtype=torch.long, device=self.device)
+        slice_of[~is_remote] = self.bank.contents_slice_ids().to(self.device)
+        self.last_dictionary_size = len(feats)
+        negatives, neg_slice = sample_features(feats, slice_of, p.sample_size, self.gen)
+        idx = idx.to(self.device)
+        # Negatives of query i: dictionary rows of other slices (a bank copy of its own slice
+        # is the same instance, not a negative) and the batch's other fresh keys.
+        not_own = neg_slice[None, :] != idx[:, None]
+        others = ~torch.eye(len(q), dtype=torch.bool, device=self.device)
+        eye = ~others
+        con = contrastive_loss(q, k, eye, torch.cat([negatives, k]),
+                               torch.cat([not_own, others], 1), p.temperature)
         align = alignment_loss(q, z_ref)
-        loss = con + self.align_weight * align
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.bank.push(k, parts.to(self.device))
-        return {"loss": loss.item(), "loss_contrastive": con.item(), "loss_align": align.item()}
+        self.bank.push(k, parts.to(self.device), idx)
+        return con + self.align_weight * align, {"loss_contrastive": con.item(),
+                                                 "loss_align": align.item()}
 
     def shared_features(self):
         return self._bank_sample_to_share()

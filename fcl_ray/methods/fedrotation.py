@@ -18,7 +18,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from fcl_ray.augment import contrastive_view
 from fcl_ray.losses import rotation_loss
 from fcl_ray.methods.base import Features, SingleNetworkMethod
 from fcl_ray.models import Encoder
@@ -54,14 +53,14 @@ class FedRotation(SingleNetworkMethod):
     def build_net(self) -> nn.Module:
         return RotationNet(self.cfg.model.features, self.cfg.model.projection_hidden)
 
-    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+    def embedding(self):
+        """Health is read on the classifier's hidden layer (it has no projection head)."""
+        return nn.Sequential(self.net.encoder, *self.net.classifier[:-1]), self.net.classifier
+
+    def compute_loss(self, remote: Optional[Features]):
         idx, _ = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)
-        x = contrastive_view(self.slices.images[idx.to(self.device)], self.gen)
+        x = self.view(self.slices.images[idx.to(self.device)], flips=False)
         rotated, labels = rotate_quarter_turns(x)
         logits = self.net(rotated)
-        loss = rotation_loss(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
         accuracy = (logits.argmax(1) == labels).float().mean()
-        return {"loss": loss.item(), "accuracy": accuracy.item()}
+        return rotation_loss(logits, labels), {"accuracy": accuracy.item()}

@@ -16,7 +16,6 @@ from typing import Optional
 
 import torch
 
-from fcl_ray.augment import contrastive_view
 from fcl_ray.losses import nt_xent_loss
 from fcl_ray.methods.base import Features, SingleNetworkMethod
 
@@ -25,13 +24,8 @@ class FedSimCLR(SingleNetworkMethod):
     federated = True
     shares_features = False
 
-    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+    def compute_loss(self, remote: Optional[Features]):
         idx, _ = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)
         x = self.slices.images[idx.to(self.device)]
-        z = self.net(torch.cat([contrastive_view(x, self.gen), contrastive_view(x, self.gen)]))
-        z1, z2 = z.chunk(2)
-        loss = nt_xent_loss(z1, z2, self.cfg.pretrain.temperature)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.item()}
+        z1, z2 = self.net(torch.cat([self.view(x), self.view(x)])).chunk(2)
+        return nt_xent_loss(z1, z2, self.cfg.pretrain.temperature), {}

@@ -10,11 +10,13 @@ Choices made here:
 - K = ``n_prototypes`` (32) prototypes, re-normalised before every step, averaged by FedAvg
   together with the encoder and head (the plain federated SwAV of the FCL paper);
 - a batch of a few dozen slices is far smaller than K x a few, so, like SwAV's small-batch
-  recipe, the codes are computed over [queue; batch]: a FIFO of the last ``pretrain.bank_size``
-  embeddings of this client (never shared); only the batch rows are used;
-- not included: multi-crop, freezing the prototypes during the first epoch, LARS. Without
-  them, at lr 1e-3 on the synthetic benchmark the embeddings collapsed to one point within
-  80 steps (experiments/results/README.md): a known SwAV failure mode at small batches.
+  recipe, the codes are computed over [queue; batch]: a FIFO of this client's last embeddings
+  (``pretrain.bank_size`` per partition x partitions; never shared), used only once it is
+  full, as SwAV starts its queue late; only the batch rows are used;
+- SwAV's safeguards: prototypes frozen (no gradient) for the first ``freeze_fraction`` of all
+  pre-training steps, and the late queue above. Without them the embeddings collapsed to one
+  point within 80 steps at lr 1e-3 (the first benchmark, experiments/results/);
+- not included: multi-crop, LARS.
 """
 from __future__ import annotations
 
@@ -24,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcl_ray.augment import contrastive_view
 from fcl_ray.losses import sinkhorn, swav_loss
-from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod
+from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod, bank_capacity
 from fcl_ray.models import EmbeddingNet
 
 
@@ -36,16 +37,20 @@ class FedSwAV(PretrainMethod):
     n_prototypes = 32
     epsilon = 0.05
     sinkhorn_iterations = 3
+    freeze_fraction = 0.1   # prototypes fixed for this share of all pre-training steps
 
     def __init__(self, cfg, slices, generator, device):
         super().__init__(cfg, slices, generator, device)
-        m = cfg.model
-        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim).to(device)
+        m, p = cfg.model, cfg.pretrain
+        self.net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim, m.head_norm).to(device)
         self.prototypes = nn.Linear(m.projection_dim, self.n_prototypes, bias=False).to(device)
         params = list(self.net.parameters()) + list(self.prototypes.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=cfg.pretrain.lr)
+        self.optimizer = torch.optim.Adam(params, lr=p.lr)
         self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        self.queue_length = bank_capacity(cfg, len(slices)) * cfg.data.partitions
         self.queue = torch.zeros(0, m.projection_dim, device=device)
+        self.freeze_steps = int(self.freeze_fraction * p.rounds * p.local_steps)
+        self.step_count = torch.zeros((), dtype=torch.long)   # a tensor: checkpointed
 
     def networks(self):
         return {"main": self.net, "prototypes": self.prototypes}
@@ -54,25 +59,30 @@ class FedSwAV(PretrainMethod):
         return self.net.encoder
 
     def _codes(self, scores: torch.Tensor) -> torch.Tensor:
-        """Sinkhorn codes of the batch, computed together with the queue's scores."""
+        """Sinkhorn codes of the batch, computed together with the queue's scores once the
+        queue is full (SwAV starts its queue late: a half-empty queue of stale embeddings
+        skews the equipartition)."""
         with torch.no_grad():
-            queued = self.queue @ self.prototypes.weight.T
+            queued = (self.queue @ self.prototypes.weight.T if len(self.queue) >= self.queue_length
+                      else scores.new_zeros(0, scores.shape[1]))
             codes = sinkhorn(torch.cat([queued, scores.detach()]), self.epsilon,
                              self.sinkhorn_iterations)
         return codes[len(queued):]
 
-    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+    def compute_loss(self, remote: Optional[Features]):
         p = self.cfg.pretrain
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         idx, _ = self.sampler.sample(p.volumes_per_batch, self.gen)
         x = self.slices.images[idx.to(self.device)]
-        z = self.net(torch.cat([contrastive_view(x, self.gen), contrastive_view(x, self.gen)]))
-        scores1, scores2 = self.prototypes(z).chunk(2)
+        z = self.net(torch.cat([self.view(x), self.view(x)]))
+        frozen = int(self.step_count) < self.freeze_steps
+        # Frozen prototypes: no gradient reaches them (SwAV freezes them during the first
+        # epoch, else they chase the still-random embeddings and the codes collapse).
+        weight = self.prototypes.weight.detach() if frozen else self.prototypes.weight
+        scores1, scores2 = (z @ weight.T).chunk(2)
         loss = swav_loss(scores1, scores2, self._codes(scores1), self._codes(scores2),
                          p.temperature)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.queue = torch.cat([z.detach(), self.queue])[:p.bank_size]
-        return {"loss": loss.item()}
+        self.queue = torch.cat([z.detach(), self.queue])[:self.queue_length]
+        self.step_count += 1
+        return loss, {"prototypes_frozen": float(frozen)}

@@ -19,7 +19,6 @@ from typing import Optional
 
 import torch
 
-from fcl_ray.augment import contrastive_view
 from fcl_ray.losses import contrastive_loss
 from fcl_ray.methods.base import Features, SingleNetworkMethod
 
@@ -28,16 +27,12 @@ class LocalCL(SingleNetworkMethod):
     federated = False            # each site keeps its own weights
     shares_features = False
 
-    def train_step(self, remote: Optional[Features]) -> dict[str, float]:
+    def compute_loss(self, remote: Optional[Features]):
         p = self.cfg.pretrain
         idx, parts = self.sampler.sample(p.volumes_per_batch, self.gen)
         x = self.slices.images[idx.to(self.device)]
-        z = self.net(torch.cat([contrastive_view(x, self.gen), contrastive_view(x, self.gen)]))
+        z = self.net(torch.cat([self.view(x), self.view(x)]))
         parts = torch.cat([parts, parts]).to(self.device)
         same = parts[:, None] == parts[None, :]
         not_self = ~torch.eye(len(z), dtype=torch.bool, device=self.device)
-        loss = contrastive_loss(z, z, same & not_self, z, ~same, p.temperature)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.item()}
+        return contrastive_loss(z, z, same & not_self, z, ~same, p.temperature), {}

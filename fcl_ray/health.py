@@ -1,0 +1,101 @@
+"""Is a self-supervised representation healthy or collapsed? Pure PyTorch, no Ray.
+
+Contrastive and clustering methods can lower their loss by mapping every input to (nearly)
+one point, or onto a few directions. Dice after fine-tuning hides this for a long time (the
+decoder learns anyway), so every pre-training round measures, on a fixed probe batch of the
+client's own slices (no augmentation):
+
+- ``mean_cosine``: mean pairwise cosine of the L2-normalised embeddings, off the diagonal.
+  About 0 to 0.5 is healthy for a partition-structured representation; 1.0 means every
+  slice maps to one point.
+- ``dim_std``: mean over dimensions of the std of the normalised embeddings (SimSiam's
+  collapse indicator): about 1/sqrt(d) when the embeddings spread over the sphere, 0 when
+  collapsed.
+- ``effective_rank``: exp of the entropy of the normalised singular values of the centred
+  embeddings (Roy & Vetterli 2007): how many directions the batch really uses (1 = a line).
+- ``live_units``: fraction of the head's hidden ReLU units that fire for at least one probe
+  slice (dead units never come back).
+- ``partition_gap``: mean same-partition cosine minus mean other-partition cosine: does the
+  representation know base from apex (the signal FCL learns from)?
+
+:func:`is_collapsed` turns these into one verdict with documented thresholds
+(``pretrain.collapse_cosine`` and ``pretrain.collapse_rank``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEALTH_KEYS = ("mean_cosine", "dim_std", "effective_rank", "live_units", "partition_gap")
+
+
+def effective_rank(embeddings: torch.Tensor) -> float:
+    """exp(entropy of the normalised singular values) of the centred (N, d) matrix."""
+    centred = embeddings - embeddings.mean(0, keepdim=True)
+    s = torch.linalg.svdvals(centred.float())
+    if s.sum() <= 1e-12:
+        return 1.0                       # every row identical: a single point
+    p = s / s.sum()
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
+    return float(torch.exp(entropy))
+
+
+def representation_health(embeddings: torch.Tensor, partitions: torch.Tensor,
+                          hidden: Optional[torch.Tensor] = None) -> dict[str, float]:
+    """The health figures of one probe batch.
+
+    embeddings: (N, d) outputs of the method's head (normalised here again, harmlessly);
+    partitions: (N,) partition of each slice; hidden: (N, h) post-ReLU activations of the
+    head's hidden layer, or None when the method has no such layer (live_units is then NaN).
+    """
+    z = F.normalize(embeddings.detach().float(), dim=1)
+    n = len(z)
+    off = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    sim = z @ z.T
+    same = partitions[:, None] == partitions[None, :]
+    within, across = sim[same & off], sim[~same]
+    gap = (within.mean() - across.mean()).item() if len(within) and len(across) else float("nan")
+    live = (float((hidden.detach() > 0).any(0).float().mean()) if hidden is not None
+            else float("nan"))
+    return {"mean_cosine": float(sim[off].mean()) if n > 1 else 1.0,
+            "dim_std": float(z.std(0).mean()) if n > 1 else 0.0,
+            "effective_rank": effective_rank(z),
+            "live_units": live,
+            "partition_gap": gap}
+
+
+def is_collapsed(health: dict[str, float], max_cosine: float, min_rank: float) -> bool:
+    """Collapsed: the embeddings (nearly) coincide (mean cosine above ``max_cosine``) or
+    span fewer than ``min_rank`` effective directions."""
+    return health["mean_cosine"] > max_cosine or health["effective_rank"] < min_rank
+
+
+def first_relu(module: nn.Module) -> Optional[nn.Module]:
+    """The first ReLU inside ``module`` (the head's hidden layer), if any."""
+    return next((m for m in module.modules() if isinstance(m, nn.ReLU)), None)
+
+
+@torch.no_grad()
+def probe_embeddings(net: nn.Module, head: Optional[nn.Module],
+                     images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Run ``net`` on ``images``; also capture the output of ``head``'s first ReLU.
+
+    A forward hook (removed afterwards) reads the hidden layer without any method having to
+    expose it; ``inplace`` ReLUs are fine since the hook sees their output.
+    """
+    captured: list[torch.Tensor] = []
+    relu = first_relu(head) if head is not None else None
+    handle = relu.register_forward_hook(lambda m, i, out: captured.append(out.detach().clone())) \
+        if relu is not None else None
+    was_training = net.training
+    net.eval()
+    try:
+        out = net(images)
+    finally:
+        net.train(was_training)
+        if handle is not None:
+            handle.remove()
+    return out, (captured[0].flatten(1) if captured else None)
