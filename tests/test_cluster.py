@@ -59,7 +59,9 @@ def test_jobs_api_runs_the_quickstart_on_a_local_cluster(local_cluster, mlflow_s
 
     out = tmp_path / "out"
     sets = TINY + [f"experiment.output_dir={out}", "experiment.name=jobs-api-quickstart",
-                   f"tracking.uri={mlflow_server['uri']}", "federation.num_cpus_per_client=1",
+                   f"tracking.uri={mlflow_server['uri']}",
+                   # num_cpus_per_client stays 'auto' (the README's command): what a site's
+                   # node offers, not the cluster's CPUs / clients (which no node had)
                    "federation.client_resources=[{site_a: 1}, {site_b: 1}]"]
     job_id = f"fcl-quickstart-{os.getpid()}"
     submit = _ray(["job", "submit", "--no-wait", "--submission-id", job_id, "--working-dir", ".",
