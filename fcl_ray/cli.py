@@ -127,7 +127,11 @@ def _sweep(args) -> int:
     spec = load_sweep(args.sweep_config, args.overrides)
     outcome = run_sweep(spec, resume=args.resume, tracking_uri=args.tracking_uri)
     print(format_outcome(spec, outcome))
-    return 0 if outcome.errors < len(outcome.trials) else 1
+    if outcome.errors:   # a RayJob / CI step must not report success over failed trials
+        print(f"fcl-ray: {outcome.errors} of {len(outcome.trials)} trials errored (status "
+              f"ERROR above; Tune's logs in {outcome.experiment_path})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _data(args) -> int:
@@ -142,8 +146,12 @@ def _data(args) -> int:
 
 
 def _run(args) -> int:
+    import ray
+
+    from fcl_ray import tracking
     from fcl_ray.config import load_config
-    from fcl_ray.federation.experiment import run_experiment
+    from fcl_ray.federation.experiment import (RunInterrupted, connect_ray, run_experiment,
+                                               stop_on_signals)
 
     cfg = load_config(args.config, args.overrides)
     if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
@@ -151,8 +159,28 @@ def _run(args) -> int:
         # inside a Ray actor. With client_roots the folders live on the sites' machines.
         from fcl_ray.data.check import preflight
         preflight(cfg)
-    run_experiment(cfg, resume=args.resume)
+    started_ray = connect_ray(cfg)
+    stop_on_signals(cfg.experiment.output_dir)   # after ray.init, which sets its own handler
+    try:
+        with tracking.run_context() as run_ids:
+            run_experiment(cfg, resume=args.resume)
+    except RunInterrupted as stop:
+        if run_ids:   # the run was stopped, not broken: KILLED in MLflow, as `ray job stop` is
+            _mark_killed(tracking.resolve_uri(cfg), run_ids[0], stop)
+        print(f"fcl-ray: {stop}", file=sys.stderr)
+        return stop.exit_code
+    finally:
+        if started_ray:
+            ray.shutdown()
     return 0
+
+
+def _mark_killed(uri: str, run_id: str, stop) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    client.set_tag(run_id, "ended_by", f"signal {stop.signum}")
+    client.set_terminated(run_id, status="KILLED")
 
 
 def _show_config(args) -> int:

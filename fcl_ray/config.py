@@ -146,6 +146,9 @@ class FederationConfig:
     max_restarts: int = 3           # Ray restarts a dead client actor this often
     checkpoint_every: int = 1       # rounds between checkpoints (0 = off)
     checkpoint_dir: Optional[str] = None  # local path or fsspec URI; None: <output_dir>/checkpoints
+    # The clients are reserved as one placement group before any actor starts; if the cluster
+    # cannot place it within this many seconds the run stops (exit 2) naming what was asked.
+    placement_timeout_s: float = 60.0
 
 
 @dataclass
@@ -360,6 +363,8 @@ def validate(cfg: Config) -> Config:
            f"must be in [1, data.clients={d.clients}], got {fed.min_clients}")
     _check(fed.round_timeout_s is None or fed.round_timeout_s > 0, "federation.round_timeout_s",
            f"must be > 0 or null, got {fed.round_timeout_s}")
+    _check(fed.placement_timeout_s > 0, "federation.placement_timeout_s",
+           f"must be > 0 seconds, got {fed.placement_timeout_s}")
     for key in ("round_retries", "max_restarts", "checkpoint_every"):
         _check(getattr(fed, key) >= 0, f"federation.{key}", f"must be >= 0, got {getattr(fed, key)}")
     _check(p.feature_noise >= 0, "pretrain.feature_noise", f"must be >= 0, got {p.feature_noise}")

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from conftest import TINY
+from fcl_ray.cli import main
 from fcl_ray.config import ConfigError
 from fcl_ray.tune import (load_sweep, max_overlap, param_space, parse_sweep, run_sweep,
                           trial_bundles, trial_resources)
@@ -118,7 +119,8 @@ def test_max_overlap():
 
 
 @pytest.mark.integration
-def test_asha_sweep_of_federations_into_mlflow_server(ray_session, mlflow_server, tmp_path):
+def test_asha_sweep_of_federations_into_mlflow_server(ray_session, mlflow_server, tmp_path,
+                                                       capsys):
     """4 trials x 2 clients, ASHA, 2 at once; one trial's config is invalid and fails alone."""
     from mlflow import MlflowClient
 
@@ -177,3 +179,11 @@ def test_asha_sweep_of_federations_into_mlflow_server(ray_session, mlflow_server
         run_sweep(spec, log=lambda line: None)
     again = run_sweep(spec, resume=True, log=lambda line: None)
     assert again.parent_run_id == out.parent_run_id and len(again.trials) == 4
+
+    # The CLI fails when any trial errored (a RayJob must not report success), count last.
+    sweep_file = tmp_path / "tiny-sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["sweep", str(sweep_file), "--resume"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "fcl-ray: 1 of 4 trials errored")
