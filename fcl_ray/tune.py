@@ -410,6 +410,11 @@ def trial_config(setup: dict, values: dict, trial_id: str) -> Config:
     return from_dict(tree)
 
 
+def stop_collapsed(trial_id: str, result: dict) -> bool:
+    """Tune stopper: end a trial whose representation collapsed (pretrain.collapse_guard)."""
+    return bool(result.get("collapsed"))
+
+
 def run_trial(config: dict, setup: dict) -> None:
     """Tune trainable: one whole federation in this trial's placement group."""
     import ray
@@ -461,9 +466,17 @@ def run_trial(config: dict, setup: dict) -> None:
         if m["phase"] == "pretrain":
             latest["rounds_done"] += 1
             latest.update(loss=m["loss"], round=m["round"], round_seconds=m["round_seconds"])
+            latest.update({k: v for k, v in m.items() if k.startswith("health/")})
             if "probe_dice" in m:
                 latest["probe_dice"] = m["probe_dice"]
             due = metric in m or "probe_dice" in m
+            if m.get("collapsed"):
+                # A collapsed representation: report at once, as the worst score, so the
+                # COLLAPSE_STOPPER ends this trial the way ASHA ends a weak one.
+                latest["collapsed"] = 1.0
+                latest[metric] = float("-inf") if setup.get("mode", "max") == "max" \
+                    else float("inf")
+                due = True
         elif m["phase"] == "finetune":
             latest["dice_mean"] = m["dice_mean"]
             latest[f"dice_mean/{m['method']}/{m['finetune_mode']}/N{m['n_labeled']}"] = \
@@ -614,7 +627,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                                              for p in base_tree["data"]["client_roots"]]
         setup = {"base": base_tree, "name": spec.name, "outputs": str(exp_path / "outputs"),
                  "tracking_uri": uri, "tracking_experiment": mlflow_experiment,
-                 "parent_run_id": parent, "metric": spec.metric,
+                 "parent_run_id": parent, "metric": spec.metric, "mode": spec.mode,
                  "cpus_per_client": spec.cpus_per_client,
                  "gpus_per_client": spec.gpus_per_client}
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup),
@@ -632,6 +645,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                                        num_samples=spec.num_samples,
                                        max_concurrent_trials=spec.max_concurrent_trials or None),
                 run_config=RunConfig(name=spec.name, storage_path=str(exp_path.parent),
+                                     stop=stop_collapsed,
                                      failure_config=FailureConfig(max_failures=spec.max_failures),
                                      verbose=1))
         grid = tuner.fit()
@@ -647,6 +661,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                    spec.metric: metrics.get(spec.metric, float("nan")),
                    "dice_mean": metrics.get("dice_mean", float("nan")),
                    "rounds_done": metrics.get("rounds_done", 0),
+                   "collapsed": metrics.get("collapsed", 0.0),
+                   "mean_cosine": metrics.get("health/mean_cosine", float("nan")),
                    "clients_in_pg": metrics.get("clients_in_pg", float("nan")),
                    "error": _last_line(result.error) if result.error else ""}
             errors += bool(result.error)

@@ -187,3 +187,23 @@ def test_asha_sweep_of_federations_into_mlflow_server(ray_session, mlflow_server
     assert main(["sweep", str(sweep_file), "--resume"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "fcl-ray: 1 of 4 trials errored")
+
+
+@pytest.mark.integration
+def test_collapsed_trial_is_stopped_early(ray_session, tmp_path):
+    """A trial whose health check says 'collapsed' ends after its first round; the other runs
+    all its rounds. (collapse_cosine 0.5 makes any current embedding count as collapsed.)"""
+    raw = {
+        "name": "collapse-sweep", "storage_path": str(tmp_path / "sweeps"),
+        "overrides": TINY + ["pretrain.methods=[fcl]", "pretrain.rounds=3",
+                             "pretrain.probe_every=1", "pretrain.probe_steps=2",
+                             "finetune.steps=2", f"experiment.output_dir={tmp_path}/x"],
+        "search_space": {"pretrain.collapse_cosine": {"grid": [0.5, 1.0]}},
+        "scheduler": "none", "metric": "probe_dice", "mode": "max", "num_samples": 1,
+        "max_concurrent_trials": 2, "resources": {"cpus_per_client": 0.45, "coordinator_cpus": 0.1},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "collapse-sweep"},
+    }
+    out = run_sweep(parse_sweep(raw), log=lambda line: None)
+    trials = out.trials.set_index("pretrain.collapse_cosine")
+    assert trials.loc[0.5, "iterations"] == 1 and trials.loc[0.5, "collapsed"] == 1.0
+    assert trials.loc[1.0, "iterations"] >= 3 and trials.loc[1.0, "probe_dice"] >= 0
