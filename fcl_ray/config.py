@@ -83,6 +83,8 @@ class PretrainConfig:
     local_steps: int = 10
     volumes_per_batch: int = 4      # m: a batch is m volumes x one slice per partition
     lr: float = 1e-3
+    # Per-method learning rates chosen by a tuning sweep (method -> lr); others use pretrain.lr.
+    lr_per_method: dict[str, float] = field(default_factory=dict)
     temperature: float = 0.1
     momentum: float = 0.99          # EMA factor of the momentum encoder
     # Local bank capacity per partition; auto = about the slices per partition this client holds,
@@ -125,6 +127,7 @@ class FinetuneConfig:
     local_steps: int = 15           # ... of this many steps each
     batch_size: int = 8
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over the steps
     upper_bound: bool = False       # also fine-tune from random init with every training label
     concurrency: int = 1            # local fine-tunes run at once inside each client actor
 
@@ -333,6 +336,9 @@ def validate(cfg: Config) -> Config:
     _check(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")
     _check(p.remote_weight >= 0, "pretrain.remote_weight", f"must be >= 0, got {p.remote_weight}")
     _check(p.lr > 0, "pretrain.lr", f"must be > 0, got {p.lr}")
+    for name, lr in p.lr_per_method.items():
+        _check(name in registered_methods() and lr > 0, "pretrain.lr_per_method",
+               f"'{name}: {lr}' needs a registered method and lr > 0")
     _check(p.probe_every >= 0, "pretrain.probe_every", f"must be >= 0, got {p.probe_every}")
     _check(p.probe_steps >= 1, "pretrain.probe_steps", f"must be at least 1, got {p.probe_steps}")
     for mode in f.modes:

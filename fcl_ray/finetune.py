@@ -28,12 +28,16 @@ class SegmentationTrainer:
     between calls so federated rounds continue where they stopped."""
 
     def __init__(self, unet: torch.nn.Module, labeled: SliceSet, batch_size: int, lr: float,
-                 generator: torch.Generator, amp: str = "fp32"):
+                 generator: torch.Generator, amp: str = "fp32", cosine_steps: int = 0):
         if len(labeled) == 0:
             raise ValueError("no labeled slices to fine-tune on")
         self.unet, self.labeled, self.batch_size, self.gen = unet, labeled, batch_size, generator
         self.amp = amp
         self.optimizer = torch.optim.Adam(unet.parameters(), lr=lr)
+        # cosine_steps > 0: the rate decays to 0 over that many steps (across federated rounds
+        # too, since the trainer lives on between them); 0: constant.
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cosine_steps)
+                          if cosine_steps > 0 else None)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def train(self, steps: int) -> float:
@@ -50,5 +54,7 @@ class SegmentationTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
             total += loss.item()
         return total / steps

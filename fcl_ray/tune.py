@@ -604,7 +604,9 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
     try:
         state = json.loads(state_path.read_text()) if restoring and state_path.is_file() else {}
         parent = state.get("parent_run_id")
-        if parent and tracking.parent_run_status(uri, parent) is not None:
+        if not base.tracking.enabled:   # no MLflow (e.g. a GPU node without it): Tune only
+            parent = None
+        elif parent and tracking.parent_run_status(uri, parent) is not None:
             tracking.reopen_run(uri, parent)
             log(f"resuming sweep {spec.name}; MLflow parent run {parent}")
         else:
@@ -681,7 +683,9 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                     "config": {k: getattr(row[k], "item", lambda v=row[k]: v)()
                                for k in spec.search_space if k in row}}
         concurrent = max_overlap(intervals)
-        _finish_parent(spec, uri, parent, trials, best, wall_seconds, concurrent, grid, exp_path)
+        if parent is not None:
+            _finish_parent(spec, uri, parent, trials, best, wall_seconds, concurrent, grid,
+                           exp_path)
         return SweepOutcome(trials, best, wall_seconds, concurrent, parent, uri, exp_path, errors)
     finally:
         if started_ray:

@@ -74,3 +74,13 @@ def test_kfold_split_is_disjoint_covering_and_nested():
 def test_kfold_split_rejects_too_many_labels():
     with pytest.raises(ValueError, match="client 2: 9 labeled"):
         kfold_split(10, 5, 0, 9, seed=0, client=2)
+
+
+def test_numpy_gaussian_filter_matches_scipy():
+    from scipy.ndimage import gaussian_filter
+
+    from fcl_ray.data.synthetic import gaussian_filter_numpy
+
+    image = np.random.default_rng(0).normal(size=(40, 33))
+    for sigma in (0.5, 1.3, 6.0):
+        assert np.abs(gaussian_filter_numpy(image, sigma) - gaussian_filter(image, sigma)).max() < 1e-12

@@ -27,7 +27,27 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+def gaussian_filter_numpy(image: np.ndarray, sigma: float) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter's default (mode 'reflect', truncate 4), separably over
+    every axis in plain numpy; equal to SciPy's up to float rounding. Used where SciPy is
+    missing (e.g. a GPU node with only torch/numpy)."""
+    radius = int(4.0 * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    out = np.asarray(image, dtype=np.float64)
+    for axis in range(out.ndim):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="symmetric")     # SciPy's 'reflect'
+        out = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), axis, padded)
+    return out.astype(np.asarray(image).dtype)
+
+
+try:
+    from scipy.ndimage import gaussian_filter
+except ImportError:
+    gaussian_filter = gaussian_filter_numpy
 
 CINE_FRAMES = 12    # frames per cycle when data.cine_frames is not set
 

@@ -5,6 +5,7 @@ features (embeddings + partition labels) and scalar metrics only.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -27,6 +28,14 @@ from fcl_ray.methods import get_method_class
 
 
 ALL_LABELED = -1   # fine-tuning budget "every labeled training patient" (the upper bound)
+
+
+def method_config(cfg, method_name: str):
+    """``cfg`` with ``pretrain.lr`` set to the method's own tuned rate, if it has one."""
+    lr = cfg.pretrain.lr_per_method.get(method_name)
+    if lr is None:
+        return cfg
+    return dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, lr=lr))
 
 
 def pick_device(num_gpus: float) -> torch.device:
@@ -98,8 +107,8 @@ class ClientActor:
         """Build the method on this client's pre-training pool; say what it will send."""
         pool = self.slices.select_volumes(self._split(fold).train)
         torch.manual_seed(self.cfg.experiment.seed)   # same initial weights at every client
-        self.method = get_method_class(method_name)(self.cfg, pool, self._generator(1, fold),
-                                                    self.device)
+        self.method = get_method_class(method_name)(method_config(self.cfg, method_name), pool,
+                                                    self._generator(1, fold), self.device)
         if self.cfg.model.channels_last:
             for net in self.method.networks().values():
                 net.to(memory_format=torch.channels_last)
@@ -172,8 +181,8 @@ class ClientActor:
         return encoder
 
     # ------------------------------------------------------------------ fine-tuning
-    def _new_trainer(self, encoder_state, fold: int, n_labeled: int,
-                     purpose: int = 2) -> SegmentationTrainer:
+    def _new_trainer(self, encoder_state, fold: int, n_labeled: int, purpose: int = 2,
+                     total_steps: int = 0) -> SegmentationTrainer:
         """A fresh U-Net (seeded decoder, given encoder) and its trainer on the N labeled
         volumes; ``purpose`` salts the sampling seed (2 fine-tuning, 3 probe)."""
         split = self._split(fold, n_labeled)
@@ -184,7 +193,8 @@ class ClientActor:
         ft = self.cfg.finetune
         return SegmentationTrainer(unet, self.slices.select_volumes(split.labeled),
                                    ft.batch_size, ft.lr, self._generator(purpose, fold, n_labeled),
-                                   amp=self.cfg.model.amp)
+                                   amp=self.cfg.model.amp,
+                                   cosine_steps=total_steps if ft.lr_schedule == "cosine" else 0)
 
     def _evaluate(self, unet: torch.nn.Module, fold: int) -> dict:
         test = self.slices.select_volumes(self._split(fold).test)
@@ -196,7 +206,8 @@ class ClientActor:
         Self-contained (no actor state touched), so several can run at once when the actor
         has ``max_concurrency`` > 1."""
         start = time.perf_counter()
-        trainer = self._new_trainer(encoder_state, fold, n_labeled)
+        trainer = self._new_trainer(encoder_state, fold, n_labeled,
+                                    total_steps=self.cfg.finetune.steps)
         loss = trainer.train(self.cfg.finetune.steps)
         return {**self._evaluate(trainer.unet, fold), "train_loss": loss,
                 "seconds": time.perf_counter() - start, **self._budget(fold, n_labeled)}
@@ -207,7 +218,9 @@ class ClientActor:
 
     def start_federated_finetune(self, encoder_state: Optional[dict], fold: int,
                                  n_labeled: int) -> dict:
-        self.trainer = self._new_trainer(encoder_state, fold, n_labeled)
+        ft = self.cfg.finetune
+        self.trainer = self._new_trainer(encoder_state, fold, n_labeled,
+                                         total_steps=ft.rounds * ft.local_steps)
         self.ft_layout = WeightLayout(self.trainer.unet.state_dict())
         return {"slices": len(self.trainer.labeled), "n_weights": self.ft_layout.total,
                 "feature_dim": None}
