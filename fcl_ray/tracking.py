@@ -140,13 +140,17 @@ def run_link(uri: str, experiment_id: str, run_id: str) -> list[str]:
     """Where to look at a run: the UI link on a server; for a local store the ``mlflow ui``
     command and the page to open once it runs."""
     page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    # MLflow 3's UI starts on its GenAI view; this query switches to "Model training".
+    table = f"#/experiments/{experiment_id}?workflowType=machine_learning"
     shown = redact(uri)
     if uri.startswith(("http://", "https://")):
-        return [f"MLflow run: {shown.rstrip('/')}/{page}"]
+        base = shown.rstrip("/")
+        return [f"MLflow run: {base}/{page}", f"MLflow runs table: {base}/{table}"]
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
         return [f"MLflow run {run_id} in {shown}; to open it, run",
                 f"  mlflow ui --backend-store-uri {shlex.quote(uri)}",
-                f"  and open http://127.0.0.1:5000/{page}"]
+                f"  and open http://127.0.0.1:5000/{page}",
+                f"  (runs table: http://127.0.0.1:5000/{table})"]
     return [f"MLflow run {run_id} (experiment {experiment_id}) at {shown}"]
 
 

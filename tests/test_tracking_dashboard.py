@@ -25,8 +25,9 @@ def errors(capsys) -> list[str]:
 
 # ----------------------------------------------------------------------------- pure parts
 def test_run_link_for_server_and_local_store():
-    assert run_link("http://user:pw@host:5000/", "3", "abc") == \
-        ["MLflow run: http://***@host:5000/#/experiments/3/runs/abc"]
+    assert run_link("http://user:pw@host:5000/", "3", "abc") == [
+        "MLflow run: http://***@host:5000/#/experiments/3/runs/abc",
+        "MLflow runs table: http://***@host:5000/#/experiments/3?workflowType=machine_learning"]
     local = run_link("sqlite:////data/my runs/mlflow.db", "1", "r1")
     assert local[1].strip() == "mlflow ui --backend-store-uri 'sqlite:////data/my runs/mlflow.db'"
     assert local[2].endswith("http://127.0.0.1:5000/#/experiments/1/runs/r1")
@@ -96,7 +97,7 @@ def test_run_publishes_results_and_fine_tunes_from_registered_encoder(
     assert exp.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
     (run,) = client.search_runs([exp.experiment_id])
     run_id = run.info.run_id
-    assert lines[-1].endswith(f"/#/experiments/{exp.experiment_id}/runs/{run_id}")
+    assert lines[-2].endswith(f"/#/experiments/{exp.experiment_id}/runs/{run_id}")
     assert re.fullmatch(r"dash-fcl\+random-\d{8}-\d{6}", run.info.run_name)
     tags = run.data.tags
     assert {k: tags[k] for k in ("methods", "finetune_modes", "folds", "sites", "dataset")} == \
@@ -206,3 +207,23 @@ def test_encoder_registered_on_a_real_server_loads_back(mlflow_server, tmp_path)
     assert given.label == "pretrained"
     assert mlflow.models.get_model_info("models:/srv-fcl@best").metadata["features"] == \
         [8, 8, 16, 16, 16, 8]
+
+
+def test_sweep_prints_its_parent_run_link(tmp_path):
+    """The parent run of a sweep: model-training experiment, and its UI link in the summary."""
+    from mlflow import MlflowClient
+
+    from fcl_ray.tracking import start_parent_run
+    from fcl_ray.tune import SweepOutcome, format_outcome, parse_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = start_parent_run(uri, "sweeps", "s1", {"sweep.num_samples": 1}, {"kind": "sweep"})
+    exp = MlflowClient(uri).get_experiment_by_name("sweeps")
+    assert exp.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    spec = parse_sweep({"name": "s1", "overrides": ["pretrain.probe_every=1"],
+                        "search_space": {"pretrain.lr": {"choice": [0.1]}}})
+    outcome = SweepOutcome(pd.DataFrame({"trial_id": ["a"], "status": ["OK"]}), None, 1.0, 1,
+                           parent, uri, tmp_path, 0)
+    text = format_outcome(spec, outcome)
+    assert f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{parent}" in text
+    assert f"mlflow ui --backend-store-uri {uri}" in text
