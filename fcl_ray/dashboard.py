@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from fcl_ray.config import Config
+from fcl_ray.config import Config, to_dict
 
 
 # ----------------------------------------------------------------------------- results
@@ -72,31 +72,22 @@ def plot_client_dice(results: pd.DataFrame, path: str | Path,
     return path
 
 
-def write_run_report(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """The tables, the Dice-vs-N plot and the per-client chart under ``out_dir``."""
+def write_run_report(results: pd.DataFrame, out_dir: str | Path,
+                     reference: Optional[str] = None) -> list[Path]:
+    """The tables, the Dice-vs-N plot and the per-client chart under ``out_dir``; with
+    fcl_ray.report's paired differences (when that version of report.py is present) also the
+    paired-difference table and plot of ``reference`` against every other method."""
     from fcl_ray import report
 
     out = Path(out_dir)
     written = report.write_report(results, out)
     written.append(plot_client_dice(results, out / "dice_per_client.png"))
-    written += _paired_differences(results, out)
-    return written
-
-
-def _paired_differences(results: pd.DataFrame, out: Path) -> list[Path]:
-    """Hook for the paired-difference statistics of fcl_ray/report.py (another change adds
-    ``report.paired_differences``): when it exists and gives a table, log it too."""
-    from fcl_ray import report
-
     paired = getattr(report, "paired_differences", None)
-    if paired is None or results["method"].nunique() < 2:
-        return []
-    table = paired(results)
-    if not isinstance(table, pd.DataFrame):
-        return []
-    path = out / "paired_differences.csv"
-    table.to_csv(path, index=False)
-    return [path]
+    write_paired = getattr(report, "write_paired_report", None)
+    methods = set(results["method"]) - {"upper_bound"}
+    if paired and write_paired and reference in methods and len(methods) > 1:
+        written += write_paired(paired(results, reference=reference), out)
+    return written
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -115,16 +106,14 @@ def dataset_record(cfg: Config) -> dict[str, Any]:
     ``data.client_roots`` the folders sit on the sites' machines: the digest hashes the
     folder list and the reading settings only."""
     d = cfg.data
-    settings = {"kind": d.kind, "clients": d.clients, "image_size": d.image_size,
-                "partitions": d.partitions}
+    # Every data.* setting that shapes what the clients see (not where files or caches are).
+    settings = {k: v for k, v in to_dict(cfg)["data"].items()
+                if k not in ("root", "client_roots", "cache", "cache_dir", "metadata")}
     if d.kind == "synthetic":
-        settings |= {"seed": cfg.experiment.seed, "cases_per_client": d.cases_per_client,
-                     "slices_min": d.slices_min, "slices_max": d.slices_max, "noise": d.noise}
+        settings["seed"] = cfg.experiment.seed          # the generator's seed
         rows = [{"client": c, "cases": d.cases_per_client} for c in range(d.clients)]
         return {"name": f"synthetic-seed{cfg.experiment.seed}", "source": None,
                 "digest": _digest(settings), "rows": rows, "tags": settings}
-    settings |= {"split": d.split, "phases": d.phases, "spacing": d.spacing,
-                 "extra_frames": d.extra_frames, "classes": d.classes}
     if d.client_roots:
         settings["client_roots"] = list(d.client_roots)
         rows = [{"client": c, "root": r} for c, r in enumerate(d.client_roots)]
@@ -145,10 +134,9 @@ def dataset_record(cfg: Config) -> dict[str, Any]:
             listing.append((client, case.case_id, sorted(files)))
             rows.append({"client": client, "case_id": case.case_id, "files": len(files),
                          "bytes": sum(max(s, 0) for _, s in files)})
-    settings["root"] = str(root)
-    return {"name": f"{d.kind}-{root.name}", "source": str(root),
-            "digest": _digest([settings | {"root": None}, listing]), "rows": rows,
-            "tags": settings}
+    digest = _digest([settings, listing])          # the root itself left out: data may move
+    return {"name": f"{d.kind}-{root.name}", "source": str(root), "digest": digest,
+            "rows": rows, "tags": settings | {"root": str(root)}}
 
 
 def log_dataset(cfg: Config) -> dict[str, Any]:
@@ -176,6 +164,8 @@ def publish_run(cfg: Config, tracker, results: pd.DataFrame, out_dir: str | Path
     ``tracker``, then print where to look at it. Returns those lines (None: tracking off)."""
     if tracker.run_id is None:
         return None
+    from fcl_ray.tracking import method_rows, run_link
+
     out = Path(out_dir)
 
     def attempt(what: str, step: Callable[[], Any]) -> Any:
@@ -187,7 +177,9 @@ def publish_run(cfg: Config, tracker, results: pd.DataFrame, out_dir: str | Path
             return None
 
     def report_files() -> None:
-        for path in write_run_report(results, out / "report"):
+        rows = method_rows(cfg)
+        reference = "fcl" if "fcl" in rows else rows[0]
+        for path in write_run_report(results, out / "report", reference):
             tracker.mlflow.log_artifact(str(path), artifact_path="report")
 
     attempt("the tables and plots", report_files)
@@ -197,8 +189,6 @@ def publish_run(cfg: Config, tracker, results: pd.DataFrame, out_dir: str | Path
     from fcl_ray.encoders import log_encoders
 
     attempt("the encoder models", lambda: log_encoders(cfg, out, tracker.run_id, log))
-    from fcl_ray.tracking import run_link
-
     lines = run_link(tracker.client_uri, tracker.experiment_id, tracker.run_id)
     for line in lines:
         log(line)
