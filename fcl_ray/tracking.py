@@ -9,8 +9,9 @@ params = the flattened config; per-round metrics with ``step``; artifacts = reso
 results CSV, plots; tags ``method``, ``mode``, ``N``, ``seed``, ``clients``, ``dataset`` (and
 :func:`run_tags`' extras) for filtering and charting in the MLflow UI. A sweep adds one parent
 run; its trials are child runs (tag ``mlflow.parentRunId``), set up with :func:`run_context`.
-Runs are named ``<experiment>-<methods>-<YYYYmmdd-HHMMSS>`` and experiments are tagged as
-model-training experiments, so MLflow 3's UI opens them on the runs table, not its GenAI view.
+Runs are named ``<experiment>-<methods>-<YYYYmmdd-HHMMSS>``; experiments carry MLflow's
+model-training experiment kind. MLflow 3's UI still opens on its GenAI view in a new browser:
+:func:`run_link` prints links that select the "Model training" view.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from typing import Any, Iterator, Optional
 from fcl_ray.config import Config, flatten, to_dict
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-# MLflow 3's experiment kind tag (its UI reads it to choose between the GenAI and the model
-# training views); the value for classic training experiments, as the MLflow UI spells it.
+# MLflow 3's experiment kind tag and its value for classic model training (the names MLflow's
+# own UI code uses: mlflow/server/js, CUSTOM_MODEL_DEVELOPMENT).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 
