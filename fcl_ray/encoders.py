@@ -66,8 +66,9 @@ def check_fits(state: dict[str, torch.Tensor], features: list[int], uri: str,
     if wrong:
         key = wrong[0]
         was = f" (it was trained with model.features={trained_with})" if trained_with else ""
-        raise ConfigError(f"finetune.encoder '{uri}': does not fit model.features={list(features)}"
-                          f"{was}: {key} has shape {list(got[key])}, expected {list(expected[key])}")
+        raise ConfigError(f"finetune.encoder '{uri}': does not fit model.features="
+                          f"{list(features)}{was}: {key} has shape {list(got[key])}, "
+                          f"expected {list(expected[key])}")
 
 
 def load_encoder(cfg: Config) -> GivenEncoder:

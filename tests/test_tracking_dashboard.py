@@ -126,9 +126,8 @@ def test_run_publishes_results_and_fine_tunes_from_registered_encoder(
 
     # Fine-tune from it: no pre-training, rows labelled with the model, and (same encoder,
     # same seeds) the Dice of the first run's FCL rows.
-    second = run_experiment(load_config(None, common + ["finetune.encoder=models:/dash-enc-fcl/1",
-                                                        f"experiment.output_dir={tmp_path / 'o2'}"]),
-                            log=lines.append)
+    again = ["finetune.encoder=models:/dash-enc-fcl/1", f"experiment.output_dir={tmp_path / 'o2'}"]
+    second = run_experiment(load_config(None, common + again), log=lines.append)
     assert set(second["method"]) == {"dash-enc-fcl-v1", "random"}
     np.testing.assert_allclose(second[second.method == "dash-enc-fcl-v1"]["dice_mean"],
                                first[first.method == "fcl"]["dice_mean"], atol=1e-4)
