@@ -7,6 +7,7 @@ exit with code 2.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -130,6 +131,9 @@ class FinetuneConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over the steps
     upper_bound: bool = False       # also fine-tune from random init with every training label
     concurrency: int = 1            # local fine-tunes run at once inside each client actor
+    # Fine-tune from this encoder instead of pre-training: an MLflow model URI,
+    # models:/<name>/<version or @alias> or runs:/<run id>/<path> (see README, "Results dashboard").
+    encoder: Optional[str] = None
 
 
 @dataclass
@@ -165,6 +169,9 @@ class TrackingConfig:
     enabled: bool = True
     uri: Optional[str] = None       # None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     experiment: Optional[str] = None  # MLflow experiment name; None: experiment.name
+    # Register each pre-trained encoder in the model registry as <register_as>-<method>
+    # (one new version per fold); None: log the encoders as models without registering them.
+    register_as: Optional[str] = None
 
 
 @dataclass
@@ -180,6 +187,8 @@ class Config:
 
 
 FINETUNE_MODES = ("local", "federated")
+ENCODER_URI = re.compile(r"^(models:/[^/@\s]+(/[^/\s]+|@[^/\s]+)?|runs:/[0-9a-zA-Z_-]+/\S+)$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # ----------------------------------------------------------------------------- coercion
@@ -355,6 +364,16 @@ def validate(cfg: Config) -> Config:
         _check(0 <= fold < d.folds, "finetune.folds", f"fold {fold} not in [0, {d.folds - 1}]")
     for key in ("steps", "rounds", "local_steps", "batch_size", "concurrency"):
         _check(getattr(f, key) >= 1, f"finetune.{key}", f"must be at least 1, got {getattr(f, key)}")
+    if f.encoder is not None:
+        _check(bool(ENCODER_URI.match(f.encoder)), "finetune.encoder",
+               f"expected an MLflow model URI: models:/<name>/<version>, models:/<name>@<alias>, "
+               f"models:/<logged model id> or runs:/<run id>/<path>; got {f.encoder!r}")
+    t = cfg.tracking
+    if t.register_as is not None:
+        _check(bool(MODEL_NAME.match(t.register_as)), "tracking.register_as",
+               f"a registered model name: letters, digits, '.', '_', '-' (starting with a letter "
+               f"or digit), got {t.register_as!r}")
+        _check(t.enabled, "tracking.register_as", "needs tracking.enabled=true")
     cpus = cfg.federation.num_cpus_per_client
     _check(cpus == "auto" or cpus > 0, "federation.num_cpus_per_client",
            f"must be 'auto' or > 0, got {cpus}")

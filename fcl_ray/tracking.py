@@ -6,21 +6,32 @@ one ``cluster/mlflow-server.sh up`` starts; every actor of a cluster then logs t
 
 Run layout, the same for ``fcl-ray run`` and for each trial of ``fcl-ray sweep``:
 params = the flattened config; per-round metrics with ``step``; artifacts = resolved config,
-results CSV, plots; tags ``method``, ``mode``, ``N``, ``seed``, ``clients``, ``dataset`` for
-filtering and charting in the MLflow UI. A sweep adds one parent run; its trials are child
-runs (tag ``mlflow.parentRunId``), set up with :func:`run_context`.
+results CSV, plots; tags ``method``, ``mode``, ``N``, ``seed``, ``clients``, ``dataset`` (and
+:func:`run_tags`' extras) for filtering and charting in the MLflow UI. A sweep adds one parent
+run; its trials are child runs (tag ``mlflow.parentRunId``), set up with :func:`run_context`.
+Runs are named ``<experiment>-<methods>-<YYYYmmdd-HHMMSS>``; experiments carry MLflow's
+model-training experiment kind. MLflow 3's UI still opens on its GenAI view in a new browser:
+:func:`run_link` prints links that select the "Model training" view.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import shlex
+import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from fcl_ray.config import Config, flatten, to_dict
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow 3's experiment kind tag and its value for classic model training (the names MLflow's
+# own UI code uses: mlflow/server/js, CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def resolve_uri(cfg: Optional[Config] = None) -> str:
@@ -47,6 +58,108 @@ def config_tags(cfg: Config) -> dict[str, str]:
             "seed": str(cfg.experiment.seed),
             "clients": str(cfg.data.clients),
             "dataset": cfg.data.kind}
+
+
+def method_rows(cfg: Config) -> list[str]:
+    """The method names of a run's result rows: the pre-training methods or, when fine-tuning
+    from a given encoder (``finetune.encoder``), its label and the no-pre-training baselines."""
+    if not cfg.finetune.encoder:
+        return list(cfg.pretrain.methods)
+    from fcl_ray.encoders import encoder_label
+    from fcl_ray.methods import REGISTRY   # a dict of names; no method module is imported
+
+    return [encoder_label(cfg.finetune.encoder)] + [m for m in cfg.pretrain.methods
+                                                    if REGISTRY.get(m) is None]
+
+
+def run_name(cfg: Config, when: Optional[float] = None) -> str:
+    """``<experiment>-<methods>-<YYYYmmdd-HHMMSS>``: readable in the runs table, sortable."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    return f"{cfg.experiment.name}-{'+'.join(method_rows(cfg))}-{stamp}"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, str]:
+    """The package version and, from a git checkout, the commit (``+dirty`` when the working
+    tree has changes); empty values are left out."""
+    from importlib import metadata
+
+    found = {}
+    try:
+        found["fcl_ray_version"] = metadata.version("fcl-ray")
+    except metadata.PackageNotFoundError:
+        pass
+    here = Path(__file__).resolve().parent
+    try:   # only our own checkout counts (an installed copy may sit inside another repo)
+        commit = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=here,
+                                capture_output=True, text=True, timeout=5)
+        top, _, head = commit.stdout.strip().partition("\n")
+        if commit.returncode == 0 and Path(top).resolve() == here.parent:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=here, capture_output=True, text=True, timeout=5)
+            found["git_commit"] = head.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):   # no git, or not a checkout
+        pass
+    return found
+
+
+def run_tags(cfg: Config) -> dict[str, str]:
+    """Every tag a run carries from its config: :func:`config_tags` plus folds, fine-tuning
+    modes, site count, dataset location, the encoder fine-tuned from, and code version."""
+    d = cfg.data
+    tags = config_tags(cfg) | {
+        "methods": ",".join(method_rows(cfg)),
+        "finetune_modes": ",".join(cfg.finetune.modes),
+        "n_labeled": ",".join(map(str, cfg.finetune.n_labeled)),
+        "folds": ",".join(map(str, cfg.finetune.folds)),
+        "sites": str(d.clients)}
+    if cfg.finetune.encoder:
+        tags["method"] = tags["methods"]
+        tags["finetune_encoder"] = cfg.finetune.encoder
+    if d.kind != "synthetic":
+        tags["dataset_root"] = redact(d.root or ",".join(d.client_roots))[:500]
+    return tags | code_version()
+
+
+def ensure_experiment(client, name: str) -> str:
+    """The id of experiment ``name`` (created if missing), tagged as a model-training
+    experiment unless it already says what kind it is."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except Exception:   # noqa: BLE001  (created meanwhile by a parallel trial)
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return exp.experiment_id
+
+
+def run_link(uri: str, experiment_id: str, run_id: str) -> list[str]:
+    """Where to look at a run: the UI link on a server; for a local store the ``mlflow ui``
+    command and the page to open once it runs."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    # MLflow 3's UI starts on its GenAI view; this query switches to "Model training".
+    table = f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    shown = redact(uri)
+    if uri.startswith(("http://", "https://")):
+        base = shown.rstrip("/")
+        return [f"MLflow run: {base}/{page}", f"MLflow runs table: {base}/{table}"]
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        return [f"MLflow run {run_id} in {shown}; to open it, run",
+                f"  mlflow ui --backend-store-uri {shlex.quote(uri)}",
+                f"  and open http://127.0.0.1:5000/{page}",
+                f"  (runs table: http://127.0.0.1:5000/{table})"]
+    return [f"MLflow run {run_id} (experiment {experiment_id}) at {shown}"]
+
+
+def run_link_by_id(uri: str, run_id: str) -> list[str]:
+    """:func:`run_link` for a run known by id only (e.g. a sweep's parent run)."""
+    from mlflow import MlflowClient
+
+    return run_link(uri, MlflowClient(uri).get_run(run_id).info.experiment_id, run_id)
 
 
 # What the caller around run_experiment wants on the runs it creates (a sweep trial: its
@@ -79,6 +192,8 @@ def redact(text: str) -> str:
 class NullTracker:
     """Used when tracking is off: every call is a no-op."""
     run_id: Optional[str] = None
+    experiment_id: Optional[str] = None
+    client_uri: Optional[str] = None
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None: ...
     def log_artifact(self, path: str | Path) -> None: ...
@@ -95,12 +210,14 @@ class MlflowTracker(NullTracker):
         self.mlflow = mlflow
         self.client_uri = resolve_uri(cfg)
         mlflow.set_tracking_uri(self.client_uri)
-        mlflow.set_experiment(cfg.tracking.experiment or cfg.experiment.name)
+        name = cfg.tracking.experiment or cfg.experiment.name
+        self.experiment_id = ensure_experiment(mlflow.MlflowClient(self.client_uri), name)
+        mlflow.set_experiment(experiment_id=self.experiment_id)
         all_tags = config_tags(cfg) | {k: str(v) for k, v in (tags or {}).items()}
-        all_tags |= {k: str(v) for k, v in _CONTEXT["tags"].items()}
+        all_tags |= run_tags(cfg) | {k: str(v) for k, v in _CONTEXT["tags"].items()}
         if _CONTEXT["parent_run_id"]:
             all_tags["mlflow.parentRunId"] = _CONTEXT["parent_run_id"]
-        self.run = mlflow.start_run(run_name=cfg.experiment.name, tags=all_tags)
+        self.run = mlflow.start_run(run_name=run_name(cfg), tags=all_tags)
         self.run_id = self.run.info.run_id
         _CONTEXT["run_ids"].append(self.run_id)
         params = {k: redact(str(v))[:500] for k, v in flatten(to_dict(cfg)).items()}
@@ -133,8 +250,7 @@ def start_parent_run(uri: str, experiment: str, run_name: str, params: dict[str,
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    exp_id = ensure_experiment(client, experiment)
     run = client.create_run(exp_id, run_name=run_name,
                             tags={k: str(v) for k, v in tags.items()})
     items = sorted((k, redact(str(v))[:500]) for k, v in params.items())

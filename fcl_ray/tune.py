@@ -795,4 +795,9 @@ def format_outcome(spec: SweepSpec, outcome: SweepOutcome) -> str:
                  f"{outcome.max_concurrent} trials ran at once; {outcome.errors} errored")
     lines.append(f"MLflow parent run {outcome.parent_run_id} at {outcome.tracking_uri}; "
                  f"Tune state in {outcome.experiment_path}")
+    try:   # where to look at the parent run in the MLflow UI
+        from fcl_ray.tracking import run_link_by_id
+        lines += run_link_by_id(outcome.tracking_uri, outcome.parent_run_id)
+    except Exception:   # noqa: BLE001  (store unreachable now: the line above still says it)
+        pass
     return "\n".join(lines)

@@ -240,6 +240,11 @@ class Coordinator:
         return ray.get(self.encoders[method][:1] if self.federated else self.encoders[method])
 
     # ------------------------------------------------------------------ fine-tuning
+    def use_encoder(self, name: str, state: dict) -> None:
+        """Fine-tune rows ``name`` from a given encoder (``finetune.encoder``): every client
+        starts from it, as after federated pre-training."""
+        self.encoders[name] = [ray.put(state)] * len(self.clients)
+
     def _encoders(self, method: str) -> list:
         return self.encoders.get(method, [None] * len(self.clients))
 

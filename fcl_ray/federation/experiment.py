@@ -25,12 +25,13 @@ from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fcl_ray.config import Config, ConfigError, dump_yaml, to_dict
+from fcl_ray.dashboard import publish_run
 from fcl_ray.federation.client import ALL_LABELED, ClientActor
 from fcl_ray.federation.coordinator import Coordinator, FederationError
 from fcl_ray.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import get_method_class
 from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND, format_table
-from fcl_ray.tracking import make_tracker
+from fcl_ray.tracking import make_tracker, method_rows
 
 Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
 
@@ -248,6 +249,10 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = print,
     results_path = out_dir / "results.csv"
     rows = _previous_rows(results_path) if resume else []
     done = {(int(r["fold"]), r["method"]) for r in rows}
+    given = None
+    if cfg.finetune.encoder:   # fine-tune from an MLflow model; a bad URI stops here (exit 2)
+        from fcl_ray.encoders import load_encoder
+        given = load_encoder(cfg)
     tracker = make_tracker(cfg, tags={"methods": ",".join(cfg.pretrain.methods),
                                       "finetune_modes": ",".join(cfg.finetune.modes),
                                       "n_labeled": ",".join(map(str, cfg.finetune.n_labeled)),
@@ -270,13 +275,17 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = print,
         log(f"federation ready in {time.perf_counter() - wall:.1f}s")
         report({"phase": "ready", "clients": infos, "client_handles": clients,
                 "coordinator": coordinator})
-        methods = list(cfg.pretrain.methods) + ([UPPER_BOUND] if cfg.finetune.upper_bound else [])
+        if given is not None:
+            ray.get(coordinator.use_encoder.remote(given.label, given.state))
+            log(f"[{given.label}] fine-tuning from {given.uri}; no pre-training")
+        methods = method_rows(cfg) + ([UPPER_BOUND] if cfg.finetune.upper_bound else [])
+        no_pretraining = {UPPER_BOUND} | ({given.label} if given else set())
         for fold in cfg.finetune.folds:
             for method in methods:
                 if (fold, method) in done:
                     log(f"[{method}] fold {fold}: results already in {results_path}, skipped")
                     continue
-                if method != UPPER_BOUND and get_method_class(method) is not None:
+                if method not in no_pretraining and get_method_class(method) is not None:
                     _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume)
                 rows += _finetune_grid(cfg, coordinator, method, fold, log, report)
                 write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
@@ -291,7 +300,8 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = print,
         log(f"\nDice on held-out volumes (mean ± std over {cfg.data.clients} clients), "
             f"written to {results_path}:")
         log(format_table(results))
-        log(f"wall time {time.perf_counter() - wall:.1f}s; MLflow run {tracker.run_id}")
+        log(f"wall time {time.perf_counter() - wall:.1f}s")
+        publish_run(cfg, tracker, results, out_dir, log)   # tables, models, data; the link
         status = "FINISHED"
         return results
     finally:
