@@ -403,7 +403,8 @@ def trial_config(setup: dict, values: dict, trial_id: str) -> Config:
     tree["experiment"]["output_dir"] = str(Path(setup["outputs"]) / trial_id)
     tree["tracking"]["uri"] = setup["tracking_uri"]
     tree["tracking"]["experiment"] = setup["tracking_experiment"]
-    tree["tracking"]["enabled"] = True
+    # Tracking as the base config says (a sweep without MLflow runs its trials without it).
+    tree["tracking"]["enabled"] = setup["parent_run_id"] is not None
     tree["federation"]["address"] = None
     tree["federation"]["num_cpus_per_client"] = setup["cpus_per_client"]
     tree["federation"]["num_gpus_per_client"] = setup["gpus_per_client"]
