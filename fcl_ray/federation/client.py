@@ -185,6 +185,8 @@ class ClientActor:
                      total_steps: int = 0) -> SegmentationTrainer:
         """A fresh U-Net (seeded decoder, given encoder) and its trainer on the N labeled
         volumes; ``purpose`` salts the sampling seed (2 fine-tuning, 3 probe)."""
+        if n_labeled == ALL_LABELED:   # the upper bound: resolved here (seeds need N >= 0)
+            n_labeled = self.training_patients(fold)
         split = self._split(fold, n_labeled)
         unet = init_unet(self.cfg.model.features, state_from_numpy(encoder_state),
                          seed=self.cfg.experiment.seed, device=self.device)

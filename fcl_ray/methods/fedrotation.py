@@ -54,8 +54,10 @@ class FedRotation(SingleNetworkMethod):
         return RotationNet(self.cfg.model.features, self.cfg.model.projection_hidden)
 
     def embedding(self):
-        """Health is read on the classifier's hidden layer (it has no projection head)."""
-        return nn.Sequential(self.net.encoder, *self.net.classifier[:-1]), self.net.classifier
+        """Health is read on the classifier's hidden layer before its ReLU (it has no
+        projection head): post-ReLU vectors are non-negative, so their cosines sit near 1
+        however healthy the network is."""
+        return nn.Sequential(self.net.encoder, *self.net.classifier[:3]), self.net.classifier
 
     def compute_loss(self, remote: Optional[Features]):
         idx, _ = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)
