@@ -40,6 +40,14 @@ def test_flatten_round_trip():
     ("finetune.modes=[global]", "unknown mode 'global'; allowed: local, federated"),
     ("data.image_size=50", "'data.image_size': must be a multiple of 16"),
     ("pretrain.temperature=0", "'pretrain.temperature': must be > 0"),
+    ("pretrain.collapse_cosine=1.5", "'pretrain.collapse_cosine': must be in (0, 1], got 1.5"),
+    ("pretrain.collapse_rank=0.5", "'pretrain.collapse_rank': must be >= 1"),
+    ("pretrain.collapse_guard=loud", "'pretrain.collapse_guard': expected one of 'warn', 'stop'"),
+    ("pretrain.fresh_negatives=old", "'pretrain.fresh_negatives': expected one of 'keys'"),
+    ("pretrain.matching=local", "'pretrain.matching': expected one of 'remote', 'bank_and_remote'"),
+    ("pretrain.views=crop", "'pretrain.views': expected one of 'shrink', 'zoom_mild', 'zoom'"),
+    ("pretrain.bank_size=0", "'pretrain.bank_size': must be 'auto' or at least 1, got 0"),
+    ("pretrain.lr_per_method={magic: 0.1}", "'pretrain.lr_per_method': 'magic: 0.1' needs a"),
     ("noequals", "expected key=value"),
 ])
 def test_bad_values_name_the_key(override, message):
@@ -61,6 +69,7 @@ def test_bad_files(tmp_path):
 
 
 @pytest.mark.parametrize("override", ["data.clients=0", "pretrain.rounds=x",
+                                      "pretrain.collapse_cosine=2", "pretrain.negatives=x",
                                       "finetune.n_labeled=100", "data.partitions=20",
                                       "pretrain.bogus=1"])
 def test_cli_prints_one_line_and_exits_2(override):
