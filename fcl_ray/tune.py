@@ -726,6 +726,10 @@ def _finish_parent(spec, uri, parent, trials, best, wall_seconds, concurrent, gr
     plot = _plot_sweep(grid, spec.metric, out / f"{spec.metric}_per_trial.png")
     if plot is not None:
         artifacts.append(plot)
+    plot = plot_metric_vs_hyperparameters(trials, list(spec.search_space), spec.metric,
+                                          out / f"{spec.metric}_vs_hyperparameters.png")
+    if plot is not None:
+        artifacts.append(plot)
     metrics = {"wall_seconds": wall_seconds, "max_concurrent_trials": concurrent,
                "trials": len(trials), "trials_errored": int((trials["status"] == "ERROR").sum())
                if len(trials) else 0}
@@ -778,6 +782,42 @@ def _plot_sweep(grid, metric: str, path: Path) -> Optional[Path]:
     ax.set_xlabel("report (training_iteration)")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_metric_vs_hyperparameters(trials: "pd.DataFrame", keys: list[str], metric: str,
+                                   path: Path) -> Optional[Path]:
+    """One panel per searched key: each trial's final ``metric`` against its value (numbers
+    on a log axis when they span a decade, anything else as categories)."""
+    import numpy as np
+    import pandas as pd
+
+    scored = trials[trials[metric].notna() & np.isfinite(trials[metric].astype(float))] \
+        if metric in trials and len(trials) else trials.iloc[0:0]
+    keys = [k for k in keys if k in scored]
+    if scored.empty or not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        values = scored[key]
+        numeric = pd.api.types.is_numeric_dtype(values)
+        x = values if numeric else values.astype(str)
+        ax.scatter(x, scored[metric], alpha=0.8)
+        if numeric and values.min() > 0 and values.max() / values.min() >= 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(key)
+        ax.tick_params(axis="x", labelrotation=30 if not numeric else 0, labelsize=7)
+    axes[0][0].set_ylabel(metric)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -153,7 +153,8 @@ def test_asha_sweep_of_federations_into_mlflow_server(ray_session, mlflow_server
     parent = client.get_run(out.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "sweep"
     assert parent.data.metrics["trials"] == 4 and parent.data.metrics["trials_errored"] == 1
-    assert {"trials.csv", "sweep.yaml", "base_config.yaml", "probe_dice_per_trial.png"} <= \
+    assert {"trials.csv", "sweep.yaml", "base_config.yaml", "probe_dice_per_trial.png",
+            "probe_dice_vs_hyperparameters.png"} <= \
         {a.path for a in client.list_artifacts(out.parent_run_id)}
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{out.parent_run_id}'")
