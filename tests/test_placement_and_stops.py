@@ -110,9 +110,12 @@ def test_sigterm_ends_the_run_killed_with_its_checkpoint_and_exit_143(ray_sessio
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     driver = _driver(TINY + [f"experiment.output_dir={out}", f"tracking.uri={uri}",
                              "experiment.name=sigterm", "pretrain.methods=[fcl]",
-                             "pretrain.rounds=6", "faults.delay_seconds={0: 0.5}"])
+                             "pretrain.rounds=6", "faults.delay_seconds={0: 4.0}"])
     for line in driver.stdout:
         if "round 2/6 done" in line:
+            # Well inside round 3's wait (client 0 sleeps 4 s): the driver is blocked in Ray,
+            # where a signal's exception used to be lost and the run went on.
+            time.sleep(1.5)
             driver.send_signal(signal.SIGTERM)
             break
     _, err = driver.communicate(timeout=120)

@@ -63,6 +63,14 @@ class RunInterrupted(BaseException):
                          f"with --resume to continue")
 
 
+_STOP: dict = {"signum": None, "output_dir": ""}   # set by the signal handler below
+
+
+def _raise_if_stopped() -> None:
+    if _STOP["signum"] is not None:
+        raise RunInterrupted(_STOP["signum"], _STOP["output_dir"])
+
+
 def stop_on_signals(output_dir: str) -> None:
     """Turn SIGTERM (``ray job stop``, Kubernetes) and SIGINT into :class:`RunInterrupted`.
 
@@ -71,11 +79,15 @@ def stop_on_signals(output_dir: str) -> None:
     the main thread can set handlers; elsewhere (a Tune trial) the caller owns the signals."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _STOP["signum"] = None
 
     def handler(signum, frame):
         for sig in (signal.SIGTERM, signal.SIGINT):   # the clean-up runs once, uninterrupted
             signal.signal(sig, signal.SIG_IGN)
-        raise RunInterrupted(signum, output_dir)
+        # Only remembered: Python handlers also run inside Ray's C++ waits, where an exception
+        # turns into a SystemError or is lost and the run goes on. The driver's wait loop
+        # (_call) raises RunInterrupted within half a second instead.
+        _STOP.update(signum=signum, output_dir=output_dir)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
@@ -219,7 +231,11 @@ def create_federation(cfg: Config, placement_group=None, first_client_bundle: in
 
 
 def _call(ref, what: str, cfg: Config):
-    """ray.get on a coordinator call, turning its death into one clear FederationError."""
+    """ray.get on a coordinator call, turning its death into one clear FederationError.
+    Waits in short slices so a SIGTERM/SIGINT stops the driver within a second."""
+    while not ray.wait([ref], timeout=0.5)[0]:
+        _raise_if_stopped()
+    _raise_if_stopped()
     try:
         return ray.get(ref)
     except RayTaskError as err:   # raised inside the coordinator (checked first: such errors
