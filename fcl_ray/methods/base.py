@@ -33,6 +33,7 @@ class PretrainMethod:
     federated: bool = True          # False: weights stay local (e.g. Local CL)
     shares_features: bool = False   # True: sends features to the coordinator each round
     probe_size: int = 64            # slices of the fixed health-probe batch
+    health_centred: bool = False    # True: health figures on mean-centred embeddings
     optimizer: torch.optim.Optimizer
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
@@ -93,6 +94,8 @@ class PretrainMethod:
         net, head = self.embedding()
         idx = self.probe_index.to(self.slices.images.device)
         z, hidden = probe_embeddings(net, head, self.slices.images[idx])
+        if self.health_centred:
+            z = z - z.mean(0, keepdim=True)
         return representation_health(z, self.slices.partition[idx], hidden)
 
     def shared_state(self) -> dict[str, torch.Tensor]:

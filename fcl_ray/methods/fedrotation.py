@@ -53,11 +53,14 @@ class FedRotation(SingleNetworkMethod):
     def build_net(self) -> nn.Module:
         return RotationNet(self.cfg.model.features, self.cfg.model.projection_hidden)
 
+    # A classifier's hidden layer is no normalised embedding: its vectors share a large common
+    # part (biases, non-negative ReLU outputs), so their raw cosines sit near 1 however healthy
+    # the network is. Health centres them first; collapse then shows as a rank near 1.
+    health_centred = True
+
     def embedding(self):
-        """Health is read on the classifier's hidden layer before its ReLU (it has no
-        projection head): post-ReLU vectors are non-negative, so their cosines sit near 1
-        however healthy the network is."""
-        return nn.Sequential(self.net.encoder, *self.net.classifier[:3]), self.net.classifier
+        """Health is read on the classifier's hidden layer (it has no projection head)."""
+        return nn.Sequential(self.net.encoder, *self.net.classifier[:-1]), self.net.classifier
 
     def compute_loss(self, remote: Optional[Features]):
         idx, _ = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)
