@@ -45,8 +45,10 @@ class Saboteur:
 
 
 def test_client_killed_mid_round_is_dropped_then_rejoins(ray_session, tiny_overrides):
-    # Rounds of >= 3 s leave a restarted actor (new process, imports, data) time to rejoin.
-    cfg = _cfg(tiny_overrides, "pretrain.rounds=8", "faults.delay_seconds={0: 3.0, 1: 3.0}",
+    # 14 rounds of >= 2.5 s leave a restarted actor (new process, imports, data, a place in
+    # the federation's placement group) time to rejoin: ~12 s on a quiet machine, 28 s
+    # measured at load 6.
+    cfg = _cfg(tiny_overrides, "pretrain.rounds=14", "faults.delay_seconds={0: 2.5, 1: 2.5}",
                "finetune.modes=[local]")
 
     def kill_client_1_during_next_round(handles):
@@ -60,8 +62,9 @@ def test_client_killed_mid_round_is_dropped_then_rejoins(ray_session, tiny_overr
     assert rounds[1]["participants"] == [0] and rounds[1]["dropped"] == {"1": "died"}
     # Ray restarts the actor (a new process reloading its data); it rejoins once rebuilt.
     rejoined = [r["round"] for r in rounds if r["participants"] == [0, 1] and r["round"] > 2]
-    assert rejoined and rejoined == list(range(rejoined[0], 9)), rounds
-    assert all(r["dropped"] == {"1": "rejoining after a restart"} for r in rounds[2:rejoined[0] - 1])
+    assert rejoined and rejoined == list(range(rejoined[0], 15)), rounds
+    assert all(list(r["dropped"]) == ["1"] and r["dropped"]["1"].startswith(
+        "rejoining after a restart") for r in rounds[2:rejoined[0] - 1])
     assert len(results) == 2 * 2 and results["dice_mean"].notna().all()
 
 

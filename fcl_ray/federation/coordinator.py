@@ -50,6 +50,7 @@ class Coordinator:
         self.setup: tuple = ()                         # (call, args) that (re)builds a client
         self.needs_setup: set[int] = set()             # restarted clients to build again
         self.pending_setup: dict[int, ray.ObjectRef] = {}
+        self.rejoin_errors: dict[int, str] = {}         # why a restarted client's set-up failed
         self.round_index = 0
         self.phase = ""
 
@@ -81,9 +82,12 @@ class Coordinator:
                 try:
                     ray.get(ref)
                     self.needs_setup.discard(cid)
-                except (RayActorError, RayTaskError):
-                    pass                               # still restarting: sent again next round
-        return {cid: "rejoining after a restart" for cid in self.needs_setup}
+                    self.rejoin_errors.pop(cid, None)
+                except (RayActorError, RayTaskError) as err:   # sent again next round
+                    self.rejoin_errors[cid] = str(err).strip().splitlines()[-1][:200]
+        return {cid: "rejoining after a restart" + (f" (last try: {self.rejoin_errors[cid]})"
+                                                    if cid in self.rejoin_errors else "")
+                for cid in self.needs_setup}
 
     def _wait_for_all(self, timeout_s: float = 300.0) -> None:
         """Before a phase every client must take part in (final encoder, fine-tuning):

@@ -15,7 +15,7 @@ Choices made here:
   full, as SwAV starts its queue late; only the batch rows are used;
 - SwAV's safeguards: prototypes frozen (no gradient) for the first ``freeze_fraction`` of all
   pre-training steps, and the late queue above. Without them the embeddings collapsed to one
-  point within 80 steps at lr 1e-3 (the first benchmark, experiments/results/);
+  point within 80 steps at lr 1e-3 (the first benchmark, commit 913d25b);
 - not included: multi-crop, LARS.
 """
 from __future__ import annotations
