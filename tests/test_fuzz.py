@@ -1,7 +1,6 @@
 """Property-based bad input: every config value and every corrupted data file ends in a clear
 ConfigError/DataError naming the key or file, never a crash deep in torch, Ray or nibabel."""
 import gzip
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings

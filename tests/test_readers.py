@@ -18,7 +18,6 @@ from nifti_factories import (affine, heart, save, write_acdc, write_decathlon,  
 from fcl_ray.cli import main  # noqa: E402
 from fcl_ray.config import load_config  # noqa: E402
 from fcl_ray.data import DataError, load_client_volumes  # noqa: E402
-from fcl_ray.data.check import check_dataset  # noqa: E402
 from fcl_ray.data.split import patient_split  # noqa: E402
 
 WRITERS = {"acdc": write_acdc, "mnms": write_mnms, "decathlon": write_decathlon}

@@ -12,7 +12,6 @@ already the project's convention (1 RV, 2 myocardium, 3 LV). ACDC has no site me
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from fcl_ray.config import DataConfig
