@@ -397,9 +397,12 @@ def client_health(client_metrics: dict) -> dict[str, float]:
 def mean_health(clients: list[dict]) -> dict[str, float]:
     """Each health figure averaged over the clients that reported it ({} if none did)."""
     per_client = [client_health(c) for c in clients]
-    keys = [k for k in HEALTH_KEYS if any(k in h for h in per_client)]
-    return {k: float(np.nanmean([h.get(k, np.nan) for h in per_client])) if any(
-        np.isfinite(h.get(k, np.nan)) for h in per_client) else float("nan") for k in keys}
+    means = {}
+    for key in HEALTH_KEYS:
+        values = [h[key] for h in per_client if key in h and np.isfinite(h[key])]
+        if any(key in h for h in per_client):   # NaN: reported, but by no client finitely
+            means[key] = float(np.mean(values)) if values else float("nan")
+    return means
 
 
 def _health_text(metrics: dict) -> str:
