@@ -157,11 +157,24 @@ def log_dataset(cfg: Config) -> dict[str, Any]:
     return record
 
 
+def log_dataset_early(cfg: Config, tracker, log: Callable[[str], None] = print) -> None:
+    """The dataset on the run as soon as it starts, so a run that fails still says which
+    data it saw; a failure here is one logged line, never the end of the run."""
+    if tracker.run_id is None:
+        return
+    try:
+        log_dataset(cfg)
+    except Exception as err:   # noqa: BLE001  (a nicety; the experiment goes on)
+        log(f"could not add the dataset to MLflow run {tracker.run_id}: "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+
 # ----------------------------------------------------------------------------- all of it
 def publish_run(cfg: Config, tracker, results: pd.DataFrame, out_dir: str | Path,
                 log: Callable[[str], None] = print) -> Optional[list[str]]:
-    """Put tables, plots, per-client metrics, encoder models and the dataset on the run of
-    ``tracker``, then print where to look at it. Returns those lines (None: tracking off)."""
+    """Put tables, plots, per-client metrics and encoder models on the run of ``tracker``
+    (the dataset went on at the start: :func:`log_dataset_early`), then print where to look
+    at it. Returns those lines (None: tracking off)."""
     if tracker.run_id is None:
         return None
     from fcl_ray.tracking import method_rows, run_link
@@ -185,7 +198,6 @@ def publish_run(cfg: Config, tracker, results: pd.DataFrame, out_dir: str | Path
     attempt("the tables and plots", report_files)
     attempt("per-client Dice metrics",
             lambda: tracker.log_metrics(client_dice_metrics(results)))
-    attempt("the dataset", lambda: log_dataset(cfg))
     from fcl_ray.encoders import log_encoders
 
     attempt("the encoder models", lambda: log_encoders(cfg, out, tracker.run_id, log))

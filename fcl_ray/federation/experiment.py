@@ -25,7 +25,7 @@ from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fcl_ray.config import Config, ConfigError, dump_yaml, to_dict
-from fcl_ray.dashboard import publish_run
+from fcl_ray.dashboard import log_dataset_early, publish_run
 from fcl_ray.federation.client import ALL_LABELED, ClientActor
 from fcl_ray.federation.coordinator import Coordinator, FederationError
 from fcl_ray.health import HEALTH_KEYS, is_collapsed
@@ -274,6 +274,7 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = print,
                                       "n_labeled": ",".join(map(str, cfg.finetune.n_labeled)),
                                       "seed": cfg.experiment.seed, "resumed": resume})
     tracker.log_artifact(out_dir / "config.yaml")
+    log_dataset_early(cfg, tracker, log)
     started_ray = connect_ray(cfg)
     wall = time.perf_counter()
     clients, coordinator, own_group = [], None, None
