@@ -81,10 +81,7 @@ class ClientActor:
         return torch.Generator().manual_seed(seed)
 
     def _split(self, fold: int, n_labeled: int = 0):
-        """Split by patient, so a patient's ED, ES and extra frames stay on one side.
-        ``n_labeled`` = ALL_LABELED: every training patient with a mask is labeled."""
-        if n_labeled == ALL_LABELED:
-            n_labeled = self.training_patients(fold)
+        """Split by patient, so a patient's ED, ES and extra frames stay on one side."""
         return patient_split(self.case_ids, self.has_label, self.cfg.data.folds, fold, n_labeled,
                              self.cfg.experiment.seed, self.client_id)
 
