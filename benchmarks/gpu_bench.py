@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from fcl_ray.config import load_config  # noqa: E402
 from fcl_ray.federation.bench import DEFAULT_WORKLOAD, federation_seconds, reference_seconds  # noqa: E402
-from fcl_ray.federation.experiment import create_federation  # noqa: E402
+from fcl_ray.federation.cluster import create_federation  # noqa: E402
 
 
 def workload(args, amp="fp32", channels_last=False, gpus=0.25):

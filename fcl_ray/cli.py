@@ -122,7 +122,8 @@ def _bench(args) -> int:
 
 
 def _sweep(args) -> int:
-    from fcl_ray.tune import format_outcome, load_sweep, run_sweep
+    from fcl_ray.sweep.run import format_outcome, run_sweep
+    from fcl_ray.sweep.spec import load_sweep
 
     spec = load_sweep(args.sweep_config, args.overrides)
     outcome = run_sweep(spec, resume=args.resume, tracking_uri=args.tracking_uri)
@@ -146,12 +147,11 @@ def _data(args) -> int:
 
 
 def _run(args) -> int:
-    import ray
-
     from fcl_ray import tracking
     from fcl_ray.config import load_config
-    from fcl_ray.federation.experiment import (RunInterrupted, connect_ray, run_experiment,
-                                               stop_on_signals)
+    from fcl_ray.federation.cluster import (RunInterrupted, connect_ray, disconnect_ray,
+                                            stop_on_signals)
+    from fcl_ray.federation.driver import run_experiment
 
     cfg = load_config(args.config, args.overrides)
     if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
@@ -170,8 +170,7 @@ def _run(args) -> int:
         print(f"fcl-ray: {stop}", file=sys.stderr)
         return stop.exit_code
     finally:
-        if started_ray:
-            ray.shutdown()
+        disconnect_ray(started_ray)
     return 0
 
 

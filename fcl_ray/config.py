@@ -108,7 +108,7 @@ class PretrainConfig:
     # Chaitanya et al. On the phantom zooming lowered the partition gap FCL learns (0.11 shrink,
     # 0.08 zoom_mild, 0.02 zoom after 150 steps, experiments/results/README.md), so shrink stays.
     views: Literal["shrink", "zoom_mild", "zoom"] = "shrink"
-    # Representation health, every round (fcl_ray/health.py): warn or stop when collapsed, i.e.
+    # Representation health, every round (fcl_ray/methods/health.py): warn or stop when collapsed, i.e.
     # mean pairwise cosine > collapse_cosine or effective rank < collapse_rank.
     collapse_guard: Literal["warn", "stop", "off"] = "warn"
     collapse_cosine: float = 0.99   # measured: collapsed runs 0.9998+, healthy 0.84-0.95

@@ -2,7 +2,7 @@
 
 Each final encoder of a run (one per pre-training method and fold, or one per client for
 methods that pre-train locally) is logged with ``mlflow.pytorch`` as the U-Net encoder
-(:class:`fcl_ray.models.Encoder`: image batch ``(B, 1, S, S)`` -> deepest feature map), with
+(:class:`fcl_ray.methods.models.Encoder`: image batch ``(B, 1, S, S)`` -> deepest feature map), with
 its signature, an input example and the run's resolved ``config.yaml``. It is saved in the
 ``pt2`` format (``torch.export``): loading it runs no pickled code and does not need fcl_ray.
 With ``tracking.register_as`` it also becomes a new version of the registered model
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fcl_ray.config import Config, ConfigError
-from fcl_ray.models import Encoder
+from fcl_ray.methods.models import Encoder
 
 ENCODER_FILE = re.compile(r"^(?P<method>.+)-fold(?P<fold>\d+)\.pt$")  # <output_dir>/encoders/
 

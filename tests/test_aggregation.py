@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcl_ray.aggregation import WeightLayout, fedavg
+from fcl_ray.methods.aggregation import WeightLayout, fedavg
 
 
 def test_fedavg_weights_by_samples():

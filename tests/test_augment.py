@@ -1,7 +1,7 @@
 """Augmentations on known images: the contrastive crop enlarges, z-score inputs survive."""
 import torch
 
-from fcl_ray.augment import contrastive_view, intensity_jitter, random_affine, warp
+from fcl_ray.methods.augment import contrastive_view, intensity_jitter, random_affine, warp
 
 
 def _disk(size: int = 64, radius: float = 10.0) -> torch.Tensor:

@@ -1,6 +1,6 @@
 import torch
 
-from fcl_ray.bank import FeatureBank, concat_banks, merge_remote, sample_features
+from fcl_ray.methods.bank import FeatureBank, concat_banks, merge_remote, sample_features
 
 
 def test_ring_buffer_keeps_newest_per_partition():

@@ -271,7 +271,7 @@ def test_kuberay_outputs_go_to_a_volume_every_pod_mounts():
 
 
 def test_rayjob_runs_a_valid_sweep_from_the_image_with_durable_state():
-    from fcl_ray.tune import load_sweep
+    from fcl_ray.sweep.spec import load_sweep
 
     for path, job in _manifests("RayJob"):
         spec = job["spec"]
@@ -426,7 +426,7 @@ def test_launcher_has_one_gpu_node_type_per_site_with_its_resource_and_label():
         assert node["min_workers"] >= 1, f"{name}: a site is always there"
     assert cfg["max_workers"] >= sum(n["max_workers"] for n in sites.values())
     # the fcl_gpu sweep fits: per site, max_concurrent_trials clients of cpus/gpus_per_client
-    from fcl_ray.tune import load_sweep
+    from fcl_ray.sweep.spec import load_sweep
 
     sweep = load_sweep(REPO / "experiments/sweeps/fcl_gpu.yaml")
     assert sweep.base_config.data.clients <= len(sites)

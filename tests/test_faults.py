@@ -16,7 +16,7 @@ import torch
 
 from fcl_ray.config import load_config
 from fcl_ray.federation.coordinator import FederationError
-from fcl_ray.federation.experiment import run_experiment
+from fcl_ray.federation.driver import run_experiment
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fcl_ray.cli import main
-from fcl_ray.health import (effective_rank, is_collapsed, probe_embeddings,
+from fcl_ray.methods.health import (effective_rank, is_collapsed, probe_embeddings,
                             representation_health)
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from fcl_ray.config import load_config
-from fcl_ray.federation.experiment import run_experiment
+from fcl_ray.federation.driver import run_experiment
 from fcl_ray.report import RESULT_COLUMNS
 
 pytestmark = pytest.mark.integration

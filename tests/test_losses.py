@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fcl_ray.losses import contrastive_loss, fcl_losses, negative_mask, nt_xent_loss
+from fcl_ray.methods.losses import contrastive_loss, fcl_losses, negative_mask, nt_xent_loss
 
 E = math.e
 

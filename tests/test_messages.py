@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fcl_ray.config import load_config, to_dict
-from fcl_ray.federation.client import ClientActor
-from fcl_ray.messages import ClientUpdate, Contract, MessageError, check_update
+from fcl_ray.federation.site import ClientActor
+from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
 
 from conftest import TINY
 

@@ -13,11 +13,11 @@ import torch
 from fcl_ray.config import load_config
 from fcl_ray.data.slices import volumes_to_slices
 from fcl_ray.data.synthetic import make_site
-from fcl_ray.losses import rotation_loss, sinkhorn, swav_loss
+from fcl_ray.methods.losses import rotation_loss, sinkhorn, swav_loss
 from fcl_ray.methods import get_method_class, registered_methods
 from fcl_ray.methods.base import PretrainMethod
 from fcl_ray.methods.fedrotation import rotate_quarter_turns
-from fcl_ray.models import build_unet, load_encoder_into_unet
+from fcl_ray.methods.models import build_unet, load_encoder_into_unet
 
 from conftest import TINY
 

@@ -1,7 +1,7 @@
 import torch
 
-from fcl_ray.finetune import init_unet
-from fcl_ray.models import EmbeddingNet, build_unet, load_encoder_into_unet
+from fcl_ray.methods.finetune import init_unet
+from fcl_ray.methods.models import EmbeddingNet, build_unet, load_encoder_into_unet
 
 FEATURES = [8, 8, 16, 16, 16, 8]
 

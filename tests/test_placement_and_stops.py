@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY
 from fcl_ray.config import ConfigError, load_config
-from fcl_ray.federation.experiment import client_bundles, client_cpus
+from fcl_ray.federation.cluster import client_bundles, client_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "experiments" / "quickstart.yaml")

@@ -137,7 +137,7 @@ def test_patient_split_keeps_a_patients_frames_on_one_side():
 
 def test_client_actor_splits_synthetic_frames_unchanged():
     """The client actor (plain class, no Ray here) uses the same patient split."""
-    from fcl_ray.federation.client import ClientActor
+    from fcl_ray.federation.site import ClientActor
 
     cfg = _cfg("data.cases_per_client=4", "data.phases=ed_es", "data.extra_frames=2",
                "model.features=[8,8,16,16,16,8]", "model.projection_hidden=16",
@@ -179,7 +179,7 @@ def test_label_budget_counts_patients_not_frames():
 
 @pytest.mark.integration
 def test_federation_with_extra_frames_runs(ray_session, tiny_overrides, tmp_path):
-    from fcl_ray.federation.experiment import run_experiment
+    from fcl_ray.federation.driver import run_experiment
 
     cfg = load_config(None, tiny_overrides + [
         "data.phases=ed_es", "data.extra_frames=2", "pretrain.rounds=1",

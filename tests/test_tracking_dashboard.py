@@ -84,7 +84,7 @@ def test_run_publishes_results_and_fine_tunes_from_registered_encoder(
         ray_session, tiny_overrides, tmp_path, capsys):
     from mlflow import MlflowClient
 
-    from fcl_ray.federation.experiment import run_experiment
+    from fcl_ray.federation.driver import run_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = tiny_overrides + ["pretrain.methods=[fcl,random]", "finetune.modes=[local]",
@@ -178,7 +178,7 @@ def test_encoder_registered_on_a_real_server_loads_back(mlflow_server, tmp_path)
     from mlflow import MlflowClient
 
     from fcl_ray.encoders import load_encoder, log_encoders
-    from fcl_ray.models import Encoder
+    from fcl_ray.methods.models import Encoder
     from fcl_ray.tracking import make_tracker
 
     uri = mlflow_server["uri"]
@@ -213,7 +213,8 @@ def test_sweep_prints_its_parent_run_link(tmp_path):
     from mlflow import MlflowClient
 
     from fcl_ray.tracking import start_parent_run
-    from fcl_ray.tune import SweepOutcome, format_outcome, parse_sweep
+    from fcl_ray.sweep.run import SweepOutcome, format_outcome
+    from fcl_ray.sweep.spec import parse_sweep
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = start_parent_run(uri, "sweeps", "s1", {"sweep.num_samples": 1}, {"kind": "sweep"})

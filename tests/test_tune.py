@@ -10,8 +10,9 @@ import yaml
 from conftest import TINY
 from fcl_ray.cli import main
 from fcl_ray.config import ConfigError
-from fcl_ray.tune import (load_sweep, max_overlap, param_space, parse_sweep, run_sweep,
-                          trial_bundles, trial_resources)
+from fcl_ray.sweep.run import max_overlap, run_sweep
+from fcl_ray.sweep.spec import load_sweep, parse_sweep
+from fcl_ray.sweep.trial import param_space, trial_bundles, trial_resources
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def test_spaces_bundles_and_overrides():
 
 def test_optuna_search_alg():
     pytest.importorskip("optuna")
-    from fcl_ray.tune import make_search_alg
+    from fcl_ray.sweep.trial import make_search_alg
 
     spec = parse_sweep(sweep(search={"algorithm": "optuna", "seed": 1},
                              search_space={"pretrain.lr": {"loguniform": [1e-4, 1e-2]}}))

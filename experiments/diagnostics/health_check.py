@@ -1,7 +1,7 @@
 """Representation health of one pre-training method on one client (plain PyTorch, no Ray).
 
 Site 0 of the synthetic phantom, the given config plus --set-style overrides; prints the
-health figures (fcl_ray/health.py) every ``--every`` steps. Used for the collapse ablation of
+health figures (fcl_ray/methods/health.py) every ``--every`` steps. Used for the collapse ablation of
 issue 10 (see experiments/results/README.md).
 
     .venv/bin/python experiments/diagnostics/health_check.py fcl --steps 150

@@ -24,10 +24,10 @@ import pandas as pd
 import ray
 import torch
 
-from fcl_ray.bank import merge_remote
+from fcl_ray.methods.bank import merge_remote
 from fcl_ray.config import Config, load_config, to_dict
-from fcl_ray.federation.client import ClientActor
-from fcl_ray.federation.experiment import client_cpus, connect_ray, create_federation
+from fcl_ray.federation.site import ClientActor
+from fcl_ray.federation.cluster import client_cpus, connect_ray, create_federation
 
 # The workload the targets are stated for: 64x64 slices, batch 8, widths 16-32-64-128.
 DEFAULT_WORKLOAD = [

@@ -21,10 +21,10 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from fcl_ray.aggregation import fedavg
+from fcl_ray.methods.aggregation import fedavg
 from fcl_ray.config import from_dict
 from fcl_ray.federation.checkpoint import CheckpointStore
-from fcl_ray.messages import ClientUpdate, Contract, MessageError, check_update
+from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
 from fcl_ray.methods import get_method_class
 
 

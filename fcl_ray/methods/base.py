@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcl_ray.augment import contrastive_view
-from fcl_ray.bank import FeatureBank, sample_features
+from fcl_ray.methods.augment import contrastive_view
+from fcl_ray.methods.bank import FeatureBank, sample_features
 from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
-from fcl_ray.health import probe_embeddings, representation_health
-from fcl_ray.models import EmbeddingNet, autocast
+from fcl_ray.methods.health import probe_embeddings, representation_health
+from fcl_ray.methods.models import EmbeddingNet, autocast
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (M, d) embeddings, (M,) partition labels
 
@@ -90,7 +90,7 @@ class PretrainMethod:
         return {k: v / steps for k, v in totals.items()}
 
     def health(self) -> dict[str, float]:
-        """Representation health on the fixed probe batch (see :mod:`fcl_ray.health`)."""
+        """Representation health on the fixed probe batch (see :mod:`fcl_ray.methods.health`)."""
         net, head = self.embedding()
         idx = self.probe_index.to(self.slices.images.device)
         z, hidden = probe_embeddings(net, head, self.slices.images[idx])

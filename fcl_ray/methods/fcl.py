@@ -4,7 +4,7 @@ Per client: a main encoder+head (gradients) and its momentum copy (EMA) that fil
 per-partition local bank. Each step draws K features Q' from the local bank and the remote
 banks (features other clients shared last round), and minimises
 
-    L = L_local + lambda * L_remote            (see fcl_ray.losses.fcl_losses)
+    L = L_local + lambda * L_remote            (see fcl_ray.methods.losses.fcl_losses)
 
 Choices (method notes):
 - negatives: the rows of Q' of other partitions (``pretrain.negatives``) *and* the batch's own
@@ -27,8 +27,8 @@ from typing import Optional
 
 import torch
 
-from fcl_ray.bank import local_and_remote, sample_features
-from fcl_ray.losses import fcl_losses
+from fcl_ray.methods.bank import local_and_remote, sample_features
+from fcl_ray.methods.losses import fcl_losses
 from fcl_ray.methods.base import Features, MomentumBankMethod
 
 

@@ -32,8 +32,8 @@ from typing import Optional
 
 import torch
 
-from fcl_ray.bank import local_and_remote, sample_features
-from fcl_ray.losses import alignment_loss, contrastive_loss
+from fcl_ray.methods.bank import local_and_remote, sample_features
+from fcl_ray.methods.losses import alignment_loss, contrastive_loss
 from fcl_ray.methods.base import Features, MomentumBankMethod
 
 

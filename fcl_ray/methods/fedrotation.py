@@ -18,9 +18,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from fcl_ray.losses import rotation_loss
+from fcl_ray.methods.losses import rotation_loss
 from fcl_ray.methods.base import Features, SingleNetworkMethod
-from fcl_ray.models import Encoder
+from fcl_ray.methods.models import Encoder
 
 
 def rotate_quarter_turns(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

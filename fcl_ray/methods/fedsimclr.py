@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from fcl_ray.losses import nt_xent_loss
+from fcl_ray.methods.losses import nt_xent_loss
 from fcl_ray.methods.base import Features, SingleNetworkMethod
 
 

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcl_ray.losses import sinkhorn, swav_loss
+from fcl_ray.methods.losses import sinkhorn, swav_loss
 from fcl_ray.methods.base import Features, PartitionBatchSampler, PretrainMethod, bank_capacity
-from fcl_ray.models import EmbeddingNet
+from fcl_ray.methods.models import EmbeddingNet
 
 
 class FedSwAV(PretrainMethod):

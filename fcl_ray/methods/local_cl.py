@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from fcl_ray.losses import contrastive_loss
+from fcl_ray.methods.losses import contrastive_loss
 from fcl_ray.methods.base import Features, SingleNetworkMethod
 
 

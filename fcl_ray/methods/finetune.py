@@ -6,9 +6,9 @@ from typing import Optional
 import torch
 from monai.losses import DiceCELoss
 
-from fcl_ray.augment import segmentation_augment
+from fcl_ray.methods.augment import segmentation_augment
 from fcl_ray.data.slices import SliceSet
-from fcl_ray.models import autocast, build_unet, load_encoder_into_unet
+from fcl_ray.methods.models import autocast, build_unet, load_encoder_into_unet
 
 
 def init_unet(features, encoder_state: Optional[dict], seed: int,

@@ -14,16 +14,16 @@ from typing import Optional
 import numpy as np
 import torch
 
-from fcl_ray.aggregation import WeightLayout
-from fcl_ray.bank import merge_remote
+from fcl_ray.methods.aggregation import WeightLayout
+from fcl_ray.methods.bank import merge_remote
 from fcl_ray.config import from_dict
 from fcl_ray.data import load_client_volumes, patient_of
 from fcl_ray.data.slices import volumes_to_slices
 from fcl_ray.data.split import patient_split
-from fcl_ray.evaluate import dice_per_volume, summarise_dice
+from fcl_ray.methods.evaluate import dice_per_volume, summarise_dice
 from fcl_ray.federation.checkpoint import CheckpointStore
-from fcl_ray.finetune import SegmentationTrainer, init_unet
-from fcl_ray.messages import ClientUpdate
+from fcl_ray.methods.finetune import SegmentationTrainer, init_unet
+from fcl_ray.methods.messages import ClientUpdate
 from fcl_ray.methods import get_method_class
 
 

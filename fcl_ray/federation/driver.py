@@ -1,0 +1,270 @@
+"""The driver: start (or join) Ray, build the federation, pre-train, fine-tune, record.
+
+The driver only sequences phases and prints/logs the small metrics the coordinator returns;
+the clients' work runs in their actors, in parallel.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fcl_ray.config import Config, dump_yaml
+from fcl_ray.dashboard import log_dataset_early, publish_run
+from fcl_ray.federation.cluster import await_coordinator, gather, running_federation
+from fcl_ray.federation.coordinator import FederationError
+from fcl_ray.federation.site import ALL_LABELED
+from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
+from fcl_ray.methods import get_method_class
+from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND, format_table
+from fcl_ray.tracking import make_tracker, method_rows
+
+Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
+
+
+class CollapseError(FederationError):
+    """Pre-training stopped because the representation collapsed (pretrain.collapse_guard)."""
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write to a temporary file, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def run_experiment(cfg: Config, log: Callable[[str], None] = print,
+                   reporter: Optional[Reporter] = None, placement_group=None,
+                   resume: bool = False) -> pd.DataFrame:
+    """Run the whole experiment of ``cfg``; return (and write) the per-client results.
+
+    ``reporter`` (optional) is called with a dict when the federation is ready, after every
+    pre-training round and after every fine-tuning setting; Ray Tune's trainable uses it.
+    ``resume`` keeps the finished (fold, method) results of ``<output_dir>/results.csv`` and
+    continues an interrupted pre-training from its last complete checkpoint.
+    """
+    report = reporter or (lambda metrics: None)
+    out_dir = Path(cfg.experiment.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(dump_yaml(cfg))
+    results_path = out_dir / "results.csv"
+    rows = _previous_rows(results_path) if resume else []
+    done = {(int(r["fold"]), r["method"]) for r in rows}
+    given = None
+    if cfg.finetune.encoder:   # fine-tune from an MLflow model; a bad URI stops here (exit 2)
+        from fcl_ray.encoders import load_encoder
+        given = load_encoder(cfg)
+    tracker = make_tracker(cfg, tags={"methods": ",".join(cfg.pretrain.methods),
+                                      "finetune_modes": ",".join(cfg.finetune.modes),
+                                      "n_labeled": ",".join(map(str, cfg.finetune.n_labeled)),
+                                      "seed": cfg.experiment.seed, "resumed": resume})
+    tracker.log_artifact(out_dir / "config.yaml")
+    log_dataset_early(cfg, tracker, log)
+    wall = time.perf_counter()
+    status = "FAILED"
+    try:
+        with running_federation(cfg, placement_group) as (clients, coordinator):
+            results = _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log,
+                                report, resume, wall)
+            status = "FINISHED"
+            return results
+    finally:
+        tracker.end(status)
+
+
+def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report, resume,
+              wall) -> pd.DataFrame:
+    """Every (fold, method): pre-train if the method needs it, fine-tune its N grid; write
+    results.csv after each, so an interrupted run keeps what is done."""
+    out_dir = Path(cfg.experiment.output_dir)
+    results_path = out_dir / "results.csv"
+    infos = gather([c.info.remote() for c in clients])
+    for info in infos:
+        log(f"client {info['client']}: {info['cases']} cases, {info['slices']} slices "
+            f"on {info['device']}")
+    log(f"federation ready in {time.perf_counter() - wall:.1f}s")
+    report({"phase": "ready", "clients": infos, "client_handles": clients,
+            "coordinator": coordinator})
+    if given is not None:
+        gather([coordinator.use_encoder.remote(given.label, given.state)])
+        log(f"[{given.label}] fine-tuning from {given.uri}; no pre-training")
+    methods = method_rows(cfg) + ([UPPER_BOUND] if cfg.finetune.upper_bound else [])
+    no_pretraining = {UPPER_BOUND} | ({given.label} if given else set())
+    for fold in cfg.finetune.folds:
+        for method in methods:
+            if (fold, method) in done:
+                log(f"[{method}] fold {fold}: results already in {results_path}, skipped")
+                continue
+            if method not in no_pretraining and get_method_class(method) is not None:
+                _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume)
+            rows += _finetune_grid(cfg, coordinator, method, fold, log, report)
+            write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
+    results = pd.DataFrame(rows)
+    extra = [c for c in results.columns if c not in RESULT_COLUMNS]
+    results = results[[c for c in RESULT_COLUMNS if c in results.columns] + extra]
+    write_csv_atomic(results, results_path)
+    _log_final(results, tracker)
+    for artifact in [results_path, out_dir / "rounds.jsonl", *sorted(out_dir.glob("encoders/*"))]:
+        if artifact.exists():
+            tracker.log_artifact(artifact)
+    log(f"\nDice on held-out volumes (mean ± std over {cfg.data.clients} clients), "
+        f"written to {results_path}:")
+    log(format_table(results))
+    log(f"wall time {time.perf_counter() - wall:.1f}s")
+    publish_run(cfg, tracker, results, out_dir, log)   # tables, models, data; the link
+    return results
+
+
+def _previous_rows(path: Path) -> list[dict]:
+    """Rows of an earlier, interrupted run of the same experiment (for --resume)."""
+    if not path.is_file():
+        return []
+    return pd.read_csv(path).to_dict("records")
+
+
+def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> None:
+    p = cfg.pretrain
+    phase = f"pre-training {method} (fold {fold})"
+    info = await_coordinator(coordinator.start_pretraining.remote(method, fold, resume), phase, cfg)
+    first = info["start_round"]
+    log(f"[{method}] pre-training fold {fold}: {cfg.data.clients} clients, "
+        f"{info['slices']} slices, {p.rounds} rounds x {p.local_steps} steps"
+        + (f"; resumed after round {first}" if first else ""))
+    for r in range(first, p.rounds):
+        m = await_coordinator(coordinator.pretrain_round.remote(), f"{phase}, round {r + 1}", cfg)
+        for c in m["clients"]:
+            log(f"  round {r + 1}/{p.rounds} client {c['client']} "
+                f"loss {c['loss']:.4f} {c['seconds']:.1f}s" + _health_text(c))
+        for client, reason in m["dropped"].items():
+            log(f"  round {r + 1}/{p.rounds} client {client} left out: {reason}")
+        mb = (m["bytes_weights"] + m["bytes_features"]) / 1e6
+        log(f"  round {r + 1}/{p.rounds} done in {m['round_seconds']:.1f}s with "
+            f"{len(m['participants'])}/{cfg.data.clients} clients "
+            f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB)")
+        health = mean_health(m["clients"])
+        _append_jsonl(Path(cfg.experiment.output_dir) / "rounds.jsonl",
+                      {"method": method, "fold": fold,
+                       **{k: m[k] for k in ("round", "participants", "dropped", "retries",
+                                            "bytes_per_client", "round_seconds")},
+                       "health": {str(c["client"]): client_health(c) for c in m["clients"]}})
+        mean_loss = sum(c["loss"] for c in m["clients"]) / len(m["clients"])
+        metrics = {"loss": mean_loss, "round_seconds": m["round_seconds"],
+                   "bytes_weights": m["bytes_weights"], "bytes_features": m["bytes_features"],
+                   "clients_participated": len(m["participants"]),
+                   **{f"health/{k}": v for k, v in health.items()}}
+        collapsed = bool(health) and is_collapsed(health, p.collapse_cosine, p.collapse_rank)
+        if health:
+            metrics["collapsed"] = float(collapsed)
+            log(f"  round {r + 1}/{p.rounds} health (mean over clients):" + _health_text(
+                {f"health/{k}": v for k, v in health.items()}) + ("  COLLAPSED" if collapsed else ""))
+        if p.probe_every and ((r + 1) % p.probe_every == 0 or r + 1 == p.rounds):
+            metrics["probe_dice"] = await_coordinator(coordinator.probe.remote(fold, cfg.finetune.n_labeled[0]),
+                                          f"{phase}, probe", cfg)
+            log(f"  round {r + 1}/{p.rounds} probe Dice {metrics['probe_dice']:.3f}")
+        tracker.log_metrics({f"{method}/{k}": v for k, v in metrics.items()}
+                            | {f"{method}/loss_client{c['client']}": c["loss"]
+                               for c in m["clients"]}
+                            | {f"{method}/health/{k}_client{c['client']}": v
+                               for c in m["clients"] for k, v in client_health(c).items()},
+                            step=fold * p.rounds + r)
+        report({"phase": "pretrain", "method": method, "fold": fold, "round": r + 1, **metrics})
+        if collapsed:
+            _collapse_guard(cfg, method, fold, r + 1, health, log)
+    await_coordinator(coordinator.finish_pretraining.remote(method), f"{phase}, finishing", cfg)
+    _save_encoders(cfg, coordinator, method, fold)
+
+
+def client_health(client_metrics: dict) -> dict[str, float]:
+    """The health figures of one client's round metrics: {'mean_cosine': .., ...}."""
+    return {k.split("/", 1)[1]: v for k, v in client_metrics.items() if k.startswith("health/")}
+
+
+def mean_health(clients: list[dict]) -> dict[str, float]:
+    """Each health figure averaged over the clients that reported it ({} if none did)."""
+    per_client = [client_health(c) for c in clients]
+    means = {}
+    for key in HEALTH_KEYS:
+        values = [h[key] for h in per_client if key in h and np.isfinite(h[key])]
+        if any(key in h for h in per_client):   # NaN: reported, but by no client finitely
+            means[key] = float(np.mean(values)) if values else float("nan")
+    return means
+
+
+def _health_text(metrics: dict) -> str:
+    short = {"mean_cosine": "cos", "effective_rank": "rank", "live_units": "live",
+             "partition_gap": "gap"}
+    return "".join(f" {short[k]} {metrics[f'health/{k}']:.3f}" for k in short
+                   if f"health/{k}" in metrics)
+
+
+def _collapse_guard(cfg, method: str, fold: int, round_: int, health: dict, log) -> None:
+    """``pretrain.collapse_guard``: warn (one line) or stop the run (CollapseError)."""
+    p = cfg.pretrain
+    line = (f"{method} fold {fold}: embeddings collapsed at round {round_} (mean cosine "
+            f"{health['mean_cosine']:.3f} > {p.collapse_cosine} or effective rank "
+            f"{health['effective_rank']:.2f} < {p.collapse_rank}); its Dice says little "
+            f"about the method")
+    if p.collapse_guard == "stop":
+        raise CollapseError(f"{line}; stopped (pretrain.collapse_guard=stop)")
+    log(f"WARNING: {line}")
+
+
+def _save_encoders(cfg, coordinator, method, fold) -> None:
+    """The final encoder(s) of a pre-training phase, as a torch file in <output_dir>/encoders."""
+    states = await_coordinator(coordinator.encoder_states.remote(method), "saving encoders", cfg)
+    path = Path(cfg.experiment.output_dir) / "encoders" / f"{method}-fold{fold}.pt"
+    path.parent.mkdir(exist_ok=True)
+    tensors = [{k: torch.from_numpy(np.array(v)) for k, v in s.items()} for s in states]
+    tmp = path.with_suffix(".tmp")
+    torch.save(tensors[0] if len(tensors) == 1 else {f"client{i}": t for i, t in enumerate(tensors)},
+               tmp)
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _finetune_grid(cfg, coordinator, method, fold, log, report) -> list[dict]:
+    """All fine-tuning settings (modes x N) of one method and fold.
+
+    Local-mode settings are submitted together, so each client actor works through its
+    queue without waiting for the driver (and runs ``finetune.concurrency`` at once)."""
+    ft = cfg.finetune
+    budgets = ft.n_labeled
+    encoder = method
+    if method == UPPER_BOUND:   # random init, every labeled training patient of each client
+        budgets, encoder = [ALL_LABELED], "random"
+    rows: list[dict] = []
+    for mode in ft.modes:
+        start = time.perf_counter()
+        if mode == "local":
+            per_setting = await_coordinator(coordinator.finetune_local_grid.remote(encoder, fold, budgets),
+                                f"{method} local fine-tuning", cfg)
+        else:
+            per_setting = [await_coordinator(coordinator.finetune_federated.remote(encoder, fold, n, ft.rounds),
+                                 f"{method} federated fine-tuning", cfg) for n in budgets]
+        for n, results in zip(budgets, per_setting):
+            dice = sum(r["dice_mean"] for r in results) / len(results)
+            label = "all" if n == ALL_LABELED else n
+            log(f"[{method}] {mode} fine-tuning, N={label}, fold {fold}: mean Dice {dice:.3f}")
+            report({"phase": "finetune", "method": method, "finetune_mode": mode,
+                    "n_labeled": n, "fold": fold, "dice_mean": dice})
+            # A client's row carries its own N when the budget was "all" (it may differ).
+            rows += [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold,
+                      "seed": cfg.experiment.seed, **r} for r in results]
+        log(f"[{method}] {mode} fine-tuning of {len(budgets)} setting(s) took "
+            f"{time.perf_counter() - start:.1f}s")
+    return rows
+
+
+def _log_final(results: pd.DataFrame, tracker) -> None:
+    per_setting = results.groupby(["method", "finetune_mode", "n_labeled"])["dice_mean"].mean()
+    tracker.log_metrics({f"dice_mean/{m}/{mode}/N{n}": v for (m, mode, n), v in per_setting.items()})

@@ -1,0 +1,238 @@
+"""One sweep trial: a whole federation inside the trial's placement group, and the Tune
+objects (search space, scheduler, search algorithm, resources) built from a SweepSpec."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from fcl_ray.config import Config, from_dict, to_dict
+from fcl_ray.sweep.spec import SweepSpec, apply_values
+
+# ----------------------------------------------------------------------------- Tune objects
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    from ray import tune
+
+    make = {"choice": lambda a: tune.choice(a), "grid": lambda a: tune.grid_search(a),
+            "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
+            "randint": lambda a: tune.randint(*a), "quniform": lambda a: tune.quniform(*a)}
+    return {key: make[kind](args) for key, entry in spec.search_space.items()
+            for kind, args in entry.items()}
+
+
+def make_scheduler(spec: SweepSpec):
+    if spec.scheduler["type"] == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = spec.scheduler
+    return ASHAScheduler(time_attr=s.get("time_attr", "training_iteration"),
+                         max_t=s.get("max_t", 100), grace_period=s.get("grace_period", 1),
+                         reduction_factor=s.get("reduction_factor", 2))
+
+
+def make_search_alg(spec: SweepSpec):
+    if spec.algorithm != "optuna":
+        return None   # Tune's BasicVariantGenerator: grid values crossed, the rest sampled
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=spec.seed)
+
+
+def trial_bundles(spec: SweepSpec, cfg: Optional[Config] = None) -> list[dict[str, float]]:
+    """Bundle 0: the trainable + coordinator; bundle i+1: client i (+ its site resource)."""
+    cfg = cfg or spec.base_config
+    pinned = cfg.federation.client_resources or [{}] * cfg.data.clients
+    client = {"CPU": spec.cpus_per_client}
+    if spec.gpus_per_client:
+        client["GPU"] = spec.gpus_per_client
+    return [{"CPU": spec.coordinator_cpus}] + [client | dict(p) for p in pinned]
+
+
+def trial_resources(spec: SweepSpec):
+    """Tune resources of one trial. ``data.clients`` (and pinned sites) may be searched, so
+    the group is then sized per trial from its own config. ``federation.client_labels``
+    become the bundles' label selectors (client i's bundle lands on a node with its label)."""
+    from ray import tune
+
+    def factory(cfg: Config):
+        labels = getattr(cfg.federation, "client_labels", None) or []
+        extra = {"bundle_label_selector": [{}] + [dict(l) for l in labels]} if labels else {}
+        return tune.PlacementGroupFactory(trial_bundles(spec, cfg), strategy=spec.strategy,
+                                          **extra)
+
+    searched = {"data.clients", "federation.client_resources", "federation.client_labels"}
+    if not searched & set(spec.search_space):
+        return factory(spec.base_config)
+    return lambda config: factory(apply_values(spec.base_config, config))
+
+
+# ----------------------------------------------------------------------------- the trial
+def actors_in_group(pg_id_hex: str) -> dict[str, dict[str, str]]:
+    """Actors (not dead) in a placement group: class name -> {actor id: node id}. Read from the GCS
+    actor table (the data behind ``ray list actors --detail``; no dashboard needed)."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    found: dict[str, dict[str, str]] = {}
+    dead = gcs_pb2.ActorTableData.ActorState.Value("DEAD")
+    for blob in state._connect_and_get_accessor().get_actor_table(None, None):
+        actor = gcs_pb2.ActorTableData.FromString(blob)
+        if actor.state != dead and actor.placement_group_id \
+                and actor.placement_group_id.hex() == pg_id_hex:
+            found.setdefault(actor.class_name, {})[actor.actor_id.hex()] = \
+                actor.address.node_id.hex()
+    return found
+
+
+def trial_config(setup: dict, values: dict, trial_id: str) -> Config:
+    base = from_dict(setup["base"])
+    cfg = apply_values(base, values)
+    tree = to_dict(cfg)
+    tree["experiment"]["name"] = f"{setup['name']}-{trial_id}"
+    tree["experiment"]["output_dir"] = str(Path(setup["outputs"]) / trial_id)
+    tree["tracking"]["uri"] = setup["tracking_uri"]
+    tree["tracking"]["experiment"] = setup["tracking_experiment"]
+    # Tracking as the base config says (a sweep without MLflow runs its trials without it).
+    tree["tracking"]["enabled"] = setup["parent_run_id"] is not None
+    tree["federation"]["address"] = None
+    tree["federation"]["num_cpus_per_client"] = setup["cpus_per_client"]
+    tree["federation"]["num_gpus_per_client"] = setup["gpus_per_client"]
+    return from_dict(tree)
+
+
+def stop_collapsed(trial_id: str, result: dict) -> bool:
+    """Tune stopper: end a trial whose representation collapsed (pretrain.collapse_guard)."""
+    return bool(result.get("collapsed"))
+
+
+def run_trial(config: dict, setup: dict) -> None:
+    """Tune trainable: one whole federation in this trial's placement group."""
+    import ray
+    from ray import tune
+
+    from fcl_ray import tracking
+    from fcl_ray.federation.driver import run_experiment
+
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id()
+    cfg = trial_config(setup, config, trial_id)
+    pg = ray.util.get_current_placement_group()
+    metric = setup["metric"]
+    latest: dict[str, Any] = {"trial_started_at": time.time(), "rounds_done": 0}
+    checked: dict[str, Any] = {}
+    run_ids: list[str] = []
+
+    def check_placement(m: dict) -> None:
+        """The trial's client actors (handles from the 'ready' report) are in its group."""
+        handles = m.get("client_handles") or []
+        coordinator = m.get("coordinator")
+        if pg is None:
+            checked.update(placement_group="none", clients_in_pg=0, coordinator_in_pg=0)
+        else:
+            found = actors_in_group(pg.id.hex())
+            in_pg = {a for actors in found.values() for a in actors}
+            nodes = {n for actors in found.values() for n in actors.values()}
+            checked.update(placement_group=pg.id.hex(),
+                           clients_in_pg=sum(h._actor_id.hex() in in_pg for h in handles),
+                           coordinator_in_pg=int(coordinator is not None
+                                                 and coordinator._actor_id.hex() in in_pg),
+                           nodes_in_pg=len(nodes))
+        latest.update(clients_in_pg=checked["clients_in_pg"],
+                      coordinator_in_pg=checked["coordinator_in_pg"])
+        if run_ids:   # the trial's MLflow run exists by now: record the check on it
+            from mlflow import MlflowClient
+
+            client = MlflowClient(setup["tracking_uri"])
+            for key, value in checked.items():
+                client.set_tag(run_ids[0], key, str(value))
+        print(f"[{trial_id}] placement group {checked['placement_group']}: "
+              f"{checked['clients_in_pg']}/{len(handles)} client actors and "
+              f"{checked['coordinator_in_pg']} coordinator inside")
+
+    def reporter(m: dict) -> None:
+        if m["phase"] == "ready":
+            check_placement(m)
+            return
+        if m["phase"] == "pretrain":
+            latest["rounds_done"] += 1
+            latest.update(loss=m["loss"], round=m["round"], round_seconds=m["round_seconds"])
+            latest.update({k: v for k, v in m.items() if k.startswith("health/")})
+            if "probe_dice" in m:
+                latest["probe_dice"] = m["probe_dice"]
+            due = metric in m or "probe_dice" in m
+            if m.get("collapsed"):
+                # A collapsed representation: report at once, as the worst score, so the
+                # COLLAPSE_STOPPER ends this trial the way ASHA ends a weak one.
+                latest["collapsed"] = 1.0
+                latest[metric] = float("-inf") if setup.get("mode", "max") == "max" \
+                    else float("inf")
+                due = True
+        elif m["phase"] == "finetune":
+            latest["dice_mean"] = m["dice_mean"]
+            latest[f"dice_mean/{m['method']}/{m['finetune_mode']}/N{m['n_labeled']}"] = \
+                m["dice_mean"]
+            due = True
+        else:
+            return
+        latest["phase"] = m["phase"]
+        if due and metric in latest:
+            tune.report(dict(latest))
+
+    with tracking.run_context(setup["parent_run_id"],
+                              tags={"sweep": setup["name"], "trial_id": trial_id,
+                                    "trial_name": ctx.get_trial_name()}) as created:
+        run_ids = created   # noqa: F841  (read by check_placement through the closure)
+        run_experiment(cfg, log=lambda line: print(f"[{trial_id}] {line}"), reporter=reporter,
+                       placement_group=pg)
+    _child_artifacts(setup, cfg, created, checked)
+
+
+def _child_artifacts(setup: dict, cfg: Config, run_ids: list[str], checked: dict) -> None:
+    """Per-round plot and the placement check on the trial's (ended) MLflow run."""
+    if not run_ids:
+        return
+    uri, run_id = setup["tracking_uri"], run_ids[0]
+    out = Path(cfg.experiment.output_dir)
+    try:
+        plot = plot_run_history(uri, run_id, cfg, out / "rounds.png")
+        from mlflow import MlflowClient
+
+        if plot is not None:
+            MlflowClient(uri).log_artifact(run_id, str(plot))
+    except Exception as err:   # noqa: BLE001  (plots are a nicety; never fail the trial)
+        print(f"could not add plots to MLflow run {run_id}: {err}")
+
+
+def plot_run_history(uri: str, run_id: str, cfg: Config, path: Path) -> Optional[Path]:
+    """loss and probe Dice per round (from the MLflow run) as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    panels = [("loss", "contrastive loss"), ("probe_dice", "probe Dice")]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    drawn = False
+    for ax, (key, title) in zip(axes, panels):
+        for method in cfg.pretrain.methods:
+            history = client.get_metric_history(run_id, f"{method}/{key}")
+            if history:
+                history.sort(key=lambda m: m.step)
+                ax.plot([m.step + 1 for m in history], [m.value for m in history],
+                        marker="o", label=method)
+                drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        if ax.lines:
+            ax.legend()
+    if not drawn:
+        plt.close(fig)
+        return None
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
