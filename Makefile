@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # constraints.txt pins torch to the CPU build that lies on disk here; pyproject keeps a range.
 PIP    := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: run test setup clean
+.PHONY: run test test-fast setup clean
 
 $(BIN)/fcl-ray: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,11 @@ setup: $(BIN)/fcl-ray
 run: setup           ## quickstart federation on the embedded synthetic data -> Dice table
 	$(BIN)/fcl-ray run experiments/quickstart.yaml
 
-test: setup          ## the whole test suite
+test: setup          ## the whole test suite (unit, integration, cluster): what CI runs
 	$(BIN)/python -m pytest -q
+
+test-fast: setup     ## tests/unit only: no Ray, no MLflow server, under a minute
+	$(BIN)/python -m pytest -q tests/unit
 
 clean:
 	rm -rf $(VENV) runs mlflow.db mlruns

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from mlflow_server import mlflow_server  # noqa: F401  (a fixture for every test folder)
+
 TINY = [
     "data.clients=2", "data.cases_per_client=4", "data.folds=2", "data.image_size=32",
     "data.slices_min=4", "data.slices_max=5", "data.partitions=2",

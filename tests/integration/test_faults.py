@@ -19,7 +19,7 @@ from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.federation.driver import run_experiment
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tiny_overrides, *extra):

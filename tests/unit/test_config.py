@@ -7,7 +7,7 @@ import pytest
 
 from fcl_ray.config import ConfigError, flatten, load_config, to_dict, unflatten
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 
 
@@ -72,12 +72,21 @@ def test_bad_files(tmp_path):
                                       "pretrain.collapse_cosine=2", "pretrain.negatives=x",
                                       "finetune.n_labeled=100", "data.partitions=20",
                                       "pretrain.bogus=1"])
-def test_cli_prints_one_line_and_exits_2(override):
+def test_cli_prints_one_line_and_exits_2(override, capsys):
+    from fcl_ray.cli import main
+
+    assert main(["run", str(QUICKSTART), "--set", override]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fcl-ray: error: ")
+    assert "config key" in lines[0]
+
+
+def test_the_installed_entry_point_exits_2_on_a_bad_key():
+    """The same through `python -m fcl_ray`, as a shell or a Ray job runs it."""
     proc = subprocess.run([sys.executable, "-m", "fcl_ray", "run", str(QUICKSTART),
-                           "--set", override], capture_output=True, text=True, cwd=ROOT,
+                           "--set", "pretrain.bogus=1"], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fcl-ray: error: ")
-    assert "config key" in lines[0]
     assert "Traceback" not in proc.stderr

@@ -7,13 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from nifti_factories import write_acdc, write_decathlon, write_mnms  # noqa: E402
 
 from fcl_ray.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.integration
-CONFIG = str(Path(__file__).parents[1] / "experiments" / "acdc_quick.yaml")
+CONFIG = str(Path(__file__).parents[2] / "experiments" / "acdc_quick.yaml")
 
 
 @pytest.mark.parametrize("kind,write,extra", [

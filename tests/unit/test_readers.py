@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from nifti_factories import (affine, heart, save, write_acdc, write_decathlon,  # noqa: E402
                              write_mnms, write_mnms_csv)
 

@@ -5,7 +5,7 @@ import subprocess
 from fcl_ray.config import load_config
 from fcl_ray.tracking import (absolute_uri, config_tags, make_tracker, run_context,
                               start_parent_run, finish_run)
-from mlflow_server import SCRIPT, mlflow_server  # noqa: F401  (fixture)
+from mlflow_server import SCRIPT
 
 
 def test_absolute_uri_makes_sqlite_paths_absolute(tmp_path, monkeypatch):

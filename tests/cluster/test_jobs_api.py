@@ -1,5 +1,5 @@
 """cluster/: a real multi-node Ray cluster (cluster/local.sh, token auth on) runs the quickstart
-submitted through the Jobs API. (The cluster files themselves: tests/test_cluster_files.py.)"""
+submitted through the Jobs API. (The cluster files themselves: tests/cluster/test_cluster_files.py.)"""
 import json
 import os
 import random
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
-from mlflow_server import free_port, mlflow_server  # noqa: F401  (fixture)
+from mlflow_server import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 BIN = Path(sys.executable).parent
 

@@ -13,9 +13,8 @@ from fcl_ray.config import ConfigError
 from fcl_ray.sweep.run import max_overlap, run_sweep
 from fcl_ray.sweep.spec import load_sweep, parse_sweep
 from fcl_ray.sweep.trial import param_space, trial_bundles, trial_resources
-from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOOD = {"name": "t", "overrides": ["pretrain.probe_every=1"],
         "search_space": {"pretrain.temperature": {"choice": [0.05, 0.1]}}}
 

@@ -1,14 +1,11 @@
 """Representation health: the figures on constructed embeddings, and the collapse guard on a
 real federation that collapses on purpose (and one that does not)."""
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from fcl_ray.cli import main
 from fcl_ray.methods.health import (effective_rank, is_collapsed, probe_embeddings,
                             representation_health)
 
@@ -50,41 +47,3 @@ def test_probe_reads_the_heads_hidden_layer_and_restores_the_mode():
     assert out.shape == (7, 2) and hidden.shape == (7, 5) and (hidden >= 0).all()
     assert net.training                            # put back in training mode
     assert not head[1]._forward_hooks             # the hook is removed
-
-
-def _run_args(overrides: list[str]) -> list[str]:
-    quickstart = str(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
-    return ["run", quickstart] + [arg for o in overrides for arg in ("--set", o)]
-
-
-@pytest.mark.integration
-def test_guard_stops_a_collapsing_run_and_health_is_logged_otherwise(ray_session, tiny_overrides,
-                                                                    tmp_path, capsys):
-    import mlflow
-
-    # Collapses on purpose: the old head and loss (no BatchNorm, stale negatives only) at a
-    # learning rate 50x the default.
-    collapsing = ["pretrain.methods=[fcl]", "model.head_norm=none",
-                  "pretrain.fresh_negatives=none", "pretrain.lr=0.05",
-                  "pretrain.collapse_guard=stop", "experiment.name=collapse-guard"]
-    code = main(_run_args(tiny_overrides + collapsing))
-    ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fcl-ray")]
-    assert code == 1                                  # MLflow's own log lines aside: one line
-    assert len(ours) == 1 and "collapsed at round 1" in ours[0] and "guard=stop" in ours[0]
-
-    # The defaults stay healthy: no warning, health per client and mean in MLflow and rounds.jsonl.
-    out_dir = tmp_path / "healthy"
-    healthy = tiny_overrides + ["pretrain.methods=[fcl]", "experiment.name=healthy",
-                                f"experiment.output_dir={out_dir}", "pretrain.collapse_guard=stop"]
-    assert main(_run_args(healthy)) == 0
-    assert "COLLAPSED" not in capsys.readouterr().out
-    rounds = [json.loads(line) for line in (out_dir / "rounds.jsonl").read_text().splitlines()]
-    assert set(rounds[0]["health"]) == {"0", "1"}
-    assert rounds[-1]["health"]["0"]["mean_cosine"] < 0.99
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = mlflow.search_runs(experiment_names=["healthy"], output_format="list")[0]
-    metrics = run.data.metrics
-    assert {"fcl/health/mean_cosine", "fcl/health/effective_rank", "fcl/health/live_units",
-            "fcl/health/partition_gap", "fcl/health/dim_std", "fcl/collapsed",
-            "fcl/health/mean_cosine_client1"} <= set(metrics)
-    assert metrics["fcl/collapsed"] == 0.0

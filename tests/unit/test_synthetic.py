@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.ndimage import binary_dilation
 
@@ -175,16 +174,3 @@ def test_label_budget_counts_patients_not_frames():
     # 4 patients, 2 folds: 2 training patients = 4 labeled ED/ES volumes; N=2 is allowed.
     cfg = _cfg("data.cases_per_client=4", "data.phases=ed_es", "finetune.n_labeled=[2]")
     assert cfg.finetune.n_labeled == [2]
-
-
-@pytest.mark.integration
-def test_federation_with_extra_frames_runs(ray_session, tiny_overrides, tmp_path):
-    from fcl_ray.federation.driver import run_experiment
-
-    cfg = load_config(None, tiny_overrides + [
-        "data.phases=ed_es", "data.extra_frames=2", "pretrain.rounds=1",
-        "pretrain.methods=[fcl]", "tracking.enabled=false"])
-    run_experiment(cfg, log=lambda line: None)
-    results = pd.read_csv(tmp_path / "out" / "results.csv")
-    assert sorted(results["client"].unique()) == [0, 1]
-    assert results["dice_mean"].between(0, 1).all()

@@ -1,0 +1,31 @@
+"""A federation pre-trains on the cine phantom's extra frames and fine-tunes on ED/ES."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fcl_ray.config import load_config
+
+SMALL = ["data.image_size=32", "data.slices_min=4", "data.slices_max=5", "data.partitions=2",
+         "data.folds=2", "data.clients=2"]
+
+
+def _cfg(*extra):
+    return load_config(None, SMALL + list(extra))
+
+
+def _area(label, k):
+    return int((label == k).sum())
+
+
+@pytest.mark.integration
+def test_federation_with_extra_frames_runs(ray_session, tiny_overrides, tmp_path):
+    from fcl_ray.federation.driver import run_experiment
+
+    cfg = load_config(None, tiny_overrides + [
+        "data.phases=ed_es", "data.extra_frames=2", "pretrain.rounds=1",
+        "pretrain.methods=[fcl]", "tracking.enabled=false"])
+    run_experiment(cfg, log=lambda line: None)
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(results["client"].unique()) == [0, 1]
+    assert results["dice_mean"].between(0, 1).all()

@@ -1,0 +1,55 @@
+"""The layout's promise, checked: Ray is imported only where the federation meets it."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "fcl_ray"
+RAY_ALLOWED = ("federation", "sweep")          # the Ray boundary
+RAY_FREE_INSIDE = {"sweep/spec.py"}            # sweep files read without a cluster
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _imports_ray(path: Path) -> bool:
+    return any(name == "ray" or name.startswith("ray.") for name in _imported_modules(path))
+
+
+def test_ray_is_imported_only_in_federation_and_sweep():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        inside = relative.split("/")[0] in RAY_ALLOWED and relative not in RAY_FREE_INSIDE
+        if _imports_ray(path) and not inside:
+            offenders.append(relative)
+    assert not offenders, f"`import ray` outside federation/ and sweep/: {offenders}"
+
+
+def test_the_pure_layers_do_not_import_the_federation():
+    """methods/ and data/ are plain PyTorch/numpy: usable and testable without Ray."""
+    offenders = []
+    for layer in ("methods", "data"):
+        for path in sorted((PACKAGE / layer).rglob("*.py")):
+            bad = [m for m in _imported_modules(path)
+                   if m.startswith(("fcl_ray.federation", "fcl_ray.sweep"))]
+            if bad:
+                offenders.append(f"{path.relative_to(PACKAGE)} imports {bad}")
+    assert not offenders, offenders
+
+
+def test_the_boundary_check_sees_a_ray_import(tmp_path):
+    """The check itself can fail (a file that imports Ray is detected)."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from ray.util import placement_group\n")
+    assert _imports_ray(sample)
+    sample.write_text("import rays_of_light\n")
+    assert not _imports_ray(sample)
