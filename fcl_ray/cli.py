@@ -123,9 +123,12 @@ def _bench(args) -> int:
 
 def _sweep(args) -> int:
     from fcl_ray.sweep.run import format_outcome, run_sweep
+    from fcl_ray.durable import check_durable_outputs
     from fcl_ray.sweep.spec import load_sweep
 
     spec = load_sweep(args.sweep_config, args.overrides)
+    check_durable_outputs(spec.base_config, storage_path=spec.storage_path,
+                          tracking_uri=args.tracking_uri or spec.tracking_uri)
     outcome = run_sweep(spec, resume=args.resume, tracking_uri=args.tracking_uri)
     print(format_outcome(spec, outcome))
     if outcome.errors:   # a RayJob / CI step must not report success over failed trials
@@ -149,11 +152,13 @@ def _data(args) -> int:
 def _run(args) -> int:
     from fcl_ray import tracking
     from fcl_ray.config import load_config
+    from fcl_ray.durable import check_durable_outputs
     from fcl_ray.federation.cluster import (RunInterrupted, connect_ray, disconnect_ray,
                                             stop_on_signals)
     from fcl_ray.federation.driver import run_experiment
 
     cfg = load_config(args.config, args.overrides)
+    check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
     if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
         # Check (and cache) the data here, so a bad file is one line and exit 2, not an error
         # inside a Ray actor. With client_roots the folders live on the sites' machines.

@@ -46,6 +46,19 @@ def local_cluster(tmp_path_factory):
         shutil.rmtree(state, ignore_errors=True)
 
 
+def _wait_for_job(job_id: str, env: dict, timeout_s: float = 240) -> tuple[str, str]:
+    """Poll `ray job status` until the job ends; (status text, upper-cased), and its logs."""
+    status = ""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        answer = _ray(["job", "status", job_id], env)
+        status = (answer.stdout + answer.stderr).upper()   # "... succeeded" / "SUCCEEDED"
+        if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            break
+        time.sleep(3)
+    return status, _ray(["job", "logs", job_id], env).stdout
+
+
 @pytest.mark.cluster
 def test_jobs_api_runs_the_quickstart_on_a_local_cluster(local_cluster, mlflow_server, tmp_path):
     from mlflow import MlflowClient
@@ -68,15 +81,7 @@ def test_jobs_api_runs_the_quickstart_on_a_local_cluster(local_cluster, mlflow_s
                    "--", "fcl-ray", "run", "experiments/quickstart.yaml",
                    *[a for s in sets for a in ("--set", s)]], client_env)
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    status = ""
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        answer = _ray(["job", "status", job_id], client_env)
-        status = (answer.stdout + answer.stderr).upper()   # "... succeeded" / "SUCCEEDED"
-        if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
-            break
-        time.sleep(3)
-    logs = _ray(["job", "logs", job_id], client_env).stdout
+    status, logs = _wait_for_job(job_id, client_env)
     assert "SUCCEEDED" in status, status + logs[-3000:]
 
     results = pd.read_csv(out / "results.csv")
@@ -93,3 +98,14 @@ def test_jobs_api_runs_the_quickstart_on_a_local_cluster(local_cluster, mlflow_s
     actors = json.loads(_ray(["list", "actors", "--detail", "--format", "json",
                               "-f", "class_name=ClientActor"], client_env).stdout)
     assert len(site_nodes) == 2 and {a["node_id"] for a in actors} == site_nodes
+
+    # The same command without an absolute output_dir would write inside the job's temporary
+    # working dir, which Ray deletes with the job: refused in one line before anything runs.
+    doomed = f"fcl-relative-{os.getpid()}"
+    submit = _ray(["job", "submit", "--no-wait", "--submission-id", doomed, "--working-dir", ".",
+                   "--", "fcl-ray", "run", "experiments/quickstart.yaml",
+                   "--set", f"tracking.uri={mlflow_server['uri']}"], client_env)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    status, logs = _wait_for_job(doomed, client_env, timeout_s=120)
+    assert "FAILED" in status, status + logs[-3000:]
+    assert "fcl-ray: error: experiment.output_dir 'runs/quickstart' is relative" in logs, logs
