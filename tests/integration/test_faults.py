@@ -82,7 +82,15 @@ def test_straggler_is_dropped_at_the_deadline(ray_session, tiny_overrides):
 def test_too_few_clients_stops_the_run_with_its_checkpoint(ray_session, tiny_overrides):
     cfg = _cfg(tiny_overrides, "pretrain.rounds=3", "federation.min_clients=2",
                "federation.round_retries=1", "pretrain.methods=[fcl]")
-    kill_for_good = Saboteur(1, lambda h: ray.kill(h["client_handles"][1], no_restart=True))
+    def kill_for_good(handles):
+        # ray.kill returns before the actor is gone: wait for it, or round 2 may still reach
+        # the client (seen under load) and the run would stop a round later.
+        victim = handles["client_handles"][1]
+        ray.kill(victim, no_restart=True)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(victim.info.remote(), timeout=60)
+
+    kill_for_good = Saboteur(1, kill_for_good)
     with pytest.raises(FederationError, match=r"round 2: only 1 of 2 clients answered "
                                               r"\(federation.min_clients=2\) in 2 attempt"):
         run_experiment(cfg, log=lambda line: None, reporter=kill_for_good)
