@@ -22,6 +22,7 @@ import torch
 
 class CheckpointStore:
     def __init__(self, root: str, keep: int = 2):
+        self.url = root                      # as given: what another process opens it by
         self.fs, self.root = fsspec.core.url_to_fs(root)
         self.keep = keep
         self.fs.makedirs(self.root, exist_ok=True)
