@@ -24,7 +24,7 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError
 
 from fcl_ray.config import from_dict
-from fcl_ray.federation.checkpoint import CheckpointStore
+from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore
 from fcl_ray.federation.strategy import SharedFeatures, Strategy
 from fcl_ray.methods import get_method_class
 from fcl_ray.methods.messages import ClientUpdate, Contract
@@ -225,7 +225,12 @@ class Coordinator:
         self.global_weights = _array(state["global_weights"])
         self.shared = {cid: (_array(f), _array(p)) for cid, (f, p) in state["shared"].items()}
         self.round_index = state["round"]
-        ray.get([c.load_state.remote(self.store.url, path) for c in self.clients])
+        try:
+            ray.get([c.load_state.remote(self.store.url, path) for c in self.clients])
+        except RayTaskError as err:   # a client's file refused: the same one line
+            if isinstance(err.cause, CheckpointError):
+                raise CheckpointError(str(err.cause)) from None
+            raise
         return last
 
     def probe(self, fold: int, n_labeled: int) -> float:
