@@ -58,9 +58,9 @@ class FeatureBank:
                 "pointer": list(self.pointer), "count": list(self.count)}
 
     def load_state_dict(self, state: dict) -> None:
-        device = self.features.device
-        self.features = state["features"].to(device)
-        self.slice_ids = state["slice_ids"].to(device)
+        device = self.features.device   # copies: pushes write into them in place
+        self.features = state["features"].to(device, copy=True)
+        self.slice_ids = state["slice_ids"].to(device, copy=True)
         self.pointer, self.count = list(state["pointer"]), list(state["count"])
 
 

@@ -147,13 +147,14 @@ def _snapshot(value, name: str):
 
 
 def _restore(current, saved):
-    """``current`` with the state ``saved`` by :func:`_snapshot` (tensors replace it)."""
+    """``current`` with the state ``saved`` by :func:`_snapshot` (tensors replace it, as a
+    copy: training updates some in place, and ``saved`` must stay what was saved)."""
     if isinstance(current, torch.Generator):
         current.set_state(saved)
     elif isinstance(current, (nn.Module, torch.optim.Optimizer, FeatureBank)):
         current.load_state_dict(saved)
     else:
-        return saved.to(current.device)
+        return saved.to(current.device, copy=True)
     return current
 
 

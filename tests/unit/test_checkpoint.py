@@ -1,5 +1,7 @@
 """Checkpoints: every registered method declares all the state a round changes, resuming
 from the file continues bit for bit, and a file that would run code is refused unread."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +179,16 @@ def test_save_refuses_what_a_safe_load_could_not_read(tmp_path):
     loaded = store.load(f"{tmp_path}/c.pt")
     assert loaded.keys() == state.keys() and torch.equal(loaded["global_weights"],
                                                          state["global_weights"])
+
+
+@pytest.mark.parametrize("name", ["fcl", "fedswav"])   # a bank, an in-place step counter
+def test_training_after_a_restore_leaves_the_saved_state_untouched(name):
+    torch.set_num_threads(1)
+    saved = _build(name).checkpoint_state()
+    kept = copy.deepcopy(saved)
+    method = _build(name)
+    method.load_checkpoint_state(saved)
+    method.train_round(2, None)
+    want, got = reachable_state(kept), reachable_state(saved)
+    assert want.keys() == got.keys()
+    assert not [p for p in want if not _same(want[p], got[p])], "training wrote into the saved state"
