@@ -402,6 +402,19 @@ def validate(cfg: Config) -> Config:
 
 
 # ----------------------------------------------------------------------------- loading
+def set_dotted(tree: dict, key: str | list[str], value: Any, what: str = "key") -> None:
+    """``tree["a"]["b"]["c"] = value`` for the key ``"a.b.c"`` (or ``["a", "b", "c"]``),
+    making the sections on the way. A part of the way that holds a value, not a section, is
+    one ConfigError: ``<what>: 'a.b' is not a section``."""
+    keys = key.split(".") if isinstance(key, str) else list(key)
+    node = tree
+    for depth, k in enumerate(keys[:-1]):
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{what}: '{'.'.join(keys[:depth + 1])}' is not a section")
+    node[keys[-1]] = value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b=c`` into (["a", "b"], value), the value read as YAML (1, 0.5, [1,2], x)."""
     if "=" not in text:
@@ -435,12 +448,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     raw: dict = {} if path is None else read_yaml_mapping(path, "config file", "sections")
     for text in overrides:
         keys, value = parse_override(text)
-        node = raw
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{text}': '{k}' is not a section")
-        node[keys[-1]] = value
+        set_dotted(raw, keys, value, f"override '{text}'")
     return validate(_build(Config, raw, ""))
 
 
@@ -466,11 +474,7 @@ def unflatten(flat: dict[str, Any]) -> dict:
     """Inverse of :func:`flatten`."""
     tree: dict = {}
     for name, value in flat.items():
-        node = tree
-        *parents, leaf = name.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        set_dotted(tree, name, value)
     return tree
 
 

@@ -71,6 +71,24 @@ def check_fits(state: dict[str, torch.Tensor], features: list[int], uri: str,
                           f"expected {list(expected[key])}")
 
 
+def refuse_code(uri: str, local: str | Path) -> None:
+    """Accept only what :func:`log_encoders` writes: a ``pt2`` export and no bundled code.
+
+    MLflow's PyTorch flavour can also hold a pickled model (loading it runs code; MLflow 3
+    refuses it by default, MLflow 2 does not) or ``code_paths`` it puts on ``sys.path``;
+    either would let whoever can write to the model registry run code here."""
+    from mlflow.models import Model
+
+    flavor = Model.load(str(local)).flavors.get("pytorch")
+    if flavor is None:
+        raise ConfigError(f"finetune.encoder '{uri}': not an MLflow PyTorch model")
+    data = Path(local, flavor.get("model_data") or "data")
+    if flavor.get("code") or not (data / "model.pt2").is_file() or (data / "model.pth").exists():
+        raise ConfigError(f"finetune.encoder '{uri}': refused, only a 'pt2' export without "
+                          f"bundled code is loaded (a pickled model or code files would run "
+                          f"code here); log it with serialization_format='pt2'")
+
+
 def load_encoder(cfg: Config) -> GivenEncoder:
     """Fetch ``finetune.encoder`` from the tracking server/store of ``cfg`` and check that it
     fits ``model.features``; any problem is one ConfigError naming the URI."""
@@ -79,6 +97,7 @@ def load_encoder(cfg: Config) -> GivenEncoder:
     uri = cfg.finetune.encoder
     try:
         import mlflow
+        import mlflow.artifacts
         import mlflow.pytorch
     except ImportError:
         raise ConfigError(f"finetune.encoder '{uri}': loading it needs MLflow "
@@ -86,8 +105,12 @@ def load_encoder(cfg: Config) -> GivenEncoder:
     store = resolve_uri(cfg)
     mlflow.set_tracking_uri(store)
     try:
-        model = mlflow.pytorch.load_model(uri, map_location="cpu")
-    except Exception as err:   # noqa: BLE001  (MlflowException, OSError, bad pickles ...)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+        refuse_code(uri, local)
+        model = mlflow.pytorch.load_model(local, map_location="cpu")
+    except ConfigError:
+        raise
+    except Exception as err:   # noqa: BLE001  (MlflowException, OSError, bad archives ...)
         raise ConfigError(f"finetune.encoder '{uri}': cannot load it from {redact(store)}: "
                           f"{_first_line(err)}") from None
     if not isinstance(model, torch.nn.Module):

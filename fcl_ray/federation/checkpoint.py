@@ -9,19 +9,51 @@ Layout under the root, per pre-training phase (method and fold):
 
 Every file is written to a temporary name and then renamed, so a crash mid-write never
 leaves a half file where a reader looks.
+
+Files hold tensors and plain values (dicts, lists, tuples, str, numbers, None) only and are
+read with ``torch.load(..., weights_only=True)``: whoever can write to the store (a shared
+bucket) cannot make a resuming node run code. A file that needs more is refused with one
+line (:class:`CheckpointError`), and :meth:`CheckpointStore.save` refuses to write one.
 """
 from __future__ import annotations
 
 import io
 import json
+import pickle
 from typing import Any, Optional
 
 import fsspec
 import torch
 
+from fcl_ray.config import ConfigError
+
+PLAIN = (str, int, float, bool, type(None))
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file that cannot be read safely (or at all): bad input, exit 2."""
+
+
+def check_plain(obj: Any, where: str = "state") -> None:
+    """Raise TypeError naming the first value that is not a tensor or a plain value."""
+    if torch.is_tensor(obj) or isinstance(obj, PLAIN):
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, PLAIN):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}")
+            check_plain(value, f"{where}[{key!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            check_plain(value, f"{where}[{i}]")
+    else:
+        raise TypeError(f"{where} is a {type(obj).__name__}: checkpoints hold tensors and "
+                        f"plain values only (store numpy arrays as tensors)")
+
 
 class CheckpointStore:
     def __init__(self, root: str, keep: int = 2):
+        self.url = root                      # as given: what another process opens it by
         self.fs, self.root = fsspec.core.url_to_fs(root)
         self.keep = keep
         self.fs.makedirs(self.root, exist_ok=True)
@@ -41,13 +73,31 @@ class CheckpointStore:
         self.fs.mv(tmp, path)
 
     def save(self, path: str, obj: Any) -> None:
+        """Write ``obj`` (tensors and plain values only, see :func:`check_plain`)."""
+        check_plain(obj, path)
         buffer = io.BytesIO()
         torch.save(obj, buffer)
         self.write_bytes(path, buffer.getvalue())
 
     def load(self, path: str) -> Any:
+        """Read a file written by :meth:`save`; never runs code stored in it."""
         with self.fs.open(path, "rb") as handle:
-            return torch.load(io.BytesIO(handle.read()), weights_only=False)
+            data = handle.read()
+        try:
+            return torch.load(io.BytesIO(data), weights_only=True)
+        except Exception as err:   # noqa: BLE001  (a refused global, a truncated file, ...)
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            if isinstance(err, pickle.UnpicklingError) and "Weights only" in str(err):
+                # torch's restricted unpickler met something else than tensors and plain
+                # values (a global such as os.system, or garbage): say what, not torch's advice
+                why = next((line.rstrip(".") for line in lines[1:]
+                            if not line.startswith(("Please file", "Check the documentation"))),
+                           "")
+                raise CheckpointError(
+                    f"checkpoint '{path}': refused, not only tensors and plain values (loading "
+                    f"it could run code){': ' + why if why else ''}") from None
+            first = (lines or [type(err).__name__])[0][:200]
+            raise CheckpointError(f"checkpoint '{path}': cannot be read: {first}") from None
 
     def mark_complete(self, phase: str, round_index: int) -> None:
         """Publish a round (after all its files are written) and drop older rounds."""

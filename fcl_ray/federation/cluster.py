@@ -226,6 +226,8 @@ def await_coordinator(ref, what: str, cfg: Config):
     except RayTaskError as err:   # raised inside the coordinator (checked first: such errors
         if isinstance(err.cause, FederationError):    # can also be RayActorError instances)
             raise FederationError(f"{what}: {err.cause}") from None
+        if isinstance(err.cause, ConfigError):        # bad input met inside (a refused
+            raise err.cause from None                 # checkpoint): one line, exit 2
         raise
     except RayActorError:
         raise FederationError(

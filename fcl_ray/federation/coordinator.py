@@ -1,16 +1,17 @@
-"""The coordinator actor: global weights, FedAvg, the exchanged feature banks, checkpoints.
+"""The coordinator actor: transport and state around the federation's strategy.
 
 Each round it broadcasts the global weights once (one ``ray.put``, the same reference to
-every client), waits for the clients in parallel up to the round's deadline, checks every
-update against the message contract, aggregates the valid ones in client-id order, and
-returns small per-round metrics to the driver.
+every client), waits for the clients in parallel up to the round's deadline, and hands what
+arrived to the :class:`~fcl_ray.federation.strategy.Strategy` (which updates count, FedAvg,
+the feature pool, traffic); it keeps the resulting state between rounds, writes the
+checkpoints and returns small per-round metrics to the driver.
 
 Faults are values, not crashes: a client that died, failed, sent a bad message or missed the
 deadline sits the round out and is recorded. Ray restarts a dead client actor (its
-``max_restarts``); before the next round the coordinator sets its method up again, and it
-continues from the global weights. Fewer than ``federation.min_clients`` answers: the round
-is retried ``federation.round_retries`` times, then :class:`FederationError` stops the run
-with the last checkpoint intact.
+``max_restarts``); before the next round the coordinator sets its phase up again
+(:class:`Rejoins`), and it continues from the global weights. Fewer than
+``federation.min_clients`` valid answers: the round is retried ``federation.round_retries``
+times, then :class:`FederationError` stops the run with the last checkpoint intact.
 """
 from __future__ import annotations
 
@@ -19,17 +20,68 @@ from typing import Optional
 
 import numpy as np
 import ray
+import torch
 from ray.exceptions import RayActorError, RayTaskError
 
-from fcl_ray.methods.aggregation import fedavg
 from fcl_ray.config import from_dict
-from fcl_ray.federation.checkpoint import CheckpointStore
-from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
+from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore
+from fcl_ray.federation.strategy import SharedFeatures, Strategy
 from fcl_ray.methods import get_method_class
+from fcl_ray.methods.messages import ClientUpdate, Contract
 
 
 class FederationError(RuntimeError):
     """The federation cannot go on (too few clients answered, the coordinator is gone)."""
+
+
+class Rejoins:
+    """Clients Ray restarted, rebuilt for the current phase without holding up a round: the
+    phase's set-up call is sent again, and a client rejoins at the first round after it has
+    finished."""
+
+    def __init__(self, clients: list):
+        self.clients = clients
+        self.call, self.args = "", []     # the phase's set-up call, its arguments per client
+        self.waiting: set[int] = set()    # restarted clients not rebuilt yet
+        self.pending: dict[int, ray.ObjectRef] = {}
+        self.errors: dict[int, str] = {}  # why a restarted client's last set-up failed
+
+    def new_phase(self, call: str, args: list[tuple]) -> None:
+        self.call, self.args = call, args
+        self.waiting, self.pending = set(), {}
+
+    def died(self, cid: int) -> None:
+        self.waiting.add(cid)
+
+    def poll(self) -> dict[int, str]:
+        """Send the set-up to restarted clients, collect the finished ones; returns
+        {id: why} for the clients not back yet."""
+        for cid in self.waiting - set(self.pending):
+            self.pending[cid] = getattr(self.clients[cid], self.call).remote(*self.args[cid])
+        done, _ = ray.wait(list(self.pending.values()), num_returns=len(self.pending), timeout=0)
+        for cid, ref in list(self.pending.items()):
+            if ref in done:
+                del self.pending[cid]
+                try:
+                    ray.get(ref)
+                    self.waiting.discard(cid)
+                    self.errors.pop(cid, None)
+                except (RayActorError, RayTaskError) as err:   # sent again next round
+                    self.errors[cid] = str(err).strip().splitlines()[-1][:200]
+        return {cid: "rejoining after a restart" + (f" (last try: {self.errors[cid]})"
+                                                    if cid in self.errors else "")
+                for cid in self.waiting}
+
+    def wait_for_all(self, timeout_s: float = 300.0) -> None:
+        """Before a phase every client must take part in (final encoder, fine-tuning): wait
+        until restarted clients are rebuilt; a client that cannot come back stops us."""
+        deadline = time.monotonic() + timeout_s
+        while self.waiting and time.monotonic() < deadline:
+            self.poll()
+            time.sleep(0.5)
+        if self.waiting:
+            raise FederationError(f"clients {sorted(self.waiting)} did not come back "
+                                  f"within {timeout_s:.0f}s after dying")
 
 
 class Coordinator:
@@ -40,101 +92,63 @@ class Coordinator:
         self.clients = clients                         # ordered by client id
         fed = self.cfg.federation
         root = fed.checkpoint_dir or f"{self.cfg.experiment.output_dir}/checkpoints"
-        self.store_root = root
         self.store = CheckpointStore(root) if fed.checkpoint_every else None
-        self.global_weights: Optional[np.ndarray] = None
-        self.shared: dict[int, tuple] = {}
+        self.rejoins = Rejoins(clients)
         self.encoders: dict[str, list] = {}            # method -> per-client encoder refs
-        self.federated = True
-        self.contract: Optional[Contract] = None
-        self.setup: tuple = ()                         # (call, args) that (re)builds a client
-        self.needs_setup: set[int] = set()             # restarted clients to build again
-        self.pending_setup: dict[int, ray.ObjectRef] = {}
-        self.rejoin_errors: dict[int, str] = {}         # why a restarted client's set-up failed
-        self.round_index = 0
+        # The current phase: its policy and the state it carries from round to round.
         self.phase = ""
+        self.strategy: Optional[Strategy] = None
+        self.global_weights: Optional[np.ndarray] = None
+        self.shared: SharedFeatures = {}
+        self.round_index = 0
 
     # ------------------------------------------------------------------ rounds
-    def _start_phase(self, call: str, *args) -> list[dict]:
-        """Run the set-up call on every client; remember it to rebuild restarted clients."""
-        self.setup = (call, args)
-        self.needs_setup, self.pending_setup = set(), {}
-        infos = ray.get([getattr(c, call).remote(*args) for c in self.clients])
-        self.contract = Contract(n_weights=infos[0]["n_weights"],
-                                 feature_dim=infos[0]["feature_dim"],
-                                 partitions=self.cfg.data.partitions,
-                                 max_features=self.cfg.pretrain.exchange_size)
+    def _start_phase(self, call: str, args: list[tuple], federated: bool) -> list[dict]:
+        """Run the set-up call on every client (``args[cid]`` its arguments), remember it to
+        rebuild restarted clients, and start the phase's strategy from round 0."""
+        self.rejoins.new_phase(call, args)
+        infos = ray.get([getattr(c, call).remote(*a) for c, a in zip(self.clients, args)])
+        contract = Contract(n_weights=infos[0]["n_weights"], feature_dim=infos[0]["feature_dim"],
+                            partitions=self.cfg.data.partitions,
+                            max_features=self.cfg.pretrain.exchange_size)
+        self.strategy = Strategy(contract, federated, self.cfg.federation.min_clients)
         self.global_weights, self.shared, self.round_index = None, {}, 0
         return infos
 
-    def _rejoin(self) -> dict[int, str]:
-        """Rebuild restarted clients without holding up the round: the set-up call is sent,
-        and a client rejoins at the first round after it has finished. Returns {id: why}
-        for the clients not back yet."""
-        call, args = self.setup
-        for cid in self.needs_setup - set(self.pending_setup):
-            self.pending_setup[cid] = getattr(self.clients[cid], call).remote(*args)
-        done, _ = ray.wait(list(self.pending_setup.values()),
-                           num_returns=len(self.pending_setup), timeout=0)
-        for cid, ref in list(self.pending_setup.items()):
-            if ref in done:
-                del self.pending_setup[cid]
-                try:
-                    ray.get(ref)
-                    self.needs_setup.discard(cid)
-                    self.rejoin_errors.pop(cid, None)
-                except (RayActorError, RayTaskError) as err:   # sent again next round
-                    self.rejoin_errors[cid] = str(err).strip().splitlines()[-1][:200]
-        return {cid: "rejoining after a restart" + (f" (last try: {self.rejoin_errors[cid]})"
-                                                    if cid in self.rejoin_errors else "")
-                for cid in self.needs_setup}
-
-    def _wait_for_all(self, timeout_s: float = 300.0) -> None:
-        """Before a phase every client must take part in (final encoder, fine-tuning):
-        wait until restarted clients are rebuilt; a client that cannot come back stops us."""
-        deadline = time.monotonic() + timeout_s
-        while self.needs_setup and time.monotonic() < deadline:
-            self._rejoin()
-            time.sleep(0.5)
-        if self.needs_setup:
-            raise FederationError(f"clients {sorted(self.needs_setup)} did not come back "
-                                  f"within {timeout_s:.0f}s after dying")
-
     def _collect(self, call: str, *args) -> tuple[list[ClientUpdate], dict[int, str]]:
         """One attempt: call every available client, keep the valid, timely updates."""
-        fed = self.cfg.federation
-        unavailable = self._rejoin()
+        timeout = self.cfg.federation.round_timeout_s
+        dropped = self.rejoins.poll()                  # restarted, not rebuilt yet
         weights_ref = ray.put(self.global_weights) if self.global_weights is not None else None
         refs = {getattr(c, call).remote(weights_ref, *args): cid
-                for cid, c in enumerate(self.clients) if cid not in unavailable}
-        dropped = dict(unavailable)
-        ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=fed.round_timeout_s)
-        updates = []
+                for cid, c in enumerate(self.clients) if cid not in dropped}
+        ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        answers = {}
         for ref in ready:
             cid = refs[ref]
             try:
-                updates.append(check_update(ray.get(ref), self.contract))
+                answers[cid] = ray.get(ref)
             except RayActorError:
                 dropped[cid] = "died"
-                self.needs_setup.add(cid)
+                self.rejoins.died(cid)
             except RayTaskError as err:
                 dropped[cid] = f"failed: {str(err.cause).splitlines()[0][:200]}"
-            except MessageError as err:
-                dropped[cid] = f"rejected: {err}"
+        updates, rejected = self.strategy.select(answers)
+        dropped.update(rejected)
         for ref in late:
-            dropped[refs[ref]] = f"late (deadline {fed.round_timeout_s}s)"
-        updates.sort(key=lambda u: u.client)           # aggregation order = client id
+            dropped[refs[ref]] = f"late (deadline {timeout}s)"
         return updates, dropped
 
     def _round(self, call: str, *args) -> tuple[list[ClientUpdate], dict]:
-        """Collect (retrying when too few answered), then FedAvg; return updates and stats."""
+        """Collect (retrying when too few answered) and aggregate; returns the updates that
+        counted and the round's metrics."""
         fed = self.cfg.federation
         self.round_index += 1
         attempts = []
         for _ in range(fed.round_retries + 1):
             updates, dropped = self._collect(call, *args)
             attempts.append(dropped)
-            if len(updates) >= fed.min_clients:
+            if self.strategy.enough(updates):
                 break
         else:
             raise FederationError(
@@ -142,47 +156,41 @@ class Coordinator:
                 f"answered (federation.min_clients={fed.min_clients}) in {len(attempts)} "
                 f"attempt(s); dropped: {dropped}")
         start = time.perf_counter()
-        if self.federated:
-            self.global_weights = fedavg([u.weights for u in updates],
-                                         [u.n_samples for u in updates])
-        down = self.global_weights.nbytes if self.federated else 0
-        stats = {"round": self.round_index,
-                 "participants": [u.client for u in updates],
-                 "dropped": {str(k): v for k, v in dropped.items()},
-                 "retries": len(attempts) - 1,
-                 "aggregate_seconds": time.perf_counter() - start,
-                 "bytes_per_client": {str(u.client): u.nbytes_weights + down + u.nbytes_features
-                                      for u in updates},
-                 "bytes_weights": sum(u.nbytes_weights + down for u in updates)}
-        return updates, stats
+        self.global_weights = self.strategy.aggregate(updates, self.global_weights)
+        return updates, {"round": self.round_index,
+                         "participants": [u.client for u in updates],
+                         "dropped": {str(k): v for k, v in dropped.items()},
+                         "retries": len(attempts) - 1,
+                         "aggregate_seconds": time.perf_counter() - start}
+
+    @staticmethod
+    def _metrics(updates: list[ClientUpdate], stats: dict, start: float) -> dict:
+        """What the driver gets back: per-client metrics, the round's stats and time."""
+        stats["round_seconds"] = time.perf_counter() - start
+        return {"clients": [{"client": u.client, **u.metrics} for u in updates], **stats}
 
     # ------------------------------------------------------------------ pre-training
     def start_pretraining(self, method: str, fold: int, resume: bool = False) -> dict:
         """Set every client up for ``method``; with ``resume``, continue from the last
         complete checkpoint of this phase. Returns sizes and the round to start from."""
-        self.federated = get_method_class(method).federated
         self.phase = f"{method}-fold{fold}"
-        infos = self._start_phase("start_pretraining", method, fold)
+        infos = self._start_phase("start_pretraining", [(method, fold)] * len(self.clients),
+                                  federated=get_method_class(method).federated)
         start_round = 0
         if resume and self.store is not None:
             start_round = self._restore() or 0
         return {"slices": sum(i["slices"] for i in infos), "start_round": start_round}
 
     def pretrain_round(self) -> dict:
+        """One round of pre-training: every client gets the global weights and the pool of
+        features shared last round; the pool is refilled from this round's updates."""
         start = time.perf_counter()
         shared_ref = ray.put(self.shared) if self.shared else None
         updates, stats = self._round("pretrain_round", shared_ref)
-        self.shared = {u.client: (u.features, u.partitions) for u in updates
-                       if u.features is not None}
-        # Up: what each client sent. Down: every client receives the others' features.
-        sent = {u.client: u.nbytes_features for u in updates}
-        total = sum(sent.values())
-        stats["bytes_features"] = total + sum(total - own for own in sent.values())
-        for u in updates:
-            stats["bytes_per_client"][str(u.client)] += total - sent[u.client]
+        self.shared = self.strategy.feature_pool(updates)
+        stats |= self.strategy.traffic(updates, self.global_weights, pooled_features=True)
         self._checkpoint()
-        stats["round_seconds"] = time.perf_counter() - start
-        return {"clients": [{"client": u.client, **u.metrics} for u in updates], **stats}
+        return self._metrics(updates, stats, start)
 
     def _checkpoint(self) -> None:
         """Every ``checkpoint_every`` rounds: clients save their own state, then the
@@ -191,8 +199,8 @@ class Coordinator:
         if self.store is None or self.round_index % every:
             return
         path = self.store.round_dir(self.phase, self.round_index)
-        saves = [self.clients[cid].save_state.remote(self.store_root, path)
-                 for cid in range(len(self.clients)) if cid not in self.needs_setup]
+        saves = [self.clients[cid].save_state.remote(self.store.url, path)
+                 for cid in range(len(self.clients)) if cid not in self.rejoins.waiting]
         for save in saves:
             try:
                 ray.get(save)
@@ -201,9 +209,11 @@ class Coordinator:
                                       f"{str(err.cause).splitlines()[0]}") from None
             except RayActorError:         # died since the round: it restarts from the
                 pass                      # global weights, in this run as after a resume
-        self.store.save(f"{path}/coordinator.pt",
-                        {"round": self.round_index, "global_weights": self.global_weights,
-                         "shared": self.shared})
+        # Tensors, not numpy arrays: the file must load with weights_only=True.
+        self.store.save(f"{path}/coordinator.pt", {
+            "round": self.round_index,
+            "global_weights": _tensor(self.global_weights),
+            "shared": {cid: (_tensor(f), _tensor(p)) for cid, (f, p) in self.shared.items()}})
         self.store.mark_complete(self.phase, self.round_index)
 
     def _restore(self) -> Optional[int]:
@@ -212,16 +222,22 @@ class Coordinator:
             return None
         path = self.store.round_dir(self.phase, last)
         state = self.store.load(f"{path}/coordinator.pt")
-        self.global_weights, self.shared = state["global_weights"], state["shared"]
+        self.global_weights = _array(state["global_weights"])
+        self.shared = {cid: (_array(f), _array(p)) for cid, (f, p) in state["shared"].items()}
         self.round_index = state["round"]
-        ray.get([c.load_state.remote(self.store_root, path) for c in self.clients])
+        try:
+            ray.get([c.load_state.remote(self.store.url, path) for c in self.clients])
+        except RayTaskError as err:   # a client's file refused: the same one line
+            if isinstance(err.cause, CheckpointError):
+                raise CheckpointError(str(err.cause)) from None
+            raise
         return last
 
     def probe(self, fold: int, n_labeled: int) -> float:
         """Mean over clients of the probe Dice of the current global encoder."""
-        weights_ref = ray.put(self.global_weights) if self.federated else None
+        weights_ref = ray.put(self.global_weights) if self.strategy.federated else None
         calls = [c.probe.remote(weights_ref, fold, n_labeled)
-                 for cid, c in enumerate(self.clients) if cid not in self.needs_setup]
+                 for cid, c in enumerate(self.clients) if cid not in self.rejoins.waiting]
         results = []
         for call in calls:
             try:
@@ -231,17 +247,18 @@ class Coordinator:
         return float(np.nanmean(results)) if results else float("nan")
 
     def finish_pretraining(self, method: str) -> None:
-        self._wait_for_all()
-        weights_ref = ray.put(self.global_weights) if self.federated else None
+        self.rejoins.wait_for_all()
+        weights_ref = ray.put(self.global_weights) if self.strategy.federated else None
         calls = [c.finish_pretraining.remote(weights_ref) for c in self.clients]
         ray.wait(calls, num_returns=len(calls))        # every client has released its method
         # Federated: every client now holds the same global encoder, so keep one copy.
-        self.encoders[method] = [calls[0]] * len(calls) if self.federated else calls
+        self.encoders[method] = [calls[0]] * len(calls) if self.strategy.federated else calls
         self.global_weights, self.shared = None, {}
 
     def encoder_states(self, method: str) -> list[dict]:
         """The final encoders of ``method`` (one per client; the same one if federated)."""
-        return ray.get(self.encoders[method][:1] if self.federated else self.encoders[method])
+        refs = self.encoders[method]
+        return ray.get(refs[:1] if get_method_class(method).federated else refs)
 
     # ------------------------------------------------------------------ fine-tuning
     def use_encoder(self, name: str, state: dict) -> None:
@@ -260,29 +277,22 @@ class Coordinator:
         return [ray.get(per_n) for per_n in calls]
 
     def start_federated_finetune(self, method: str, fold: int, n_labeled: int) -> None:
-        """Every client builds its U-Net (its encoder, the same seeded decoder)."""
-        self.federated = True
-        encoders = self._encoders(method)
-        # Each client starts from its own encoder (the same one unless pre-training was local).
-        self.setup = ("start_federated_finetune", (encoders[0], fold, n_labeled))
-        self.needs_setup, self.pending_setup = set(), {}
-        infos = ray.get([c.start_federated_finetune.remote(e, fold, n_labeled)
-                         for c, e in zip(self.clients, encoders)])
-        self.contract = Contract(n_weights=infos[0]["n_weights"], feature_dim=None,
-                                 partitions=self.cfg.data.partitions, max_features=0)
-        self.global_weights, self.round_index = None, 0
+        """Every client builds its U-Net from its own encoder (the same one unless
+        pre-training was local) and the same seeded decoder."""
+        self._start_phase("start_federated_finetune",
+                          [(e, fold, n_labeled) for e in self._encoders(method)], federated=True)
 
     def finetune_round(self) -> dict:
         """One FedAvg round of supervised fine-tuning; returns its timing and traffic."""
         start = time.perf_counter()
         updates, stats = self._round("finetune_round")
-        stats["round_seconds"] = time.perf_counter() - start
-        return {"clients": [{"client": u.client, **u.metrics} for u in updates], **stats}
+        stats |= self.strategy.traffic(updates, self.global_weights)
+        return self._metrics(updates, stats, start)
 
     def finish_federated_finetune(self, fold: int, n_labeled: int = 0) -> list[dict]:
         """Dice of the final global U-Net on every client's test fold."""
         weights_ref = ray.put(self.global_weights)
-        self._wait_for_all()
+        self.rejoins.wait_for_all()
         results = ray.get([c.finish_federated_finetune.remote(weights_ref, fold, n_labeled)
                            for c in self.clients])
         self.global_weights = None
@@ -293,3 +303,11 @@ class Coordinator:
         for _ in range(rounds):
             self.finetune_round()
         return self.finish_federated_finetune(fold, n_labeled)
+
+
+def _tensor(array: Optional[np.ndarray]):
+    return None if array is None else torch.from_numpy(array)
+
+
+def _array(tensor) -> Optional[np.ndarray]:
+    return None if tensor is None else tensor.numpy()

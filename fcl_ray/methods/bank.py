@@ -52,6 +52,17 @@ class FeatureBank:
     def __len__(self) -> int:
         return sum(self.count)
 
+    def state_dict(self) -> dict:
+        """The rows and ring positions, as tensors and lists (for checkpoints)."""
+        return {"features": self.features, "slice_ids": self.slice_ids,
+                "pointer": list(self.pointer), "count": list(self.count)}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.features.device   # copies: pushes write into them in place
+        self.features = state["features"].to(device, copy=True)
+        self.slice_ids = state["slice_ids"].to(device, copy=True)
+        self.pointer, self.count = list(state["pointer"]), list(state["count"])
+
 
 def sample_features(features: torch.Tensor, partitions: torch.Tensor, k: int,
                     generator: torch.Generator, *row_tags: torch.Tensor) -> tuple[torch.Tensor, ...]:

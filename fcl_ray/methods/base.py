@@ -35,6 +35,13 @@ class PretrainMethod:
     probe_size: int = 64            # slices of the fixed health-probe batch
     health_centred: bool = False    # True: health figures on mean-centred embeddings
     optimizer: torch.optim.Optimizer
+    # What --resume restores: the attributes whose values shape future steps (networks,
+    # optimiser, banks, queues, the random generator). Declared, not discovered, so nothing
+    # drops out silently: a subclass that adds state adds its name, and
+    # tests/unit/test_checkpoint.py fails for any state that changes in a round yet is
+    # neither here nor in ``not_checkpointed`` (diagnostics that never shape a step).
+    checkpointed: tuple[str, ...] = ("gen",)
+    not_checkpointed: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
                  device: torch.device):
@@ -109,35 +116,46 @@ class PretrainMethod:
                                  if k.startswith(prefix)})
 
     def checkpoint_state(self) -> dict:
-        """Everything that shapes this client's future steps: every network, optimiser,
-        feature bank and the random generator (found generically among the attributes, so
-        a new method needs no code here). Resuming from it continues bit for bit on CPU."""
-        state: dict = {"generator": self.gen.get_state()}
-        for name, value in vars(self).items():
-            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
-                state[name] = copy.deepcopy(value.state_dict())   # a snapshot, not live views
-            elif isinstance(value, FeatureBank):
-                state[name] = {k: (v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
-                               for k, v in vars(value).items()}
-            elif torch.is_tensor(value):   # queues and other running buffers
-                state[name] = value.detach().clone()
-        return state
+        """Everything that shapes this client's future steps: the attributes named in
+        ``checkpointed``, as tensors and plain values only (so the file loads with
+        ``weights_only=True``). A snapshot, not live views; resuming from it continues bit
+        for bit on CPU."""
+        return {name: _snapshot(getattr(self, name), name) for name in self.checkpointed}
 
     def load_checkpoint_state(self, state: dict) -> None:
-        self.gen.set_state(state["generator"])
-        for name, value in vars(self).items():
-            if name not in state:
-                continue
-            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
-                value.load_state_dict(state[name])
-            elif torch.is_tensor(value):
-                setattr(self, name, state[name].to(value.device))
-            elif isinstance(value, FeatureBank):
-                for k, v in state[name].items():
-                    setattr(value, k, v.to(value.features.device) if torch.is_tensor(v) else v)
+        missing = [name for name in self.checkpointed if name not in state]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: the checkpoint has no {missing} "
+                             f"(written by another method?)")
+        for name in self.checkpointed:
+            setattr(self, name, _restore(getattr(self, name), state[name]))
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.encoder().state_dict().items()}
+
+
+def _snapshot(value, name: str):
+    """A copy of one checkpointed attribute as tensors and plain values."""
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if isinstance(value, (nn.Module, torch.optim.Optimizer, FeatureBank)):
+        return copy.deepcopy(value.state_dict())
+    if torch.is_tensor(value):
+        return value.detach().clone()
+    raise TypeError(f"checkpointed attribute '{name}' is a {type(value).__name__}; "
+                    f"expected a module, optimiser, feature bank, tensor or generator")
+
+
+def _restore(current, saved):
+    """``current`` with the state ``saved`` by :func:`_snapshot` (tensors replace it, as a
+    copy: training updates some in place, and ``saved`` must stay what was saved)."""
+    if isinstance(current, torch.Generator):
+        current.set_state(saved)
+    elif isinstance(current, (nn.Module, torch.optim.Optimizer, FeatureBank)):
+        current.load_state_dict(saved)
+    else:
+        return saved.to(current.device, copy=True)
+    return current
 
 
 def bank_capacity(cfg: Config, n_slices: int) -> int:
@@ -178,9 +196,11 @@ class SingleNetworkMethod(PretrainMethod):
     """A method with one trained network (encoder + a head), Adam, and G^D batches.
 
     Subclasses pick the network with :meth:`build_net` (default: encoder + projection head)
-    and write ``train_step``; FedAvg shares the whole network, the encoder initialises
+    and write ``compute_loss``; FedAvg shares the whole network, the encoder initialises
     fine-tuning.
     """
+
+    checkpointed = PretrainMethod.checkpointed + ("net", "optimizer")
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
                  device: torch.device):
@@ -208,6 +228,8 @@ class MomentumBankMethod(PretrainMethod):
     ``pretrain.aggregate_momentum`` is true (every client's bank then comes from the same
     global momentum network); otherwise each client keeps its own.
     """
+
+    checkpointed = PretrainMethod.checkpointed + ("net", "momentum_net", "optimizer", "bank")
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
                  device: torch.device):

@@ -41,6 +41,10 @@ class FedCA(MomentumBankMethod):
     federated = True
     shares_features = True
     align_weight = 1.0
+    # The reference is reset from the global model every round; saved anyway so a resumed
+    # client holds exactly what it held.
+    checkpointed = MomentumBankMethod.checkpointed + ("reference",)
+    not_checkpointed = ("last_dictionary_size",)   # read by tests, never by a step
 
     def __init__(self, cfg, slices, generator, device):
         super().__init__(cfg, slices, generator, device)

@@ -38,6 +38,8 @@ class FedSwAV(PretrainMethod):
     epsilon = 0.05
     sinkhorn_iterations = 3
     freeze_fraction = 0.1   # prototypes fixed for this share of all pre-training steps
+    checkpointed = PretrainMethod.checkpointed + ("net", "prototypes", "optimizer", "queue",
+                                                  "step_count")
 
     def __init__(self, cfg, slices, generator, device):
         super().__init__(cfg, slices, generator, device)
@@ -50,7 +52,7 @@ class FedSwAV(PretrainMethod):
         self.queue_length = bank_capacity(cfg, len(slices)) * cfg.data.partitions
         self.queue = torch.zeros(0, m.projection_dim, device=device)
         self.freeze_steps = int(self.freeze_fraction * p.rounds * p.local_steps)
-        self.step_count = torch.zeros((), dtype=torch.long)   # a tensor: checkpointed
+        self.step_count = torch.zeros((), dtype=torch.long)
 
     def networks(self):
         return {"main": self.net, "prototypes": self.prototypes}

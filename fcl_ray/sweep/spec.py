@@ -29,7 +29,8 @@ from typing import Any, Optional
 import yaml
 
 from fcl_ray.config import (Config, ConfigError, flatten, from_dict, load_config,
-                            parse_override, read_yaml_mapping, to_dict, unflatten)
+                            parse_override, read_yaml_mapping, set_dotted, to_dict,
+                            unflatten)
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 ALGORITHMS = ("random", "grid", "optuna")
@@ -92,12 +93,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
             continue
         if len(keys) < 2:
             raise ConfigError(f"override '{text}': expected sweep.<key>=value")
-        node = raw
-        for k in keys[1:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{text}': 'sweep.{k}' is not a section")
-        node[keys[-1]] = value
+        set_dotted({"sweep": raw}, keys, value, f"override '{text}'")   # raw is the sweep body
     return parse_sweep(raw, base_dir=path.parent, extra_overrides=base_extra)
 
 

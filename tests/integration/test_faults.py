@@ -14,9 +14,12 @@ import pytest
 import ray
 import torch
 
+from fcl_ray.cli import main
 from fcl_ray.config import load_config
+from fcl_ray.federation.checkpoint import CheckpointStore
 from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.federation.driver import run_experiment
+from hostile_files import plant_checkpoint
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,3 +153,25 @@ def test_driver_sigkill_then_resume_matches_uninterrupted_run_bitwise(ray_sessio
     expected = pd.read_csv(tmp_path / "reference" / "results.csv")
     dice = [c for c in expected.columns if c.startswith("dice_")]
     pd.testing.assert_frame_equal(expected[dice], resumed[dice].reset_index(drop=True))
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(ray_session, tiny_overrides, tmp_path,
+                                                         capsys):
+    # Someone with write access to the checkpoint store plants a round that runs a command
+    # when unpickled; `fcl-ray run --resume` must stop with one line, exit 2, and run nothing.
+    marker = tmp_path / "code-ran"
+    overrides = tiny_overrides + ["tracking.enabled=false", "pretrain.methods=[fcl]",
+                                  "finetune.modes=[local]"]
+    store = CheckpointStore(str(tmp_path / "out" / "checkpoints"))
+    planted = f"{store.round_dir('fcl-fold0', 1)}/coordinator.pt"
+    plant_checkpoint(store, planted, marker)
+    store.mark_complete("fcl-fold0", 1)
+    args = ["run", str(ROOT / "experiments" / "quickstart.yaml"), "--resume"]
+    for o in overrides:
+        args += ["--set", o]
+    capsys.readouterr()
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"fcl-ray: error: checkpoint '{planted}': refused")
+    assert not marker.exists(), "the planted checkpoint ran code"

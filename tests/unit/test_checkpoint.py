@@ -1,13 +1,19 @@
-"""Every registered method saves and restores its whole state: resuming continues exactly."""
+"""Checkpoints: every registered method declares all the state a round changes, resuming
+from the file continues bit for bit, and a file that would run code is refused unread."""
+import copy
+
+import numpy as np
 import pytest
 import torch
 
-from fcl_ray.config import load_config
+from fcl_ray.config import ConfigError, load_config
 from fcl_ray.data.slices import volumes_to_slices
 from fcl_ray.data.synthetic import make_site
+from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore
 from fcl_ray.methods import get_method_class, registered_methods
 
 from conftest import TINY
+from hostile_files import plant_checkpoint
 
 METHODS = [m for m in registered_methods() if get_method_class(m) is not None]
 
@@ -21,17 +27,168 @@ def _build(name):
                                   torch.device("cpu"))
 
 
+def _remote(method):
+    """Features as another client would share them (this client's own, reused)."""
+    shared = method.shared_features()
+    if shared is None:
+        return None
+    return torch.tensor(shared[0]), torch.tensor(shared[1], dtype=torch.long)
+
+
+def _client_round(method, remote, global_state=None) -> dict:
+    """What a client does in one pre-training round (federation/site.py), minus Ray."""
+    if global_state is not None:
+        method.load_shared_state(global_state)
+    metrics = method.train_round(2, remote)
+    metrics.update(method.health())
+    method.shared_features()
+    method.shared_state()
+    return metrics
+
+
+def reachable_state(obj) -> dict[str, object]:
+    """Every tensor, array, generator state and number reachable from ``obj``'s attributes
+    (through modules, optimisers, dicts, lists), by path: 'bank.pointer[0]', ..."""
+    found: dict[str, object] = {}
+    seen: set[int] = set()
+
+    def walk(value, path):
+        if isinstance(value, torch.Generator):
+            found[path] = value.get_state()
+        elif torch.is_tensor(value):
+            found[path] = value.detach().clone()
+        elif isinstance(value, np.ndarray):
+            found[path] = value.copy()
+        elif isinstance(value, (bool, int, float)):
+            found[path] = value
+        elif id(value) in seen:
+            return
+        elif isinstance(value, dict):
+            seen.add(id(value))
+            for i, (key, item) in enumerate(value.items()):   # an optimiser's state is keyed
+                walk(item, f"{path}[{key if isinstance(key, (str, int)) else i}]")  # by tensors
+        elif isinstance(value, (list, tuple)):
+            seen.add(id(value))
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif hasattr(value, "__dict__"):
+            seen.add(id(value))
+            for key, item in vars(value).items():
+                walk(item, f"{path}.{key}" if path else key)
+
+    walk(obj, "")
+    return found
+
+
+def _same(a, b) -> bool:
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return a == b
+
+
+def _attribute(path: str) -> str:
+    return path.split(".")[0].split("[")[0]
+
+
 @pytest.mark.parametrize("name", METHODS)
-def test_restored_method_continues_bit_for_bit(name):
+def test_every_state_a_round_changes_is_declared_for_checkpoints(name):
+    torch.set_num_threads(1)
+    method = _build(name)
+    _client_round(method, None)
+    before = reachable_state(method)
+    _client_round(method, _remote(method), method.shared_state())
+    after = reachable_state(method)
+    changed = {p for p in after if p not in before or not _same(before[p], after[p])}
+    declared = set(method.checkpointed) | set(method.not_checkpointed)
+    undeclared = sorted(p for p in changed if _attribute(p) not in declared)
+    assert changed, "a round changed nothing?"
+    assert not undeclared, (f"{name}: a round changes {undeclared[:5]}, which --resume would "
+                            f"lose: add the attribute to {type(method).__name__}.checkpointed")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_restored_method_holds_every_state_and_continues_bit_for_bit(name, tmp_path):
     torch.set_num_threads(1)
     original = _build(name)
-    original.train_round(2, None)
-    saved = original.checkpoint_state()
-    expected = original.train_round(2, None)
-    expected_weights = original.shared_state()
+    _client_round(original, None)
+    remote = _remote(original)
+    global_state = {k: v.clone() for k, v in original.shared_state().items()}   # not live views
+    store = CheckpointStore(str(tmp_path))
+    store.save(f"{tmp_path}/client-0.pt", original.checkpoint_state())   # what save_state does
 
     restored = _build(name)               # a fresh process would build it the same way
-    restored.load_checkpoint_state(saved)
-    assert restored.train_round(2, None) == expected
+    restored.load_checkpoint_state(store.load(f"{tmp_path}/client-0.pt"))
+    want, got = reachable_state(original), reachable_state(restored)
+    differ = sorted(p for p in want if _attribute(p) not in original.not_checkpointed
+                    and not (p in got and _same(want[p], got[p])))
+    assert not differ, f"{name}: restored state differs at {differ[:5]}"
+
+    expected = _client_round(original, remote, global_state)
+    assert _client_round(restored, remote, global_state) == expected
     for key, value in restored.shared_state().items():
-        assert torch.equal(value, expected_weights[key]), key
+        assert torch.equal(value, original.shared_state()[key]), key
+    assert torch.equal(restored.gen.get_state(), original.gen.get_state())
+
+
+def test_a_checkpoint_that_misses_declared_state_is_refused():
+    method = _build("fcl")
+    state = method.checkpoint_state()
+    del state["bank"]
+    with pytest.raises(ValueError, match=r"FCL: the checkpoint has no \['bank'\]"):
+        _build("fcl").load_checkpoint_state(state)
+
+
+def test_a_checkpoint_carrying_a_callable_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "code-ran"
+    store = CheckpointStore(str(tmp_path / "store"))
+    path = f"{store.round_dir('fcl-fold0', 1)}/coordinator.pt"
+    plant_checkpoint(store, path, marker)   # as an attacker with write access to the bucket
+
+    with pytest.raises(CheckpointError) as refused:
+        store.load(path)
+    message = str(refused.value)
+    assert isinstance(refused.value, ConfigError)       # bad input: the CLI exits 2
+    assert "\n" not in message and path in message and "refused" in message
+    assert "posix.system" in message or "os.system" in message
+    assert not marker.exists(), "the pickled callable ran"
+
+
+def test_a_damaged_checkpoint_is_one_line(tmp_path):
+    store = CheckpointStore(str(tmp_path))
+    store.save(f"{tmp_path}/client-0.pt", {"weights": torch.zeros(100)})
+    whole = (tmp_path / "client-0.pt").read_bytes()
+    store.write_bytes(f"{tmp_path}/client-0.pt", whole[:len(whole) // 2])   # cut short
+    with pytest.raises(CheckpointError, match=r"client-0.pt': cannot be read") as err:
+        store.load(f"{tmp_path}/client-0.pt")
+    assert "\n" not in str(err.value)
+    store.write_bytes(f"{tmp_path}/client-1.pt", b"not a checkpoint")   # not even a zip
+    with pytest.raises(CheckpointError, match=r"client-1.pt': refused") as err:
+        store.load(f"{tmp_path}/client-1.pt")
+    assert "\n" not in str(err.value)
+
+
+def test_save_refuses_what_a_safe_load_could_not_read(tmp_path):
+    store = CheckpointStore(str(tmp_path))
+    with pytest.raises(TypeError, match=r"\['shared'\]\[0\]\[0\] is a ndarray"):
+        store.save(f"{tmp_path}/c.pt", {"shared": {0: (np.zeros(2), np.zeros(2))}})
+    state = {"round": 2, "global_weights": torch.arange(3.0), "shared": {0: (torch.ones(1),)},
+             "pointer": [1, 2], "note": None}
+    store.save(f"{tmp_path}/c.pt", state)
+    loaded = store.load(f"{tmp_path}/c.pt")
+    assert loaded.keys() == state.keys() and torch.equal(loaded["global_weights"],
+                                                         state["global_weights"])
+
+
+@pytest.mark.parametrize("name", ["fcl", "fedswav"])   # a bank, an in-place step counter
+def test_training_after_a_restore_leaves_the_saved_state_untouched(name):
+    torch.set_num_threads(1)
+    saved = _build(name).checkpoint_state()
+    kept = copy.deepcopy(saved)
+    method = _build(name)
+    method.load_checkpoint_state(saved)
+    method.train_round(2, None)
+    want, got = reachable_state(kept), reachable_state(saved)
+    assert want.keys() == got.keys()
+    assert not [p for p in want if not _same(want[p], got[p])], "training wrote into the saved state"

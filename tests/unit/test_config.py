@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fcl_ray.config import ConfigError, flatten, load_config, to_dict, unflatten
+from fcl_ray.config import ConfigError, flatten, load_config, set_dotted, to_dict, unflatten
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
@@ -25,6 +25,18 @@ def test_flatten_round_trip():
     tree = to_dict(load_config(QUICKSTART))
     assert unflatten(flatten(tree)) == tree
     assert flatten(tree)["pretrain.temperature"] == 0.1
+
+
+def test_set_dotted_makes_sections_and_refuses_to_descend_into_a_value():
+    tree = {"data": {"clients": 2}}
+    set_dotted(tree, "data.extra.depth", 3)
+    set_dotted(tree, ["pretrain", "rounds"], 5)
+    assert tree == {"data": {"clients": 2, "extra": {"depth": 3}}, "pretrain": {"rounds": 5}}
+    with pytest.raises(ConfigError, match=r"^override 'data.clients.x=1': 'data.clients' is "
+                                          r"not a section$"):
+        set_dotted(tree, "data.clients.x", 1, "override 'data.clients.x=1'")
+    with pytest.raises(ConfigError, match="'data.clients' is not a section"):
+        load_config(None, ["data.clients=2", "data.clients.x=1"])
 
 
 @pytest.mark.parametrize("override,message", [

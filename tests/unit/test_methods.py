@@ -203,3 +203,19 @@ def test_fcl_ablations_switch_off_one_thing(slices):
     base = fcl.train_step(None)
     twin.gen.set_state(gen_state)
     assert twin.train_step(None)["loss_local"] > base["loss_local"]
+
+
+def test_methods_return_their_loss_and_only_the_base_class_steps():
+    """One optimiser step for all methods (PretrainMethod.train_step: backward and step
+    outside autocast); a method only writes compute_loss."""
+    from pathlib import Path
+
+    for name in PRETRAINED:
+        assert get_method_class(name).train_step is PretrainMethod.train_step, name
+    folder = Path(PretrainMethod.__module__.replace(".", "/")).parent
+    root = Path(__file__).resolve().parents[2]
+    for path in sorted((root / folder).glob("*.py")):
+        if path.name in ("base.py", "finetune.py"):   # the two training loops
+            continue
+        text = path.read_text()
+        assert ".backward(" not in text and ".step()" not in text, path.name

@@ -1,0 +1,88 @@
+"""The federation's policy without Ray: which updates count, FedAvg, the feature pool, bytes."""
+import numpy as np
+import torch
+
+from fcl_ray.federation.strategy import Strategy
+from fcl_ray.methods.aggregation import fedavg
+from fcl_ray.methods.bank import merge_remote
+from fcl_ray.methods.messages import ClientUpdate, Contract
+
+CONTRACT = Contract(n_weights=6, feature_dim=4, partitions=2, max_features=8)
+
+
+def _update(client, n_samples=2, n_features=3, fill=None):
+    rng = np.random.default_rng(client)
+    features = partitions = None
+    if n_features:
+        features = rng.normal(size=(n_features, 4)).astype(np.float32)
+        partitions = (np.arange(n_features) % 2).astype(np.int16)
+    weights = (np.full(6, fill, np.float32) if fill is not None
+               else rng.normal(size=6).astype(np.float32))
+    return ClientUpdate(client=client, weights=weights, n_samples=n_samples,
+                        features=features, partitions=partitions, metrics={"loss": 1.0})
+
+
+def test_select_keeps_valid_updates_in_client_order_and_says_why_others_are_out():
+    bad_shape = _update(1)
+    bad_shape.weights = np.zeros(5, np.float32)
+    impostor = _update(0)                                  # client 3 answering as client 0
+    answers = {2: _update(2), 0: _update(0), 1: bad_shape, 3: impostor, 4: "an image"}
+    updates, rejected = Strategy(CONTRACT).select(answers)
+    assert [u.client for u in updates] == [0, 2]
+    assert sorted(rejected) == [1, 3, 4]
+    assert rejected[1].startswith("rejected: client 1: weights must be float32 of shape (6,)")
+    assert rejected[3] == "rejected: client 3 sent an update as client 0"
+    assert rejected[4] == "rejected: expected a ClientUpdate, got str"
+
+
+def test_enough_is_the_min_clients_rule():
+    strategy = Strategy(CONTRACT, min_clients=2)
+    assert not strategy.enough([_update(0)])
+    assert strategy.enough([_update(0), _update(1)])
+
+
+def test_aggregate_is_fedavg_by_samples_in_the_given_order():
+    updates = [_update(0, n_samples=1, fill=1.0), _update(1, n_samples=3, fill=5.0)]
+    out = Strategy(CONTRACT).aggregate(updates, current=None)
+    np.testing.assert_array_equal(out, np.full(6, 4.0, np.float32))
+    updates = [_update(c, n_samples=c + 1) for c in range(3)]
+    assert np.array_equal(Strategy(CONTRACT).aggregate(updates, None),
+                          fedavg([u.weights for u in updates], [1, 2, 3]))
+
+
+def test_a_local_phase_keeps_the_current_weights():
+    current = np.arange(6, dtype=np.float32)
+    local = Strategy(CONTRACT, federated=False)
+    assert local.aggregate([_update(0), _update(1)], current) is current
+    assert local.aggregate([_update(0)], None) is None
+
+
+def test_feature_pool_holds_every_client_that_shared_and_each_reads_the_others():
+    updates = [_update(0), _update(1, n_features=0), _update(2, n_features=2)]
+    pool = Strategy.feature_pool(updates)
+    assert sorted(pool) == [0, 2]
+    assert pool[0][0] is updates[0].features and pool[2][1] is updates[2].partitions
+    feats, parts = merge_remote(pool, exclude=0)          # what client 0 trains with
+    assert torch.equal(feats, torch.tensor(updates[2].features))
+    assert parts.dtype == torch.long and parts.tolist() == [0, 1]
+
+
+def test_traffic_counts_weights_both_ways_and_features_from_everyone_else():
+    updates = [_update(0, n_features=3), _update(1, n_features=2), _update(2, n_features=0)]
+    global_weights = np.zeros(6, np.float32)               # 24 bytes down to each client
+    up = {u.client: u.nbytes_features for u in updates}   # 3*4*4+3*2 = 54, 2*16+2*2 = 36, 0
+    assert up == {0: 54, 1: 36, 2: 0}
+    stats = Strategy(CONTRACT).traffic(updates, global_weights, pooled_features=True)
+    total = 54 + 36
+    assert stats["bytes_weights"] == 3 * (24 + 24)
+    assert stats["bytes_features"] == total + (total - 54) + (total - 36) + total
+    assert stats["bytes_per_client"] == {"0": 48 + 54 + (total - 54),
+                                         "1": 48 + 36 + (total - 36),
+                                         "2": 48 + total}
+    assert list(stats) == ["bytes_per_client", "bytes_weights", "bytes_features"]
+
+
+def test_traffic_of_a_local_phase_has_no_download_and_fine_tuning_no_features():
+    updates = [_update(0, n_features=0), _update(1, n_features=0)]
+    local = Strategy(CONTRACT, federated=False).traffic(updates, None)
+    assert local == {"bytes_per_client": {"0": 24, "1": 24}, "bytes_weights": 48}
