@@ -88,8 +88,8 @@ def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report
     results_path = out_dir / "results.csv"
     infos = gather([c.info.remote() for c in clients])
     for info in infos:
-        log(f"client {info['client']}: {info['cases']} cases, {info['slices']} slices "
-            f"on {info['device']}")
+        log(f"client {info['client']}: {info['patients']} patients, {info['volumes']} volumes, "
+            f"{info['slices']} slices on {info['device']}")
     log(f"federation ready in {time.perf_counter() - wall:.1f}s")
     report({"phase": "ready", "clients": infos, "client_handles": clients,
             "coordinator": coordinator})
