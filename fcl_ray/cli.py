@@ -83,7 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser("check", help="validate a dataset; print cases per client, "
+    check = data_sub.add_parser("check", help="validate a dataset; print patients per client, "
                                 "slices, spacing, intensities, labels and the planned split")
     check.add_argument("config", nargs="?", help="experiment YAML (default: the defaults)")
     check.add_argument("--kind", choices=["synthetic", "acdc", "mnms", "decathlon"])
