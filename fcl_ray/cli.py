@@ -1,24 +1,61 @@
 """The ``fcl-ray`` command line.
 
 Exit codes: 0 success, 2 bad usage/config/data (one clear line, no traceback), 1 otherwise.
+Results (tables, the resolved config) go to stdout; progress and diagnostics are log lines
+on stderr (``fcl_ray/log.py``), at the level of ``-q``, ``-v`` or ``--log-level``.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from fcl_ray.config import ConfigError
+from fcl_ray.log import LEVELS, get_logger, progress, setup_logging
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the project's answer to bad input: one line, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"fcl-ray: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_log_flags(parser: argparse.ArgumentParser, default) -> None:
+    """-q/-v/--log-level, on the main parser and on every command (``fcl-ray -q run ...`` and
+    ``fcl-ray run ... -q`` both work). Commands default to SUPPRESS, so that a flag given
+    before the command is not overwritten by the command's default."""
+    flags = parser.add_argument_group("logging (progress lines on stderr)")
+    flags.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="warnings and errors only")
+    flags.add_argument("-v", "--verbose", action="store_true", default=default,
+                       help="debug lines too")
+    flags.add_argument("--log-level", type=str.lower, choices=list(LEVELS), default=default,
+                       help="the level by name (default: info)")
+
+
+def _log_level(args, parser: argparse.ArgumentParser) -> str:
+    given = [flag for flag, value in (("-q/--quiet", args.quiet), ("-v/--verbose", args.verbose),
+                                      ("--log-level", args.log_level)) if value]
+    if len(given) > 1:
+        parser.error(f"{' and '.join(given)} contradict each other: give one")
+    if args.quiet:
+        return "warning"
+    if args.verbose:
+        return "debug"
+    return args.log_level or "info"
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fcl-ray", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fcl-ray", description=__doc__.splitlines()[0])
+    _add_log_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a whole experiment from a YAML config")
     run.add_argument("config", help="experiment YAML, e.g. experiments/quickstart.yaml")
     run.add_argument("--set", dest="overrides", action="append", default=[],
-                     metavar="KEY=VALUE", help="override a config key, e.g. federation.rounds=3")
+                     metavar="KEY=VALUE", help="override a config key, e.g. pretrain.rounds=3")
     run.add_argument("--resume", action="store_true",
                      help="keep finished results in the output dir and continue an interrupted "
                           "pre-training from its last checkpoint")
@@ -46,7 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser("check", help="validate a dataset; print cases per client, "
+    check = data_sub.add_parser("check", help="validate a dataset; print patients per client, "
                                 "slices, spacing, intensities, labels and the planned split")
     check.add_argument("config", nargs="?", help="experiment YAML (default: the defaults)")
     check.add_argument("--kind", choices=["synthetic", "acdc", "mnms", "decathlon"])
@@ -75,6 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--name", default="bench_cpu", help="file name stem of the outputs")
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="change the workload, e.g. data.image_size=96")
+    for command in (run, show, report, data, check, sweep, bench):
+        _add_log_flags(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -92,7 +131,6 @@ def _bench(args) -> int:
     import platform
     import shlex
     import time
-    from pathlib import Path
 
     import pandas as pd
 
@@ -106,7 +144,7 @@ def _bench(args) -> int:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = pd.concat([run_bench(clients, s, args.rounds, args.overrides,
+    table = pd.concat([run_bench(clients, s, args.rounds, args.overrides, log=progress,
                                  process_start=process_start if i == 0 else None)
                        for i, s in enumerate(steps)], ignore_index=True)
     table.to_csv(out / f"{args.name}.csv", index=False)
@@ -129,7 +167,7 @@ def _sweep(args) -> int:
     spec = load_sweep(args.sweep_config, args.overrides)
     check_durable_outputs(spec.base_config, storage_path=spec.storage_path,
                           tracking_uri=args.tracking_uri or spec.tracking_uri)
-    outcome = run_sweep(spec, resume=args.resume, tracking_uri=args.tracking_uri)
+    outcome = run_sweep(spec, resume=args.resume, tracking_uri=args.tracking_uri, log=progress)
     print(format_outcome(spec, outcome))
     if outcome.errors:   # a RayJob / CI step must not report success over failed trials
         print(f"fcl-ray: {outcome.errors} of {len(outcome.trials)} trials errored (status "
@@ -156,9 +194,13 @@ def _run(args) -> int:
     from fcl_ray.federation.cluster import (RunInterrupted, connect_ray, disconnect_ray,
                                             stop_on_signals)
     from fcl_ray.federation.driver import run_experiment
+    from fcl_ray.report import format_table
 
     cfg = load_config(args.config, args.overrides)
     check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
+    get_logger(__name__).debug(f"config {args.config or '(defaults)'} with "
+                               f"{len(args.overrides)} override(s), output in "
+                               f"{cfg.experiment.output_dir}")
     if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
         # Check (and cache) the data here, so a bad file is one line and exit 2, not an error
         # inside a Ray actor. With client_roots the folders live on the sites' machines.
@@ -168,7 +210,7 @@ def _run(args) -> int:
     stop_on_signals(cfg.experiment.output_dir)   # after ray.init, which sets its own handler
     try:
         with tracking.run_context() as run_ids:
-            run_experiment(cfg, resume=args.resume)
+            results = run_experiment(cfg, resume=args.resume)
     except RunInterrupted as stop:
         if run_ids:   # the run was stopped, not broken: KILLED in MLflow, as `ray job stop` is
             _mark_killed(tracking.resolve_uri(cfg), run_ids[0], stop)
@@ -176,6 +218,10 @@ def _run(args) -> int:
         return stop.exit_code
     finally:
         disconnect_ray(started_ray)
+    # The program's output, on stdout; the progress lines above went to stderr.
+    print(f"Dice on held-out volumes (mean ± std over {cfg.data.clients} clients), "
+          f"from {Path(cfg.experiment.output_dir) / 'results.csv'}:")
+    print(format_table(results))
     return 0
 
 
@@ -243,7 +289,9 @@ def _federation_error() -> type:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(_log_level(args, parser))
     from fcl_ray.data import DataError
 
     try:

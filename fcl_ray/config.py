@@ -418,7 +418,7 @@ def set_dotted(tree: dict, key: str | list[str], value: Any, what: str = "key") 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b=c`` into (["a", "b"], value), the value read as YAML (1, 0.5, [1,2], x)."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}': expected key=value, e.g. federation.rounds=3")
+        raise ConfigError(f"override '{text}': expected key=value, e.g. pretrain.rounds=3")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None

@@ -84,7 +84,7 @@ def write_run_report(results: pd.DataFrame, out_dir: str | Path,
     written.append(plot_client_dice(results, out / "dice_per_client.png"))
     paired = getattr(report, "paired_differences", None)
     write_paired = getattr(report, "write_paired_report", None)
-    methods = set(results["method"]) - {"upper_bound"}
+    methods = set(results["method"]) - {report.UPPER_BOUND}
     if paired and write_paired and reference in methods and len(methods) > 1:
         written += write_paired(paired(results, reference=reference), out)
     return written

@@ -31,13 +31,13 @@ KEY_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client"]
 # Written by the driver (experiment.seed); results concatenated from several seeds are told
 # apart by it. Absent -> every row is seed 0.
 SEED_COLUMN = "seed"
-# Row order of the paper's tables; methods not listed follow in order of appearance.
-METHOD_ORDER = ["random", "local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca", "fcl",
-                "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives", "upper_bound"]
 # Rows of the fully supervised reference (random init, every training case labeled): its N is
 # the whole training set, so it gets a column of its own ("all labels") instead of an N column.
 UPPER_BOUND = "upper_bound"
 ALL_LABELS = "all"
+# Row order of the paper's tables; methods not listed follow in order of appearance.
+METHOD_ORDER = ["random", "local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca", "fcl",
+                "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives", UPPER_BOUND]
 
 
 # ----------------------------------------------------------------------------- the old API
@@ -119,7 +119,9 @@ def read_mlflow_results(experiment: str, tracking_uri: Optional[str] = None) -> 
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    from fcl_ray.tracking import DEFAULT_URI
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ConfigError(f"'{experiment}' is neither a results file nor an MLflow experiment "
                           f"(no MLflow store at {uri})")

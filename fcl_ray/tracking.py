@@ -294,11 +294,3 @@ def finish_run(uri: str, run_id: str, status: str = "FINISHED",
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status=status)
 
-
-def log_artifacts_to(uri: str, run_id: str, paths: list[str | Path]) -> None:
-    """Add artifacts to a run (open or already ended) by id."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    for path in paths:
-        client.log_artifact(run_id, str(path))

@@ -12,7 +12,8 @@ echo "== tuning sweep (limit ${TUNE_S}s)"
 start=$(date +%s)
 timeout "$TUNE_S" python - "$OUT" <<'PY'
 import sys
-from fcl_ray.sweep.run import load_sweep, run_sweep
+from fcl_ray.sweep.run import run_sweep
+from fcl_ray.sweep.spec import load_sweep
 out = sys.argv[1]
 import os
 extra = os.environ.get("TUNE_SET", "").split(";") if os.environ.get("TUNE_SET") else []

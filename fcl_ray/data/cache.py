@@ -64,7 +64,7 @@ def load(d: DataConfig, key: str) -> Optional[list[Volume]]:
 def store(d: DataConfig, key: str, volumes: list[Volume]) -> None:
     folder = cache_dir(d)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"names": np.array([v.case_id for v in volumes])}
+    arrays = {"names": np.array([v.volume_id for v in volumes])}
     for i, v in enumerate(volumes):
         arrays[f"image{i}"] = v.image
         if v.label is not None:

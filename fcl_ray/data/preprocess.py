@@ -146,6 +146,6 @@ def preprocess_case(frames: list[RawFrame], d: DataConfig, cardiac: bool) -> lis
         if flip:
             image = image[::-1]
             label = None if label is None else label[::-1]
-        volumes.append(Volume(frame.name, np.ascontiguousarray(image, dtype=np.float32),
+        volumes.append(Volume(frame.volume_id, np.ascontiguousarray(image, dtype=np.float32),
                               None if label is None else np.ascontiguousarray(label)))
     return volumes

@@ -65,8 +65,11 @@ class SiteProfile:
 
 @dataclass(frozen=True)
 class Volume:
-    """One short-axis stack, base (index 0) to apex; ``label`` None for an unlabeled frame."""
-    case_id: str
+    """One short-axis stack, base (index 0) to apex; ``label`` None for an unlabeled frame.
+
+    ``volume_id`` is ``<case>:<frame>`` (``patient001:ED``): a case is a patient, and one
+    patient has several volumes (frames); :func:`fcl_ray.data.patient_of` strips the frame."""
+    volume_id: str
     image: np.ndarray               # (D, H, W) float32
     label: Optional[np.ndarray]     # (D, H, W) uint8
 
@@ -308,7 +311,7 @@ def make_volume(seed: int, site: int, case: int, size: int = 64,
     """Render case ``case`` of site ``site`` at ED: a (D, size, size) image and its labels."""
     ((image, label),) = make_frames(seed, site, case, [0], CINE_FRAMES, size, slices,
                                     noise_scale)
-    return Volume(case_id=case_name(site, case), image=image, label=label)
+    return Volume(volume_id=case_name(site, case), image=image, label=label)
 
 
 def make_site(seed: int, site: int, cases: int, size: int = 64,

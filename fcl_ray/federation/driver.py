@@ -20,9 +20,10 @@ from fcl_ray.dashboard import log_dataset_early, publish_run
 from fcl_ray.federation.cluster import await_coordinator, gather, running_federation
 from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.federation.site import ALL_LABELED
+from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import get_method_class
-from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND, format_table
+from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND
 from fcl_ray.tracking import make_tracker, method_rows
 
 Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
@@ -39,11 +40,12 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_experiment(cfg: Config, log: Callable[[str], None] = print,
+def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
                    reporter: Optional[Reporter] = None, placement_group=None,
                    resume: bool = False) -> pd.DataFrame:
     """Run the whole experiment of ``cfg``; return (and write) the per-client results.
 
+    ``log`` gets the progress lines (default: info lines on stderr, ``fcl_ray/log.py``).
     ``reporter`` (optional) is called with a dict when the federation is ready, after every
     pre-training round and after every fine-tuning setting; Ray Tune's trainable uses it.
     ``resume`` keeps the finished (fold, method) results of ``<output_dir>/results.csv`` and
@@ -86,8 +88,8 @@ def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report
     results_path = out_dir / "results.csv"
     infos = gather([c.info.remote() for c in clients])
     for info in infos:
-        log(f"client {info['client']}: {info['cases']} cases, {info['slices']} slices "
-            f"on {info['device']}")
+        log(f"client {info['client']}: {info['patients']} patients, {info['volumes']} volumes, "
+            f"{info['slices']} slices on {info['device']}")
     log(f"federation ready in {time.perf_counter() - wall:.1f}s")
     report({"phase": "ready", "clients": infos, "client_handles": clients,
             "coordinator": coordinator})
@@ -113,9 +115,7 @@ def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report
     for artifact in [results_path, out_dir / "rounds.jsonl", *sorted(out_dir.glob("encoders/*"))]:
         if artifact.exists():
             tracker.log_artifact(artifact)
-    log(f"\nDice on held-out volumes (mean ± std over {cfg.data.clients} clients), "
-        f"written to {results_path}:")
-    log(format_table(results))
+    log(f"results written to {results_path}")
     log(f"wall time {time.perf_counter() - wall:.1f}s")
     publish_run(cfg, tracker, results, out_dir, log)   # tables, models, data; the link
     return results
@@ -136,6 +136,7 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
     log(f"[{method}] pre-training fold {fold}: {cfg.data.clients} clients, "
         f"{info['slices']} slices, {p.rounds} rounds x {p.local_steps} steps"
         + (f"; resumed after round {first}" if first else ""))
+    eta = Eta(p.rounds - first)
     for r in range(first, p.rounds):
         m = await_coordinator(coordinator.pretrain_round.remote(), f"{phase}, round {r + 1}", cfg)
         for c in m["clients"]:
@@ -146,7 +147,8 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
         mb = (m["bytes_weights"] + m["bytes_features"]) / 1e6
         log(f"  round {r + 1}/{p.rounds} done in {m['round_seconds']:.1f}s with "
             f"{len(m['participants'])}/{cfg.data.clients} clients "
-            f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB)")
+            f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB); "
+            f"{eta.step()}")
         health = mean_health(m["clients"])
         _append_jsonl(Path(cfg.experiment.output_dir) / "rounds.jsonl",
                       {"method": method, "fold": fold,
@@ -175,7 +177,7 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
                             step=fold * p.rounds + r)
         report({"phase": "pretrain", "method": method, "fold": fold, "round": r + 1, **metrics})
         if collapsed:
-            _collapse_guard(cfg, method, fold, r + 1, health, log)
+            _collapse_guard(cfg, method, fold, r + 1, health)
     await_coordinator(coordinator.finish_pretraining.remote(method), f"{phase}, finishing", cfg)
     _save_encoders(cfg, coordinator, method, fold)
 
@@ -203,8 +205,9 @@ def _health_text(metrics: dict) -> str:
                    if f"health/{k}" in metrics)
 
 
-def _collapse_guard(cfg, method: str, fold: int, round_: int, health: dict, log) -> None:
-    """``pretrain.collapse_guard``: warn (one line) or stop the run (CollapseError)."""
+def _collapse_guard(cfg, method: str, fold: int, round_: int, health: dict) -> None:
+    """``pretrain.collapse_guard``: warn (one line, level warning: ``-q`` shows it) or stop
+    the run (CollapseError)."""
     p = cfg.pretrain
     line = (f"{method} fold {fold}: embeddings collapsed at round {round_} (mean cosine "
             f"{health['mean_cosine']:.3f} > {p.collapse_cosine} or effective rank "
@@ -212,7 +215,7 @@ def _collapse_guard(cfg, method: str, fold: int, round_: int, health: dict, log)
             f"about the method")
     if p.collapse_guard == "stop":
         raise CollapseError(f"{line}; stopped (pretrain.collapse_guard=stop)")
-    log(f"WARNING: {line}")
+    get_logger(__name__).warning(line)
 
 
 def _save_encoders(cfg, coordinator, method, fold) -> None:
@@ -243,6 +246,7 @@ def _finetune_grid(cfg, coordinator, method, fold, log, report) -> list[dict]:
     if method == UPPER_BOUND:   # random init, every labeled training patient of each client
         budgets, encoder = [ALL_LABELED], "random"
     rows: list[dict] = []
+    eta = Eta(len(ft.modes) * len(budgets))
     for mode in ft.modes:
         start = time.perf_counter()
         if mode == "local":
@@ -261,7 +265,7 @@ def _finetune_grid(cfg, coordinator, method, fold, log, report) -> list[dict]:
             rows += [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold,
                       "seed": cfg.experiment.seed, **r} for r in results]
         log(f"[{method}] {mode} fine-tuning of {len(budgets)} setting(s) took "
-            f"{time.perf_counter() - start:.1f}s")
+            f"{time.perf_counter() - start:.1f}s; {eta.step(len(budgets))}")
     return rows
 
 

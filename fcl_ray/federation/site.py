@@ -63,7 +63,7 @@ class ClientActor:
         self.client_id = client_id
         self.device = pick_device(num_gpus)
         volumes = load_client_volumes(self.cfg, client_id)
-        self.case_ids = [v.case_id for v in volumes]
+        self.volume_ids = [v.volume_id for v in volumes]   # <case>:<frame>, several per patient
         self.has_label = [v.label is not None for v in volumes]   # extra cine frames: no mask
         self.slices = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
                                         self.cfg.data.partitions,
@@ -82,17 +82,19 @@ class ClientActor:
 
     def _split(self, fold: int, n_labeled: int = 0):
         """Split by patient, so a patient's ED, ES and extra frames stay on one side."""
-        return patient_split(self.case_ids, self.has_label, self.cfg.data.folds, fold, n_labeled,
+        return patient_split(self.volume_ids, self.has_label, self.cfg.data.folds, fold, n_labeled,
                              self.cfg.experiment.seed, self.client_id)
 
     def training_patients(self, fold: int) -> int:
         """How many labeled patients this client has outside the test fold of ``fold``."""
-        split = patient_split(self.case_ids, self.has_label, self.cfg.data.folds, fold, 0,
+        split = patient_split(self.volume_ids, self.has_label, self.cfg.data.folds, fold, 0,
                               self.cfg.experiment.seed, self.client_id)
-        return len({patient_of(self.case_ids[i]) for i in split.order})
+        return len({patient_of(self.volume_ids[i]) for i in split.order})
 
     def info(self) -> dict:
-        return {"client": self.client_id, "cases": len(self.case_ids),
+        return {"client": self.client_id,
+                "patients": len({patient_of(v) for v in self.volume_ids}),
+                "volumes": len(self.volume_ids),
                 "slices": len(self.slices), "device": str(self.device), "pid": os.getpid()}
 
     def _injected_delay(self) -> None:

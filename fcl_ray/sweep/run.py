@@ -13,6 +13,7 @@ import yaml
 
 from fcl_ray.config import ConfigError, flatten, to_dict
 from fcl_ray.federation.cluster import connect_ray, disconnect_ray
+from fcl_ray.log import progress
 from fcl_ray.sweep.spec import STATE_FILE, SweepSpec
 from fcl_ray.sweep.trial import (make_scheduler, make_search_alg, param_space,
                                  run_trial, stop_collapsed, trial_resources)
@@ -43,7 +44,7 @@ class SweepOutcome:
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str] = None,
-              log: Callable[[str], None] = print) -> SweepOutcome:
+              log: Callable[[str], None] = progress) -> SweepOutcome:
     """Run (or resume) the sweep; return its trial table and where MLflow has it."""
     import pandas as pd
     from ray import tune

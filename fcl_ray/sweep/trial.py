@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fcl_ray.config import Config, from_dict, to_dict
+from fcl_ray.log import get_logger, progress
 from fcl_ray.sweep.spec import SweepSpec, apply_values
 
 # ----------------------------------------------------------------------------- Tune objects
@@ -146,9 +147,9 @@ def run_trial(config: dict, setup: dict) -> None:
             client = MlflowClient(setup["tracking_uri"])
             for key, value in checked.items():
                 client.set_tag(run_ids[0], key, str(value))
-        print(f"[{trial_id}] placement group {checked['placement_group']}: "
-              f"{checked['clients_in_pg']}/{len(handles)} client actors and "
-              f"{checked['coordinator_in_pg']} coordinator inside")
+        progress(f"[{trial_id}] placement group {checked['placement_group']}: "
+                 f"{checked['clients_in_pg']}/{len(handles)} client actors and "
+                 f"{checked['coordinator_in_pg']} coordinator inside")
 
     def reporter(m: dict) -> None:
         if m["phase"] == "ready":
@@ -183,7 +184,7 @@ def run_trial(config: dict, setup: dict) -> None:
                               tags={"sweep": setup["name"], "trial_id": trial_id,
                                     "trial_name": ctx.get_trial_name()}) as created:
         run_ids = created   # noqa: F841  (read by check_placement through the closure)
-        run_experiment(cfg, log=lambda line: print(f"[{trial_id}] {line}"), reporter=reporter,
+        run_experiment(cfg, log=lambda line: progress(f"[{trial_id}] {line}"), reporter=reporter,
                        placement_group=pg)
     _child_artifacts(setup, cfg, created, checked)
 
@@ -201,7 +202,7 @@ def _child_artifacts(setup: dict, cfg: Config, run_ids: list[str], checked: dict
         if plot is not None:
             MlflowClient(uri).log_artifact(run_id, str(plot))
     except Exception as err:   # noqa: BLE001  (plots are a nicety; never fail the trial)
-        print(f"could not add plots to MLflow run {run_id}: {err}")
+        get_logger(__name__).warning(f"could not add plots to MLflow run {run_id}: {err}")
 
 
 def plot_run_history(uri: str, run_id: str, cfg: Config, path: Path) -> Optional[Path]:

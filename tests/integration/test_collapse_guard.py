@@ -32,7 +32,7 @@ def test_guard_stops_a_collapsing_run_and_health_is_logged_otherwise(ray_session
     healthy = tiny_overrides + ["pretrain.methods=[fcl]", "experiment.name=healthy",
                                 f"experiment.output_dir={out_dir}", "pretrain.collapse_guard=stop"]
     assert main(_run_args(healthy)) == 0
-    assert "COLLAPSED" not in capsys.readouterr().out
+    assert "COLLAPSED" not in capsys.readouterr().err   # progress lines are on stderr
     rounds = [json.loads(line) for line in (out_dir / "rounds.jsonl").read_text().splitlines()]
     assert set(rounds[0]["health"]) == {"0", "1"}
     assert rounds[-1]["health"]["0"]["mean_cosine"] < 0.99

@@ -35,9 +35,10 @@ def test_tiny_federation_end_to_end(ray_session, tiny_overrides, tmp_path):
     assert set(written["finetune_mode"]) == {"local", "federated"}
     assert written["dice_mean"].between(0, 1).all()
     assert (tmp_path / "out" / "config.yaml").is_file()
-    # Progress was shown: round, client, loss, seconds.
+    # Progress was shown: round, client, loss, seconds; an ETA per round; where the results are.
     assert any("round 2/2 client 1 loss" in line for line in lines)
-    assert any(line.startswith("fcl") or "fcl" in line for line in lines[-6:])
+    assert any("round 1/2 done" in line and "; ETA 0:" in line for line in lines)
+    assert any(line.endswith("results.csv") for line in lines[-6:])
 
     # The MLflow run holds the params, per-round metrics and the artifacts.
     mlflow.set_tracking_uri(cfg.tracking.uri)

@@ -81,7 +81,7 @@ def test_sigterm_ends_the_run_killed_with_its_checkpoint_and_exit_143(ray_sessio
     driver = _driver(TINY + [f"experiment.output_dir={out}", f"tracking.uri={uri}",
                              "experiment.name=sigterm", "pretrain.methods=[fcl]",
                              "pretrain.rounds=6", "faults.delay_seconds={0: 4.0}"])
-    for line in driver.stdout:
+    for line in driver.stderr:   # progress lines are log lines, on stderr
         if "round 2/6 done" in line:
             # Well inside round 3's wait (client 0 sleeps 4 s): the driver is blocked in Ray,
             # where a signal's exception used to be lost and the run went on.

@@ -43,14 +43,14 @@ def test_every_layout_loads_square_volumes_with_project_labels(kind, tmp_path):
             assert v.label.shape == v.image.shape and v.label.dtype == np.uint8
             allowed = {0, 1} if kind == "decathlon" else {0, 1, 2, 3}
             assert set(np.unique(v.label)) <= allowed and v.label.any()
-        ids += [v.case_id for v in vols]
+        ids += [v.volume_id for v in vols]
     assert len(ids) == len(set(ids))                  # random split: disjoint clients
 
 
 def test_acdc_frames_are_base_first_and_in_plane_resampled(tmp_path):
     root = write_acdc(tmp_path / "acdc", apex_first=1)
     cfg = cfg_for("acdc", root, tmp_path, "data.clients=1")
-    vols = {v.case_id: v for v in load_client_volumes(cfg, 0)}
+    vols = {v.volume_id: v for v in load_client_volumes(cfg, 0)}
     for v in vols.values():
         area = (v.label > 0).reshape(len(v.label), -1).sum(1)
         assert area[0] > area[-1]                     # base (big) first, apex (small) last
@@ -75,7 +75,7 @@ def test_by_site_split_gives_one_client_per_vendor_or_centre(tmp_path):
     root = write_mnms(tmp_path / "mnms", vendors=("A", "A", "B", "B", "C", "C"))
     cfg = cfg_for("mnms", root, tmp_path, "data.split=by_site", "data.clients=3")
     for client, vendor in enumerate("ABC"):
-        assert {v.case_id[0] for v in load_client_volumes(cfg, client)} == {vendor}
+        assert {v.volume_id[0] for v in load_client_volumes(cfg, client)} == {vendor}
     wrong = cfg_for("mnms", root, tmp_path, "data.split=by_site", "data.clients=2")
     with pytest.raises(DataError, match="3 vendors .* set data.clients=3"):
         load_client_volumes(wrong, 0)
@@ -88,7 +88,7 @@ def test_explicit_split_and_per_client_roots(tmp_path):
     root = write_acdc(tmp_path / "acdc", n_cases=4)
     cfg = cfg_for("acdc", root, tmp_path, "data.split=explicit",
                   "data.split_lists=[[patient001,patient004],[patient002,patient003]]")
-    assert [v.case_id for v in load_client_volumes(cfg, 0)] == ["patient001:ED", "patient004:ED"]
+    assert [v.volume_id for v in load_client_volumes(cfg, 0)] == ["patient001:ED", "patient004:ED"]
     a, b = write_acdc(tmp_path / "siteA", 2, seed=1), write_acdc(tmp_path / "siteB", 3, seed=2)
     per_site = load_config(None, ["data.kind=acdc", f"data.client_roots=[{a},{b}]",
                                   "data.clients=2", "data.folds=2", "data.image_size=32",
@@ -128,17 +128,17 @@ def test_extra_frames_and_patient_split(tmp_path):
     cfg = cfg_for("acdc", root, tmp_path, "data.clients=1", "data.phases=ed_es",
                   "data.extra_frames=2")
     vols = [v for c in one_client_cases(cfg.data, 0) for v in load_case(c, cfg.data).volumes]
-    assert [v.case_id for v in vols[:4]] == ["patient001:ED", "patient001:ES",
+    assert [v.volume_id for v in vols[:4]] == ["patient001:ED", "patient001:ES",
                                              "patient001:t02", "patient001:t05"]
     assert vols[2].label is None and vols[2].image.shape[1:] == (32, 32)
-    ids, labeled = [v.case_id for v in vols], [v.label is not None for v in vols]
+    ids, labeled = [v.volume_id for v in vols], [v.label is not None for v in vols]
     s = patient_split(ids, labeled, folds=2, fold=0, n_labeled=1, seed=0, client=0)
     pat = lambda idx: {ids[i].split(":")[0] for i in idx}  # noqa: E731
     assert len(pat(s.labeled)) == 1 and len(s.labeled) == 2          # ED and ES of 1 patient
     assert not pat(s.test) & (pat(s.labeled) | pat(s.unlabeled))     # no patient on two sides
     assert all(labeled[i] for i in s.test + s.labeled)
     # The client actor loads all of them (it splits by patient with patient_split).
-    assert sorted(v.case_id for v in load_client_volumes(cfg, 0)) == sorted(ids)
+    assert sorted(v.volume_id for v in load_client_volumes(cfg, 0)) == sorted(ids)
 
 
 def _off_centre_decathlon(root: Path, shift: int = 12) -> Path:
@@ -181,7 +181,7 @@ def test_intensity_crop_follows_an_off_centre_heart_and_label_crop_still_works(t
         cfg = cfg_for("decathlon", root, tmp_path, "data.clients=1", "data.image_size=48",
                       "data.spacing=1.5", f"data.crop={rule}")
         vols = load_client_volumes(cfg, 0)
-        kept[rule] = min((v.label > 0).sum() / full[v.case_id] for v in vols)
+        kept[rule] = min((v.label > 0).sum() / full[v.volume_id] for v in vols)
     assert kept["label"] == 1.0                       # the old behaviour, still available
     assert kept["intensity"] > 0.95                   # found the heart without its mask
     assert kept["centre"] < kept["intensity"]         # the image centre cuts this heart
@@ -204,8 +204,8 @@ def test_data_check_cli_prints_the_plan(tmp_path, capsys):
                  "--set", "data.partitions=2", "--set", f"data.cache_dir={tmp_path / 'c'}"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "vendor A: 2 cases" in out and "vendor C: 2 cases" in out
-    assert "plan (fold 0, N=1): labeled 1 cases" in out and "[0, 1, 2, 3]" in out
+    assert "vendor A: 2 patients" in out and "vendor C: 2 patients" in out
+    assert "plan (fold 0, N=1): labeled 1 patients" in out and "[0, 1, 2, 3]" in out
     assert main(["data", "check", "--kind", "synthetic", "--set", "data.clients=2"]) == 0
 
 

@@ -28,7 +28,7 @@ def test_default_synthetic_is_todays_ed_volume_bit_for_bit():
     cfg = _cfg("data.cases_per_client=4")
     vols = load_client_volumes(cfg, 1)
     ref = make_site(0, 1, 4, 32, (4, 5))
-    assert [v.case_id for v in vols] == [f"{r.case_id}:ED" for r in ref]
+    assert [v.volume_id for v in vols] == [f"{r.volume_id}:ED" for r in ref]
     for v, r in zip(vols, ref):
         assert np.array_equal(v.image, r.image) and np.array_equal(v.label, r.label)
 
@@ -78,13 +78,13 @@ def test_rendering_is_deterministic_and_any_subset_of_frames_agrees():
 
 def test_only_ed_and_es_carry_masks_and_es_has_the_smaller_lv():
     vols = make_cine_site(0, 0, 3, 32, (4, 5), phases=("ED", "ES"), extra_frames=3)
-    by_id = {v.case_id: v for v in vols}
+    by_id = {v.volume_id: v for v in vols}
     for v in vols:
-        assert (v.label is not None) == v.case_id.endswith((":ED", ":ES"))
+        assert (v.label is not None) == v.volume_id.endswith((":ED", ":ES"))
     for case in range(3):
         name = f"site00_case{case:03d}"
         assert _area(by_id[f"{name}:ES"].label, 3) < _area(by_id[f"{name}:ED"].label, 3)
-        depths = {len(v.image) for v in vols if patient_of(v.case_id) == name}
+        depths = {len(v.image) for v in vols if patient_of(v.volume_id) == name}
         assert len(depths) == 1                                        # one stack geometry
 
 
@@ -100,19 +100,19 @@ def test_phases_and_extra_frames_give_the_volumes_and_ids(phases, extra, labeled
     n_lab = 3 * len(labeled_names)
     assert all(v.label is not None for v in vols[:n_lab])              # masks first ...
     assert all(v.label is None for v in vols[n_lab:])                  # ... then extra frames
-    assert [v.case_id for v in vols[:len(labeled_names)]] == \
+    assert [v.volume_id for v in vols[:len(labeled_names)]] == \
         [f"site00_case000:{p}" for p in labeled_names]
-    extras = [v.case_id.split(":")[1] for v in vols[n_lab:]
-              if patient_of(v.case_id) == "site00_case000"]
+    extras = [v.volume_id.split(":")[1] for v in vols[n_lab:]
+              if patient_of(v.volume_id) == "site00_case000"]
     assert len(extras) == extra and all(e.startswith("t") for e in extras)
     assert {int(e[1:]) for e in extras}.isdisjoint({0, es_frame(12)})  # never ED or ES
-    assert len({v.case_id for v in vols}) == len(vols)
+    assert len({v.volume_id for v in vols}) == len(vols)
 
 
 def test_cine_frames_sets_the_cycle():
     vols = load_client_volumes(_cfg("data.cases_per_client=2", "data.cine_frames=4",
                                     "data.extra_frames=2", "data.phases=ed_es"), 0)
-    assert [v.case_id for v in vols if v.case_id.startswith("site00_case001")] == \
+    assert [v.volume_id for v in vols if v.volume_id.startswith("site00_case001")] == \
         ["site00_case001:ED", "site00_case001:ES", "site00_case001:t02", "site00_case001:t03"]
 
 
@@ -120,7 +120,7 @@ def test_patient_split_keeps_a_patients_frames_on_one_side():
     cfg = _cfg("data.cases_per_client=6", "data.phases=ed_es", "data.extra_frames=2",
                "data.folds=3")
     vols = load_client_volumes(cfg, 0)
-    ids, has = [v.case_id for v in vols], [v.label is not None for v in vols]
+    ids, has = [v.volume_id for v in vols], [v.label is not None for v in vols]
     pats = lambda idx: {patient_of(ids[i]) for i in idx}  # noqa: E731
     tested = set()
     for fold in range(3):
@@ -142,14 +142,14 @@ def test_client_actor_splits_synthetic_frames_unchanged():
                "model.features=[8,8,16,16,16,8]", "model.projection_hidden=16",
                "model.projection_dim=8")
     actor = ClientActor(to_dict(cfg), 1, num_threads=1)
-    assert actor.info()["cases"] == 4 * 4
+    assert (actor.info()["patients"], actor.info()["volumes"]) == (4, 4 * 4)
     split = actor._split(0, 1)
-    pool = {actor.case_ids[i] for i in split.train}
+    pool = {actor.volume_ids[i] for i in split.train}
     assert {patient_of(i) for i in pool}.isdisjoint(
-        {patient_of(actor.case_ids[i]) for i in split.test})
+        {patient_of(actor.volume_ids[i]) for i in split.test})
     assert sum(":t" in i for i in pool) == 2 * 2                   # 2 training patients x 2 extras
-    assert all(":t" not in actor.case_ids[i] for i in split.labeled + split.test)
-    assert len({patient_of(actor.case_ids[i]) for i in split.labeled}) == 1
+    assert all(":t" not in actor.volume_ids[i] for i in split.labeled + split.test)
+    assert len({patient_of(actor.volume_ids[i]) for i in split.labeled}) == 1
 
 
 @pytest.mark.parametrize("args,key", [

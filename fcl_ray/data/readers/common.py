@@ -34,7 +34,7 @@ class CaseRef:
 @dataclass
 class RawFrame:
     """One 3D frame of a case as stored, labels already in the project's convention."""
-    name: str                       # volume id "<case>:<frame>", e.g. "patient001:ED"
+    volume_id: str                  # "<case>:<frame>", e.g. "patient001:ED"
     image: np.ndarray               # (X, Y, Z) float32, voxel order of the file (Z = slices)
     label: Optional[np.ndarray]     # (X, Y, Z) uint8, or None for an unlabeled extra frame
     affine: np.ndarray              # 4x4 voxel -> world (mm), from the image header

@@ -1,0 +1,85 @@
+"""Logging (fcl_ray/log.py) and the CLI's -q / -v / --log-level: levels, format, bad input."""
+import logging
+import re
+
+import pytest
+
+from fcl_ray.cli import main
+from fcl_ray.log import Eta, format_duration, get_logger, progress, setup_logging
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|DEBUG|WARNING|ERROR) +\S")
+
+
+@pytest.fixture(autouse=True)
+def info_level_after():
+    yield
+    setup_logging("info")   # the level tests leave behind for the next one
+
+
+def test_lines_go_to_stderr_with_a_timestamp_and_a_level(capsys):
+    setup_logging("info")
+    progress("  round 3/10 done")
+    get_logger("fcl_ray.federation.driver").warning("collapsed")
+    get_logger("fcl_ray.sweep.run").debug("not shown at info")
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(LINE.match(line) for line in lines), lines
+    assert lines[0].endswith("INFO      round 3/10 done")
+    assert " WARNING collapsed" in lines[1]
+
+
+def test_levels_and_setting_up_twice_keeps_one_handler(capsys):
+    setup_logging("debug")
+    setup_logging("warning")
+    ours = [h for h in logging.getLogger("fcl_ray").handlers if type(h).__name__ == "_StderrHandler"]
+    assert len(ours) == 1
+    progress("hidden")
+    get_logger("fcl_ray.x").warning("shown")
+    assert [line.split(" ", 3)[-1] for line in capsys.readouterr().err.splitlines()] == ["shown"]
+    with pytest.raises(ValueError, match="unknown log level 'loud'"):
+        setup_logging("loud")
+
+
+def test_eta_from_the_mean_step_time():
+    now = [100.0]
+    eta = Eta(10, clock=lambda: now[0])
+    now[0] += 6.0
+    assert eta.step() == "ETA 0:00:54"            # 6 s per round, 9 rounds left
+    now[0] += 14.0
+    assert eta.step(3) == "ETA 0:00:30"           # 20 s / 4 = 5 s per round, 6 left
+    now[0] += 100.0
+    assert eta.step(6) == "ETA 0:00:00"
+    assert format_duration(90061.4) == "1 day, 1:01:01"
+
+
+@pytest.mark.parametrize("args", [["-q", "config"], ["config", "-q"]])
+def test_quiet_keeps_the_output_on_stdout(args, capsys):
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("experiment:") and err == ""
+    assert logging.getLogger("fcl_ray").level == logging.WARNING
+
+
+@pytest.mark.parametrize("args,level", [(["-v", "config"], logging.DEBUG),
+                                        (["config", "--log-level", "ERROR"], logging.ERROR),
+                                        (["config"], logging.INFO)])
+def test_verbose_and_log_level(args, level, capsys):
+    assert main(args) == 0
+    assert logging.getLogger("fcl_ray").level == level
+
+
+@pytest.mark.parametrize("args,words", [
+    (["-q", "-v", "config"], "-q/--quiet and -v/--verbose"),
+    (["-q", "config", "-v"], "-q/--quiet and -v/--verbose"),   # one before the command, one after
+    (["config", "--verbose", "--log-level", "info"], "-v/--verbose and --log-level"),
+    (["--log-level", "loud", "config"], "invalid choice: 'loud'"),
+    (["run", "experiments/quickstart.yaml", "--log-level", "trace"], "invalid choice: 'trace'"),
+])
+def test_contradicting_or_unknown_levels_are_one_line_exit_2(args, words, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("fcl-ray: error: ") and words in err, err
