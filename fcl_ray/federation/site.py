@@ -10,6 +10,7 @@ from fcl_ray.federation import lean   # first: keeps MLflow, pandas... out of cl
 import dataclasses  # noqa: E402  (after lean, on purpose)
 import os  # noqa: E402
 import resource  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Optional  # noqa: E402
 
@@ -187,7 +188,8 @@ class ClientActor:
         build, method build, the compute of its first round (one-off warm-up included) and
         resident memory after each, plus the process's peak so far."""
         return {**self.profile, "client": self.client_id, "rss_now_mb": resident_mb(),
-                "peak_rss_mb": peak_resident_mb()}
+                "peak_rss_mb": peak_resident_mb(),
+                "unneeded_modules_loaded": [m for m in lean.NOT_IN_ACTORS if sys.modules.get(m)]}
 
     def save_state(self, store_root: str, path: str) -> None:
         """Write this client's pre-training state into a round checkpoint."""
