@@ -147,13 +147,14 @@ def _data(args) -> int:
 
 
 def _run(args) -> int:
-    from fcl_ray import tracking
     from fcl_ray.config import load_config
+
+    cfg = load_config(args.config, args.overrides)   # first: a bad config fails in ~1 s
+    from fcl_ray import tracking
     from fcl_ray.federation.cluster import (RunInterrupted, connect_ray, disconnect_ray,
                                             stop_on_signals)
     from fcl_ray.federation.driver import run_experiment
 
-    cfg = load_config(args.config, args.overrides)
     if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
         # Check (and cache) the data here, so a bad file is one line and exit 2, not an error
         # inside a Ray actor. With client_roots the folders live on the sites' machines.
