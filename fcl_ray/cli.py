@@ -188,19 +188,20 @@ def _data(args) -> int:
 
 
 def _run(args) -> int:
-    from fcl_ray import tracking
     from fcl_ray.config import load_config
     from fcl_ray.durable import check_durable_outputs
+
+    cfg = load_config(args.config, args.overrides)   # first: a bad config fails in ~1 s
+    check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
+    get_logger(__name__).debug(f"config {args.config or '(defaults)'} with "
+                               f"{len(args.overrides)} override(s), output in "
+                               f"{cfg.experiment.output_dir}")
+    from fcl_ray import tracking
     from fcl_ray.federation.cluster import (RunInterrupted, connect_ray, disconnect_ray,
                                             stop_on_signals)
     from fcl_ray.federation.driver import run_experiment
     from fcl_ray.report import format_table
 
-    cfg = load_config(args.config, args.overrides)
-    check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
-    get_logger(__name__).debug(f"config {args.config or '(defaults)'} with "
-                               f"{len(args.overrides)} override(s), output in "
-                               f"{cfg.experiment.output_dir}")
     if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
         # Check (and cache) the data here, so a bad file is one line and exit 2, not an error
         # inside a Ray actor. With client_roots the folders live on the sites' machines.

@@ -156,6 +156,11 @@ class FederationConfig:
     # The clients are reserved as one placement group before any actor starts; if the cluster
     # cannot place it within this many seconds the run stops (exit 2) naming what was asked.
     placement_timeout_s: float = 60.0
+    # Logical clients per client actor process: 1 (the design) gives every client its own
+    # actor; k > 1 hosts k clients (own data, networks, optimiser, bank, RNG) per actor, run
+    # one after another in a round: the same results with fewer processes, to simulate many
+    # clients on one machine (one per site is what a real federation uses).
+    clients_per_actor: int = 1
 
 
 @dataclass
@@ -388,6 +393,11 @@ def validate(cfg: Config) -> Config:
            f"must be in [1, data.clients={d.clients}], got {fed.min_clients}")
     _check(fed.round_timeout_s is None or fed.round_timeout_s > 0, "federation.round_timeout_s",
            f"must be > 0 or null, got {fed.round_timeout_s}")
+    _check(1 <= fed.clients_per_actor <= d.clients, "federation.clients_per_actor",
+           f"must be in [1, data.clients={d.clients}], got {fed.clients_per_actor}")
+    _check(fed.clients_per_actor == 1 or not (fed.client_resources or fed.client_labels),
+           "federation.clients_per_actor", "must be 1 when clients are pinned to sites "
+           "(federation.client_resources / client_labels): a site's clients run on its own node")
     _check(fed.placement_timeout_s > 0, "federation.placement_timeout_s",
            f"must be > 0 seconds, got {fed.placement_timeout_s}")
     for key in ("round_retries", "max_restarts", "checkpoint_every"):

@@ -9,10 +9,14 @@ For a fixed workload it measures, in one run:
 * overhead ratio = round time / (reference time / parallel slots), slots = min(C, CPUs for
   clients) on CPU (or C on GPU);
 * time to first round (process start to the end of round 1), bytes per round, peak memory
-  per client actor.
+  per client actor;
+* where each client actor's start-up went (:meth:`ClientActor.breakdown`): module imports,
+  data build, method build, its first round's compute, and resident memory after each. The
+  per-actor figures go into ``<name>.json`` next to the plot; the table has their means.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -27,7 +31,8 @@ import torch
 from fcl_ray.methods.bank import merge_remote
 from fcl_ray.config import Config, load_config, to_dict
 from fcl_ray.federation.site import ClientActor
-from fcl_ray.federation.cluster import client_cpus, connect_ray, create_federation
+from fcl_ray.federation.cluster import (actor_handles, client_cpus, connect_ray,
+                                        create_federation)
 
 # The workload the targets are stated for: 64x64 slices, batch 8, widths 16-32-64-128.
 DEFAULT_WORKLOAD = [
@@ -53,6 +58,15 @@ class BenchRow:
     time_to_first_round_s: float
     bytes_per_round_mb: float
     peak_memory_mb_per_client: float
+    client_actors: int = 0               # processes hosting the clients
+    ready_s: float = 0.0                 # create_federation to every client built (method too)
+    import_s: float = 0.0                # means over the client actors of their breakdown
+    data_s: float = 0.0
+    method_s: float = 0.0
+    first_round_compute_s: float = 0.0
+    rss_after_imports_mb: float = 0.0
+    rss_after_data_mb: float = 0.0
+    rss_after_method_mb: float = 0.0
 
 
 def seconds_since_process_start() -> float:
@@ -101,9 +115,11 @@ def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, fl
 
 def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
     """Round times of the real federation on Ray (median after the first round)."""
+    created = time.perf_counter()
     clients, coordinator = create_federation(cfg)
     try:
         ray.get(coordinator.start_pretraining.remote(cfg.pretrain.methods[0], 0))
+        ready = time.perf_counter() - created
         walls, stats = [], []
         for r in range(rounds + 1):
             start = time.perf_counter()
@@ -121,7 +137,8 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
             ray.get(coordinator.finetune_round.remote())
             ft_walls.append(time.perf_counter() - start)
         peak = max(ray.get([c.peak_memory_mb.remote() for c in clients]))
-        return {"pretrain_round_s": statistics.median(walls[1:]),
+        actors = ray.get([c.breakdown.remote() for c in clients])
+        return {"ready_s": ready, "actors": actors, **actor_means(actors),"pretrain_round_s": statistics.median(walls[1:]),
                 "exchange_aggregate_fraction": statistics.median(
                     e / w for e, w in zip(exchange, walls[1:])),
                 "finetune_round_s": statistics.median(ft_walls[1:]),
@@ -130,8 +147,22 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
                     (s["bytes_weights"] + s["bytes_features"]) / 1e6 for s in steady),
                 "peak_memory_mb_per_client": peak}
     finally:
-        for actor in clients + [coordinator]:
+        for actor in actor_handles(clients) + [coordinator]:
             ray.kill(actor)
+
+
+BREAKDOWN = {"import_s": "import_seconds", "data_s": "data_seconds",
+             "method_s": "method_seconds", "first_round_compute_s": "first_round_compute_seconds",
+             "rss_after_imports_mb": "rss_after_imports_mb", "rss_after_data_mb": "rss_after_data_mb",
+             "rss_after_method_mb": "rss_after_method_mb"}
+
+
+def actor_means(breakdowns: list[dict]) -> dict:
+    """Means over client actor processes (one breakdown per process) of the breakdown."""
+    per_process = list({b["pid"]: b for b in breakdowns}.values())
+    return {"client_actors": len(per_process),
+            **{column: statistics.mean(b.get(key, 0.0) for b in per_process)
+               for column, key in BREAKDOWN.items()}}
 
 
 def run_bench(client_counts: list[int], local_steps: int, rounds: int,
@@ -143,7 +174,7 @@ def run_bench(client_counts: list[int], local_steps: int, rounds: int,
     for the first client count; later ones count from their own set-up, Ray already up."""
     if process_start is None:
         process_start = time.perf_counter()
-    rows = []
+    rows, actors = [], []   # actors: every client actor's breakdown, per client count
     for n in client_counts:
         cfg = load_config(None, DEFAULT_WORKLOAD + [f"data.clients={n}",
                                                     f"pretrain.local_steps={local_steps}",
@@ -155,6 +186,7 @@ def run_bench(client_counts: list[int], local_steps: int, rounds: int,
         slots = float(n) if gpu else min(float(n), cpus * n)
         threads = max(1, int(cpus))
         fed = federation_seconds(cfg, rounds, process_start)
+        actors.append({"clients": n, "local_steps": local_steps, "actors": fed.pop("actors")})
         ref_pre, ref_ft = reference_seconds(cfg, rounds, threads)
         row = BenchRow(clients=n, local_steps=local_steps, slots=slots,
                        pretrain_reference_s=ref_pre, finetune_reference_s=ref_ft,
@@ -166,13 +198,30 @@ def run_bench(client_counts: list[int], local_steps: int, rounds: int,
             f"{row.finetune_round_s:.2f}s (overhead {row.finetune_overhead:.2f}), first round "
             f"after {row.time_to_first_round_s:.1f}s, {row.bytes_per_round_mb:.1f} MB/round, "
             f"peak {row.peak_memory_mb_per_client:.0f} MB/client")
+        log(f"      {row.client_actors} client actors ready {row.ready_s:.1f}s after creation; "
+            f"each (mean): imports {row.import_s:.1f}s, data {row.data_s:.2f}s, method "
+            f"{row.method_s:.2f}s, first-round compute {row.first_round_compute_s:.2f}s; "
+            f"resident after imports {row.rss_after_imports_mb:.0f} MB, after data "
+            f"{row.rss_after_data_mb:.0f} MB, after method {row.rss_after_method_mb:.0f} MB")
         rows.append(asdict(row))
         process_start = time.perf_counter()   # the next C's "first round" counts from here
+    MEASURED_ACTORS.extend(actors)   # for the JSON (plot_bench), across run_bench calls
     return pd.DataFrame(rows)
 
 
+MEASURED_ACTORS: list[dict] = []   # every run_bench call of this process appends here
+
+
+def write_json(table: pd.DataFrame, path: Path) -> None:
+    """The table's rows and every client actor's breakdown measured in this process."""
+    path.write_text(json.dumps({"rows": table.to_dict("records"), "actors": MEASURED_ACTORS},
+                               indent=1) + "\n")
+
+
 def plot_bench(table: pd.DataFrame, path: Path) -> None:
-    """Round time and overhead ratio against the number of clients."""
+    """Round time and overhead ratio against the number of clients; also writes the JSON
+    (rows + per-actor breakdowns, :func:`write_json`) next to the plot (``<name>.json``)."""
+    write_json(table, path.with_suffix(".json"))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

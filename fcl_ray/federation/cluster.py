@@ -21,7 +21,20 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fcl_ray.config import Config, ConfigError, to_dict
 from fcl_ray.federation.coordinator import Coordinator, FederationError
-from fcl_ray.federation.site import ClientActor
+from fcl_ray.federation.lean import BLOCK_VARIABLE, NOT_IN_ACTORS
+from fcl_ray.federation.site import ClientActor, ClientHost, HostedClient
+
+# The client actors' environment: glibc's malloc keeps at most 2 arenas (one per thread by
+# default, each holding freed memory: ~100 MB more resident per actor, measured), and
+# lean.py keeps MLflow, pandas, matplotlib... out of the process. FCL_RAY_LEAN_ACTORS=0 turns
+# both off (to measure what they save).
+CLIENT_ENV = {"MALLOC_ARENA_MAX": "2", BLOCK_VARIABLE: ",".join(NOT_IN_ACTORS)}
+
+
+def client_runtime_env() -> dict:
+    if os.environ.get("FCL_RAY_LEAN_ACTORS", "1") == "0":
+        return {}
+    return {"runtime_env": {"env_vars": dict(CLIENT_ENV)}}
 
 
 class PlacementError(ConfigError):
@@ -179,6 +192,11 @@ def create_federation(cfg: Config, placement_group=None, first_client_bundle: in
     trial's group (first_client_bundle=1) the coordinator shares bundle 0 with the trainable,
     so concurrent federations never take each other's resources; in the federation's own
     group (:func:`reserve_federation`, first_client_bundle=0) it needs no bundle (0 CPUs).
+
+    With ``federation.clients_per_actor`` = k > 1, clients i..i+k-1 share one
+    :class:`ClientHost` actor, placed in client i's bundle and running k times that bundle's
+    threads (the other k-1 bundles stay reserved for it); the returned list still has one
+    entry per client, a :class:`HostedClient` the coordinator calls like an actor handle.
     """
     n, fed = cfg.data.clients, cfg.federation
     if placement_group is not None and fed.num_cpus_per_client == "auto":
@@ -200,19 +218,38 @@ def create_federation(cfg: Config, placement_group=None, first_client_bundle: in
             opts["label_selector"] = fed.client_labels[i]
         return opts
 
-    client_cls = ray.remote(ClientActor)
+    def options(i: int) -> dict:
+        return dict(num_cpus=cpus, num_gpus=fed.num_gpus_per_client,
+                    max_concurrency=cfg.finetune.concurrency, max_restarts=fed.max_restarts,
+                    **placed(first_client_bundle + i), **pinned(i), **client_runtime_env())
+
     # A dead client is restarted by Ray (its __init__ reloads its own data); the coordinator
     # then rebuilds its method and it rejoins from the global weights.
-    clients = [client_cls.options(num_cpus=cpus, num_gpus=fed.num_gpus_per_client,
-                                  max_concurrency=cfg.finetune.concurrency,
-                                  max_restarts=fed.max_restarts,
-                                  **placed(first_client_bundle + i), **pinned(i))
-               .remote(cfg_dict, i, threads, fed.num_gpus_per_client) for i in range(n)]
+    k = fed.clients_per_actor
+    if k == 1:
+        client_cls = ray.remote(ClientActor)
+        clients = [client_cls.options(**options(i)).remote(cfg_dict, i, threads,
+                                                           fed.num_gpus_per_client)
+                   for i in range(n)]
+    else:
+        host_cls = ray.remote(ClientHost)
+        clients = []
+        for first in range(0, n, k):
+            ids = list(range(first, min(first + k, n)))
+            host = host_cls.options(**options(first)).remote(
+                cfg_dict, ids, max(1, int(cpus * len(ids))), fed.num_gpus_per_client)
+            clients += [HostedClient(host, i) for i in ids]
     # The coordinator is not restarted: losing it stops the run (resume with --resume).
     coordinator = ray.remote(Coordinator).options(num_cpus=0, max_restarts=0,
                                                   **placed(first_client_bundle - 1)
                                                   ).remote(clients, cfg_dict)
     return clients, coordinator
+
+
+def actor_handles(clients: list) -> list:
+    """The distinct actors behind ``clients`` (hosts once each), e.g. to ``ray.kill`` them."""
+    handles = [c.host if isinstance(c, HostedClient) else c for c in clients]
+    return list({h._actor_id: h for h in handles}.values())
 
 
 def await_coordinator(ref, what: str, cfg: Config):
@@ -257,7 +294,7 @@ def running_federation(cfg: Config, placement_group=None) -> Iterator[tuple[list
             clients, coordinator = create_federation(cfg, placement_group)
         yield clients, coordinator
     finally:
-        for actor in clients + ([coordinator] if coordinator else []):
+        for actor in actor_handles(clients) + ([coordinator] if coordinator else []):
             ray.kill(actor)
         if own_group is not None:
             remove_placement_group(own_group)

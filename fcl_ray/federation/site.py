@@ -5,26 +5,47 @@ features (embeddings + partition labels) and scalar metrics only.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-import resource
-import time
-from typing import Optional
+from fcl_ray.federation import lean   # first: keeps MLflow, pandas... out of client actors
 
-import numpy as np
-import torch
+import dataclasses  # noqa: E402  (after lean, on purpose)
+import os  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Optional  # noqa: E402
 
-from fcl_ray.methods.aggregation import WeightLayout
-from fcl_ray.methods.bank import merge_remote
-from fcl_ray.config import from_dict
-from fcl_ray.data import load_client_volumes, patient_of
-from fcl_ray.data.slices import volumes_to_slices
-from fcl_ray.data.split import patient_split
-from fcl_ray.methods.evaluate import dice_per_volume, summarise_dice
-from fcl_ray.federation.checkpoint import CheckpointStore
-from fcl_ray.methods.finetune import SegmentationTrainer, init_unet
-from fcl_ray.methods.messages import ClientUpdate
-from fcl_ray.methods import get_method_class
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fcl_ray.methods.aggregation import FlatWeights, WeightLayout  # noqa: E402
+from fcl_ray.methods.bank import merge_remote  # noqa: E402
+from fcl_ray.config import from_dict  # noqa: E402
+from fcl_ray.data import load_client_volumes, patient_of  # noqa: E402
+from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
+from fcl_ray.data.split import patient_split  # noqa: E402
+from fcl_ray.methods.evaluate import dice_per_volume, summarise_dice  # noqa: E402
+from fcl_ray.methods.finetune import SegmentationTrainer, init_unet  # noqa: E402
+from fcl_ray.methods.messages import ClientUpdate  # noqa: E402
+from fcl_ray.methods import get_method_class  # noqa: E402
+
+
+def resident_mb() -> float:
+    """Resident memory of this process now (MB), from /proc (0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return 0.0
+
+
+def peak_resident_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# What importing this module cost (torch, MONAI, ...): paid once per actor process.
+IMPORT_SECONDS = time.perf_counter() - lean.IMPORT_START
+RESIDENT_AFTER_IMPORTS_MB = resident_mb()
 
 
 ALL_LABELED = -1   # fine-tuning budget "every labeled training patient" (the upper bound)
@@ -59,6 +80,7 @@ class ClientActor:
 
     def __init__(self, cfg_dict: dict, client_id: int, num_threads: int, num_gpus: float = 0.0):
         torch.set_num_threads(max(1, num_threads))   # one thread per CPU Ray gave us
+        start = time.perf_counter()
         self.cfg = from_dict(cfg_dict)
         self.client_id = client_id
         self.device = pick_device(num_gpus)
@@ -70,9 +92,16 @@ class ClientActor:
                                         normalise=self.cfg.data.normalise).to(self.device)
         if self.cfg.model.channels_last:
             self.slices.images = self.slices.images.contiguous(memory_format=torch.channels_last)
+        del volumes   # the slices are all we keep (the volumes were a second copy)
         self.method = None
-        self.layout: Optional[WeightLayout] = None
+        self.weights: Optional[FlatWeights] = None      # the method's shared networks
         self.trainer: Optional[SegmentationTrainer] = None
+        self.ft_weights: Optional[FlatWeights] = None   # the federated fine-tuning U-Net
+        # Where this actor's time and memory went (fcl-ray bench prints it).
+        self.profile = {"pid": os.getpid(), "import_seconds": IMPORT_SECONDS,
+                        "rss_after_imports_mb": RESIDENT_AFTER_IMPORTS_MB,
+                        "data_seconds": time.perf_counter() - start,
+                        "rss_after_data_mb": resident_mb()}
 
     def _generator(self, *salt: int) -> torch.Generator:
         """A generator seeded from (experiment seed, client, salt): order-independent."""
@@ -104,6 +133,7 @@ class ClientActor:
     # ------------------------------------------------------------------ pre-training
     def start_pretraining(self, method_name: str, fold: int) -> dict:
         """Build the method on this client's pre-training pool; say what it will send."""
+        start = time.perf_counter()
         pool = self.slices.select_volumes(self._split(fold).train)
         torch.manual_seed(self.cfg.experiment.seed)   # same initial weights at every client
         self.method = get_method_class(method_name)(method_config(self.cfg, method_name), pool,
@@ -111,10 +141,19 @@ class ClientActor:
         if self.cfg.model.channels_last:
             for net in self.method.networks().values():
                 net.to(memory_format=torch.channels_last)
-        self.layout = WeightLayout(self.method.shared_state())
+        self.weights = FlatWeights(self.method.networks(), WeightLayout(self.method.shared_state()))
+        self.profile.setdefault("method_seconds", time.perf_counter() - start)
+        self.profile.setdefault("rss_after_method_mb", resident_mb())
         shares = self.method.shares_features
-        return {"slices": len(pool), "n_weights": self.layout.total,
+        return {"slices": len(pool), "n_weights": self.weights.layout.total,
                 "feature_dim": self.cfg.model.projection_dim if shares else None}
+
+    def _load_global(self, global_weights: np.ndarray) -> None:
+        """The global weights into the method's networks: one copy into the flat buffer, then
+        the method's own ``load_shared_state`` with the live tensors (copying a tensor onto
+        itself costs nothing) so hooks such as FedCA's reference model still run."""
+        self.weights.load(global_weights)
+        self.method.load_shared_state(self.weights.tensors)
 
     def pretrain_round(self, global_weights: Optional[np.ndarray],
                        shared: Optional[dict]) -> ClientUpdate:
@@ -122,16 +161,17 @@ class ClientActor:
         start = time.perf_counter()
         method = self.method
         if global_weights is not None:
-            method.load_shared_state(self.layout.unflatten(global_weights))
+            self._load_global(global_weights)
         remote = merge_remote(shared, self.client_id, self.device) if shared else None
         compute_start = time.perf_counter()
         metrics = method.train_round(self.cfg.pretrain.local_steps, remote)
         metrics["compute_seconds"] = time.perf_counter() - compute_start
+        self.profile.setdefault("first_round_compute_seconds", metrics["compute_seconds"])
         if self.cfg.pretrain.collapse_guard != "off":   # scalars only: nothing about images
             metrics.update({f"health/{k}": v for k, v in method.health().items()})
         self._injected_delay()
         features = method.shared_features()
-        weights = self.layout.flatten(method.shared_state())
+        weights = self.weights.vector()
         metrics["seconds"] = time.perf_counter() - start
         # What this call spent on the federation (weights in/out, features) rather than steps.
         metrics["exchange_seconds"] = metrics["seconds"] - metrics["compute_seconds"]
@@ -143,16 +183,28 @@ class ClientActor:
 
     def peak_memory_mb(self) -> float:
         """Peak resident memory of this actor's process (MB)."""
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return peak_resident_mb()
+
+    def breakdown(self) -> dict:
+        """Where this client's time and memory went: its process's module imports, data
+        build, method build, the compute of its first round (one-off warm-up included) and
+        resident memory after each, plus the process's peak so far."""
+        return {**self.profile, "client": self.client_id, "rss_now_mb": resident_mb(),
+                "peak_rss_mb": peak_resident_mb(),
+                "unneeded_modules_loaded": [m for m in lean.NOT_IN_ACTORS if sys.modules.get(m)]}
 
     def save_state(self, store_root: str, path: str) -> None:
         """Write this client's pre-training state into a round checkpoint."""
+        from fcl_ray.federation.checkpoint import CheckpointStore   # fsspec: only when used
+
         CheckpointStore(store_root).save(f"{path}/client-{self.client_id}.pt",
                                          self.method.checkpoint_state())
 
     def load_state(self, store_root: str, path: str) -> bool:
         """Restore the state saved by :meth:`save_state`; False if this client has none
         (it died before that round's checkpoint) and starts from the global weights."""
+        from fcl_ray.federation.checkpoint import CheckpointStore
+
         store = CheckpointStore(store_root)
         file = f"{path}/client-{self.client_id}.pt"
         if not store.fs.exists(file):
@@ -164,7 +216,7 @@ class ClientActor:
         """Cheap quality signal of the current encoder: a short fine-tune on the labeled
         volume(s), Dice on the validation case (a training case, never the test fold)."""
         if global_weights is not None:
-            self.method.load_shared_state(self.layout.unflatten(global_weights))
+            self._load_global(global_weights)
         trainer = self._new_trainer(self.method.encoder_state(), fold, n_labeled, purpose=3)
         trainer.train(self.cfg.pretrain.probe_steps)
         validation = self.slices.select_volumes([self._split(fold).validation])
@@ -174,9 +226,9 @@ class ClientActor:
     def finish_pretraining(self, global_weights: Optional[np.ndarray]) -> dict:
         """Adopt the final global weights (if federated) and hand out the encoder."""
         if global_weights is not None:
-            self.method.load_shared_state(self.layout.unflatten(global_weights))
+            self._load_global(global_weights)
         encoder = state_to_numpy(self.method.encoder_state())
-        self.method = None
+        self.method, self.weights = None, None
         return encoder
 
     # ------------------------------------------------------------------ fine-tuning
@@ -222,25 +274,78 @@ class ClientActor:
         ft = self.cfg.finetune
         self.trainer = self._new_trainer(encoder_state, fold, n_labeled,
                                          total_steps=ft.rounds * ft.local_steps)
-        self.ft_layout = WeightLayout(self.trainer.unet.state_dict())
-        return {"slices": len(self.trainer.labeled), "n_weights": self.ft_layout.total,
+        unet = self.trainer.unet
+        self.ft_weights = FlatWeights({"": unet}, WeightLayout(unet.state_dict()))
+        return {"slices": len(self.trainer.labeled), "n_weights": self.ft_weights.layout.total,
                 "feature_dim": None}
 
     def finetune_round(self, global_weights: Optional[np.ndarray]) -> ClientUpdate:
         if global_weights is not None:
-            self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))
+            self.ft_weights.load(global_weights)
         compute_start = time.perf_counter()
         loss = self.trainer.train(self.cfg.finetune.local_steps)
         compute = time.perf_counter() - compute_start
         self._injected_delay()
         return ClientUpdate(client=self.client_id,
-                            weights=self.ft_layout.flatten(self.trainer.unet.state_dict()),
+                            weights=self.ft_weights.vector(),
                             n_samples=len(self.trainer.labeled),
                             metrics={"loss": loss, "compute_seconds": compute})
 
     def finish_federated_finetune(self, global_weights: np.ndarray, fold: int,
                                   n_labeled: int = 0) -> dict:
-        self.trainer.unet.load_state_dict(self.ft_layout.unflatten(global_weights))
+        self.ft_weights.load(global_weights)
         result = {**self._evaluate(self.trainer.unet, fold), **self._budget(fold, n_labeled)}
-        self.trainer = None
+        self.trainer, self.ft_weights = None, None
         return result
+
+
+class ClientHost:
+    """Several logical clients in one actor process (``federation.clients_per_actor`` > 1).
+
+    Each hosted client is a whole :class:`ClientActor` (its own shard, networks, optimiser,
+    feature bank and generators); the host only routes calls to them. An actor runs one call
+    at a time, so within a round its clients train one after another, and every client sees
+    exactly the calls, arguments and seeds it would see in its own actor: the results are the
+    same. The coordinator talks to each hosted client through a :class:`HostedClient`, as it
+    talks to a client actor. If the host dies, Ray restarts it and its ``__init__`` rebuilds
+    all of its clients, which then rejoin like any restarted client.
+    """
+
+    def __init__(self, cfg_dict: dict, client_ids: list[int], num_threads: int,
+                 num_gpus: float = 0.0):
+        self.clients = {cid: ClientActor(cfg_dict, cid, num_threads, num_gpus)
+                        for cid in client_ids}
+
+    def call(self, client_id: int, method: str, *args):
+        """``clients[client_id].<method>(*args)``."""
+        return getattr(self.clients[client_id], method)(*args)
+
+
+class HostedClient:
+    """A logical client inside a :class:`ClientHost`, used like a client actor handle:
+    ``client.pretrain_round.remote(weights, shared)`` becomes
+    ``host.call.remote(client_id, "pretrain_round", weights, shared)`` and returns its ref."""
+
+    def __init__(self, host, client_id: int):
+        self.host, self.client_id = host, client_id
+
+    def __getattr__(self, method: str) -> "_HostedMethod":
+        if method.startswith("_"):   # pickling and copy probe dunders: not client methods
+            raise AttributeError(method)
+        return _HostedMethod(self.host, self.client_id, method)
+
+    @property
+    def _actor_id(self):
+        """The host actor's id (for the placement checks that read ``handle._actor_id``)."""
+        return self.host._actor_id
+
+    def __reduce__(self):
+        return HostedClient, (self.host, self.client_id)
+
+
+class _HostedMethod:
+    def __init__(self, host, client_id: int, method: str):
+        self.host, self.client_id, self.method = host, client_id, method
+
+    def remote(self, *args):
+        return self.host.call.remote(self.client_id, self.method, *args)

@@ -5,10 +5,11 @@ it is one vectorised operation per client instead of a Python loop over ~100 ten
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 
 class WeightLayout:
@@ -36,11 +37,71 @@ class WeightLayout:
         return out
 
 
-def fedavg(vectors: Sequence[np.ndarray], n_samples: Sequence[float]) -> np.ndarray:
+class FlatWeights:
+    """The weights of some networks living in one flat float32 buffer, in a layout's order.
+
+    Every float32, contiguous parameter and buffer of ``networks`` (the modules whose
+    ``state_dict`` entries, prefixed ``<network>.``, are ``layout.names``) is re-pointed to its
+    slice of :attr:`flat` (``tensor.data = view``: the Parameter objects, hence the optimiser's
+    references to them, stay the same). Loading the global weights is then one copy into
+    :attr:`flat` and sending them one copy out, instead of a tensor-by-tensor unflatten +
+    ``load_state_dict`` and ``torch.cat``. Anything else (BatchNorm's integer step counter, a
+    channels-last or non-float32 tensor) is copied to and from its slice one by one, as
+    :class:`WeightLayout` does. The numbers are the same as with :class:`WeightLayout`.
+    """
+
+    def __init__(self, networks: dict[str, nn.Module], layout: WeightLayout):
+        self.layout = layout
+        tensors = {}
+        for name, net in networks.items():
+            prefix = f"{name}." if name else ""
+            tensors.update({prefix + k: t for k, t in net.named_parameters()})
+            tensors.update({prefix + k: t for k, t in net.named_buffers()})
+        device = tensors[layout.names[0]].device
+        self.tensors = {name: tensors[name] for name in layout.names}   # the live tensors
+        self.flat = torch.empty(layout.total, dtype=torch.float32, device=device)
+        self.copied: list[tuple[torch.Tensor, slice]] = []   # tensors that are not views
+        start = 0
+        with torch.no_grad():
+            for name, size in zip(layout.names, layout.sizes):
+                tensor, piece = tensors[name], slice(start, start + size)
+                if tensor.dtype == torch.float32 and tensor.is_contiguous():
+                    self.flat[piece].copy_(tensor.reshape(-1))
+                    tensor.data = self.flat[piece].view(tensor.shape)
+                else:
+                    self.copied.append((tensor, piece))
+                start += size
+
+    def load(self, vector: np.ndarray) -> None:
+        """Set every weight from a vector laid out like :attr:`flat` (e.g. the global one)."""
+        if vector.shape != (self.layout.total,):
+            raise ValueError(f"weight vector has shape {vector.shape}, layout expects "
+                             f"({self.layout.total},)")
+        with torch.no_grad():
+            if self.flat.device.type == "cpu":
+                self.flat.numpy()[:] = vector       # one copy (the vector may be read-only)
+            else:
+                self.flat.copy_(torch.from_numpy(np.array(vector, dtype=np.float32)))
+            for tensor, piece in self.copied:
+                value = self.flat[piece].reshape(tensor.shape)
+                tensor.copy_(value if tensor.dtype.is_floating_point else value.round())
+
+    def vector(self) -> np.ndarray:
+        """A copy of the current weights as one float32 numpy vector (what a client sends)."""
+        with torch.no_grad():
+            for tensor, piece in self.copied:
+                self.flat[piece].copy_(tensor.detach().reshape(-1).float())
+            return self.flat.detach().to("cpu", copy=True).numpy()
+
+
+def fedavg(vectors: Sequence[np.ndarray], n_samples: Sequence[float],
+           out: Optional[np.ndarray] = None) -> np.ndarray:
     """Average of the clients' weight vectors, weighted by their number of samples.
 
     The order of ``vectors`` must be fixed (by client id), never by arrival, so the floating
-    point sum and hence the result are reproducible.
+    point sum and hence the result are reproducible. The sum is taken in float64 in one
+    preallocated buffer (no temporary per client); ``out`` (float32, e.g. the previous global
+    vector when nothing else holds it) receives the result without a new allocation.
     """
     if not vectors:
         raise ValueError("fedavg needs at least one update")
@@ -49,7 +110,12 @@ def fedavg(vectors: Sequence[np.ndarray], n_samples: Sequence[float]) -> np.ndar
     total = float(sum(n_samples))
     if total <= 0:
         raise ValueError("sample counts must add up to more than zero")
-    out = np.zeros_like(vectors[0], dtype=np.float64)
+    total_sum = np.zeros(vectors[0].shape, dtype=np.float64)
+    scaled = np.empty(vectors[0].shape, dtype=np.result_type(vectors[0], np.float32))
     for vec, n in zip(vectors, n_samples):
-        out += (n / total) * vec
-    return out.astype(np.float32)
+        np.multiply(vec, n / total, out=scaled)   # as (n / total) * vec, without a new array
+        total_sum += scaled
+    if out is None:
+        return total_sum.astype(np.float32)
+    np.copyto(out, total_sum, casting="same_kind")
+    return out
