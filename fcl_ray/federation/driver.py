@@ -23,7 +23,7 @@ from fcl_ray.federation.site import ALL_LABELED
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import get_method_class
 from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND, format_table
-from fcl_ray.tracking import make_tracker, method_rows
+from fcl_ray.tracking import TrackingContext, make_tracker, method_rows
 
 Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
 
@@ -41,13 +41,16 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def run_experiment(cfg: Config, log: Callable[[str], None] = print,
                    reporter: Optional[Reporter] = None, placement_group=None,
-                   resume: bool = False) -> pd.DataFrame:
+                   resume: bool = False,
+                   tracking_context: Optional[TrackingContext] = None) -> pd.DataFrame:
     """Run the whole experiment of ``cfg``; return (and write) the per-client results.
 
     ``reporter`` (optional) is called with a dict when the federation is ready, after every
     pre-training round and after every fine-tuning setting; Ray Tune's trainable uses it.
     ``resume`` keeps the finished (fold, method) results of ``<output_dir>/results.csv`` and
     continues an interrupted pre-training from its last complete checkpoint.
+    ``tracking_context`` says where the MLflow run belongs (a sweep's parent run) and receives
+    its id; None: a standalone run.
     """
     report = reporter or (lambda metrics: None)
     out_dir = Path(cfg.experiment.output_dir)
@@ -63,7 +66,8 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = print,
     tracker = make_tracker(cfg, tags={"methods": ",".join(cfg.pretrain.methods),
                                       "finetune_modes": ",".join(cfg.finetune.modes),
                                       "n_labeled": ",".join(map(str, cfg.finetune.n_labeled)),
-                                      "seed": cfg.experiment.seed, "resumed": resume})
+                                      "seed": cfg.experiment.seed, "resumed": resume},
+                           context=tracking_context)
     tracker.log_artifact(out_dir / "config.yaml")
     log_dataset_early(cfg, tracker, log)
     wall = time.perf_counter()
