@@ -209,12 +209,12 @@ def _run(args) -> int:
         preflight(cfg)
     started_ray = connect_ray(cfg)
     stop_on_signals(cfg.experiment.output_dir)   # after ray.init, which sets its own handler
+    context = tracking.TrackingContext()         # receives the MLflow run's id
     try:
-        with tracking.run_context() as run_ids:
-            results = run_experiment(cfg, resume=args.resume)
+        results = run_experiment(cfg, resume=args.resume, tracking_context=context)
     except RunInterrupted as stop:
-        if run_ids:   # the run was stopped, not broken: KILLED in MLflow, as `ray job stop` is
-            _mark_killed(tracking.resolve_uri(cfg), run_ids[0], stop)
+        if context.run_id:   # stopped, not broken: KILLED in MLflow, as `ray job stop` is
+            _mark_killed(tracking.resolve_uri(cfg), context.run_id, stop)
         print(f"fcl-ray: {stop}", file=sys.stderr)
         return stop.exit_code
     finally:

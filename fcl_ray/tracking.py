@@ -8,22 +8,22 @@ Run layout, the same for ``fcl-ray run`` and for each trial of ``fcl-ray sweep``
 params = the flattened config; per-round metrics with ``step``; artifacts = resolved config,
 results CSV, plots; tags ``method``, ``mode``, ``N``, ``seed``, ``clients``, ``dataset`` (and
 :func:`run_tags`' extras) for filtering and charting in the MLflow UI. A sweep adds one parent
-run; its trials are child runs (tag ``mlflow.parentRunId``), set up with :func:`run_context`.
+run; its trials are child runs (tag ``mlflow.parentRunId``), set up with a :class:`TrackingContext`.
 Runs are named ``<experiment>-<methods>-<YYYYmmdd-HHMMSS>``; experiments carry MLflow's
 model-training experiment kind. MLflow 3's UI still opens on its GenAI view in a new browser:
 :func:`run_link` prints links that select the "Model training" view.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
 import shlex
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from fcl_ray.config import Config, flatten, to_dict
 
@@ -162,25 +162,18 @@ def run_link_by_id(uri: str, run_id: str) -> list[str]:
     return run_link(uri, MlflowClient(uri).get_run(run_id).info.experiment_id, run_id)
 
 
-# What the caller around run_experiment wants on the runs it creates (a sweep trial: its
-# parent run and trial id). Set with run_context(); read by MlflowTracker.
-_CONTEXT: dict[str, Any] = {"parent_run_id": None, "tags": {}, "run_ids": []}
+@dataclass
+class TrackingContext:
+    """Where the MLflow run that :func:`run_experiment` starts belongs; passed in by its caller.
 
-
-@contextlib.contextmanager
-def run_context(parent_run_id: Optional[str] = None,
-                tags: Optional[dict[str, Any]] = None) -> Iterator[list[str]]:
-    """Runs started inside are children of ``parent_run_id`` and carry ``tags``.
-
-    Yields the list that receives the ids of the runs started inside, so the caller can add
-    artifacts to them afterwards."""
-    saved = dict(_CONTEXT)
-    _CONTEXT.update(parent_run_id=parent_run_id, tags=dict(tags or {}), run_ids=[])
-    try:
-        yield _CONTEXT["run_ids"]
-    finally:
-        _CONTEXT.clear()
-        _CONTEXT.update(saved)
+    ``parent_run_id``: a sweep's parent run (the new run becomes its child); ``tags``: extra
+    tags (a Tune trial's id and name). ``run_id`` goes both ways: None starts a new run and the
+    tracker writes its id here, so the caller can tag it or mark it KILLED after a stop; an id
+    given by the caller is continued instead (a resumed Tune trial keeps its one run).
+    ``fcl-ray run`` passes an empty context; no context at all is a standalone run too."""
+    parent_run_id: Optional[str] = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    run_id: Optional[str] = None
 
 
 def redact(text: str) -> str:
@@ -204,9 +197,11 @@ class NullTracker:
 class MlflowTracker(NullTracker):
     """One MLflow run per experiment: params = flattened config, metrics per round."""
 
-    def __init__(self, cfg: Config, tags: Optional[dict[str, Any]] = None):
+    def __init__(self, cfg: Config, tags: Optional[dict[str, Any]] = None,
+                 context: Optional[TrackingContext] = None):
         import mlflow  # imported here so fcl_ray works without MLflow installed
 
+        context = context or TrackingContext()
         self.mlflow = mlflow
         self.client_uri = resolve_uri(cfg)
         mlflow.set_tracking_uri(self.client_uri)
@@ -214,14 +209,17 @@ class MlflowTracker(NullTracker):
         self.experiment_id = ensure_experiment(mlflow.MlflowClient(self.client_uri), name)
         mlflow.set_experiment(experiment_id=self.experiment_id)
         all_tags = config_tags(cfg) | {k: str(v) for k, v in (tags or {}).items()}
-        all_tags |= run_tags(cfg) | {k: str(v) for k, v in _CONTEXT["tags"].items()}
-        if _CONTEXT["parent_run_id"]:
-            all_tags["mlflow.parentRunId"] = _CONTEXT["parent_run_id"]
-        self.run = mlflow.start_run(run_name=run_name(cfg), tags=all_tags)
-        self.run_id = self.run.info.run_id
-        _CONTEXT["run_ids"].append(self.run_id)
+        all_tags |= run_tags(cfg) | {k: str(v) for k, v in context.tags.items()}
+        if context.parent_run_id:
+            all_tags["mlflow.parentRunId"] = context.parent_run_id
+        if context.run_id:   # continue the caller's run (RUNNING again): a resumed trial
+            self.run = mlflow.start_run(run_id=context.run_id, tags=all_tags)
+        else:
+            self.run = mlflow.start_run(run_name=run_name(cfg), tags=all_tags)
+        self.run_id = context.run_id = self.run.info.run_id
         params = {k: redact(str(v))[:500] for k, v in flatten(to_dict(cfg)).items()}
-        mlflow.log_params(params)
+        # A continued run keeps its params (MLflow refuses changing one, e.g. a new output_dir).
+        mlflow.log_params({k: v for k, v in params.items() if k not in self.run.data.params})
 
     def log_metrics(self, metrics, step=None):
         clean = {k.replace("@", "_"): float(v) for k, v in metrics.items() if v == v}  # drop NaN
@@ -234,13 +232,18 @@ class MlflowTracker(NullTracker):
         self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def end(self, status="FINISHED"):
-        self.mlflow.end_run(status=status)
+        # A run someone else has ended already keeps that status: a sweep's driver marks the
+        # run of a trial that Tune stopped early KILLED, before the trial's own code notices.
+        ended = self.mlflow.MlflowClient(self.client_uri).get_run(self.run_id).info.status
+        self.mlflow.end_run(status=status if ended == "RUNNING" else ended)
 
 
-def make_tracker(cfg: Config, tags: Optional[dict[str, Any]] = None) -> NullTracker:
+def make_tracker(cfg: Config, tags: Optional[dict[str, Any]] = None,
+                 context: Optional[TrackingContext] = None) -> NullTracker:
+    """The run's tracker: MLflow when ``tracking.enabled``, else one that does nothing."""
     if not cfg.tracking.enabled:
         return NullTracker()
-    return MlflowTracker(cfg, tags)
+    return MlflowTracker(cfg, tags, context)
 
 
 # ----------------------------------------------------------------------------- sweeps

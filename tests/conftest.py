@@ -19,7 +19,8 @@ TINY = [
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # The dashboard serves Ray's state API (a sweep trial's placement check reads it).
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 

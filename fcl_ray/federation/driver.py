@@ -24,7 +24,7 @@ from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import get_method_class
 from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND
-from fcl_ray.tracking import make_tracker, method_rows
+from fcl_ray.tracking import TrackingContext, make_tracker, method_rows
 
 Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
 
@@ -42,7 +42,8 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
                    reporter: Optional[Reporter] = None, placement_group=None,
-                   resume: bool = False) -> pd.DataFrame:
+                   resume: bool = False,
+                   tracking_context: Optional[TrackingContext] = None) -> pd.DataFrame:
     """Run the whole experiment of ``cfg``; return (and write) the per-client results.
 
     ``log`` gets the progress lines (default: info lines on stderr, ``fcl_ray/log.py``).
@@ -50,6 +51,8 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     pre-training round and after every fine-tuning setting; Ray Tune's trainable uses it.
     ``resume`` keeps the finished (fold, method) results of ``<output_dir>/results.csv`` and
     continues an interrupted pre-training from its last complete checkpoint.
+    ``tracking_context`` says where the MLflow run belongs (a sweep's parent run) and receives
+    its id; None: a standalone run.
     """
     report = reporter or (lambda metrics: None)
     out_dir = Path(cfg.experiment.output_dir)
@@ -65,7 +68,8 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     tracker = make_tracker(cfg, tags={"methods": ",".join(cfg.pretrain.methods),
                                       "finetune_modes": ",".join(cfg.finetune.modes),
                                       "n_labeled": ",".join(map(str, cfg.finetune.n_labeled)),
-                                      "seed": cfg.experiment.seed, "resumed": resume})
+                                      "seed": cfg.experiment.seed, "resumed": resume},
+                           context=tracking_context)
     tracker.log_artifact(out_dir / "config.yaml")
     log_dataset_early(cfg, tracker, log)
     wall = time.perf_counter()

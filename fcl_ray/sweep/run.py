@@ -4,19 +4,76 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import yaml
+from ray.tune import Callback
 
 from fcl_ray.config import ConfigError, flatten, to_dict
 from fcl_ray.federation.cluster import connect_ray, disconnect_ray
 from fcl_ray.log import progress
+from fcl_ray.sweep import storage
 from fcl_ray.sweep.spec import STATE_FILE, SweepSpec
 from fcl_ray.sweep.trial import (make_scheduler, make_search_alg, param_space,
                                  run_trial, stop_collapsed, trial_resources)
+
+
+# ----------------------------------------------------------------------------- child runs
+class CloseChildRuns(Callback):
+    """Ends each trial's MLflow child run as Tune ends the trial, with the status Tune knows
+    (the trial reports its run id as ``mlflow_run_id`` with every result):
+
+    completed -> FINISHED, ``ended_by=completed`` (the trial has ended it so already);
+    stopped by the scheduler or the collapse stopper -> KILLED, ``early_stop`` (its actors are
+    ended before run_experiment can close the run); errored -> FAILED, ``error``; still running
+    when the sweep was interrupted -> KILLED, ``interrupted`` (``--resume`` reopens it). A trial
+    that fails before its first report has no id here; run_experiment ended its run FAILED."""
+
+    def __init__(self, tracking_uri: str):
+        self.tracking_uri = tracking_uri
+        self.started: set[str] = set()   # trial ids that ran in this (part of the) sweep
+        self.stopped: set[str] = set()   # trial ids that Tune ended early
+        self.closed: set[str] = set()    # trial ids whose run this callback has ended
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.add(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.started.add(trial.trial_id)
+        if result.get("done"):   # Tune sets it when the scheduler or a stopper ends the trial
+            self.stopped.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.stopped:
+            self._close(trial, "KILLED", "early_stop")
+        else:
+            self._close(trial, "FINISHED", "completed")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED", "error")
+
+    def on_experiment_end(self, trials, **info):
+        # An interrupted sweep: Tune has saved its trials as running (so --resume continues
+        # them), then stopped their actors; their runs are still open.
+        for trial in trials:
+            if trial.trial_id in self.started - self.closed:
+                self._close(trial, "KILLED", "interrupted")
+
+    def _close(self, trial, status: str, ended_by: str) -> None:
+        self.closed.add(trial.trial_id)
+        run_id = (trial.last_result or {}).get("mlflow_run_id")
+        if not run_id:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        client.set_tag(run_id, "ended_by", ended_by)
+        client.set_terminated(run_id, status=status)
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -39,16 +96,17 @@ class SweepOutcome:
     max_concurrent: int
     parent_run_id: str
     tracking_uri: str
-    experiment_path: Path
+    experiment_path: str            # a folder, or a URI as given in storage_path
     errors: int
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str] = None,
-              log: Callable[[str], None] = progress) -> SweepOutcome:
-    """Run (or resume) the sweep; return its trial table and where MLflow has it."""
+              log: Callable[[str], None] = progress, callbacks: tuple = ()) -> SweepOutcome:
+    """Run (or resume) the sweep; return its trial table and where MLflow has it.
+    ``callbacks``: more Tune callbacks (kept with the sweep's state, so a resume has them)."""
     import pandas as pd
     from ray import tune
-    from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from fcl_ray import tracking
 
@@ -57,10 +115,12 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                                 or os.environ.get("MLFLOW_TRACKING_URI")
                                 or tracking.DEFAULT_URI)
     mlflow_experiment = spec.tracking_experiment or base.tracking.experiment or spec.name
-    exp_path = spec.experiment_path
-    state_path = exp_path / STATE_FILE
-    restoring = resume and Tuner.can_restore(str(exp_path))
-    if not resume and exp_path.exists():
+    exp_path = spec.experiment_path   # a URI (s3://, gs://, file://) goes to Tune unchanged
+    fs = storage.tune_filesystem(exp_path)   # None: Tune opens the path itself
+    tune_path = storage.open_storage(exp_path)[1] if fs else exp_path   # the path on fs
+    state_path = storage.join(exp_path, STATE_FILE)
+    restoring = resume and Tuner.can_restore(tune_path, storage_filesystem=fs)
+    if not resume and storage.exists(exp_path):
         raise ConfigError(f"sweep key 'name': a sweep '{spec.name}' already exists in "
                           f"{exp_path}; resume it with --resume, or choose another name "
                           f"or storage_path")
@@ -69,7 +129,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
 
     started_ray = connect_ray(base)
     try:
-        state = json.loads(state_path.read_text()) if restoring and state_path.is_file() else {}
+        saved = storage.read_text(state_path) if restoring else None
+        state = json.loads(saved) if saved else {}
         parent = state.get("parent_run_id")
         if not base.tracking.enabled:   # no MLflow (e.g. a GPU node without it): Tune only
             parent = None
@@ -85,8 +146,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                 tags={"sweep": spec.name, "kind": "sweep", "metric": spec.metric,
                       "scheduler": spec.scheduler["type"], "search": spec.algorithm}
                 | tracking.config_tags(base))
-        exp_path.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri,
+        storage.write_text(state_path, json.dumps({"parent_run_id": parent, "tracking_uri": uri,
                                           "experiment": mlflow_experiment}, indent=1))
         base_tree = to_dict(base)
         for key in ("root", "metadata", "cache_dir"):   # trials do not run in this cwd
@@ -94,7 +154,11 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                 base_tree["data"][key] = str(Path(base_tree["data"][key]).resolve())
         base_tree["data"]["client_roots"] = [str(Path(p).resolve())
                                              for p in base_tree["data"]["client_roots"]]
-        setup = {"base": base_tree, "name": spec.name, "outputs": str(exp_path / "outputs"),
+        # Trial outputs: <experiment>/outputs/<trial id> in a local folder; with a URI, each
+        # trial's Tune working folder on its node (results also go to MLflow and, for
+        # resuming, into the trial checkpoints).
+        outputs = None if storage.is_uri(exp_path) else storage.join(exp_path, "outputs")
+        setup = {"base": base_tree, "name": spec.name, "outputs": outputs,
                  "tracking_uri": uri, "tracking_experiment": mlflow_experiment,
                  "parent_run_id": parent, "metric": spec.metric, "mode": spec.mode,
                  "cpus_per_client": spec.cpus_per_client,
@@ -103,8 +167,9 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                                         trial_resources(spec))
         wall = time.perf_counter()
         if restoring:
-            tuner = Tuner.restore(str(exp_path), trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+            tuner = Tuner.restore(tune_path, trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False,
+                                  storage_filesystem=fs)
         else:
             tuner = Tuner(
                 trainable, param_space=param_space(spec),
@@ -113,9 +178,13 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                                        search_alg=make_search_alg(spec),
                                        num_samples=spec.num_samples,
                                        max_concurrent_trials=spec.max_concurrent_trials or None),
-                run_config=RunConfig(name=spec.name, storage_path=str(exp_path.parent),
-                                     stop=stop_collapsed,
+                run_config=RunConfig(name=spec.name, storage_path=tune_path.rsplit("/", 1)[0],
+                                     storage_filesystem=fs, stop=stop_collapsed,
+                                     callbacks=([CloseChildRuns(uri)] if parent else [])
+                                     + list(callbacks),
                                      failure_config=FailureConfig(max_failures=spec.max_failures),
+                                     # a trial resumes from its last round; older ones go
+                                     checkpoint_config=CheckpointConfig(num_to_keep=2),
                                      verbose=1))
         grid = tuner.fit()
         wall_seconds = time.perf_counter() - wall
@@ -178,10 +247,11 @@ def sweep_summary(spec: SweepSpec) -> dict[str, Any]:
 
 
 def _finish_parent(spec, uri, parent, trials, best, wall_seconds, concurrent, grid,
-                   exp_path: Path) -> None:
+                   exp_path: str) -> None:
     from fcl_ray import tracking
 
-    out = exp_path / "summary"
+    local = not storage.is_uri(exp_path)
+    out = Path(exp_path) / "summary" if local else Path(tempfile.mkdtemp(prefix="fcl-sweep-"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(yaml.safe_dump(sweep_summary(spec), sort_keys=False))
     (out / "base_config.yaml").write_text(yaml.safe_dump(to_dict(spec.base_config),
@@ -203,29 +273,11 @@ def _finish_parent(spec, uri, parent, trials, best, wall_seconds, concurrent, gr
         metrics[f"best_{spec.metric}"] = best[spec.metric]
         tags |= {f"best.{k}": v for k, v in (best["config"] or {}).items()}
         tags["best.trial_id"] = best["trial_id"]
-    _close_children(uri, parent, trials)
     tracking.finish_run(uri, parent, "FINISHED", metrics=metrics, tags=tags,
                         artifacts=tuple(artifacts))
-
-
-def _close_children(uri: str, parent: str, trials) -> None:
-    """Give every child run an honest end state. A trial the scheduler stopped early has its
-    actors ended before run_experiment closes the run (it is left RUNNING or FAILED): mark it
-    KILLED, tag ``ended_by=early_stop``; an errored trial: FAILED, ``ended_by=error``."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    run = client.get_run(parent)
-    errored = {r["trial_id"] for r in trials.to_dict("records") if r["status"] == "ERROR"}
-    children = client.search_runs([run.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    for child in children:
-        if child.info.status == "FINISHED":
-            client.set_tag(child.info.run_id, "ended_by", "completed")
-            continue
-        failed = child.data.tags.get("trial_id") in errored
-        client.set_tag(child.info.run_id, "ended_by", "error" if failed else "early_stop")
-        client.set_terminated(child.info.run_id, status="FAILED" if failed else "KILLED")
+    if not local:   # next to Tune's state in the bucket, as a local sweep has it
+        storage.upload_folder(out, storage.join(exp_path, "summary"))
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _plot_sweep(grid, metric: str, path: Path) -> Optional[Path]:

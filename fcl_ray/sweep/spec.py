@@ -31,6 +31,7 @@ import yaml
 from fcl_ray.config import (Config, ConfigError, flatten, from_dict, load_config,
                             parse_override, read_yaml_mapping, set_dotted, to_dict,
                             unflatten)
+from fcl_ray.sweep.storage import join, storage_problem
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 ALGORITHMS = ("random", "grid", "optuna")
@@ -65,8 +66,9 @@ class SweepSpec:
     base_config: Config = field(default_factory=Config)   # base + overrides, validated
 
     @property
-    def experiment_path(self) -> Path:
-        return Path(self.storage_path).resolve() / self.name
+    def experiment_path(self) -> str:
+        """Tune's experiment folder: ``<storage_path>/<name>`` (a URI stays a URI)."""
+        return join(self.storage_path, self.name)
 
 
 def _err(key: str, message: str, where: str = "sweep") -> ConfigError:
@@ -236,7 +238,10 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
 
     storage = raw.get("storage_path", "runs/sweeps")
     if not isinstance(storage, str) or not storage:
-        raise _err("storage_path", f"expected a directory, got {storage!r}")
+        raise _err("storage_path", f"expected a directory or URI, got {storage!r}")
+    problem = storage_problem(storage)
+    if problem:
+        raise _err("storage_path", problem)
     spec.storage_path = storage
     tracking = raw.get("tracking") or {}
     if not isinstance(tracking, dict):

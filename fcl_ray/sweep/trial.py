@@ -2,6 +2,9 @@
 objects (search space, scheduler, search algorithm, resources) built from a SweepSpec."""
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -70,28 +73,31 @@ def trial_resources(spec: SweepSpec):
 
 # ----------------------------------------------------------------------------- the trial
 def actors_in_group(pg_id_hex: str) -> dict[str, dict[str, str]]:
-    """Actors (not dead) in a placement group: class name -> {actor id: node id}. Read from the GCS
-    actor table (the data behind ``ray list actors --detail``; no dashboard needed)."""
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
+    """Live actors in a placement group: class name -> {actor id: node id}, from Ray's public
+    state API (what ``ray list actors`` shows; served by the cluster's dashboard process)."""
+    import ray
+    from ray.util.state import list_actors
 
     found: dict[str, dict[str, str]] = {}
-    dead = gcs_pb2.ActorTableData.ActorState.Value("DEAD")
-    for blob in state._connect_and_get_accessor().get_actor_table(None, None):
-        actor = gcs_pb2.ActorTableData.FromString(blob)
-        if actor.state != dead and actor.placement_group_id \
-                and actor.placement_group_id.hex() == pg_id_hex:
-            found.setdefault(actor.class_name, {})[actor.actor_id.hex()] = \
-                actor.address.node_id.hex()
+    for actor in list_actors(address=ray.get_runtime_context().gcs_address,
+                             filters=[("placement_group_id", "=", pg_id_hex),
+                                      ("state", "!=", "DEAD")],
+                             detail=True, raise_on_missing_output=False):
+        found.setdefault(actor.class_name, {})[actor.actor_id] = actor.node_id
     return found
 
 
-def trial_config(setup: dict, values: dict, trial_id: str) -> Config:
+def trial_config(setup: dict, values: dict, trial_id: str, output_dir: str) -> Config:
     base = from_dict(setup["base"])
     cfg = apply_values(base, values)
     tree = to_dict(cfg)
     tree["experiment"]["name"] = f"{setup['name']}-{trial_id}"
-    tree["experiment"]["output_dir"] = str(Path(setup["outputs"]) / trial_id)
+    tree["experiment"]["output_dir"] = output_dir
+    # Round checkpoints: the trial's own folder (under a shared federation.checkpoint_dir, or
+    # in its outputs), so that parallel trials never read each other's rounds.
+    shared = tree["federation"]["checkpoint_dir"]
+    tree["federation"]["checkpoint_dir"] = f"{shared.rstrip('/')}/{setup['name']}/{trial_id}" \
+        if shared else str(Path(output_dir) / "checkpoints")
     tree["tracking"]["uri"] = setup["tracking_uri"]
     tree["tracking"]["experiment"] = setup["tracking_experiment"]
     # Tracking as the base config says (a sweep without MLflow runs its trials without it).
@@ -112,17 +118,32 @@ def run_trial(config: dict, setup: dict) -> None:
     import ray
     from ray import tune
 
-    from fcl_ray import tracking
     from fcl_ray.federation.driver import run_experiment
+    from fcl_ray.tracking import TrackingContext
 
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
-    cfg = trial_config(setup, config, trial_id)
+    output_dir = str(Path(setup["outputs"]) / trial_id) if setup["outputs"] \
+        else str(Path(ctx.get_trial_dir()) / "outputs")
+    cfg = trial_config(setup, config, trial_id, output_dir)
     pg = ray.util.get_current_placement_group()
     metric = setup["metric"]
-    latest: dict[str, Any] = {"trial_started_at": time.time(), "rounds_done": 0}
+    # A retried or resumed trial: its last reported round goes back where the federation
+    # resumes from (run_experiment(resume=True)); its MLflow run is continued.
+    resumed: dict[str, Any] = {}
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resumed = unpack_checkpoint(Path(folder), cfg)
+        print(f"[{trial_id}] resuming {resumed['phase']} after round {resumed['round']}")
+    latest: dict[str, Any] = {"trial_started_at": time.time(),
+                              "rounds_done": resumed.get("rounds_done", 0)}
     checked: dict[str, Any] = {}
-    run_ids: list[str] = []
+    # The trial's MLflow run: a child of the sweep's parent run; run_experiment fills in its id.
+    child_run = TrackingContext(parent_run_id=setup["parent_run_id"],
+                                tags={"sweep": setup["name"], "trial_id": trial_id,
+                                      "trial_name": ctx.get_trial_name()},
+                                run_id=resumed.get("mlflow_run_id"))
 
     def check_placement(m: dict) -> None:
         """The trial's client actors (handles from the 'ready' report) are in its group."""
@@ -131,7 +152,12 @@ def run_trial(config: dict, setup: dict) -> None:
         if pg is None:
             checked.update(placement_group="none", clients_in_pg=0, coordinator_in_pg=0)
         else:
-            found = actors_in_group(pg.id.hex())
+            try:
+                found = actors_in_group(pg.id.hex())
+            except Exception as err:   # noqa: BLE001  (e.g. Ray started without its dashboard)
+                print(f"[{trial_id}] placement check skipped: Ray's state API did not answer "
+                      f"({str(err).splitlines()[0][:200]})")
+                found = {}
             in_pg = {a for actors in found.values() for a in actors}
             nodes = {n for actors in found.values() for n in actors.values()}
             checked.update(placement_group=pg.id.hex(),
@@ -141,12 +167,12 @@ def run_trial(config: dict, setup: dict) -> None:
                            nodes_in_pg=len(nodes))
         latest.update(clients_in_pg=checked["clients_in_pg"],
                       coordinator_in_pg=checked["coordinator_in_pg"])
-        if run_ids:   # the trial's MLflow run exists by now: record the check on it
+        if child_run.run_id:   # the trial's MLflow run exists by now: record the check on it
             from mlflow import MlflowClient
 
             client = MlflowClient(setup["tracking_uri"])
             for key, value in checked.items():
-                client.set_tag(run_ids[0], key, str(value))
+                client.set_tag(child_run.run_id, key, str(value))
         progress(f"[{trial_id}] placement group {checked['placement_group']}: "
                  f"{checked['clients_in_pg']}/{len(handles)} client actors and "
                  f"{checked['coordinator_in_pg']} coordinator inside")
@@ -177,23 +203,87 @@ def run_trial(config: dict, setup: dict) -> None:
         else:
             return
         latest["phase"] = m["phase"]
-        if due and metric in latest:
-            tune.report(dict(latest))
+        if child_run.run_id:   # the driver's CloseChildRuns callback ends this run by its id
+            latest["mlflow_run_id"] = child_run.run_id
+        if not (due and metric in latest):
+            return
+        folder = None
+        if m["phase"] == "pretrain":   # the round checkpoint goes with the report
+            folder = pack_checkpoint(cfg, m["method"], m["fold"], m["round"],
+                                     {"mlflow_run_id": child_run.run_id,
+                                      "rounds_done": latest["rounds_done"]})
+        try:
+            tune.report(dict(latest), checkpoint=folder and tune.Checkpoint.from_directory(folder))
+        finally:   # Tune has copied it into the sweep's storage
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
-    with tracking.run_context(setup["parent_run_id"],
-                              tags={"sweep": setup["name"], "trial_id": trial_id,
-                                    "trial_name": ctx.get_trial_name()}) as created:
-        run_ids = created   # noqa: F841  (read by check_placement through the closure)
-        run_experiment(cfg, log=lambda line: progress(f"[{trial_id}] {line}"), reporter=reporter,
-                       placement_group=pg)
-    _child_artifacts(setup, cfg, created, checked)
+    run_experiment(cfg, log=lambda line: progress(f"[{trial_id}] {line}"), reporter=reporter,
+                   placement_group=pg, resume=bool(resumed), tracking_context=child_run)
+    _child_artifacts(setup, cfg, child_run.run_id)
 
 
-def _child_artifacts(setup: dict, cfg: Config, run_ids: list[str], checked: dict) -> None:
-    """Per-round plot and the placement check on the trial's (ended) MLflow run."""
-    if not run_ids:
+# ----------------------------------------------------------------------------- trial checkpoints
+TRIAL_STATE = "trial.json"
+
+
+def phase_name(method: str, fold: int) -> str:
+    """The round checkpoints' folder of one pre-training phase (Coordinator.start_pretraining
+    names it so)."""
+    return f"{method}-fold{fold}"
+
+
+def pack_checkpoint(cfg: Config, method: str, fold: int, round_: int,
+                    extra: dict[str, Any]) -> Optional[str]:
+    """A new local folder with what the trial needs to go on after ``round_``: that round's
+    federation checkpoint (``round/``: coordinator and every client), the results.csv of the
+    settings already done, and ``trial.json`` (phase, round, ``extra``). None when the
+    federation wrote no checkpoint this round (``federation.checkpoint_every``)."""
+    if not cfg.federation.checkpoint_every:
+        return None
+    from fcl_ray.federation.checkpoint import CheckpointStore
+
+    store = CheckpointStore(cfg.federation.checkpoint_dir)
+    phase = phase_name(method, fold)
+    if store.latest(phase) != round_:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="fcl-trial-checkpoint-"))
+    (folder / "round").mkdir()
+    for path in store.fs.ls(store.round_dir(phase, round_), detail=False):
+        (folder / "round" / path.rsplit("/", 1)[-1]).write_bytes(store.fs.cat_file(path))
+    results = Path(cfg.experiment.output_dir) / "results.csv"
+    if results.is_file():
+        shutil.copy(results, folder / "results.csv")
+    (folder / TRIAL_STATE).write_text(json.dumps({"phase": phase, "round": round_, **extra}))
+    return str(folder)
+
+
+def unpack_checkpoint(folder: Path, cfg: Config) -> dict[str, Any]:
+    """Put a trial checkpoint back where ``run_experiment(resume=True)`` looks: the round into
+    the trial's checkpoint store (unless the store already has that round or a later one, as
+    after a retry on the same node), results.csv into the outputs. Returns trial.json."""
+    from fcl_ray.federation.checkpoint import CheckpointStore
+
+    state = json.loads((folder / TRIAL_STATE).read_text())
+    store = CheckpointStore(cfg.federation.checkpoint_dir)
+    phase, round_ = state["phase"], int(state["round"])
+    if (store.latest(phase) or 0) < round_:
+        target = store.round_dir(phase, round_)
+        for file in sorted((folder / "round").iterdir()):
+            store.write_bytes(f"{target}/{file.name}", file.read_bytes())
+        store.mark_complete(phase, round_)
+    results = Path(cfg.experiment.output_dir) / "results.csv"
+    if (folder / "results.csv").is_file() and not results.is_file():
+        results.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / "results.csv", results)
+    return state
+
+
+def _child_artifacts(setup: dict, cfg: Config, run_id: Optional[str]) -> None:
+    """The per-round plot on the trial's (ended) MLflow run."""
+    if run_id is None:
         return
-    uri, run_id = setup["tracking_uri"], run_ids[0]
+    uri = setup["tracking_uri"]
     out = Path(cfg.experiment.output_dir)
     try:
         plot = plot_run_history(uri, run_id, cfg, out / "rounds.png")

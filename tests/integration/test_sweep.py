@@ -1,5 +1,7 @@
 """Sweep files, Tune objects, and a real ASHA sweep of whole federations into a real MLflow
 server (on the session's local Ray)."""
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +56,8 @@ def sweep(**changes) -> dict:
     ({"overrides": ["pretrain.probe_every=0"]}, "metric"),
     ({"overrides": ["pretrain.probe_every=1", "pretrain.rounds=0"]}, "pretrain.rounds"),
     ({"base": "nope.yaml"}, "base"),
+    ({"storage_path": "nofs://bucket/sweeps"}, "storage_path"),   # no such filesystem
+    ({"storage_path": "abfs://container/sweeps"}, "storage_path"),   # adlfs not installed
 ])
 def test_bad_sweep_files_name_the_key(changes, key):
     with pytest.raises(ConfigError) as err:
@@ -71,6 +75,13 @@ def test_cli_bad_sweep_file_is_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0
     assert "search_space.pretrain.temprature" in run.stderr
+
+
+def test_storage_uris_are_kept_as_given():
+    assert parse_sweep(sweep(storage_path="s3://bucket/sweeps/")).experiment_path == \
+        "s3://bucket/sweeps/t"
+    assert parse_sweep(sweep(storage_path="gs://b/x")).experiment_path == "gs://b/x/t"
+    assert parse_sweep(sweep(storage_path="rel")).experiment_path == str(Path("rel").resolve() / "t")
 
 
 def test_shipped_sweep_files_are_valid():
@@ -208,3 +219,61 @@ def test_collapsed_trial_is_stopped_early(ray_session, tmp_path):
     trials = out.trials.set_index("pretrain.collapse_cosine")
     assert trials.loc[0.5, "iterations"] == 1 and trials.loc[0.5, "collapsed"] == 1.0
     assert trials.loc[1.0, "iterations"] >= 3 and trials.loc[1.0, "probe_dice"] >= 0
+
+
+@pytest.mark.integration
+def test_interrupted_sweep_resumes_trials_from_their_last_round(ray_session, tmp_path, capsys):
+    """Ctrl+C after round 2 of 4; `fcl-ray sweep --resume` continues the trial at round 3 from
+    its Tune checkpoint, in the same MLflow run. storage_path is a file:// URI, kept as given."""
+    from mlflow import MlflowClient
+    from ray.tune import Callback
+
+    class Interrupt(Callback):
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            if trial.last_result.get("round") == 2:   # Tune's own Ctrl+C: state is saved
+                os.kill(os.getpid(), signal.SIGINT)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw = {
+        "name": "resume-sweep", "storage_path": f"file://{tmp_path}/sweeps",
+        "overrides": TINY + ["pretrain.methods=[fcl]", "pretrain.rounds=4",
+                             "pretrain.probe_every=1", "pretrain.probe_steps=2",
+                             "finetune.steps=2", "finetune.modes=[local]",
+                             "finetune.n_labeled=[1]", f"experiment.output_dir={tmp_path}/x"],
+        "search_space": {"pretrain.temperature": {"grid": [0.1]}},
+        "scheduler": "none", "metric": "probe_dice", "mode": "max", "num_samples": 1,
+        "resources": {"cpus_per_client": 0.45, "coordinator_cpus": 0.1},
+        "tracking": {"uri": uri, "experiment": "resume-sweep"},
+    }
+    spec = parse_sweep(raw)
+    first = run_sweep(spec, log=lambda line: None, callbacks=(Interrupt(),))
+    assert (tmp_path / "sweeps" / "resume-sweep").is_dir()   # the URI's folder, no 'file:' dir
+    client = MlflowClient(uri)
+    children_of = f"tags.mlflow.parentRunId = '{first.parent_run_id}'"
+    (child,) = client.search_runs([client.get_run(first.parent_run_id).info.experiment_id],
+                                  filter_string=children_of)
+    # Closed by CloseChildRuns. (Known race: the stopped trial's thread can still end its run
+    # FAILED after the callback's KILLED; the resume below reopens the run either way.)
+    assert child.data.tags.get("ended_by") == "interrupted"
+    assert child.info.status in ("KILLED", "FAILED")
+    before = client.get_metric_history(child.info.run_id, "fcl/loss")
+    # rounds 1, 2 (and perhaps 3: the trial ran on while the driver stopped), step = round - 1
+    assert [m.step for m in before][:2] == [0, 1] and len(before) <= 3
+
+    sweep_file = tmp_path / "resume-sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(raw))
+    assert main(["sweep", str(sweep_file), "--resume"]) == 0
+    children = client.search_runs([child.info.experiment_id], filter_string=children_of)
+    assert [c.info.run_id for c in children] == [child.info.run_id]   # the same run, continued
+    run = client.get_run(child.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["ended_by"] == "completed"
+    assert run.data.tags["resumed"] == "True"
+    # After the resume: from the last checkpointed round (the one Tune had, or the trial's own
+    # newer one) to round 4; not from round 1 (step = round - 1).
+    reported = int(first.trials.iloc[0]["rounds_done"])
+    history = client.get_metric_history(run.info.run_id, "fcl/loss")
+    stopped_at = max(m.timestamp for m in before)
+    resumed = sorted(m.step for m in history if m.timestamp > stopped_at)
+    assert resumed and resumed == list(range(resumed[0], 4))
+    assert 2 <= reported <= resumed[0] <= len(before)
+    assert "results.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}

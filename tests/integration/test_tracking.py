@@ -3,7 +3,7 @@ import os
 import subprocess
 
 from fcl_ray.config import load_config
-from fcl_ray.tracking import (absolute_uri, config_tags, make_tracker, run_context,
+from fcl_ray.tracking import (TrackingContext, absolute_uri, config_tags, make_tracker,
                               start_parent_run, finish_run)
 from mlflow_server import SCRIPT
 
@@ -31,14 +31,25 @@ def test_parent_and_child_runs_on_a_real_server(mlflow_server, tmp_path):
                               tags={"kind": "sweep"})
     cfg = load_config(None, ["experiment.name=child-a", f"tracking.uri={uri}",
                              "tracking.experiment=server-test", "pretrain.methods=[fcl]"])
-    with run_context(parent, tags={"trial_id": "t1"}) as created:
-        tracker = make_tracker(cfg, tags={"extra": 1})
-        for step in range(3):
-            tracker.log_metrics({"fcl/loss": 1.0 / (step + 1)}, step=step)
-        (tmp_path / "results.csv").write_text("a,b\n1,2\n")
-        tracker.log_artifact(tmp_path / "results.csv")
-        tracker.end()
-    assert created == [tracker.run_id]
+    context = TrackingContext(parent_run_id=parent, tags={"trial_id": "t1"})
+    tracker = make_tracker(cfg, tags={"extra": 1}, context=context)
+    for step in range(2):
+        tracker.log_metrics({"fcl/loss": 1.0 / (step + 1)}, step=step)
+    tracker.end("KILLED")
+    assert context.run_id == tracker.run_id   # the caller learns the run's id
+    # The same context again (a resumed trial) continues that run: RUNNING again, its params
+    # kept even where the config moved (a resumed trial's new working directory).
+    moved = load_config(None, ["experiment.name=child-a", f"tracking.uri={uri}",
+                               "tracking.experiment=server-test", "pretrain.methods=[fcl]",
+                               f"experiment.output_dir={tmp_path}/elsewhere"])
+    again = make_tracker(moved, context=context)
+    assert again.run_id == tracker.run_id
+    assert MlflowClient(uri).get_run(tracker.run_id).info.status == "RUNNING"
+    tracker = again
+    tracker.log_metrics({"fcl/loss": 1.0 / 3}, step=2)
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+    tracker.log_artifact(tmp_path / "results.csv")
+    tracker.end()
     finish_run(uri, parent, metrics={"best_probe_dice": 0.5})
 
     client = MlflowClient(uri)
@@ -47,6 +58,8 @@ def test_parent_and_child_runs_on_a_real_server(mlflow_server, tmp_path):
     assert {k: child.data.tags[k] for k in ("method", "mode", "N", "seed", "trial_id")} == \
         {"method": "fcl", "mode": "local", "N": "1", "seed": "0", "trial_id": "t1"}
     assert child.data.params["pretrain.temperature"] == "0.1"
+    assert child.data.params["experiment.output_dir"] == "runs/quickstart"
+    assert child.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(tracker.run_id, "fcl/loss")] == [0, 1, 2]
     assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["results.csv"]
     # The server proxies artifacts into its own store (not the client's file system).
@@ -54,7 +67,7 @@ def test_parent_and_child_runs_on_a_real_server(mlflow_server, tmp_path):
     stored = list((mlflow_server["dir"] / "artifacts").rglob(f"{tracker.run_id}/artifacts/results.csv"))
     assert len(stored) == 1
     assert client.get_run(parent).info.status == "FINISHED"
-    # Outside the context, runs are top-level again.
+    # Without a context, runs are top-level.
     plain = make_tracker(cfg)
     plain.end()
     assert "mlflow.parentRunId" not in client.get_run(plain.run_id).data.tags
