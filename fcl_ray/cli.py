@@ -191,6 +191,9 @@ def _run(args) -> int:
     from fcl_ray.config import load_config
     from fcl_ray.durable import check_durable_outputs
 
+    # Which code runs: in a `ray job submit --working-dir .` job, the uploaded checkout (Ray
+    # puts it first on every worker's PYTHONPATH), not the copy installed on the nodes.
+    get_logger(__name__).debug(f"fcl_ray code from {Path(__file__).resolve().parent}")
     cfg = load_config(args.config, args.overrides)   # first: a bad config fails in ~1 s
     check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
     get_logger(__name__).debug(f"config {args.config or '(defaults)'} with "

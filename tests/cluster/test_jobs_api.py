@@ -103,9 +103,12 @@ def test_jobs_api_runs_the_quickstart_on_a_local_cluster(local_cluster, mlflow_s
     # working dir, which Ray deletes with the job: refused in one line before anything runs.
     doomed = f"fcl-relative-{os.getpid()}"
     submit = _ray(["job", "submit", "--no-wait", "--submission-id", doomed, "--working-dir", ".",
-                   "--", "fcl-ray", "run", "experiments/quickstart.yaml",
+                   "--", "fcl-ray", "-v", "run", "experiments/quickstart.yaml",
                    "--set", f"tracking.uri={mlflow_server['uri']}"], client_env)
     assert submit.returncode == 0, submit.stdout + submit.stderr
     status, logs = _wait_for_job(doomed, client_env, timeout_s=120)
     assert "FAILED" in status, status + logs[-3000:]
     assert "fcl-ray: error: experiment.output_dir 'runs/quickstart' is relative" in logs, logs
+    # The code that ran is the uploaded working dir, not the checkout installed in .venv.
+    (origin,) = [line for line in logs.splitlines() if "fcl_ray code from" in line]
+    assert "runtime_resources/working_dir_files/" in origin, origin

@@ -6,17 +6,6 @@ import pytest
 
 from fcl_ray.config import load_config
 
-SMALL = ["data.image_size=32", "data.slices_min=4", "data.slices_max=5", "data.partitions=2",
-         "data.folds=2", "data.clients=2"]
-
-
-def _cfg(*extra):
-    return load_config(None, SMALL + list(extra))
-
-
-def _area(label, k):
-    return int((label == k).sum())
-
 
 @pytest.mark.integration
 def test_federation_with_extra_frames_runs(ray_session, tiny_overrides, tmp_path):

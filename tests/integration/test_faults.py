@@ -171,7 +171,9 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(ray_session, tiny_overr
         args += ["--set", o]
     capsys.readouterr()
     assert main(args) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(errors) == 1, errors
+    # stderr also carries the timestamped progress lines; the error is the one fcl-ray line
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("fcl-ray")]
+    assert len(errors) == 1 and "Traceback" not in err, err
     assert errors[0].startswith(f"fcl-ray: error: checkpoint '{planted}': refused")
     assert not marker.exists(), "the planted checkpoint ran code"

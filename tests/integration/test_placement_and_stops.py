@@ -11,24 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
-from fcl_ray.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "experiments" / "quickstart.yaml")
-
-
-def _node(cpus: float, labels: dict | None = None, **custom) -> dict:
-    return {"Alive": True, "Resources": {"CPU": cpus, "memory": 1e9, **custom},
-            "Labels": {"ray.io/node-id": "x", **(labels or {})}}
-
-
-# cluster/local.sh: a 1-CPU head and one 2-CPU worker per site
-LOCAL_SH = [_node(1), _node(2, {"site": "a"}, site_a=1), _node(2, {"site": "b"}, site_b=1)]
-
-
-def _cfg(*overrides):
-    return load_config(None, ["data.clients=2", "federation.num_cpus_per_client=auto",
-                              *overrides])
 
 
 def _driver(overrides: list[str], env_extra: dict | None = None) -> subprocess.Popen:

@@ -1,14 +1,8 @@
 """CPUs per client from the nodes that will host them, and placement bundles (no Ray)."""
-from pathlib import Path
-
 import pytest
 
 from fcl_ray.config import ConfigError, load_config
 from fcl_ray.federation.cluster import client_bundles, client_cpus
-
-ROOT = Path(__file__).resolve().parents[2]
-QUICKSTART = str(ROOT / "experiments" / "quickstart.yaml")
-
 
 def _node(cpus: float, labels: dict | None = None, **custom) -> dict:
     return {"Alive": True, "Resources": {"CPU": cpus, "memory": 1e9, **custom},

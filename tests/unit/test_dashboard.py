@@ -14,11 +14,6 @@ from fcl_ray.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, method_r
                               run_name)
 
 
-def errors(capsys) -> list[str]:
-    """The CLI's error lines on stderr (MLflow's own INFO logging may come before them)."""
-    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("fcl-ray:")]
-
-
 # ----------------------------------------------------------------------------- pure parts
 def test_run_link_for_server_and_local_store():
     assert run_link("http://user:pw@host:5000/", "3", "abc") == [
@@ -93,8 +88,6 @@ def test_tracking_off_never_imports_mlflow(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
                    env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2]),
                         "PATH": "/usr/bin:/bin"})
-
-
 
 
 def test_sweep_prints_its_parent_run_link(tmp_path):
