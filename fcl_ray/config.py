@@ -113,6 +113,9 @@ class PretrainConfig:
     collapse_guard: Literal["warn", "stop", "off"] = "warn"
     collapse_cosine: float = 0.99   # measured: collapsed runs 0.9998+, healthy 0.84-0.95
     collapse_rank: float = 1.5      # below: the embeddings lie on about a line
+    # Measure health every k rounds (and at the last): each measurement is a forward pass over
+    # the client's probe slices, ~40 % of a 2-step round (benchmarks/README.md).
+    health_every: int = 1
     aggregate_momentum: bool = True  # FedAvg the momentum encoder too (else keep it local)
     probe_every: int = 0            # every k rounds: quick fine-tune Dice on a validation case
     probe_steps: int = 30           # (0 = off); the cheap quality signal Tune schedulers use
@@ -344,7 +347,8 @@ def validate(cfg: Config) -> Config:
            f"must be in (0, 1], got {p.collapse_cosine}")
     _check(p.collapse_rank >= 1, "pretrain.collapse_rank",
            f"must be >= 1 (effective rank of the embeddings), got {p.collapse_rank}")
-    for key in ("rounds", "local_steps", "volumes_per_batch", "sample_size", "exchange_size"):
+    for key in ("rounds", "local_steps", "volumes_per_batch", "sample_size", "exchange_size",
+                "health_every"):
         _check(getattr(p, key) >= 1, f"pretrain.{key}", f"must be at least 1, got {getattr(p, key)}")
     _check(p.temperature > 0, "pretrain.temperature", f"must be > 0, got {p.temperature}")
     _check(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")

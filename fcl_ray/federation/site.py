@@ -142,6 +142,7 @@ class ClientActor:
             for net in self.method.networks().values():
                 net.to(memory_format=torch.channels_last)
         self.weights = FlatWeights(self.method.networks(), WeightLayout(self.method.shared_state()))
+        self.pretrain_rounds = 0   # rounds this client ran in this phase (health_every)
         self.profile.setdefault("method_seconds", time.perf_counter() - start)
         self.profile.setdefault("rss_after_method_mb", resident_mb())
         shares = self.method.shares_features
@@ -167,7 +168,10 @@ class ClientActor:
         metrics = method.train_round(self.cfg.pretrain.local_steps, remote)
         metrics["compute_seconds"] = time.perf_counter() - compute_start
         self.profile.setdefault("first_round_compute_seconds", metrics["compute_seconds"])
-        if self.cfg.pretrain.collapse_guard != "off":   # scalars only: nothing about images
+        self.pretrain_rounds += 1
+        p = self.cfg.pretrain
+        measure = self.pretrain_rounds % p.health_every == 0 or self.pretrain_rounds == p.rounds
+        if p.collapse_guard != "off" and measure:   # scalars only: nothing about images
             metrics.update({f"health/{k}": v for k, v in method.health().items()})
         self._injected_delay()
         features = method.shared_features()

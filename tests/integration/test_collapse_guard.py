@@ -43,3 +43,18 @@ def test_guard_stops_a_collapsing_run_and_health_is_logged_otherwise(ray_session
             "fcl/health/partition_gap", "fcl/health/dim_std", "fcl/collapsed",
             "fcl/health/mean_cosine_client1"} <= set(metrics)
     assert metrics["fcl/collapsed"] == 0.0
+
+
+@pytest.mark.integration
+def test_health_every_k_rounds_and_at_the_last(ray_session, tiny_overrides, tmp_path):
+    from fcl_ray.config import load_config
+    from fcl_ray.federation.driver import run_experiment
+
+    cfg = load_config(None, tiny_overrides + ["pretrain.methods=[fcl]", "pretrain.rounds=3",
+                                              "pretrain.health_every=2", "finetune.modes=[local]",
+                                              "tracking.enabled=false"])
+    run_experiment(cfg, log=lambda line: None)
+    rounds = [json.loads(line) for line in
+              (tmp_path / "out" / "rounds.jsonl").read_text().splitlines()]
+    measured = [r["round"] for r in rounds if any(r["health"].values())]
+    assert measured == [2, 3]

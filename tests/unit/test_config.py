@@ -46,6 +46,7 @@ def test_set_dotted_makes_sections_and_refuses_to_descend_into_a_value():
     ("pretrain.rounds=2.5", "'pretrain.rounds': expected int"),
     ("pretrain.negatives=some", "'pretrain.negatives': expected one of 'other_partitions', 'all'"),
     ("data.clients=0", "'data.clients': must be at least 1, got 0"),
+    ("pretrain.health_every=0", "'pretrain.health_every': must be at least 1, got 0"),
     ("finetune.n_labeled=7", "'finetune.n_labeled': 7 labeled volumes asked, but a client has only 6"),
     ("data.partitions=9", "'data.partitions': 9 partitions need at least that many slices"),
     ("pretrain.methods=[fcl,magic]", "unknown method 'magic'; registered methods: random, fcl"),
