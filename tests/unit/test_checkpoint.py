@@ -6,33 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from fcl_ray.config import ConfigError, load_config
-from fcl_ray.data.slices import volumes_to_slices
-from fcl_ray.data.synthetic import make_site
+from fcl_ray.config import ConfigError
 from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore
 from fcl_ray.methods import get_method_class, registered_methods
 
-from conftest import TINY
 from hostile_files import plant_checkpoint
+from method_fixtures import build_method, remote_features
 
 METHODS = [m for m in registered_methods() if get_method_class(m) is not None]
 
 
 def _build(name):
-    cfg = load_config(None, TINY)
-    vols = make_site(0, 0, 4, 32, (4, 5))
-    slices = volumes_to_slices([v.image for v in vols], [None] * 4, 2)
-    torch.manual_seed(0)
-    return get_method_class(name)(cfg, slices, torch.Generator().manual_seed(1),
-                                  torch.device("cpu"))
-
-
-def _remote(method):
-    """Features as another client would share them (this client's own, reused)."""
-    shared = method.shared_features()
-    if shared is None:
-        return None
-    return torch.tensor(shared[0]), torch.tensor(shared[1], dtype=torch.long)
+    return build_method(name, generator_seed=1)
 
 
 def _client_round(method, remote, global_state=None) -> dict:
@@ -98,7 +83,7 @@ def test_every_state_a_round_changes_is_declared_for_checkpoints(name):
     method = _build(name)
     _client_round(method, None)
     before = reachable_state(method)
-    _client_round(method, _remote(method), method.shared_state())
+    _client_round(method, remote_features(method), method.shared_state())
     after = reachable_state(method)
     changed = {p for p in after if p not in before or not _same(before[p], after[p])}
     declared = set(method.checkpointed) | set(method.not_checkpointed)
@@ -113,7 +98,7 @@ def test_restored_method_holds_every_state_and_continues_bit_for_bit(name, tmp_p
     torch.set_num_threads(1)
     original = _build(name)
     _client_round(original, None)
-    remote = _remote(original)
+    remote = remote_features(original)
     global_state = {k: v.clone() for k, v in original.shared_state().items()}   # not live views
     store = CheckpointStore(str(tmp_path))
     store.save(f"{tmp_path}/client-0.pt", original.checkpoint_state())   # what save_state does

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from fcl_ray.config import load_config
 from fcl_ray.data.slices import volumes_to_slices
 from fcl_ray.data.synthetic import make_site
 from fcl_ray.methods.losses import rotation_loss, sinkhorn, swav_loss
@@ -19,7 +18,7 @@ from fcl_ray.methods.base import PretrainMethod
 from fcl_ray.methods.fedrotation import rotate_quarter_turns
 from fcl_ray.methods.models import build_unet, load_encoder_into_unet
 
-from conftest import TINY
+from method_fixtures import build_method, remote_features, tiny_slices
 
 PRETRAINED = [m for m in registered_methods() if get_method_class(m) is not None]
 BASELINES = ["local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca",
@@ -28,23 +27,12 @@ BASELINES = ["local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca",
 
 @pytest.fixture(scope="module")
 def slices():
-    vols = make_site(0, 0, 4, 32, (4, 5))
-    return volumes_to_slices([v.image for v in vols], [None] * len(vols), 2)
+    return tiny_slices()
 
 
 def _make(name, slices, overrides=()):
     torch.set_num_threads(1)
-    cfg = load_config(None, TINY + list(overrides))
-    torch.manual_seed(0)
-    return get_method_class(name)(cfg, slices, torch.Generator().manual_seed(0),
-                                  torch.device("cpu"))
-
-
-def _remote(method):
-    shared = method.shared_features()
-    if shared is None:
-        return None
-    return torch.tensor(shared[0]), torch.tensor(shared[1], dtype=torch.long)
+    return build_method(name, slices, overrides)
 
 
 def test_every_baseline_is_registered():
@@ -57,7 +45,7 @@ def test_every_baseline_is_registered():
 def test_common_contract(name, slices):
     method = _make(name, slices)
     before = {k: v.clone() for k, v in method.encoder_state().items()}
-    remote = _remote(method)
+    remote = remote_features(method)
     metrics = method.train_round(3, remote)
     assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
     after = method.encoder_state()
@@ -170,7 +158,7 @@ def test_swav_keeps_prototypes_normalised_and_a_bounded_queue(slices):
 def test_fedca_uses_the_shared_dictionary_and_aligns_to_the_global_model(slices):
     method = _make("fedca", slices, ["pretrain.sample_size=1000"])
     other = _make("fedca", slices)
-    remote = _remote(other)
+    remote = remote_features(other)
     local_before = len(method.bank)
     method.train_step(None)
     assert method.last_dictionary_size == local_before
@@ -188,7 +176,7 @@ def test_fcl_ablations_switch_off_one_thing(slices):
     assert no_exchange.shared_features() is None and not no_exchange.shares_features
 
     no_matching = _make("fcl_no_matching", slices)
-    m = no_matching.train_step(_remote(no_matching))
+    m = no_matching.train_step(remote_features(no_matching))
     assert m["loss"] == pytest.approx(m["loss_local"]) and m["loss_remote"] > 0
     assert no_matching.cfg.pretrain.remote_weight == 0.0
 
