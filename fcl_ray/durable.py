@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Optional
 
 from fcl_ray.config import Config, ConfigError
+from fcl_ray.sweep.storage import is_uri
 from fcl_ray.tracking import DEFAULT_URI
 
 # Where Ray unpacks a job's uploaded working dir (ray/_private/runtime_env/working_dir.py).
@@ -32,7 +33,7 @@ def job_working_dir(cwd: Optional[str] = None) -> Optional[str]:
 
 def _is_local_relative(path: str) -> bool:
     """A plain relative path (not absolute, not a URI such as s3://, file://, http://)."""
-    return "://" not in path and not os.path.isabs(path)
+    return not is_uri(path) and not os.path.isabs(path)
 
 
 def _relative_sqlite(uri: str) -> bool:

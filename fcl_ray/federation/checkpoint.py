@@ -30,6 +30,11 @@ from fcl_ray.config import ConfigError
 PLAIN = (str, int, float, bool, type(None))
 
 
+def phase_name(method: str, fold: int) -> str:
+    """The folder of one pre-training phase's round checkpoints (coordinator and sweep trials)."""
+    return f"{method}-fold{fold}"
+
+
 class CheckpointError(ConfigError):
     """A checkpoint file that cannot be read safely (or at all): bad input, exit 2."""
 

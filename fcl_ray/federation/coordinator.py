@@ -24,7 +24,7 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError
 
 from fcl_ray.config import from_dict
-from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore
+from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore, phase_name
 from fcl_ray.federation.strategy import SharedFeatures, Strategy
 from fcl_ray.methods import get_method_class
 from fcl_ray.methods.messages import ClientUpdate, Contract
@@ -173,7 +173,7 @@ class Coordinator:
     def start_pretraining(self, method: str, fold: int, resume: bool = False) -> dict:
         """Set every client up for ``method``; with ``resume``, continue from the last
         complete checkpoint of this phase. Returns sizes and the round to start from."""
-        self.phase = f"{method}-fold{fold}"
+        self.phase = phase_name(method, fold)
         infos = self._start_phase("start_pretraining", [(method, fold)] * len(self.clients),
                                   federated=get_method_class(method).federated)
         start_round = 0

@@ -116,9 +116,7 @@ class ClientActor:
 
     def training_patients(self, fold: int) -> int:
         """How many labeled patients this client has outside the test fold of ``fold``."""
-        split = patient_split(self.volume_ids, self.has_label, self.cfg.data.folds, fold, 0,
-                              self.cfg.experiment.seed, self.client_id)
-        return len({patient_of(self.volume_ids[i]) for i in split.order})
+        return len({patient_of(self.volume_ids[i]) for i in self._split(fold).order})
 
     def info(self) -> dict:
         return {"client": self.client_id,

@@ -81,9 +81,11 @@ def exists(path: str) -> bool:
 
 def read_text(path: str) -> Optional[str]:
     """The file's text, or None if it does not exist."""
-    if not exists(path):
-        return None
+    import pyarrow.fs
+
     fs, inner = open_storage(path)
+    if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+        return None
     with fs.open_input_stream(inner) as handle:
         return handle.read().decode()
 

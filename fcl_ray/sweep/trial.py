@@ -135,7 +135,7 @@ def run_trial(config: dict, setup: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resumed = unpack_checkpoint(Path(folder), cfg)
-        print(f"[{trial_id}] resuming {resumed['phase']} after round {resumed['round']}")
+        progress(f"[{trial_id}] resuming {resumed['phase']} after round {resumed['round']}")
     latest: dict[str, Any] = {"trial_started_at": time.time(),
                               "rounds_done": resumed.get("rounds_done", 0)}
     checked: dict[str, Any] = {}
@@ -155,8 +155,9 @@ def run_trial(config: dict, setup: dict) -> None:
             try:
                 found = actors_in_group(pg.id.hex())
             except Exception as err:   # noqa: BLE001  (e.g. Ray started without its dashboard)
-                print(f"[{trial_id}] placement check skipped: Ray's state API did not answer "
-                      f"({str(err).splitlines()[0][:200]})")
+                get_logger(__name__).warning(
+                    f"[{trial_id}] placement check skipped: Ray's state API did not answer "
+                    f"({str(err).splitlines()[0][:200]})")
                 found = {}
             in_pg = {a for actors in found.values() for a in actors}
             nodes = {n for actors in found.values() for n in actors.values()}
@@ -227,12 +228,6 @@ def run_trial(config: dict, setup: dict) -> None:
 TRIAL_STATE = "trial.json"
 
 
-def phase_name(method: str, fold: int) -> str:
-    """The round checkpoints' folder of one pre-training phase (Coordinator.start_pretraining
-    names it so)."""
-    return f"{method}-fold{fold}"
-
-
 def pack_checkpoint(cfg: Config, method: str, fold: int, round_: int,
                     extra: dict[str, Any]) -> Optional[str]:
     """A new local folder with what the trial needs to go on after ``round_``: that round's
@@ -241,7 +236,7 @@ def pack_checkpoint(cfg: Config, method: str, fold: int, round_: int,
     federation wrote no checkpoint this round (``federation.checkpoint_every``)."""
     if not cfg.federation.checkpoint_every:
         return None
-    from fcl_ray.federation.checkpoint import CheckpointStore
+    from fcl_ray.federation.checkpoint import CheckpointStore, phase_name
 
     store = CheckpointStore(cfg.federation.checkpoint_dir)
     phase = phase_name(method, fold)
