@@ -78,10 +78,17 @@ def first_relu(module: nn.Module) -> Optional[nn.Module]:
     return next((m for m in module.modules() if isinstance(m, nn.ReLU)), None)
 
 
+# Slices per forward pass of the probe. The probe runs in eval mode (BatchNorm on its running
+# statistics), so the result does not depend on the chunk; a smaller one lowers the actor's
+# peak memory (the activations of 64 slices at once were its largest allocation in a round).
+PROBE_CHUNK = 16
+
+
 @torch.no_grad()
-def probe_embeddings(net: nn.Module, head: Optional[nn.Module],
-                     images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Run ``net`` on ``images``; also capture the output of ``head``'s first ReLU.
+def probe_embeddings(net: nn.Module, head: Optional[nn.Module], images: torch.Tensor,
+                     chunk: int = PROBE_CHUNK) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Run ``net`` on ``images`` (``chunk`` at a time); also capture the output of
+    ``head``'s first ReLU.
 
     A forward hook (removed afterwards) reads the hidden layer without any method having to
     expose it; ``inplace`` ReLUs are fine since the hook sees their output.
@@ -93,9 +100,10 @@ def probe_embeddings(net: nn.Module, head: Optional[nn.Module],
     was_training = net.training
     net.eval()
     try:
-        out = net(images)
+        out = torch.cat([net(images[start:start + chunk])
+                         for start in range(0, len(images), chunk)])
     finally:
         net.train(was_training)
         if handle is not None:
             handle.remove()
-    return out, (captured[0].flatten(1) if captured else None)
+    return out, (torch.cat(captured).flatten(1) if captured else None)

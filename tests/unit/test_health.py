@@ -47,3 +47,17 @@ def test_probe_reads_the_heads_hidden_layer_and_restores_the_mode():
     assert out.shape == (7, 2) and hidden.shape == (7, 5) and (hidden >= 0).all()
     assert net.training                            # put back in training mode
     assert not head[1]._forward_hooks             # the hook is removed
+
+
+def test_probe_in_chunks_gives_the_figures_of_one_pass():
+    """Eval mode (BatchNorm on running statistics): the chunk size must not change a figure."""
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+    net = nn.Sequential(nn.Linear(3, 4), head)
+    net(torch.randn(32, 3))                      # training mode: running statistics move
+    images = torch.randn(11, 3)
+    whole, hidden_whole = probe_embeddings(net, head, images, chunk=64)
+    chunked, hidden_chunked = probe_embeddings(net, head, images, chunk=4)
+    assert torch.allclose(whole, chunked, atol=1e-6)
+    assert torch.allclose(hidden_whole, hidden_chunked, atol=1e-6)
+    assert hidden_chunked.shape == (11, 6)
