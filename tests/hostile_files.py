@@ -5,6 +5,7 @@ import io
 import os
 import shlex
 
+import numpy as np
 import torch
 
 
@@ -19,8 +20,17 @@ class RunsCode:
 
 
 def plant_checkpoint(store, path: str, marker) -> None:
-    """Write a coordinator-like checkpoint carrying a :class:`RunsCode` at ``path``, behind
+    """Write a client-like torch checkpoint carrying a :class:`RunsCode` at ``path``, behind
     the store's back (its ``save`` refuses such objects)."""
     buffer = io.BytesIO()
     torch.save({"round": 1, "global_weights": torch.zeros(3), "shared": RunsCode(marker)}, buffer)
+    store.write_bytes(path, buffer.getvalue())
+
+
+def plant_array_checkpoint(store, path: str, marker) -> None:
+    """Write a coordinator-like ``.npz`` whose object array unpickles to a :class:`RunsCode`."""
+    hostile = np.empty(1, dtype=object)
+    hostile[0] = RunsCode(marker)
+    buffer = io.BytesIO()
+    np.savez(buffer, round=np.array(1), global_weights=np.zeros(3, np.float32), shared=hostile)
     store.write_bytes(path, buffer.getvalue())

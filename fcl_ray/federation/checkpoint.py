@@ -2,7 +2,7 @@
 
 Layout under the root, per pre-training phase (method and fold):
 
-    <phase>/round-0003/coordinator.pt     global weights, shared features, round, participants
+    <phase>/round-0003/coordinator.npz    global weights, shared features, round (NumPy)
     <phase>/round-0003/client-0.pt        each client's own state (optimiser, bank, RNG, nets)
     <phase>/LATEST                        {"round": 3}: written last, so a round is complete
                                           only once every file of it is there
@@ -10,20 +10,23 @@ Layout under the root, per pre-training phase (method and fold):
 Every file is written to a temporary name and then renamed, so a crash mid-write never
 leaves a half file where a reader looks.
 
-Files hold tensors and plain values (dicts, lists, tuples, str, numbers, None) only and are
-read with ``torch.load(..., weights_only=True)``: whoever can write to the store (a shared
-bucket) cannot make a resuming node run code. A file that needs more is refused with one
-line (:class:`CheckpointError`), and :meth:`CheckpointStore.save` refuses to write one.
+Client files hold tensors and plain values (dicts, lists, tuples, str, numbers, None) only
+and are read with ``torch.load(..., weights_only=True)``; the coordinator's file holds NumPy
+arrays (``np.savez``) and is read with ``allow_pickle=False``, so the coordinator never
+imports torch. Either way, whoever can write to the store (a shared bucket) cannot make a
+resuming node run code: a file that needs more is refused with one line
+(:class:`CheckpointError`), and :meth:`CheckpointStore.save` refuses to write one.
 """
 from __future__ import annotations
 
 import io
 import json
 import pickle
+import zipfile
 from typing import Any, Optional
 
 import fsspec
-import torch
+import numpy as np
 
 from fcl_ray.config import ConfigError
 
@@ -35,12 +38,45 @@ def phase_name(method: str, fold: int) -> str:
     return f"{method}-fold{fold}"
 
 
+COORDINATOR_FILE = "coordinator.npz"
+
+
+def coordinator_arrays(round_index: int, global_weights: Optional[np.ndarray],
+                       shared: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The coordinator's round state (round, global weights, the feature pool by client) as
+    named arrays (what :func:`coordinator_state` reads)."""
+    arrays = {"round": np.array(round_index)}
+    if global_weights is not None:
+        arrays["global_weights"] = global_weights
+    for cid, (features, partitions) in shared.items():
+        arrays[f"features_{cid}"], arrays[f"partitions_{cid}"] = features, partitions
+    return arrays
+
+
+def coordinator_state(arrays: dict[str, np.ndarray],
+                      path: str = "coordinator") -> tuple[int, Optional[np.ndarray], dict]:
+    """(round, global weights, shared features) from :func:`coordinator_arrays`' output;
+    a file that lacks one of them is one line (:class:`CheckpointError`) naming ``path``."""
+    try:
+        shared = {}
+        for name in arrays:
+            if name.startswith("features_"):
+                cid = name.removeprefix("features_")
+                shared[int(cid)] = (arrays[name], arrays[f"partitions_{cid}"])
+        return int(arrays["round"]), arrays.get("global_weights"), shared
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint '{path}': not a coordinator state "
+                              f"({type(err).__name__}: {err})") from None
+
+
 class CheckpointError(ConfigError):
     """A checkpoint file that cannot be read safely (or at all): bad input, exit 2."""
 
 
 def check_plain(obj: Any, where: str = "state") -> None:
     """Raise TypeError naming the first value that is not a tensor or a plain value."""
+    import torch   # here, not at the top: the coordinator uses this module without torch
+
     if torch.is_tensor(obj) or isinstance(obj, PLAIN):
         return
     if isinstance(obj, dict):
@@ -79,6 +115,8 @@ class CheckpointStore:
 
     def save(self, path: str, obj: Any) -> None:
         """Write ``obj`` (tensors and plain values only, see :func:`check_plain`)."""
+        import torch
+
         check_plain(obj, path)
         buffer = io.BytesIO()
         torch.save(obj, buffer)
@@ -86,8 +124,9 @@ class CheckpointStore:
 
     def load(self, path: str) -> Any:
         """Read a file written by :meth:`save`; never runs code stored in it."""
-        with self.fs.open(path, "rb") as handle:
-            data = handle.read()
+        import torch
+
+        data = self._read(path)
         try:
             return torch.load(io.BytesIO(data), weights_only=True)
         except Exception as err:   # noqa: BLE001  (a refused global, a truncated file, ...)
@@ -103,6 +142,34 @@ class CheckpointStore:
                     f"it could run code){': ' + why if why else ''}") from None
             first = (lines or [type(err).__name__])[0][:200]
             raise CheckpointError(f"checkpoint '{path}': cannot be read: {first}") from None
+
+    def save_arrays(self, path: str, arrays: dict[str, np.ndarray]) -> None:
+        """Write named NumPy arrays (``np.savez``: no pickle, no torch)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self.write_bytes(path, buffer.getvalue())
+
+    def load_arrays(self, path: str) -> dict[str, np.ndarray]:
+        """Read a file written by :meth:`save_arrays`; object arrays (pickles) are refused."""
+        try:
+            with np.load(io.BytesIO(self._read(path)), allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files}
+        except ValueError as err:
+            if "allow_pickle" in str(err):
+                # an object array, or bytes that are no .npz at all (NumPy would unpickle them)
+                raise CheckpointError(f"checkpoint '{path}': refused, not only arrays (a pickle; "
+                                      f"loading it could run code)") from None
+            raise CheckpointError(f"checkpoint '{path}': cannot be read: {err}") from None
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise CheckpointError(f"checkpoint '{path}': cannot be read: "
+                                  f"{str(err).splitlines()[0][:200] or type(err).__name__}") from None
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    def _read(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as handle:
+            return handle.read()
 
     def mark_complete(self, phase: str, round_index: int) -> None:
         """Publish a round (after all its files are written) and drop older rounds."""

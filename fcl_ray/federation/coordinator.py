@@ -6,6 +6,10 @@ arrived to the :class:`~fcl_ray.federation.strategy.Strategy` (which updates cou
 the feature pool, traffic); it keeps the resulting state between rounds, writes the
 checkpoints and returns small per-round metrics to the driver.
 
+It only moves and averages NumPy vectors, so it imports neither torch nor MONAI (nor any
+method's module): a lighter process that starts faster, on the cores the clients need at
+start-up (tests/unit/test_architecture.py checks this).
+
 Faults are values, not crashes: a client that died, failed, sent a bad message or missed the
 deadline sits the round out and is recorded. Ray restarts a dead client actor (its
 ``max_restarts``); before the next round the coordinator sets its phase up again
@@ -20,13 +24,12 @@ from typing import Optional
 
 import numpy as np
 import ray
-import torch
 from ray.exceptions import RayActorError, RayTaskError
 
 from fcl_ray.config import from_dict
-from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore, phase_name
+from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
+                                           coordinator_arrays, coordinator_state, phase_name)
 from fcl_ray.federation.strategy import SharedFeatures, Strategy
-from fcl_ray.methods import get_method_class
 from fcl_ray.methods.messages import ClientUpdate, Contract
 
 
@@ -103,11 +106,13 @@ class Coordinator:
         self.round_index = 0
 
     # ------------------------------------------------------------------ rounds
-    def _start_phase(self, call: str, args: list[tuple], federated: bool) -> list[dict]:
+    def _start_phase(self, call: str, args: list[tuple]) -> list[dict]:
         """Run the set-up call on every client (``args[cid]`` its arguments), remember it to
-        rebuild restarted clients, and start the phase's strategy from round 0."""
+        rebuild restarted clients, and start the phase's strategy from round 0. The clients'
+        answers say what they will send, and whether their weights are averaged."""
         self.rejoins.new_phase(call, args)
         infos = ray.get([getattr(c, call).remote(*a) for c, a in zip(self.clients, args)])
+        federated = infos[0]["federated"]
         contract = Contract(n_weights=infos[0]["n_weights"], feature_dim=infos[0]["feature_dim"],
                             partitions=self.cfg.data.partitions,
                             max_features=self.cfg.pretrain.exchange_size)
@@ -174,8 +179,7 @@ class Coordinator:
         """Set every client up for ``method``; with ``resume``, continue from the last
         complete checkpoint of this phase. Returns sizes and the round to start from."""
         self.phase = phase_name(method, fold)
-        infos = self._start_phase("start_pretraining", [(method, fold)] * len(self.clients),
-                                  federated=get_method_class(method).federated)
+        infos = self._start_phase("start_pretraining", [(method, fold)] * len(self.clients))
         start_round = 0
         if resume and self.store is not None:
             start_round = self._restore() or 0
@@ -209,11 +213,8 @@ class Coordinator:
                                       f"{str(err.cause).splitlines()[0]}") from None
             except RayActorError:         # died since the round: it restarts from the
                 pass                      # global weights, in this run as after a resume
-        # Tensors, not numpy arrays: the file must load with weights_only=True.
-        self.store.save(f"{path}/coordinator.pt", {
-            "round": self.round_index,
-            "global_weights": _tensor(self.global_weights),
-            "shared": {cid: (_tensor(f), _tensor(p)) for cid, (f, p) in self.shared.items()}})
+        self.store.save_arrays(f"{path}/{COORDINATOR_FILE}",
+                               coordinator_arrays(self.round_index, self.global_weights, self.shared))
         self.store.mark_complete(self.phase, self.round_index)
 
     def _restore(self) -> Optional[int]:
@@ -221,10 +222,9 @@ class Coordinator:
         if last is None:
             return None
         path = self.store.round_dir(self.phase, last)
-        state = self.store.load(f"{path}/coordinator.pt")
-        self.global_weights = _array(state["global_weights"])
-        self.shared = {cid: (_array(f), _array(p)) for cid, (f, p) in state["shared"].items()}
-        self.round_index = state["round"]
+        file = f"{path}/{COORDINATOR_FILE}"
+        self.round_index, self.global_weights, self.shared = coordinator_state(
+            self.store.load_arrays(file), file)
         try:
             ray.get([c.load_state.remote(self.store.url, path) for c in self.clients])
         except RayTaskError as err:   # a client's file refused: the same one line
@@ -258,7 +258,8 @@ class Coordinator:
     def encoder_states(self, method: str) -> list[dict]:
         """The final encoders of ``method`` (one per client; the same one if federated)."""
         refs = self.encoders[method]
-        return ray.get(refs[:1] if get_method_class(method).federated else refs)
+        shared = all(ref is refs[0] for ref in refs)   # federated: one reference for all
+        return ray.get(refs[:1] if shared else refs)
 
     # ------------------------------------------------------------------ fine-tuning
     def use_encoder(self, name: str, state: dict) -> None:
@@ -280,7 +281,7 @@ class Coordinator:
         """Every client builds its U-Net from its own encoder (the same one unless
         pre-training was local) and the same seeded decoder."""
         self._start_phase("start_federated_finetune",
-                          [(e, fold, n_labeled) for e in self._encoders(method)], federated=True)
+                          [(e, fold, n_labeled) for e in self._encoders(method)])
 
     def finetune_round(self) -> dict:
         """One FedAvg round of supervised fine-tuning; returns its timing and traffic."""
@@ -303,11 +304,3 @@ class Coordinator:
         for _ in range(rounds):
             self.finetune_round()
         return self.finish_federated_finetune(fold, n_labeled)
-
-
-def _tensor(array: Optional[np.ndarray]):
-    return None if array is None else torch.from_numpy(array)
-
-
-def _array(tensor) -> Optional[np.ndarray]:
-    return None if tensor is None else tensor.numpy()

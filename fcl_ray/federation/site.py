@@ -17,7 +17,7 @@ from typing import Optional  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fcl_ray.methods.aggregation import FlatWeights, WeightLayout  # noqa: E402
+from fcl_ray.methods.weights import FlatWeights, WeightLayout  # noqa: E402
 from fcl_ray.methods.bank import merge_remote  # noqa: E402
 from fcl_ray.config import from_dict  # noqa: E402
 from fcl_ray.data import load_client_volumes, patient_of  # noqa: E402
@@ -145,7 +145,8 @@ class ClientActor:
         self.profile.setdefault("rss_after_method_mb", resident_mb())
         shares = self.method.shares_features
         return {"slices": len(pool), "n_weights": self.weights.layout.total,
-                "feature_dim": self.cfg.model.projection_dim if shares else None}
+                "feature_dim": self.cfg.model.projection_dim if shares else None,
+                "federated": self.method.federated}
 
     def _load_global(self, global_weights: np.ndarray) -> None:
         """The global weights into the method's networks: one copy into the flat buffer, then
@@ -279,7 +280,7 @@ class ClientActor:
         unet = self.trainer.unet
         self.ft_weights = FlatWeights({"": unet}, WeightLayout(unet.state_dict()))
         return {"slices": len(self.trainer.labeled), "n_weights": self.ft_weights.layout.total,
-                "feature_dim": None}
+                "feature_dim": None, "federated": True}
 
     def finetune_round(self, global_weights: Optional[np.ndarray]) -> ClientUpdate:
         if global_weights is not None:

@@ -55,3 +55,16 @@ def test_the_boundary_check_sees_a_ray_import(tmp_path):
     assert _imports_ray(sample)
     sample.write_text("import rays_of_light\n")
     assert not _imports_ray(sample)
+
+
+def test_the_coordinator_imports_neither_torch_nor_monai():
+    """It only averages NumPy vectors: importing its module (what a coordinator actor does)
+    must not pay for torch or MONAI (seconds of CPU and ~450 MB at start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fcl_ray.federation.coordinator; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'monai'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=True).stdout.strip()
+    assert out == "[]", f"importing the coordinator loads {out}"

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from fcl_ray.config import ConfigError
-from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore
+from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
+                                           coordinator_arrays, coordinator_state)
 from fcl_ray.methods import get_method_class, registered_methods
 
-from hostile_files import plant_checkpoint
+from hostile_files import plant_array_checkpoint, plant_checkpoint
 from method_fixtures import build_method, remote_features
 
 METHODS = [m for m in registered_methods() if get_method_class(m) is not None]
@@ -128,7 +129,7 @@ def test_a_checkpoint_that_misses_declared_state_is_refused():
 def test_a_checkpoint_carrying_a_callable_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "code-ran"
     store = CheckpointStore(str(tmp_path / "store"))
-    path = f"{store.round_dir('fcl-fold0', 1)}/coordinator.pt"
+    path = f"{store.round_dir('fcl-fold0', 1)}/client-0.pt"
     plant_checkpoint(store, path, marker)   # as an attacker with write access to the bucket
 
     with pytest.raises(CheckpointError) as refused:
@@ -138,6 +139,46 @@ def test_a_checkpoint_carrying_a_callable_is_refused_and_never_run(tmp_path):
     assert "\n" not in message and path in message and "refused" in message
     assert "posix.system" in message or "os.system" in message
     assert not marker.exists(), "the pickled callable ran"
+
+
+def test_a_coordinator_file_carrying_a_pickle_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "code-ran"
+    store = CheckpointStore(str(tmp_path / "store"))
+    path = f"{store.round_dir('fcl-fold0', 1)}/{COORDINATOR_FILE}"
+    plant_array_checkpoint(store, path, marker)
+    with pytest.raises(CheckpointError) as refused:
+        store.load_arrays(path)
+    message = str(refused.value)
+    assert "\n" not in message and path in message and "refused" in message
+    assert not marker.exists(), "the pickled callable ran"
+    store.write_bytes(path, b"not a zip")   # NumPy would try to unpickle this: refused too
+    with pytest.raises(CheckpointError, match=r"refused"):
+        store.load_arrays(path)
+    store.save_arrays(path, {"round": np.array(1), "global_weights": np.zeros(1000)})
+    whole = store._read(path)
+    store.write_bytes(path, whole[:len(whole) // 2])
+    with pytest.raises(CheckpointError, match=r"cannot be read"):
+        store.load_arrays(path)
+
+
+def test_coordinator_state_round_trips_through_its_array_file(tmp_path):
+    store = CheckpointStore(str(tmp_path))
+    shared = {0: (np.ones((3, 4), np.float32), np.arange(3, dtype=np.int16)),
+              12: (np.zeros((2, 4), np.float32), np.array([1, 0], np.int16))}
+    weights = np.linspace(0, 1, 7, dtype=np.float32)
+    store.save_arrays(f"{tmp_path}/c.npz", coordinator_arrays(5, weights, shared))
+    round_index, loaded_weights, loaded_shared = coordinator_state(
+        store.load_arrays(f"{tmp_path}/c.npz"))
+    assert round_index == 5 and np.array_equal(loaded_weights, weights)
+    assert loaded_shared.keys() == shared.keys()
+    for cid, (features, partitions) in shared.items():
+        assert np.array_equal(loaded_shared[cid][0], features)
+        assert loaded_shared[cid][1].dtype == np.int16
+        assert np.array_equal(loaded_shared[cid][1], partitions)
+    store.save_arrays(f"{tmp_path}/d.npz", coordinator_arrays(1, None, {}))   # local method
+    assert coordinator_state(store.load_arrays(f"{tmp_path}/d.npz")) == (1, None, {})
+    with pytest.raises(CheckpointError, match=r"'x.npz': not a coordinator state"):
+        coordinator_state({"features_0": np.ones(2)}, "x.npz")   # its partitions are missing
 
 
 def test_a_damaged_checkpoint_is_one_line(tmp_path):

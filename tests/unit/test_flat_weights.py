@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from fcl_ray.methods.aggregation import FlatWeights, WeightLayout, fedavg
+from fcl_ray.methods.aggregation import fedavg
+from fcl_ray.methods.weights import FlatWeights, WeightLayout
 
 
 def _nets():
