@@ -67,6 +67,8 @@ class BenchRow:
     rss_after_imports_mb: float = 0.0
     rss_after_data_mb: float = 0.0
     rss_after_method_mb: float = 0.0
+    memory_mb_per_client: float = 0.0    # all client processes' peaks together / C
+    coordinator_peak_mb: float = 0.0
 
 
 def seconds_since_process_start() -> float:
@@ -138,7 +140,11 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
             ft_walls.append(time.perf_counter() - start)
         peak = max(ray.get([c.peak_memory_mb.remote() for c in clients]))
         actors = ray.get([c.breakdown.remote() for c in clients])
-        return {"ready_s": ready, "actors": actors, **actor_means(actors),"pretrain_round_s": statistics.median(walls[1:]),
+        processes = {a["pid"]: a["peak_rss_mb"] for a in actors}   # hosts count once
+        return {"ready_s": ready, "actors": actors, **actor_means(actors),
+                "memory_mb_per_client": sum(processes.values()) / len(clients),
+                "coordinator_peak_mb": ray.get(coordinator.peak_memory_mb.remote()),
+                "pretrain_round_s": statistics.median(walls[1:]),
                 "exchange_aggregate_fraction": statistics.median(
                     e / w for e, w in zip(exchange, walls[1:])),
                 "finetune_round_s": statistics.median(ft_walls[1:]),
@@ -197,7 +203,8 @@ def run_bench(client_counts: list[int], local_steps: int, rounds: int,
             f"exchange+aggregate {100 * row.exchange_aggregate_fraction:.1f}%), fine-tune round "
             f"{row.finetune_round_s:.2f}s (overhead {row.finetune_overhead:.2f}), first round "
             f"after {row.time_to_first_round_s:.1f}s, {row.bytes_per_round_mb:.1f} MB/round, "
-            f"peak {row.peak_memory_mb_per_client:.0f} MB/client")
+            f"peak {row.peak_memory_mb_per_client:.0f} MB/client actor, "
+            f"{row.memory_mb_per_client:.0f} MB/client, coordinator {row.coordinator_peak_mb:.0f} MB")
         log(f"      {row.client_actors} client actors ready {row.ready_s:.1f}s after creation; "
             f"each (mean): imports {row.import_s:.1f}s, data {row.data_s:.2f}s, method "
             f"{row.method_s:.2f}s, first-round compute {row.first_round_compute_s:.2f}s; "

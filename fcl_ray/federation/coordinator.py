@@ -19,6 +19,7 @@ times, then :class:`FederationError` stops the run with the last checkpoint inta
 """
 from __future__ import annotations
 
+import resource
 import time
 from typing import Optional
 
@@ -104,6 +105,10 @@ class Coordinator:
         self.global_weights: Optional[np.ndarray] = None
         self.shared: SharedFeatures = {}
         self.round_index = 0
+
+    def peak_memory_mb(self) -> float:
+        """Peak resident memory of the coordinator's process (MB; ``fcl-ray bench``)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
     # ------------------------------------------------------------------ rounds
     def _start_phase(self, call: str, args: list[tuple]) -> list[dict]:

@@ -17,8 +17,10 @@ def test_bench_reports_every_figure(ray_session):
     assert row.clients == 2 and row.slots == 2
     for column in ("pretrain_round_s", "pretrain_reference_s", "finetune_round_s",
                    "finetune_reference_s", "time_to_first_round_s", "bytes_per_round_mb",
-                   "peak_memory_mb_per_client"):
+                   "peak_memory_mb_per_client", "memory_mb_per_client", "coordinator_peak_mb"):
         assert row[column] > 0, column
+    # one actor per client here: a client's share is its own process's peak, or less
+    assert row.memory_mb_per_client <= row.peak_memory_mb_per_client
     assert 0 < row.exchange_aggregate_fraction < 1
     assert row.pretrain_overhead == pytest.approx(row.pretrain_round_s
                                                   / (row.pretrain_reference_s / row.slots))
