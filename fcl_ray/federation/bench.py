@@ -10,7 +10,7 @@ For a fixed workload it measures, in one run:
   clients) on CPU (or C on GPU);
 * time to first round (process start to the end of round 1), bytes per round, peak memory
   per client actor;
-* where each client actor's start-up went (:meth:`ClientActor.breakdown`): module imports,
+* where each client actor's start-up went (:meth:`ClientSite.breakdown`): module imports,
   data build, method build, its first round's compute, and resident memory after each. The
   per-actor figures go into ``<name>.json`` next to the plot; the table has their means.
 """
@@ -28,9 +28,7 @@ import pandas as pd
 import ray
 import torch
 
-from fcl_ray.methods.bank import merge_remote
 from fcl_ray.config import Config, load_config, to_dict
-from fcl_ray.federation.site import ClientActor
 from fcl_ray.federation.cluster import (actor_handles, client_cpus, connect_ray,
                                         create_federation)
 
@@ -68,6 +66,8 @@ class BenchRow:
     rss_after_data_mb: float = 0.0
     rss_after_method_mb: float = 0.0
     memory_mb_per_client: float = 0.0    # all client processes' peaks together / C
+    driver_start_s: float = 0.0          # process start to the bench's first line (imports)
+    ray_start_s: float = 0.0             # ray.init (0 once Ray is up)
     coordinator_peak_mb: float = 0.0
 
 
@@ -87,10 +87,14 @@ _IMPORTED_AT = time.perf_counter()
 def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, float]:
     """Median seconds of one round of every client's local steps, one client after another
     in this process: (pre-training, fine-tuning). No Ray, nothing exchanged."""
+    # Imported here: MONAI is not loaded before the federation's first round, as in `fcl-ray run`
+    from fcl_ray.federation.site import ClientSite
+    from fcl_ray.methods.bank import merge_remote
+
     torch.set_num_threads(threads)
     cfg_dict = to_dict(cfg)
     gpus = cfg.federation.num_gpus_per_client
-    clients = [ClientActor(cfg_dict, c, threads, gpus) for c in range(cfg.data.clients)]
+    clients = [ClientSite(cfg_dict, c, threads, gpus) for c in range(cfg.data.clients)]
     for c in clients:
         c.start_pretraining(cfg.pretrain.methods[0], 0)
     # Remote features as the federation would hand them over (the loss sees the same sizes).
@@ -141,9 +145,11 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
         peak = max(ray.get([c.peak_memory_mb.remote() for c in clients]))
         actors = ray.get([c.breakdown.remote() for c in clients])
         processes = {a["pid"]: a["peak_rss_mb"] for a in actors}   # hosts count once
+        coordinator_info = ray.get(coordinator.process_info.remote())
         return {"ready_s": ready, "actors": actors, **actor_means(actors),
                 "memory_mb_per_client": sum(processes.values()) / len(clients),
-                "coordinator_peak_mb": ray.get(coordinator.peak_memory_mb.remote()),
+                "coordinator_peak_mb": coordinator_info["peak_rss_mb"],
+                "coordinator_heavy_modules": coordinator_info["heavy_modules"],
                 "pretrain_round_s": statistics.median(walls[1:]),
                 "exchange_aggregate_fraction": statistics.median(
                     e / w for e, w in zip(exchange, walls[1:])),
@@ -186,15 +192,20 @@ def run_bench(client_counts: list[int], local_steps: int, rounds: int,
                                                     f"pretrain.local_steps={local_steps}",
                                                     f"finetune.local_steps={local_steps}",
                                                     *overrides])
+        driver_start = time.perf_counter() - process_start
+        ray_start = time.perf_counter()
         connect_ray(cfg)
+        ray_start = time.perf_counter() - ray_start
         cpus = client_cpus(cfg)
         gpu = cfg.federation.num_gpus_per_client > 0
         slots = float(n) if gpu else min(float(n), cpus * n)
         threads = max(1, int(cpus))
         fed = federation_seconds(cfg, rounds, process_start)
-        actors.append({"clients": n, "local_steps": local_steps, "actors": fed.pop("actors")})
+        actors.append({"clients": n, "local_steps": local_steps, "actors": fed.pop("actors"),
+                       "coordinator_heavy_modules": fed.pop("coordinator_heavy_modules")})
         ref_pre, ref_ft = reference_seconds(cfg, rounds, threads)
         row = BenchRow(clients=n, local_steps=local_steps, slots=slots,
+                       driver_start_s=driver_start, ray_start_s=ray_start,
                        pretrain_reference_s=ref_pre, finetune_reference_s=ref_ft,
                        pretrain_overhead=fed["pretrain_round_s"] / (ref_pre / slots),
                        finetune_overhead=fed["finetune_round_s"] / (ref_ft / slots), **fed)
@@ -205,7 +216,8 @@ def run_bench(client_counts: list[int], local_steps: int, rounds: int,
             f"after {row.time_to_first_round_s:.1f}s, {row.bytes_per_round_mb:.1f} MB/round, "
             f"peak {row.peak_memory_mb_per_client:.0f} MB/client actor, "
             f"{row.memory_mb_per_client:.0f} MB/client, coordinator {row.coordinator_peak_mb:.0f} MB")
-        log(f"      {row.client_actors} client actors ready {row.ready_s:.1f}s after creation; "
+        log(f"      driver imports {row.driver_start_s:.1f}s, Ray start {row.ray_start_s:.1f}s; "
+            f"{row.client_actors} client actors ready {row.ready_s:.1f}s after creation; "
             f"each (mean): imports {row.import_s:.1f}s, data {row.data_s:.2f}s, method "
             f"{row.method_s:.2f}s, first-round compute {row.first_round_compute_s:.2f}s; "
             f"resident after imports {row.rss_after_imports_mb:.0f} MB, after data "

@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from fcl_ray.config import Config, ConfigError, to_dict
 from fcl_ray.federation.coordinator import Coordinator, FederationError
 from fcl_ray.federation.lean import BLOCK_VARIABLE, NOT_IN_ACTORS
-from fcl_ray.federation.site import ClientActor, ClientHost, HostedClient
+from fcl_ray.federation.actors import ClientActor, ClientHost, HostedClient
 
 # The client actors' environment: glibc's malloc keeps at most 2 arenas (one per thread by
 # default, each holding freed memory: ~100 MB more resident per actor, measured), and

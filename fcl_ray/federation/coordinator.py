@@ -20,6 +20,7 @@ times, then :class:`FederationError` stops the run with the last checkpoint inta
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from typing import Optional
 
@@ -106,9 +107,12 @@ class Coordinator:
         self.shared: SharedFeatures = {}
         self.round_index = 0
 
-    def peak_memory_mb(self) -> float:
-        """Peak resident memory of the coordinator's process (MB; ``fcl-ray bench``)."""
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    def process_info(self) -> dict:
+        """The coordinator process's peak resident memory (MB) and which of torch and MONAI
+        it has loaded (none, by design), for ``fcl-ray bench``."""
+        return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                "heavy_modules": sorted({m.split(".")[0] for m in sys.modules}
+                                        & {"torch", "monai"})}
 
     # ------------------------------------------------------------------ rounds
     def _start_phase(self, call: str, args: list[tuple]) -> list[dict]:

@@ -17,12 +17,12 @@ import torch
 
 from fcl_ray.config import Config, dump_yaml
 from fcl_ray.dashboard import log_dataset_early, publish_run
+from fcl_ray.methods.messages import ALL_LABELED
 from fcl_ray.federation.cluster import await_coordinator, gather, running_federation
 from fcl_ray.federation.coordinator import FederationError
-from fcl_ray.federation.site import ALL_LABELED
 from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
-from fcl_ray.methods import get_method_class
+from fcl_ray.methods import has_pretraining
 from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND
 from fcl_ray.tracking import TrackingContext, make_tracker, method_rows
 
@@ -107,7 +107,7 @@ def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report
             if (fold, method) in done:
                 log(f"[{method}] fold {fold}: results already in {results_path}, skipped")
                 continue
-            if method not in no_pretraining and get_method_class(method) is not None:
+            if method not in no_pretraining and has_pretraining(method):
                 _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume)
             rows += _finetune_grid(cfg, coordinator, method, fold, log, report)
             write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done

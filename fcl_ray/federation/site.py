@@ -1,7 +1,9 @@
-"""A site as a Ray actor: its own cases (cached as tensors), its models, its training.
+"""A site: its own cases (cached as tensors), its models, its training. Plain Python.
 
-Raw images and masks are loaded here and never leave: methods return weights, shared
-features (embeddings + partition labels) and scalar metrics only.
+:class:`ClientSite` runs inside a client actor (:mod:`fcl_ray.federation.actors`), which
+imports this module, and with it torch and MONAI, only in the client's own process. Raw images
+and masks are loaded here and never leave: methods return weights, shared features
+(embeddings + partition labels) and scalar metrics only.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
 from fcl_ray.data.split import patient_split  # noqa: E402
 from fcl_ray.methods.evaluate import dice_per_volume, summarise_dice  # noqa: E402
 from fcl_ray.methods.finetune import SegmentationTrainer, init_unet  # noqa: E402
-from fcl_ray.methods.messages import ClientUpdate  # noqa: E402
+from fcl_ray.methods.messages import ALL_LABELED, ClientUpdate  # noqa: E402
 from fcl_ray.methods import get_method_class  # noqa: E402
 
 
@@ -46,9 +48,6 @@ def peak_resident_mb() -> float:
 # What importing this module cost (torch, MONAI, ...): paid once per actor process.
 IMPORT_SECONDS = time.perf_counter() - lean.IMPORT_START
 RESIDENT_AFTER_IMPORTS_MB = resident_mb()
-
-
-ALL_LABELED = -1   # fine-tuning budget "every labeled training patient" (the upper bound)
 
 
 def method_config(cfg, method_name: str):
@@ -75,8 +74,9 @@ def state_from_numpy(state: Optional[dict]) -> Optional[dict[str, torch.Tensor]]
     return None if state is None else {k: torch.as_tensor(np.array(v)) for k, v in state.items()}
 
 
-class ClientActor:
-    """One client of the federation (wrapped with ``ray.remote`` by the driver)."""
+class ClientSite:
+    """One client of the federation: its shard, its method and fine-tuning (no Ray here; the
+    :class:`~fcl_ray.federation.actors.ClientActor` shell runs it as an actor)."""
 
     def __init__(self, cfg_dict: dict, client_id: int, num_threads: int, num_gpus: float = 0.0):
         torch.set_num_threads(max(1, num_threads))   # one thread per CPU Ray gave us
@@ -300,55 +300,3 @@ class ClientActor:
         result = {**self._evaluate(self.trainer.unet, fold), **self._budget(fold, n_labeled)}
         self.trainer, self.ft_weights = None, None
         return result
-
-
-class ClientHost:
-    """Several logical clients in one actor process (``federation.clients_per_actor`` > 1).
-
-    Each hosted client is a whole :class:`ClientActor` (its own shard, networks, optimiser,
-    feature bank and generators); the host only routes calls to them. An actor runs one call
-    at a time, so within a round its clients train one after another, and every client sees
-    exactly the calls, arguments and seeds it would see in its own actor: the results are the
-    same. The coordinator talks to each hosted client through a :class:`HostedClient`, as it
-    talks to a client actor. If the host dies, Ray restarts it and its ``__init__`` rebuilds
-    all of its clients, which then rejoin like any restarted client.
-    """
-
-    def __init__(self, cfg_dict: dict, client_ids: list[int], num_threads: int,
-                 num_gpus: float = 0.0):
-        self.clients = {cid: ClientActor(cfg_dict, cid, num_threads, num_gpus)
-                        for cid in client_ids}
-
-    def call(self, client_id: int, method: str, *args):
-        """``clients[client_id].<method>(*args)``."""
-        return getattr(self.clients[client_id], method)(*args)
-
-
-class HostedClient:
-    """A logical client inside a :class:`ClientHost`, used like a client actor handle:
-    ``client.pretrain_round.remote(weights, shared)`` becomes
-    ``host.call.remote(client_id, "pretrain_round", weights, shared)`` and returns its ref."""
-
-    def __init__(self, host, client_id: int):
-        self.host, self.client_id = host, client_id
-
-    def __getattr__(self, method: str) -> "_HostedMethod":
-        if method.startswith("_"):   # pickling and copy probe dunders: not client methods
-            raise AttributeError(method)
-        return _HostedMethod(self.host, self.client_id, method)
-
-    @property
-    def _actor_id(self):
-        """The host actor's id (for the placement checks that read ``handle._actor_id``)."""
-        return self.host._actor_id
-
-    def __reduce__(self):
-        return HostedClient, (self.host, self.client_id)
-
-
-class _HostedMethod:
-    def __init__(self, host, client_id: int, method: str):
-        self.host, self.client_id, self.method = host, client_id, method
-
-    def remote(self, *args):
-        return self.host.call.remote(self.client_id, self.method, *args)

@@ -26,6 +26,14 @@ def registered_methods() -> list[str]:
     return list(REGISTRY)
 
 
+def has_pretraining(name: str) -> bool:
+    """False for the no-pre-training baseline; imports nothing (the driver asks this, and
+    only client processes need the methods' torch and MONAI code)."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown method '{name}'; registered methods: {', '.join(REGISTRY)}")
+    return REGISTRY[name] is not None
+
+
 def get_method_class(name: str):
     """The class implementing ``name``, or None for the no-pre-training baseline."""
     if name not in REGISTRY:

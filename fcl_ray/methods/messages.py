@@ -12,6 +12,10 @@ from typing import Optional
 
 import numpy as np
 
+# The fine-tuning budget "every labeled training patient" (the upper bound), as the driver
+# sends it; each client resolves it to its own count.
+ALL_LABELED = -1
+
 
 class MessageError(ValueError):
     """An update that breaks the message contract."""

@@ -2,7 +2,7 @@
 targets here: those are read from `fcl-ray bench`, not asserted in tests)."""
 import pytest
 
-from fcl_ray.federation.bench import run_bench, seconds_since_process_start
+from fcl_ray.federation.bench import MEASURED_ACTORS, run_bench, seconds_since_process_start
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +21,8 @@ def test_bench_reports_every_figure(ray_session):
         assert row[column] > 0, column
     # one actor per client here: a client's share is its own process's peak, or less
     assert row.memory_mb_per_client <= row.peak_memory_mb_per_client
+    # the running coordinator, which holds every client's handle, never loaded torch/MONAI
+    assert MEASURED_ACTORS[-1]["coordinator_heavy_modules"] == []
     assert 0 < row.exchange_aggregate_fraction < 1
     assert row.pretrain_overhead == pytest.approx(row.pretrain_round_s
                                                   / (row.pretrain_reference_s / row.slots))

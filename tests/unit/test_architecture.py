@@ -58,12 +58,14 @@ def test_the_boundary_check_sees_a_ray_import(tmp_path):
 
 
 def test_the_coordinator_imports_neither_torch_nor_monai():
-    """It only averages NumPy vectors: importing its module (what a coordinator actor does)
-    must not pay for torch or MONAI (seconds of CPU and ~450 MB at start-up)."""
+    """It only averages NumPy vectors: neither its module nor the client actors' module
+    (which Ray imports wherever a client handle is unpickled, the coordinator included) may
+    pay for torch or MONAI (seconds of CPU and ~500 MB at start-up). The bench checks the
+    running coordinator too (tests/integration/test_bench.py)."""
     import subprocess
     import sys
 
-    code = ("import sys, fcl_ray.federation.coordinator; "
+    code = ("import sys, fcl_ray.federation.coordinator, fcl_ray.federation.actors; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'monai'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=PACKAGE.parent, check=True).stdout.strip()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fcl_ray.config import load_config, to_dict
-from fcl_ray.federation.site import ClientActor
+from fcl_ray.federation.site import ClientSite
 from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
 
 from conftest import TINY
@@ -53,7 +53,7 @@ def test_a_real_round_sends_nothing_shaped_like_an_image():
     """Run a client (the actor class, in-process) for one round and inspect its message."""
     torch.set_num_threads(1)
     cfg = load_config(None, TINY + ["data.image_size=32"])
-    client = ClientActor(to_dict(cfg), client_id=0, num_threads=1)
+    client = ClientSite(to_dict(cfg), client_id=0, num_threads=1)
     info = client.start_pretraining("fcl", fold=0)
     update = client.pretrain_round(None, None)
     contract = Contract(info["n_weights"], info["feature_dim"], cfg.data.partitions,

@@ -13,7 +13,7 @@ import torch
 from fcl_ray.data.slices import volumes_to_slices
 from fcl_ray.data.synthetic import make_site
 from fcl_ray.methods.losses import rotation_loss, sinkhorn, swav_loss
-from fcl_ray.methods import get_method_class, registered_methods
+from fcl_ray.methods import get_method_class, has_pretraining, registered_methods
 from fcl_ray.methods.base import PretrainMethod
 from fcl_ray.methods.fedrotation import rotate_quarter_turns
 from fcl_ray.methods.models import build_unet, load_encoder_into_unet
@@ -39,6 +39,12 @@ def test_every_baseline_is_registered():
     for name in BASELINES:
         assert name in PRETRAINED
         assert issubclass(get_method_class(name), PretrainMethod)
+
+
+def test_has_pretraining_agrees_with_the_classes_without_importing_them():
+    assert [m for m in registered_methods() if has_pretraining(m)] == PRETRAINED
+    with pytest.raises(KeyError, match="unknown method 'simclr'"):
+        has_pretraining("simclr")
 
 
 @pytest.mark.parametrize("name", PRETRAINED)

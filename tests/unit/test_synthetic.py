@@ -136,12 +136,12 @@ def test_patient_split_keeps_a_patients_frames_on_one_side():
 
 def test_client_actor_splits_synthetic_frames_unchanged():
     """The client actor (plain class, no Ray here) uses the same patient split."""
-    from fcl_ray.federation.site import ClientActor
+    from fcl_ray.federation.site import ClientSite
 
     cfg = _cfg("data.cases_per_client=4", "data.phases=ed_es", "data.extra_frames=2",
                "model.features=[8,8,16,16,16,8]", "model.projection_hidden=16",
                "model.projection_dim=8")
-    actor = ClientActor(to_dict(cfg), 1, num_threads=1)
+    actor = ClientSite(to_dict(cfg), 1, num_threads=1)
     assert (actor.info()["patients"], actor.info()["volumes"]) == (4, 4 * 4)
     split = actor._split(0, 1)
     pool = {actor.volume_ids[i] for i in split.train}
