@@ -164,9 +164,6 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint '{path}': cannot be read: "
                                   f"{str(err).splitlines()[0][:200] or type(err).__name__}") from None
 
-    def exists(self, path: str) -> bool:
-        return self.fs.exists(path)
-
     def _read(self, path: str) -> bytes:
         with self.fs.open(path, "rb") as handle:
             return handle.read()

@@ -19,7 +19,6 @@ times, then :class:`FederationError` stops the run with the last checkpoint inta
 """
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from typing import Optional
@@ -29,6 +28,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from fcl_ray.config import from_dict
+from fcl_ray.federation.process_memory import peak_resident_mb
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
                                            coordinator_arrays, coordinator_state, phase_name)
 from fcl_ray.federation.strategy import SharedFeatures, Strategy
@@ -110,7 +110,7 @@ class Coordinator:
     def process_info(self) -> dict:
         """The coordinator process's peak resident memory (MB) and which of torch and MONAI
         it has loaded (none, by design), for ``fcl-ray bench``."""
-        return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        return {"peak_rss_mb": peak_resident_mb(),
                 "heavy_modules": sorted({m.split(".")[0] for m in sys.modules}
                                         & {"torch", "monai"})}
 

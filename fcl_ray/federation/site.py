@@ -11,7 +11,6 @@ from fcl_ray.federation import lean   # first: keeps MLflow, pandas... out of cl
 
 import dataclasses  # noqa: E402  (after lean, on purpose)
 import os  # noqa: E402
-import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Optional  # noqa: E402
@@ -29,20 +28,7 @@ from fcl_ray.methods.evaluate import dice_per_volume, summarise_dice  # noqa: E4
 from fcl_ray.methods.finetune import SegmentationTrainer, init_unet  # noqa: E402
 from fcl_ray.methods.messages import ALL_LABELED, ClientUpdate  # noqa: E402
 from fcl_ray.methods import get_method_class  # noqa: E402
-
-
-def resident_mb() -> float:
-    """Resident memory of this process now (MB), from /proc (0 where there is none)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
-    except OSError:
-        return 0.0
-
-
-def peak_resident_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from fcl_ray.federation.process_memory import peak_resident_mb, resident_mb  # noqa: E402
 
 
 # What importing this module cost (torch, MONAI, ...): paid once per actor process.
