@@ -126,6 +126,17 @@ class FinetuneConfig:
     modes: list[str] = field(default_factory=lambda: ["local"])
     n_labeled: list[int] = field(default_factory=lambda: [1])
     folds: list[int] = field(default_factory=lambda: [0])
+    # How long fine-tuning runs. "steps": a fixed budget (steps; rounds x local_steps).
+    # "converge": per client, validation_patients patients of the training pool (never the
+    # test fold, never among the N labeled) are scored every eval_every steps; training stops
+    # when their Dice has not improved for `patience` evaluations, or at max_steps, and the
+    # best weights are restored (federated: the global model's mean validation Dice over
+    # clients decides, every ceil(eval_every / local_steps) rounds).
+    budget: Literal["steps", "converge"] = "steps"
+    validation_patients: int = 1
+    eval_every: int = 20
+    patience: int = 5
+    max_steps: int = 2000
     steps: int = 150                # local mode: optimiser steps per client
     rounds: int = 10                # federated mode: FedAvg rounds ...
     local_steps: int = 15           # ... of this many steps each
@@ -371,8 +382,19 @@ def validate(cfg: Config) -> Config:
                f"({d.cases_per_client} cases minus a test fold of data.folds={d.folds})")
     for fold in f.folds:
         _check(0 <= fold < d.folds, "finetune.folds", f"fold {fold} not in [0, {d.folds - 1}]")
-    for key in ("steps", "rounds", "local_steps", "batch_size", "concurrency"):
+    for key in ("steps", "rounds", "local_steps", "batch_size", "concurrency", "patience",
+                "max_steps", "eval_every", "validation_patients"):
         _check(getattr(f, key) >= 1, f"finetune.{key}", f"must be at least 1, got {getattr(f, key)}")
+    if f.budget == "converge" and synthetic:
+        # The validation patients come out of the training pool, beside the N labeled ones.
+        left = train_cases - max(f.n_labeled)
+        _check(left >= 1, "finetune.budget",
+               f"converge needs a training patient to validate on, but N={max(f.n_labeled)} "
+               f"takes all {train_cases} training patients of a client; lower "
+               f"finetune.n_labeled or use finetune.budget=steps")
+        _check(f.validation_patients <= left, "finetune.validation_patients",
+               f"must be at most {left} (the {train_cases} training patients of a client minus "
+               f"N={max(f.n_labeled)}), got {f.validation_patients}")
     if f.encoder is not None:
         _check(bool(ENCODER_URI.match(f.encoder)), "finetune.encoder",
                f"expected an MLflow model URI: models:/<name>/<version>, models:/<name>@<alias>, "

@@ -13,6 +13,9 @@ class ClientSplit:
     labeled: tuple[int, ...]    # the N volumes whose masks fine-tuning may use
     unlabeled: tuple[int, ...]  # the other training volumes (images only)
     order: tuple[int, ...] = ()  # the training cases in their seeded order
+    # Early-stopping validation volumes (finetune.budget=converge): the masked volumes of the
+    # last patients of the seeded order, so never among the N labeled while N + V <= training.
+    validation_volumes: tuple[int, ...] = ()
 
     @property
     def validation(self) -> int:
@@ -48,18 +51,31 @@ def kfold_split(n_cases: int, folds: int, fold: int, n_labeled: int, seed: int,
 
 
 def patient_split(volume_ids: list[str], labeled: list[bool], folds: int, fold: int,
-                  n_labeled: int, seed: int, client: int) -> ClientSplit:
+                  n_labeled: int, seed: int, client: int,
+                  n_validation: int = 0) -> ClientSplit:
     """:func:`kfold_split` over patients, mapped back to volume indices.
 
     For datasets with several volumes per patient (ED and ES frames, unlabeled extra cine
     frames; ids ``<case>:<frame>``): all volumes of a patient fall on the same side, N counts
     labeled patients, volumes without masks only ever join the pre-training pool, and a test
     patient's extra frames are left out altogether (its images stay unseen).
+
+    ``n_validation`` > 0 names the last that many patients of the seeded training order as
+    validation patients (``validation_volumes``: their masked volumes). They stay in the
+    pre-training pool (images only, like every training patient) and are the same for every
+    N and method; N + n_validation may not exceed the training patients.
     """
     from fcl_ray.data import patient_of
 
     patients = list(dict.fromkeys(patient_of(v) for v, has in zip(volume_ids, labeled) if has))
     by_patient = kfold_split(len(patients), folds, fold, n_labeled, seed, client)
+    training = len(by_patient.order)
+    if n_validation and n_labeled + n_validation > training:
+        raise ValueError(f"client {client}, fold {fold}: {n_labeled} labeled + {n_validation} "
+                         f"validation patients (finetune.validation_patients) asked, only "
+                         f"{training} training patients")
+    validating = ({patients[i] for i in by_patient.order[training - n_validation:]}
+                  if n_validation else set())
     side = {patients[i]: "test" for i in by_patient.test}
     side.update({patients[i]: "labeled" for i in by_patient.labeled})
     test, lab, unlab = [], [], []
@@ -79,4 +95,6 @@ def patient_split(volume_ids: list[str], labeled: list[bool], folds: int, fold: 
     order = sorted((i for i, has in enumerate(labeled)
                     if has and patient_of(volume_ids[i]) in rank), key=by_rank)
     return ClientSplit(test=tuple(test), labeled=tuple(sorted(lab, key=by_rank)),
-                       unlabeled=tuple(unlab), order=tuple(order))
+                       unlabeled=tuple(unlab), order=tuple(order),
+                       validation_volumes=tuple(i for i in order
+                                                if patient_of(volume_ids[i]) in validating))

@@ -68,6 +68,9 @@ class ClientActor:
     def finetune_round(self, global_weights):
         return self.site.finetune_round(global_weights)
 
+    def validate_global(self, global_weights, fold: int) -> float:
+        return self.site.validate_global(global_weights, fold)
+
     def finish_federated_finetune(self, global_weights, fold: int, n_labeled: int = 0) -> dict:
         return self.site.finish_federated_finetune(global_weights, fold, n_labeled)
 

@@ -32,6 +32,7 @@ from fcl_ray.federation.process_memory import peak_resident_mb
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
                                            coordinator_arrays, coordinator_state, phase_name)
 from fcl_ray.federation.strategy import SharedFeatures, Strategy
+from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
 from fcl_ray.methods.messages import ClientUpdate, Contract
 
 
@@ -299,17 +300,53 @@ class Coordinator:
         stats |= self.strategy.traffic(updates, self.global_weights)
         return self._metrics(updates, stats, start)
 
-    def finish_federated_finetune(self, fold: int, n_labeled: int = 0) -> list[dict]:
-        """Dice of the final global U-Net on every client's test fold."""
+    def finish_federated_finetune(self, fold: int, n_labeled: int = 0,
+                                  outcome: Optional[dict] = None) -> list[dict]:
+        """Dice of the final global U-Net on every client's test fold; ``outcome`` (steps
+        run, validation Dice) is added to every client's row."""
         weights_ref = ray.put(self.global_weights)
         self.rejoins.wait_for_all()
         results = ray.get([c.finish_federated_finetune.remote(weights_ref, fold, n_labeled)
                            for c in self.clients])
         self.global_weights = None
-        return results
+        return [{**r, **(outcome or {})} for r in results]
+
+    def validation_dice(self, fold: int) -> float:
+        """Mean over clients of the current global U-Net's validation Dice (clients that
+        fail or are rejoining are left out of this evaluation)."""
+        weights_ref = ray.put(self.global_weights)
+        calls = [c.validate_global.remote(weights_ref, fold)
+                 for cid, c in enumerate(self.clients) if cid not in self.rejoins.waiting]
+        scores = []
+        for call in calls:
+            try:
+                scores.append(ray.get(call))
+            except (RayActorError, RayTaskError):
+                continue
+        return float(np.nanmean(scores)) if scores else float("nan")
 
     def finetune_federated(self, method: str, fold: int, n_labeled: int, rounds: int) -> list[dict]:
+        """One federated fine-tuning setting: ``rounds`` FedAvg rounds (``budget=steps``), or
+        until the global model's mean validation Dice stops improving (``converge``; the best
+        global weights are the ones scored on the test folds)."""
+        ft = self.cfg.finetune
         self.start_federated_finetune(method, fold, n_labeled)
-        for _ in range(rounds):
-            self.finetune_round()
-        return self.finish_federated_finetune(fold, n_labeled)
+        if ft.budget == "steps":
+            for _ in range(rounds):
+                self.finetune_round()
+            return self.finish_federated_finetune(fold, n_labeled,
+                                                  {"steps": rounds * ft.local_steps})
+        max_rounds = -(-ft.max_steps // ft.local_steps)
+        every = -(-ft.eval_every // ft.local_steps)
+        stopper, best, done = EarlyStopping(ft.patience), None, 0
+        for round_ in evaluation_steps(max_rounds, every):
+            for _ in range(round_ - done):
+                self.finetune_round()
+            done = round_
+            if stopper.update(self.validation_dice(fold), done * ft.local_steps):
+                best = self.global_weights.copy()
+            if stopper.should_stop:
+                break
+        self.global_weights = best if best is not None else self.global_weights
+        return self.finish_federated_finetune(fold, n_labeled,
+                                              stopper.summary(done * ft.local_steps))

@@ -24,8 +24,9 @@ from fcl_ray.config import from_dict  # noqa: E402
 from fcl_ray.data import load_client_volumes, patient_of  # noqa: E402
 from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
 from fcl_ray.data.split import patient_split  # noqa: E402
-from fcl_ray.methods.evaluate import dice_per_volume, summarise_dice  # noqa: E402
-from fcl_ray.methods.finetune import SegmentationTrainer, init_unet  # noqa: E402
+from fcl_ray.methods.evaluate import dice_per_volume, mean_dice, summarise_dice  # noqa: E402
+from fcl_ray.methods.finetune import (SegmentationTrainer, init_unet,  # noqa: E402
+                                      train_to_convergence)
 from fcl_ray.methods.messages import ALL_LABELED, ClientUpdate  # noqa: E402
 from fcl_ray.methods import get_method_class  # noqa: E402
 from fcl_ray.federation.process_memory import peak_resident_mb, resident_mb  # noqa: E402
@@ -95,14 +96,26 @@ class ClientSite:
                    .generate_state(1)[0])
         return torch.Generator().manual_seed(seed)
 
+    @property
+    def _converge(self) -> bool:
+        return self.cfg.finetune.budget == "converge"
+
     def _split(self, fold: int, n_labeled: int = 0):
-        """Split by patient, so a patient's ED, ES and extra frames stay on one side."""
+        """Split by patient, so a patient's ED, ES and extra frames stay on one side; with
+        ``finetune.budget=converge`` the last patients of the training order validate."""
+        n_validation = self.cfg.finetune.validation_patients if self._converge else 0
         return patient_split(self.volume_ids, self.has_label, self.cfg.data.folds, fold, n_labeled,
-                             self.cfg.experiment.seed, self.client_id)
+                             self.cfg.experiment.seed, self.client_id, n_validation)
 
     def training_patients(self, fold: int) -> int:
         """How many labeled patients this client has outside the test fold of ``fold``."""
         return len({patient_of(self.volume_ids[i]) for i in self._split(fold).order})
+
+    def labelable_patients(self, fold: int) -> int:
+        """The upper bound's N: every training patient, less the validation patients when
+        fine-tuning runs to convergence (they must stay unlabeled for training)."""
+        held_out = self.cfg.finetune.validation_patients if self._converge else 0
+        return self.training_patients(fold) - held_out
 
     def info(self) -> dict:
         return {"client": self.client_id,
@@ -226,7 +239,7 @@ class ClientSite:
         """A fresh U-Net (seeded decoder, given encoder) and its trainer on the N labeled
         volumes; ``purpose`` salts the sampling seed (2 fine-tuning, 3 probe)."""
         if n_labeled == ALL_LABELED:   # the upper bound: resolved here (seeds need N >= 0)
-            n_labeled = self.training_patients(fold)
+            n_labeled = self.labelable_patients(fold)
         split = self._split(fold, n_labeled)
         unet = init_unet(self.cfg.model.features, state_from_numpy(encoder_state),
                          seed=self.cfg.experiment.seed, device=self.device)
@@ -242,27 +255,38 @@ class ClientSite:
         test = self.slices.select_volumes(self._split(fold).test)
         return {"client": self.client_id, **summarise_dice(dice_per_volume(unet, test))}
 
+    def _validation_dice(self, unet: torch.nn.Module, fold: int) -> float:
+        """Mean Dice on this client's validation patients (training pool, never the test
+        fold, never labeled): the early-stopping score."""
+        return mean_dice(unet, self.slices.select_volumes(self._split(fold).validation_volumes))
+
     def finetune_local(self, encoder_state: Optional[dict], fold: int, n_labeled: int) -> dict:
         """Fine-tune on this client's N labeled volumes alone; Dice on its test fold.
 
-        Self-contained (no actor state touched), so several can run at once when the actor
-        has ``max_concurrency`` > 1."""
+        ``finetune.budget=steps``: ``finetune.steps`` steps; ``converge``: until the
+        validation Dice stops improving (best weights restored). Self-contained (no actor
+        state touched), so several can run at once when the actor has ``max_concurrency`` > 1."""
         start = time.perf_counter()
-        trainer = self._new_trainer(encoder_state, fold, n_labeled,
-                                    total_steps=self.cfg.finetune.steps)
-        loss = trainer.train(self.cfg.finetune.steps)
-        return {**self._evaluate(trainer.unet, fold), "train_loss": loss,
+        ft = self.cfg.finetune
+        if self._converge:
+            trainer = self._new_trainer(encoder_state, fold, n_labeled, total_steps=ft.max_steps)
+            outcome = train_to_convergence(trainer, lambda: self._validation_dice(trainer.unet, fold),
+                                           ft.eval_every, ft.patience, ft.max_steps)
+        else:
+            trainer = self._new_trainer(encoder_state, fold, n_labeled, total_steps=ft.steps)
+            outcome = {"steps": ft.steps, "train_loss": trainer.train(ft.steps)}
+        return {**self._evaluate(trainer.unet, fold), **outcome,
                 "seconds": time.perf_counter() - start, **self._budget(fold, n_labeled)}
 
     def _budget(self, fold: int, n_labeled: int) -> dict:
         """The N actually used, when it was 'all' (so the results row says how many)."""
-        return {"n_labeled": self.training_patients(fold)} if n_labeled == ALL_LABELED else {}
+        return {"n_labeled": self.labelable_patients(fold)} if n_labeled == ALL_LABELED else {}
 
     def start_federated_finetune(self, encoder_state: Optional[dict], fold: int,
                                  n_labeled: int) -> dict:
         ft = self.cfg.finetune
-        self.trainer = self._new_trainer(encoder_state, fold, n_labeled,
-                                         total_steps=ft.rounds * ft.local_steps)
+        total = ft.max_steps if self._converge else ft.rounds * ft.local_steps
+        self.trainer = self._new_trainer(encoder_state, fold, n_labeled, total_steps=total)
         unet = self.trainer.unet
         self.ft_weights = FlatWeights({"": unet}, WeightLayout(unet.state_dict()))
         return {"slices": len(self.trainer.labeled), "n_weights": self.ft_weights.layout.total,
@@ -279,6 +303,12 @@ class ClientSite:
                             weights=self.ft_weights.vector(),
                             n_samples=len(self.trainer.labeled),
                             metrics={"loss": loss, "compute_seconds": compute})
+
+    def validate_global(self, global_weights: np.ndarray, fold: int) -> float:
+        """Validation Dice of the global U-Net on this client's validation patients (the
+        next round loads the global weights again, so loading them here changes nothing)."""
+        self.ft_weights.load(global_weights)
+        return self._validation_dice(self.trainer.unet, fold)
 
     def finish_federated_finetune(self, global_weights: np.ndarray, fold: int,
                                   n_labeled: int = 0) -> dict:

@@ -9,13 +9,25 @@ from monai.networks.utils import one_hot
 from fcl_ray.data.slices import SliceSet
 
 CLASS_NAMES = ("rv", "myo", "lv")   # ACDC labels 1, 2, 3
+PREDICT_CHUNK = 64                  # slices per forward pass when predicting
 
 
-@torch.no_grad()
-def predict_volume(unet: torch.nn.Module, images: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-    """Arg-max labels (D, H, W) for a stack of slices (D, 1, H, W)."""
+@torch.inference_mode()
+def predict_slices(unet: torch.nn.Module, images: torch.Tensor,
+                   chunk: int = PREDICT_CHUNK) -> torch.Tensor:
+    """Arg-max labels (N, H, W) for slices (N, 1, H, W), in batches of ``chunk``.
+
+    Batching across volumes gives the same labels as one volume at a time: BasicUNet
+    normalises per sample (instance norm), so a slice's output does not depend on its batch.
+    The caller's train/eval mode is restored afterwards (early stopping evaluates mid-training).
+    """
+    was_training = unet.training
     unet.eval()
-    return torch.cat([unet(images[i:i + chunk]).argmax(1) for i in range(0, len(images), chunk)])
+    try:
+        return torch.cat([unet(images[i:i + chunk]).argmax(1)
+                          for i in range(0, len(images), chunk)])
+    finally:
+        unet.train(was_training)
 
 
 def dice_per_volume(unet: torch.nn.Module, test: SliceSet, n_classes: int = 4) -> np.ndarray:
@@ -23,17 +35,18 @@ def dice_per_volume(unet: torch.nn.Module, test: SliceSet, n_classes: int = 4) -
 
     A structure absent from the ground truth but predicted scores 0 (a false positive is an
     error); absent from both gives NaN and is left out of the averages (nothing to find,
-    nothing found: neither a hit nor a miss).
+    nothing found: neither a hit nor a miss). All slices are predicted in a few batched
+    forward passes, then scored volume by volume.
     """
     # ignore_empty=False: empty ground truth gives 1 if the prediction is empty too, else 0;
     # the "empty in both" case is turned into NaN below.
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
+    predicted = predict_slices(unet, test.images)
     scores = []
     for v in test.volume.unique().tolist():
         keep = test.volume == v
-        pred = predict_volume(unet, test.images[keep])
         # (1, C, D, H, W) one-hot, as DiceMetric expects a batch of 3D volumes.
-        p = one_hot(pred[None, None], n_classes, dim=1)
+        p = one_hot(predicted[keep][None, None], n_classes, dim=1)
         g = one_hot(test.labels[keep][None, None], n_classes, dim=1)
         dice = metric(p, g)[0].cpu().numpy()
         both_empty = ((p[0, 1:].flatten(1).sum(1) == 0) & (g[0, 1:].flatten(1).sum(1) == 0))
@@ -48,3 +61,8 @@ def summarise_dice(per_volume: np.ndarray, class_names=CLASS_NAMES) -> dict[str,
     out = {f"dice_{name}": float(d) for name, d in zip(class_names, per_class)}
     out["dice_mean"] = float(np.nanmean(per_class))
     return out
+
+
+def mean_dice(unet: torch.nn.Module, volumes: SliceSet) -> float:
+    """Mean Dice over structures of ``volumes`` (the early-stopping score)."""
+    return summarise_dice(dice_per_volume(unet, volumes))["dice_mean"]

@@ -1,12 +1,13 @@
 """Supervised fine-tuning of the full U-Net on a client's few labeled volumes. No Ray."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from monai.losses import DiceCELoss
 
 from fcl_ray.methods.augment import segmentation_augment
+from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
 from fcl_ray.data.slices import SliceSet
 from fcl_ray.methods.models import autocast, build_unet, load_encoder_into_unet
 
@@ -58,3 +59,26 @@ class SegmentationTrainer:
                 self.scheduler.step()
             total += loss.item()
         return total / steps
+
+
+def snapshot(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the network's weights (the live tensors go on changing)."""
+    return {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+
+def train_to_convergence(trainer: SegmentationTrainer, score: Callable[[], float],
+                         eval_every: int, patience: int, max_steps: int) -> dict:
+    """Train until ``score()`` (validation Dice of ``trainer.unet``) has not improved for
+    ``patience`` evaluations, one every ``eval_every`` steps, or until ``max_steps``; then
+    restore the best weights. Returns steps run, best step, its score and the mean loss."""
+    stopper = EarlyStopping(patience)
+    best_state, done, loss_sum = snapshot(trainer.unet), 0, 0.0
+    for step in evaluation_steps(max_steps, eval_every):
+        loss_sum += trainer.train(step - done) * (step - done)
+        done = step
+        if stopper.update(score(), done):
+            best_state = snapshot(trainer.unet)
+        if stopper.should_stop:
+            break
+    trainer.unet.load_state_dict(best_state)
+    return {**stopper.summary(done), "train_loss": loss_sum / done}

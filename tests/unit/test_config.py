@@ -62,6 +62,9 @@ def test_set_dotted_makes_sections_and_refuses_to_descend_into_a_value():
     ("pretrain.bank_size=0", "'pretrain.bank_size': must be 'auto' or at least 1, got 0"),
     ("pretrain.lr_per_method={magic: 0.1}", "'pretrain.lr_per_method': 'magic: 0.1' needs a"),
     ("noequals", "expected key=value"),
+    ("finetune.patience=0", "'finetune.patience': must be at least 1, got 0"),
+    ("finetune.max_steps=0", "'finetune.max_steps': must be at least 1, got 0"),
+    ("finetune.budget=forever", "'finetune.budget': expected one of 'steps', 'converge'"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
@@ -103,3 +106,18 @@ def test_the_installed_entry_point_exits_2_on_a_bad_key():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fcl-ray: error: ")
     assert "Traceback" not in proc.stderr
+
+@pytest.mark.parametrize("overrides,message", [
+    # quickstart: 8 patients, 4 folds -> 6 training patients per client
+    (["finetune.n_labeled=[1,4]", "finetune.validation_patients=3"],
+     "'finetune.validation_patients': must be at most 2 (the 6 training patients of a client "
+     "minus N=4), got 3"),
+    (["finetune.n_labeled=[6]"],
+     "'finetune.budget': converge needs a training patient to validate on, but N=6 takes all 6"),
+])
+def test_converge_needs_validation_patients_outside_the_labeled(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(QUICKSTART, ["finetune.budget=converge", *overrides])
+    assert message in str(err.value)
+    # the same N with a fixed step budget needs no validation patient
+    load_config(QUICKSTART, ["finetune.budget=steps", "finetune.n_labeled=[6]"])
