@@ -296,7 +296,8 @@ def plot_dice_vs_n(results: pd.DataFrame, path: str | Path, metric: str = "dice_
 # ----------------------------------------------------------------------------- paired statistics
 UNIT_COLUMNS = ["client", "fold", SEED_COLUMN]
 PAIRED_COLUMNS = ["finetune_mode", "n_labeled", "reference", "method", "n_pairs",
-                  "reference_mean", "method_mean", "mean_diff", "ci_low", "ci_high", "p_value"]
+                  "reference_mean", "method_mean", "mean_diff", "ci_low", "ci_high", "p_value",
+                  "n_clients", "client_ci_low", "client_ci_high", "client_p_value"]
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 # Differences are rounded before the test so that float noise (1e-17) is not a "difference".
@@ -317,6 +318,34 @@ def bootstrap_ci(diffs: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def client_bootstrap(diffs: np.ndarray, clients: np.ndarray,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """Two-stage (cluster) bootstrap of the mean difference: resample clients with
+    replacement, then each drawn client's units (folds, seeds) with replacement.
+
+    The folds of one client share its patients and its scanner, so they are not independent
+    units; this interval respects that, and is wider than :func:`bootstrap_ci` when clients
+    differ. Returns (low, high, p): p is the two-sided bootstrap p-value, twice the smaller
+    share of resampled means on either side of 0 (at least 1/resamples). With few clients
+    the resampled means take few distinct values, so read it as coarse.
+    """
+    diffs, clients = np.asarray(diffs, dtype=float), np.asarray(clients)
+    if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
+        return float(diffs[0]), float(diffs[0]), (1.0 if diffs[0] == 0 else float("nan"))
+    groups = [diffs[clients == c] for c in np.unique(clients)]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(groups), size=(resamples, len(groups)))
+    means = np.empty(resamples)
+    for r in range(resamples):   # unequal group sizes: one resample at a time (10k: ~0.1 s)
+        drawn = [groups[g] for g in picks[r]]
+        means[r] = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in drawn]).mean()
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    share = min(np.mean(means <= 0), np.mean(means >= 0))
+    return float(low), float(high), float(min(1.0, max(2 * share, 1 / resamples)))
 
 
 def wilcoxon_p(diffs: np.ndarray) -> float:
@@ -349,8 +378,9 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
 
     Columns: ``PAIRED_COLUMNS``. mean_diff > 0 means the reference is better. The CI is a
     percentile bootstrap (``BOOTSTRAP_RESAMPLES`` resamples of the units, fixed seed, so the
-    table is reproducible); units are treated as independent, although the folds of one
-    client share its test cases. p_value: see ``wilcoxon_p``. ``upper_bound`` rows are left
+    table is reproducible) that treats units as independent, although the folds of one
+    client share its patients; p_value: see ``wilcoxon_p``. The ``client_*`` columns resample
+    clients, then their folds (:func:`client_bootstrap`): the interval to quote. ``upper_bound`` rows are left
     out (their N is the whole training set). A (mode, N) that one of the two methods was not
     run at is not compared; those settings are listed in ``table.attrs['not_compared']``.
     A unit run by one method and not by the other raises ConfigError naming it.
@@ -384,12 +414,16 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
                 other = other.reindex(ref.index)
                 diffs = (ref - other).to_numpy(float)
                 low, high = bootstrap_ci(diffs)
+                clients = ref.index.get_level_values("client").to_numpy()
+                c_low, c_high, c_p = client_bootstrap(diffs, clients)
                 rows.append({"finetune_mode": mode, "n_labeled": int(n), "reference": reference,
                              "method": method, "n_pairs": len(diffs),
                              "reference_mean": float(ref.mean()),
                              "method_mean": float(other.mean()),
                              "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
-                             "p_value": wilcoxon_p(diffs)})
+                             "p_value": wilcoxon_p(diffs),
+                             "n_clients": len(set(clients.tolist())), "client_ci_low": c_low,
+                             "client_ci_high": c_high, "client_p_value": c_p})
     table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
     table.attrs["not_compared"] = not_compared
     table.attrs["metric"] = metric
@@ -441,6 +475,10 @@ def paired_markdown(table: pd.DataFrame) -> str:
             "difference [95% CI]": [f"{_signed(d)} [{_signed(lo)}, {_signed(hi)}]" for d, lo, hi
                                     in zip(rows["mean_diff"], rows["ci_low"], rows["ci_high"])],
             "Wilcoxon p": [_p_text(p) for p in rows["p_value"]],
+            "clients": rows["n_clients"].to_numpy(),
+            "client-level [95% CI]": [f"[{_signed(lo)}, {_signed(hi)}]" for lo, hi
+                                      in zip(rows["client_ci_low"], rows["client_ci_high"])],
+            "client-level p": [_p_text(p) for p in rows["client_p_value"]],
         }, index=rows["method"].to_numpy())
         parts.append(f"### {mode} fine-tuning: {reference} minus each method ({metric}, "
                      f"paired over client × fold × seed)\n\n" + to_markdown(cells))
@@ -503,7 +541,10 @@ def write_paired_report(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     md, csv = out / "paired_differences.md", out / "paired_differences.csv"
     md.write_text(f"Paired differences over (client, fold, seed): mean, percentile bootstrap "
                   f"95% CI ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}), two-sided "
-                  f"Wilcoxon signed-rank p (zero_method=pratt)\n\n" + paired_markdown(table))
+                  f"Wilcoxon signed-rank p (zero_method=pratt); client-level: the same mean "
+                  f"with a two-stage bootstrap (clients, then their folds) CI and its two-sided "
+                  f"bootstrap p, the interval to quote (a client's folds share its patients)"
+                  f"\n\n" + paired_markdown(table))
     table.to_csv(csv, index=False, float_format="%.6g")
     return [md, csv, plot_paired_differences(table, out / "paired_differences.png")]
 

@@ -33,7 +33,12 @@ from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, Ch
                                            coordinator_arrays, coordinator_state, phase_name)
 from fcl_ray.federation.strategy import SharedFeatures, Strategy
 from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
-from fcl_ray.methods.messages import ClientUpdate, Contract
+from fcl_ray.methods.messages import ALL_LABELED, ClientUpdate, Contract
+
+
+def _queue_weight(n_labeled: int) -> float:
+    """How early a local setting joins a client's queue: more labels, longer training."""
+    return float("inf") if n_labeled == ALL_LABELED else n_labeled
 
 
 class FederationError(RuntimeError):
@@ -280,12 +285,19 @@ class Coordinator:
     def _encoders(self, method: str) -> list:
         return self.encoders.get(method, [None] * len(self.clients))
 
-    def finetune_local_grid(self, method: str, fold: int, budgets: list[int]) -> list[list[dict]]:
-        """Every (N, client) local fine-tune submitted at once; results per N, by client."""
-        encoders = self._encoders(method)
-        calls = [[c.finetune_local.remote(e, fold, n) for c, e in zip(self.clients, encoders)]
-                 for n in budgets]
-        return [ray.get(per_n) for per_n in calls]
+    def finetune_local_settings(self, fold: int, settings: list[tuple[str, int]]) -> list[list[dict]]:
+        """Every local fine-tune of a fold, (encoder, N) for every client, submitted at once:
+        each client actor works through its own queue without waiting for the others or for
+        the driver, so the cores stay busy until the last settings finish. The queue starts
+        with the largest label budgets (the upper bound first): longest first leaves the
+        shortest tail. Results per setting, by client, in the order given."""
+        order = sorted(range(len(settings)), key=lambda i: -_queue_weight(settings[i][1]))
+        calls: dict[int, list] = {}
+        for i in order:
+            encoder, n = settings[i]
+            calls[i] = [c.finetune_local.remote(e, fold, n)
+                        for c, e in zip(self.clients, self._encoders(encoder))]
+        return [ray.get(calls[i]) for i in range(len(settings))]
 
     def start_federated_finetune(self, method: str, fold: int, n_labeled: int) -> None:
         """Every client builds its U-Net from its own encoder (the same one unless

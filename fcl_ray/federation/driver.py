@@ -60,7 +60,7 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     results_path = out_dir / "results.csv"
     rows = _previous_rows(results_path) if resume else []
-    done = {(int(r["fold"]), r["method"]) for r in rows}
+    done = {(int(r["fold"]), r["method"], r["finetune_mode"]) for r in rows}
     given = None
     if cfg.finetune.encoder:   # fine-tune from an MLflow model; a bad URI stops here (exit 2)
         from fcl_ray.encoders import load_encoder
@@ -86,8 +86,11 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
 
 def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report, resume,
               wall) -> pd.DataFrame:
-    """Every (fold, method): pre-train if the method needs it, fine-tune its N grid; write
-    results.csv after each, so an interrupted run keeps what is done."""
+    """Every fold: each method is pre-trained (if it needs it) and fine-tuned federated; then
+    the local settings of all its methods run as one queue per client (largest first), so
+    no client waits for a method's slowest client before starting the next. results.csv is
+    written after each phase, so an interrupted run keeps what is done; ``done`` holds the
+    (fold, method, mode) already in it."""
     out_dir = Path(cfg.experiment.output_dir)
     results_path = out_dir / "results.csv"
     infos = gather([c.info.remote() for c in clients])
@@ -102,16 +105,27 @@ def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report
         log(f"[{given.label}] fine-tuning from {given.uri}; no pre-training")
     methods = method_rows(cfg) + ([UPPER_BOUND] if cfg.finetune.upper_bound else [])
     no_pretraining = {UPPER_BOUND} | ({given.label} if given else set())
+    modes = cfg.finetune.modes
+    eta = Eta(len(cfg.finetune.folds) * len(methods) * len(modes))
     for fold in cfg.finetune.folds:
+        local_queue = []
         for method in methods:
-            if (fold, method) in done:
+            todo = [mode for mode in modes if (fold, method, mode) not in done]
+            if not todo:
                 log(f"[{method}] fold {fold}: results already in {results_path}, skipped")
+                eta.step(len(modes))
                 continue
             if method not in no_pretraining and has_pretraining(method):
                 _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume)
-            rows += _finetune_grid(cfg, coordinator, method, fold, log, report)
-            write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
-    results = pd.DataFrame(rows)
+            if "federated" in todo:
+                rows += _finetune_federated(cfg, coordinator, method, fold, log, report, eta)
+                write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
+            if "local" in todo:
+                local_queue.append(method)
+        if local_queue:
+            rows += _finetune_local(cfg, coordinator, local_queue, fold, log, report, eta)
+            write_csv_atomic(pd.DataFrame(rows), results_path)
+    results = _in_grid_order(pd.DataFrame(rows), methods, cfg.finetune.modes)
     extra = [c for c in results.columns if c not in RESULT_COLUMNS]
     results = results[[c for c in RESULT_COLUMNS if c in results.columns] + extra]
     write_csv_atomic(results, results_path)
@@ -123,6 +137,20 @@ def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report
     log(f"wall time {time.perf_counter() - wall:.1f}s")
     publish_run(cfg, tracker, results, out_dir, log)   # tables, models, data; the link
     return results
+
+
+def _in_grid_order(results: pd.DataFrame, methods: list[str], modes: list[str]) -> pd.DataFrame:
+    """Rows by fold, method and mode as configured (local settings finish after the
+    federated ones, since they run as one queue per fold), then N and client."""
+    rank = lambda order: (lambda col: col.map({v: i for i, v in enumerate(order)}))  # noqa: E731
+    keys = {"fold": None, "method": rank(methods), "finetune_mode": rank(modes),
+            "n_labeled": None, "client": None}
+    by = [c for c in keys if c in results.columns]
+    if not by:
+        return results
+    ordered = results.sort_values(by, kind="stable",
+                                  key=lambda col: keys[col.name](col) if keys[col.name] else col)
+    return ordered.reset_index(drop=True)
 
 
 def _previous_rows(path: Path) -> list[dict]:
@@ -239,37 +267,61 @@ def _append_jsonl(path: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-def _finetune_grid(cfg, coordinator, method, fold, log, report) -> list[dict]:
-    """All fine-tuning settings (modes x N) of one method and fold.
+def _budgets(cfg, method: str) -> tuple[list[int], str]:
+    """A method's label budgets and the encoder its rows start from: the upper bound is
+    random init with every labelable training patient of each client."""
+    if method == UPPER_BOUND:
+        return [ALL_LABELED], "random"
+    return cfg.finetune.n_labeled, method
 
-    Local-mode settings are submitted together, so each client actor works through its
-    queue without waiting for the driver (and runs ``finetune.concurrency`` at once)."""
-    ft = cfg.finetune
-    budgets = ft.n_labeled
-    encoder = method
-    if method == UPPER_BOUND:   # random init, every labeled training patient of each client
-        budgets, encoder = [ALL_LABELED], "random"
+
+def _finetune_rows(cfg, method, mode, fold, per_setting, budgets, log, report) -> list[dict]:
+    """Results rows (one per client) of a method's settings in one mode, logged."""
     rows: list[dict] = []
-    eta = Eta(len(ft.modes) * len(budgets))
-    for mode in ft.modes:
-        start = time.perf_counter()
-        if mode == "local":
-            per_setting = await_coordinator(coordinator.finetune_local_grid.remote(encoder, fold, budgets),
-                                f"{method} local fine-tuning", cfg)
-        else:
-            per_setting = [await_coordinator(coordinator.finetune_federated.remote(encoder, fold, n, ft.rounds),
-                                 f"{method} federated fine-tuning", cfg) for n in budgets]
-        for n, results in zip(budgets, per_setting):
-            dice = sum(r["dice_mean"] for r in results) / len(results)
-            label = "all" if n == ALL_LABELED else n
-            log(f"[{method}] {mode} fine-tuning, N={label}, fold {fold}: mean Dice {dice:.3f}")
-            report({"phase": "finetune", "method": method, "finetune_mode": mode,
-                    "n_labeled": n, "fold": fold, "dice_mean": dice})
-            # A client's row carries its own N when the budget was "all" (it may differ).
-            rows += [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold,
-                      "seed": cfg.experiment.seed, **r} for r in results]
-        log(f"[{method}] {mode} fine-tuning of {len(budgets)} setting(s) took "
-            f"{time.perf_counter() - start:.1f}s; {eta.step(len(budgets))}")
+    for n, results in zip(budgets, per_setting):
+        dice = sum(r["dice_mean"] for r in results) / len(results)
+        label = "all" if n == ALL_LABELED else n
+        steps = "" if "steps" not in results[0] else \
+            f" after {np.mean([r['steps'] for r in results]):.0f} steps (mean over clients)"
+        log(f"[{method}] {mode} fine-tuning, N={label}, fold {fold}: mean Dice {dice:.3f}{steps}")
+        report({"phase": "finetune", "method": method, "finetune_mode": mode,
+                "n_labeled": n, "fold": fold, "dice_mean": dice})
+        # A client's row carries its own N when the budget was "all" (it may differ).
+        rows += [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold,
+                  "seed": cfg.experiment.seed, **r} for r in results]
+    return rows
+
+
+def _finetune_federated(cfg, coordinator, method, fold, log, report, eta) -> list[dict]:
+    """A method's federated settings, one N after another (each is a run of FedAvg rounds
+    over every client)."""
+    budgets, encoder = _budgets(cfg, method)
+    start = time.perf_counter()
+    per_setting = [await_coordinator(coordinator.finetune_federated.remote(encoder, fold, n,
+                                                                          cfg.finetune.rounds),
+                                     f"{method} federated fine-tuning", cfg) for n in budgets]
+    rows = _finetune_rows(cfg, method, "federated", fold, per_setting, budgets, log, report)
+    log(f"[{method}] federated fine-tuning of {len(budgets)} setting(s) took "
+        f"{time.perf_counter() - start:.1f}s; {eta.step()}")
+    return rows
+
+
+def _finetune_local(cfg, coordinator, methods, fold, log, report, eta) -> list[dict]:
+    """Every local setting (method x N) of a fold in one call: each client actor works
+    through its queue without waiting for the driver (``finetune.concurrency`` at once)."""
+    settings = [(method, *_budgets(cfg, method)) for method in methods]
+    flat = [(encoder, n) for _, budgets, encoder in settings for n in budgets]
+    start = time.perf_counter()
+    results = await_coordinator(coordinator.finetune_local_settings.remote(fold, flat),
+                                f"local fine-tuning of fold {fold}", cfg)
+    rows, at = [], 0
+    for method, budgets, _ in settings:
+        rows += _finetune_rows(cfg, method, "local", fold, results[at:at + len(budgets)],
+                               budgets, log, report)
+        at += len(budgets)
+    log(f"local fine-tuning of fold {fold} ({len(flat)} setting(s) x {cfg.data.clients} "
+        f"clients, {', '.join(methods)}) took {time.perf_counter() - start:.1f}s; "
+        f"{eta.step(len(methods))}")
     return rows
 
 

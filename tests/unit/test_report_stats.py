@@ -103,7 +103,8 @@ def test_every_mode_n_and_method_gets_a_row_and_the_upper_bound_none():
     assert len(table) == 2 * 2 * 2 and "upper_bound" not in set(table.method)
     assert list(table.columns) == ["finetune_mode", "n_labeled", "reference", "method", "n_pairs",
                                    "reference_mean", "method_mean", "mean_diff", "ci_low",
-                                   "ci_high", "p_value"]
+                                   "ci_high", "p_value", "n_clients", "client_ci_low",
+                                   "client_ci_high", "client_p_value"]
     assert table.attrs["not_compared"] == []
     with pytest.raises(ConfigError, match="upper_bound cannot"):
         paired_differences(results, reference="upper_bound")
@@ -230,3 +231,21 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, which, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "rep").exists()                      # nothing half-written
+
+
+def test_client_bootstrap_is_wider_when_clients_differ():
+    """Folds of one client are not independent: a client-level shift widens the interval that
+    resamples clients, not the one that treats the 12 (client, fold) units as independent."""
+    from fcl_ray.report import bootstrap_ci, client_bootstrap
+
+    clients = np.repeat(np.arange(4), 3)
+    diffs = np.array([0.10, 0.11, 0.09, -0.02, -0.01, -0.03, 0.06, 0.05, 0.07, 0.01, 0.0, 0.02])
+    low, high = bootstrap_ci(diffs)
+    c_low, c_high, c_p = client_bootstrap(diffs, clients)
+    assert c_high - c_low > 1.3 * (high - low)
+    assert c_low < diffs.mean() < c_high and 0 < c_p <= 1
+    # every client the same clear gain: tight and significant at the client level too
+    steady = 0.05 + 0.001 * np.arange(12)
+    s_low, s_high, s_p = client_bootstrap(steady, clients)
+    assert s_low > 0.04 and s_p <= 1e-3
+    assert client_bootstrap(np.zeros(12), clients) == (0.0, 0.0, 1.0)
