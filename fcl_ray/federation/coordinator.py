@@ -251,15 +251,21 @@ class Coordinator:
     def probe(self, fold: int, n_labeled: int) -> float:
         """Mean over clients of the probe Dice of the current global encoder."""
         weights_ref = ray.put(self.global_weights) if self.strategy.federated else None
-        calls = [c.probe.remote(weights_ref, fold, n_labeled)
+        return self._mean_over_clients("probe", weights_ref, fold, n_labeled)
+
+    def _mean_over_clients(self, call: str, *args) -> float:
+        """``call`` on every client that is not rejoining; the mean of the Dice they return
+        (a number, or a dict's ``dice_mean``), leaving out clients that fail."""
+        calls = [getattr(c, call).remote(*args)
                  for cid, c in enumerate(self.clients) if cid not in self.rejoins.waiting]
-        results = []
-        for call in calls:
+        scores = []
+        for ref in calls:
             try:
-                results.append(ray.get(call)["dice_mean"])
+                answer = ray.get(ref)
             except (RayActorError, RayTaskError):
                 continue
-        return float(np.nanmean(results)) if results else float("nan")
+            scores.append(answer["dice_mean"] if isinstance(answer, dict) else answer)
+        return float(np.nanmean(scores)) if scores else float("nan")
 
     def finish_pretraining(self, method: str) -> None:
         self.rejoins.wait_for_all()
@@ -326,16 +332,7 @@ class Coordinator:
     def validation_dice(self, fold: int) -> float:
         """Mean over clients of the current global U-Net's validation Dice (clients that
         fail or are rejoining are left out of this evaluation)."""
-        weights_ref = ray.put(self.global_weights)
-        calls = [c.validate_global.remote(weights_ref, fold)
-                 for cid, c in enumerate(self.clients) if cid not in self.rejoins.waiting]
-        scores = []
-        for call in calls:
-            try:
-                scores.append(ray.get(call))
-            except (RayActorError, RayTaskError):
-                continue
-        return float(np.nanmean(scores)) if scores else float("nan")
+        return self._mean_over_clients("validate_global", ray.put(self.global_weights), fold)
 
     def finetune_federated(self, method: str, fold: int, n_labeled: int, rounds: int) -> list[dict]:
         """One federated fine-tuning setting: ``rounds`` FedAvg rounds (``budget=steps``), or

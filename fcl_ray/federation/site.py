@@ -215,10 +215,20 @@ class ClientSite:
         return True
 
     def probe(self, global_weights: Optional[np.ndarray], fold: int, n_labeled: int) -> dict:
-        """Cheap quality signal of the current encoder: a short fine-tune on the labeled
-        volume(s), Dice on the validation case (a training case, never the test fold)."""
+        """Quality signal of the current encoder, on training patients only (never the test
+        fold). ``finetune.budget=steps``: a short fine-tune (``pretrain.probe_steps``) on the
+        labeled patient(s), Dice on one validation case. ``converge``: a fine-tune to
+        convergence, scored by its best Dice over all the validation patients (the tuning
+        score of the benchmark, issue 20)."""
         if global_weights is not None:
             self._load_global(global_weights)
+        ft = self.cfg.finetune
+        if self._converge:
+            trainer = self._new_trainer(self.method.encoder_state(), fold, n_labeled, purpose=3,
+                                        total_steps=ft.max_steps)
+            outcome = self._converge_on_validation(trainer, fold)
+            return {"client": self.client_id, "dice_mean": outcome["val_dice"],
+                    "steps": outcome["steps"]}
         trainer = self._new_trainer(self.method.encoder_state(), fold, n_labeled, purpose=3)
         trainer.train(self.cfg.pretrain.probe_steps)
         validation = self.slices.select_volumes([self._split(fold).validation])
@@ -260,6 +270,12 @@ class ClientSite:
         fold, never labeled): the early-stopping score."""
         return mean_dice(unet, self.slices.select_volumes(self._split(fold).validation_volumes))
 
+    def _converge_on_validation(self, trainer: SegmentationTrainer, fold: int) -> dict:
+        """Train until this client's validation Dice stops improving (finetune keys)."""
+        ft = self.cfg.finetune
+        return train_to_convergence(trainer, lambda: self._validation_dice(trainer.unet, fold),
+                                    ft.eval_every, ft.patience, ft.max_steps)
+
     def finetune_local(self, encoder_state: Optional[dict], fold: int, n_labeled: int) -> dict:
         """Fine-tune on this client's N labeled volumes alone; Dice on its test fold.
 
@@ -270,8 +286,7 @@ class ClientSite:
         ft = self.cfg.finetune
         if self._converge:
             trainer = self._new_trainer(encoder_state, fold, n_labeled, total_steps=ft.max_steps)
-            outcome = train_to_convergence(trainer, lambda: self._validation_dice(trainer.unet, fold),
-                                           ft.eval_every, ft.patience, ft.max_steps)
+            outcome = self._converge_on_validation(trainer, fold)
         else:
             trainer = self._new_trainer(encoder_state, fold, n_labeled, total_steps=ft.steps)
             outcome = {"steps": ft.steps, "train_loss": trainer.train(ft.steps)}

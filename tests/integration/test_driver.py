@@ -53,3 +53,26 @@ def test_tiny_federation_end_to_end(ray_session, tiny_overrides, tmp_path):
     assert [m.step for m in history] == [0, 1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"results.csv", "config.yaml"} <= artifacts
+
+
+def test_converged_fine_tuning_records_steps_and_validation(ray_session, tiny_overrides, tmp_path):
+    """budget=converge in both modes: every row says how long it trained and how well it
+    validated; the upper bound leaves the validation patient unlabeled; the federated rows of
+    one setting share the global model's step and validation Dice."""
+    cfg = load_config(None, tiny_overrides + [
+        "finetune.modes=[local,federated]", "pretrain.methods=[random]", "finetune.upper_bound=true",
+        "finetune.budget=converge", "finetune.eval_every=2", "finetune.patience=2",
+        "finetune.max_steps=8", "finetune.local_steps=2", "tracking.enabled=false"])
+    lines: list[str] = []
+    results = run_experiment(cfg, log=lines.append)
+    assert len(results) == 2 * 2 * 2                        # (random, ub) x modes x clients
+    assert results["steps"].between(4, 8).all()            # patience 2 x every 2 steps, at most 8
+    assert (results["best_step"] <= results["steps"]).all() and (results["best_step"] >= 2).all()
+    assert results["val_dice"].between(0, 1).all()
+    # 2 training patients per client, one of them validating: the upper bound labels 1.
+    assert set(results.loc[results.method == "upper_bound", "n_labeled"]) == {1}
+    federated = results[results.finetune_mode == "federated"]
+    assert (federated.groupby("method")[["steps", "val_dice"]].nunique() == 1).all().all()
+    assert any("mean Dice" in line and "steps (mean over clients)" in line for line in lines)
+    # local settings of every method of the fold ran as one queue
+    assert any(line.startswith("local fine-tuning of fold 0 (2 setting(s)") for line in lines)

@@ -76,6 +76,7 @@ CHECKS = [
     Check(r"^\.venv/bin/fcl-ray bench$", "config",
           "tests/integration/test_bench.py::test_bench_reports_every_figure"),
     Check(r"^python benchmarks/gpu_bench\.py ", "help"),
+    Check(r"^python benchmarks/finetune_speed\.py ", "help"),
     Check(r"^cluster/mlflow-server\.sh (up|down)$", "script", SERVER),
     # cluster/README.md
     Check(r"^make setup$", "make"),
