@@ -140,17 +140,17 @@ def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report
 
 
 def _in_grid_order(results: pd.DataFrame, methods: list[str], modes: list[str]) -> pd.DataFrame:
-    """Rows by fold, method and mode as configured (local settings finish after the
-    federated ones, since they run as one queue per fold), then N and client."""
-    rank = lambda order: (lambda col: col.map({v: i for i, v in enumerate(order)}))  # noqa: E731
-    keys = {"fold": None, "method": rank(methods), "finetune_mode": rank(modes),
-            "n_labeled": None, "client": None}
-    by = [c for c in keys if c in results.columns]
-    if not by:
-        return results
-    ordered = results.sort_values(by, kind="stable",
-                                  key=lambda col: keys[col.name](col) if keys[col.name] else col)
-    return ordered.reset_index(drop=True)
+    """Rows by fold, method and mode as configured, then N and client (the local settings
+    finish after the federated ones, since they run as one queue per fold)."""
+    rank = {"method": {m: i for i, m in enumerate(methods)},
+            "finetune_mode": {m: i for i, m in enumerate(modes)}}
+    by = [c for c in ("fold", "method", "finetune_mode", "n_labeled", "client")
+          if c in results.columns]
+
+    def key(column: pd.Series) -> pd.Series:   # configured order; others (older rows) last
+        return column.map(rank[column.name]) if column.name in rank else column
+
+    return results.sort_values(by, key=key, kind="stable").reset_index(drop=True)
 
 
 def _previous_rows(path: Path) -> list[dict]:
@@ -326,5 +326,10 @@ def _finetune_local(cfg, coordinator, methods, fold, log, report, eta) -> list[d
 
 
 def _log_final(results: pd.DataFrame, tracker) -> None:
-    per_setting = results.groupby(["method", "finetune_mode", "n_labeled"])["dice_mean"].mean()
-    tracker.log_metrics({f"dice_mean/{m}/{mode}/N{n}": v for (m, mode, n), v in per_setting.items()})
+    setting = results.groupby(["method", "finetune_mode", "n_labeled"])
+    tracker.log_metrics({f"dice_mean/{m}/{mode}/N{n}": v
+                         for (m, mode, n), v in setting["dice_mean"].mean().items()})
+    for column in ("steps", "val_dice"):   # how long fine-tuning ran, how well it validated
+        if column in results.columns:
+            tracker.log_metrics({f"{column}/{m}/{mode}/N{n}": v for (m, mode, n), v
+                                 in setting[column].mean().dropna().items()})

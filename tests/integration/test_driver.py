@@ -60,12 +60,17 @@ def test_converged_fine_tuning_records_steps_and_validation(ray_session, tiny_ov
     validated; the upper bound leaves the validation patient unlabeled; the federated rows of
     one setting share the global model's step and validation Dice."""
     cfg = load_config(None, tiny_overrides + [
-        "finetune.modes=[local,federated]", "pretrain.methods=[random]", "finetune.upper_bound=true",
+        "finetune.modes=[local,federated]", "pretrain.methods=[fcl]", "finetune.upper_bound=true",
         "finetune.budget=converge", "finetune.eval_every=2", "finetune.patience=2",
-        "finetune.max_steps=8", "finetune.local_steps=2", "tracking.enabled=false"])
+        "finetune.max_steps=8", "finetune.local_steps=2", "tracking.enabled=false",
+        "pretrain.probe_every=2"])
     lines: list[str] = []
-    results = run_experiment(cfg, log=lines.append)
-    assert len(results) == 2 * 2 * 2                        # (random, ub) x modes x clients
+    reports: list[dict] = []
+    results = run_experiment(cfg, log=lines.append, reporter=reports.append)
+    # the probe (the tuning score) is a converged fine-tune scored on the validation patients
+    probes = [r["probe_dice"] for r in reports if "probe_dice" in r]
+    assert len(probes) == 1 and 0 <= probes[0] <= 1
+    assert len(results) == 2 * 2 * 2                        # (fcl, ub) x modes x clients
     assert results["steps"].between(4, 8).all()            # patience 2 x every 2 steps, at most 8
     assert (results["best_step"] <= results["steps"]).all() and (results["best_step"] >= 2).all()
     assert results["val_dice"].between(0, 1).all()
