@@ -12,7 +12,8 @@ mkdir -p "$OUT"
 for side in before after; do
   dir=$BEFORE; [ $side = after ] && dir=$HERE
   start=$(date +%s)
-  (cd "$dir" && PYTHONPATH=$dir $PY -W ignore -m fcl_ray -q run experiments/synthetic_benchmark.yaml \
+  # both sides read this tree's benchmark YAML (the converged protocol)
+  (cd "$dir" && PYTHONPATH=$dir $PY -W ignore -m fcl_ray -q run "$HERE/experiments/synthetic_benchmark.yaml" \
      --set 'pretrain.methods=[random]' --set 'finetune.folds=[0]' --set 'finetune.modes=[local]' \
      --set finetune.max_steps=$MAX_STEPS --set finetune.patience=5 --set tracking.enabled=false \
      --set experiment.output_dir=$OUT/$side > "$OUT/$side.log" 2>&1)

@@ -35,7 +35,9 @@ def test_same_partition_features_are_pulled_together():
     torch.set_num_threads(1)
     method, slices = _method()
     before = _partition_gap(method, slices)
-    metrics = method.train_round(45, remote=None)
+    # 90 steps: after 45 the gap had grown by only 0.06 in this environment (torch 2.13 CPU),
+    # below the bar; it grows steadily (0.23 at 90, 0.40 at 135), the bar stays.
+    metrics = method.train_round(90, remote=None)
     after = _partition_gap(method, slices)
     assert np.isfinite(metrics["loss"])
     assert after > before + 0.1, (before, after)
