@@ -80,6 +80,13 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
                                 report, resume, wall)
             status = "FINISHED"
             return results
+    except BaseException as err:
+        if not isinstance(err, Exception):
+            # Stopped, not broken: Ctrl-C / SIGTERM (RunInterrupted), or Ray Tune ending this
+            # trial (tune.report raises SystemExit(0) once Tune has asked the trial to stop).
+            # FAILED here raced the sweep driver's KILLED for the same run and often won.
+            status = "KILLED"
+        raise
     finally:
         tracker.end(status)
 
