@@ -103,9 +103,10 @@ def sample_remote(chunks: list[tuple[np.ndarray, np.ndarray]], k: int,
     picked = np.sort(np.concatenate([r if q == len(r) else rng.choice(r, q, replace=False)
                                      for r, q in zip(rows, quotas)]))
     starts = np.cumsum([0] + [len(p) for _, p in chunks])
+    cuts = np.searchsorted(picked, starts)   # picked[cuts[i]:cuts[i + 1]]: chunk i's rows
     out = []
-    for (features, partitions), lo, hi in zip(chunks, starts[:-1], starts[1:]):
-        mine = picked[(picked >= lo) & (picked < hi)] - lo
+    for i, (features, partitions) in enumerate(chunks):
+        mine = picked[cuts[i]:cuts[i + 1]] - starts[i]
         if len(mine):
             out.append((features[mine], partitions[mine]))
     return out
