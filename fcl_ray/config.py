@@ -7,6 +7,7 @@ exit with code 2.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -93,6 +94,9 @@ class PretrainConfig:
     bank_size: Union[int, Literal["auto"]] = "auto"
     sample_size: int = 512          # K: features drawn from local + remote banks per step
     exchange_size: int = 256        # features each client shares per round (a random subset)
+    # Remote features each client receives per round at most, drawn per partition from the
+    # pool of the other clients' shared features; null: all of them (grows with the clients).
+    remote_sample: Optional[int] = None
     feature_noise: float = 0.0      # Gaussian noise (std) added to shared features, then re-normalised
     remote_weight: float = 1.0      # lambda of the structural-matching (remote) loss
     negatives: Literal["other_partitions", "all"] = "other_partitions"  # rule for bank/remote rows
@@ -162,6 +166,11 @@ class FederationConfig:
     client_labels: list[dict[str, str]] = field(default_factory=list)
     # Fault tolerance (see fcl_ray/federation/coordinator.py).
     min_clients: int = 1            # a round counts if at least this many clients answered
+    # Partial participation in pre-training rounds: a count (>= 1) or a fraction in (0, 1] of
+    # data.clients (rounded up) sampled per round from a seeded, checkpointed generator; the
+    # others do no work that round. null: all clients. min_clients counts against the sampled
+    # clients. Federated fine-tuning rounds always use all clients.
+    clients_per_round: Union[int, float, None] = None
     round_timeout_s: Optional[float] = None  # per-round deadline; late updates are dropped
     round_retries: int = 2          # below min_clients: retry the round this often, then stop
     max_restarts: int = 3           # Ray restarts a dead client actor this often
@@ -293,6 +302,34 @@ def _check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"config key '{key}': {message}")
 
 
+def participants_per_round(clients: int, clients_per_round: Union[int, float, None]) -> int:
+    """What federation.clients_per_round means: all clients (None), a count, or a fraction of
+    ``clients`` rounded up (0.5 of 3 clients is 2), never fewer than 1."""
+    if clients_per_round is None:
+        return clients
+    if isinstance(clients_per_round, float):   # - 1e-9: 0.3 * 10 is 3.0000000000000004
+        return max(1, math.ceil(clients_per_round * clients - 1e-9))
+    return clients_per_round
+
+
+def _check_clients_per_round(value: Union[int, float, None], clients: int,
+                             min_clients: int) -> None:
+    """federation.clients_per_round: null, a count in [min_clients, clients] or a fraction in
+    (0, 1] whose share of the clients (rounded up) is at least min_clients."""
+    key, allowed = "federation.clients_per_round", (
+        f"null (all clients), an integer in [federation.min_clients={min_clients}, "
+        f"data.clients={clients}] or a fraction in (0, 1]")
+    if value is None:
+        return
+    if isinstance(value, float):
+        _check(0 < value <= 1, key, f"must be {allowed}, got {value}")
+        count = participants_per_round(clients, value)
+        _check(count >= min_clients, key, f"must be {allowed}; {value} of {clients} clients is "
+               f"{count}, below federation.min_clients={min_clients}")
+    else:
+        _check(min_clients <= value <= clients, key, f"must be {allowed}, got {value}")
+
+
 def validate(cfg: Config) -> Config:
     """Cross-field checks that types alone cannot express."""
     from fcl_ray.methods import registered_methods  # late: methods import models/torch
@@ -417,6 +454,7 @@ def validate(cfg: Config) -> Config:
     fed = cfg.federation
     _check(1 <= fed.min_clients <= d.clients, "federation.min_clients",
            f"must be in [1, data.clients={d.clients}], got {fed.min_clients}")
+    _check_clients_per_round(fed.clients_per_round, d.clients, fed.min_clients)
     _check(fed.round_timeout_s is None or fed.round_timeout_s > 0, "federation.round_timeout_s",
            f"must be > 0 or null, got {fed.round_timeout_s}")
     _check(1 <= fed.clients_per_actor <= d.clients, "federation.clients_per_actor",
@@ -429,6 +467,8 @@ def validate(cfg: Config) -> Config:
     for key in ("round_retries", "max_restarts", "checkpoint_every"):
         _check(getattr(fed, key) >= 0, f"federation.{key}", f"must be >= 0, got {getattr(fed, key)}")
     _check(p.feature_noise >= 0, "pretrain.feature_noise", f"must be >= 0, got {p.feature_noise}")
+    _check(p.remote_sample is None or p.remote_sample >= 1, "pretrain.remote_sample",
+           f"must be null (all remote features) or an integer >= 1, got {p.remote_sample}")
     for client, delay in cfg.faults.delay_seconds.items():
         _check(0 <= client < d.clients and delay >= 0, "faults.delay_seconds",
                f"client {client} / delay {delay}: needs a client id < {d.clients} and delay >= 0")

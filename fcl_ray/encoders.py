@@ -23,20 +23,10 @@ import torch
 
 from fcl_ray.config import Config, ConfigError
 from fcl_ray.methods.models import Encoder
+# One way only: tracking (the lower layer) never imports this module.
+from fcl_ray.tracking import encoder_label, method_rows, redact, resolve_uri
 
 ENCODER_FILE = re.compile(r"^(?P<method>.+)-fold(?P<fold>\d+)\.pt$")  # <output_dir>/encoders/
-
-
-def encoder_label(uri: str) -> str:
-    """The method name the result rows of a fine-tune from ``uri`` carry:
-    ``models:/cardiac-fcl/3`` -> ``cardiac-fcl-v3``, ``models:/cardiac-fcl@best`` ->
-    ``cardiac-fcl-best``; an unregistered model (``runs:/...``, ``models:/m-<id>``) ->
-    ``pretrained``."""
-    match = re.match(r"^models:/([^/@]+)(?:/([^/]+)|@([^/]+))$", uri)
-    if match is None:
-        return "pretrained"
-    name, version, alias = match.groups()
-    return f"{name}-v{version}" if version and version.isdigit() else f"{name}-{version or alias}"
 
 
 @dataclass
@@ -92,8 +82,6 @@ def refuse_code(uri: str, local: str | Path) -> None:
 def load_encoder(cfg: Config) -> GivenEncoder:
     """Fetch ``finetune.encoder`` from the tracking server/store of ``cfg`` and check that it
     fits ``model.features``; any problem is one ConfigError naming the URI."""
-    from fcl_ray.tracking import redact, resolve_uri
-
     uri = cfg.finetune.encoder
     try:
         import mlflow
@@ -161,7 +149,6 @@ def log_encoders(cfg: Config, out_dir: str | Path, run_id: str,
     client = mlflow.MlflowClient()
     # Only this run's encoders (an output folder may keep older runs' files).
     from fcl_ray.methods import REGISTRY
-    from fcl_ray.tracking import method_rows
 
     ours = {(m, f) for m in method_rows(cfg) if REGISTRY.get(m) for f in cfg.finetune.folds}
     logged = []

@@ -60,12 +60,23 @@ def config_tags(cfg: Config) -> dict[str, str]:
             "dataset": cfg.data.kind}
 
 
+def encoder_label(uri: str) -> str:
+    """The method name the result rows of a fine-tune from ``uri`` carry:
+    ``models:/cardiac-fcl/3`` -> ``cardiac-fcl-v3``, ``models:/cardiac-fcl@best`` ->
+    ``cardiac-fcl-best``; an unregistered model (``runs:/...``, ``models:/m-<id>``) ->
+    ``pretrained``."""
+    match = re.match(r"^models:/([^/@]+)(?:/([^/]+)|@([^/]+))$", uri)
+    if match is None:
+        return "pretrained"
+    name, version, alias = match.groups()
+    return f"{name}-v{version}" if version and version.isdigit() else f"{name}-{version or alias}"
+
+
 def method_rows(cfg: Config) -> list[str]:
     """The method names of a run's result rows: the pre-training methods or, when fine-tuning
     from a given encoder (``finetune.encoder``), its label and the no-pre-training baselines."""
     if not cfg.finetune.encoder:
         return list(cfg.pretrain.methods)
-    from fcl_ray.encoders import encoder_label
     from fcl_ray.methods import REGISTRY   # a dict of names; no method module is imported
 
     return [encoder_label(cfg.finetune.encoder)] + [m for m in cfg.pretrain.methods

@@ -43,8 +43,9 @@ class ClientActor:
     def start_pretraining(self, method_name: str, fold: int) -> dict:
         return self.site.start_pretraining(method_name, fold)
 
-    def pretrain_round(self, global_weights, shared: Optional[dict]):
-        return self.site.pretrain_round(global_weights, shared)
+    def pretrain_round(self, global_weights, shared: Optional[dict],
+                       round_index: Optional[int] = None):
+        return self.site.pretrain_round(global_weights, shared, round_index)
 
     def save_state(self, store_root: str, path: str) -> None:
         return self.site.save_state(store_root, path)

@@ -99,7 +99,8 @@ def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, fl
         c.start_pretraining(cfg.pretrain.methods[0], 0)
     # Remote features as the federation would hand them over (the loss sees the same sizes).
     shared = {c.client_id: c.method.shared_features() for c in clients}
-    remotes = [merge_remote(shared, c.client_id, c.device) if c.method.shares_features else None
+    remotes = [merge_remote(shared, c.client_id, c.device, cfg.pretrain.remote_sample,
+                            c._remote_sample_rng(1)) if c.method.shares_features else None
                for c in clients]
     pretrain = []
     for r in range(rounds + 1):

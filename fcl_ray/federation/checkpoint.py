@@ -2,7 +2,8 @@
 
 Layout under the root, per pre-training phase (method and fold):
 
-    <phase>/round-0003/coordinator.npz    global weights, shared features, round (NumPy)
+    <phase>/round-0003/coordinator.npz    global weights, shared features, round, the
+                                          participant sampler's state (NumPy)
     <phase>/round-0003/client-0.pt        each client's own state (optimiser, bank, RNG, nets)
     <phase>/LATEST                        {"round": 3}: written last, so a round is complete
                                           only once every file of it is there
@@ -42,10 +43,14 @@ COORDINATOR_FILE = "coordinator.npz"
 
 
 def coordinator_arrays(round_index: int, global_weights: Optional[np.ndarray],
-                       shared: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The coordinator's round state (round, global weights, the feature pool by client) as
-    named arrays (what :func:`coordinator_state` reads)."""
+                       shared: dict[int, tuple[np.ndarray, np.ndarray]],
+                       participant_rng: Optional[str] = None) -> dict[str, np.ndarray]:
+    """The coordinator's round state (round, global weights, the feature pool by client, and
+    the participant generator's state as a JSON string) as named arrays (what
+    :func:`coordinator_state` and :func:`participant_rng_state` read)."""
     arrays = {"round": np.array(round_index)}
+    if participant_rng is not None:   # a 0-d unicode array: no pickle needed to read it
+        arrays["participant_rng"] = np.array(participant_rng)
     if global_weights is not None:
         arrays["global_weights"] = global_weights
     for cid, (features, partitions) in shared.items():
@@ -67,6 +72,16 @@ def coordinator_state(arrays: dict[str, np.ndarray],
     except (KeyError, ValueError, TypeError) as err:
         raise CheckpointError(f"checkpoint '{path}': not a coordinator state "
                               f"({type(err).__name__}: {err})") from None
+
+
+def participant_rng_state(arrays: dict[str, np.ndarray], path: str = "coordinator") -> Optional[str]:
+    """The participant generator's saved state (JSON), or None in a file without one."""
+    saved = arrays.get("participant_rng")
+    if saved is None:
+        return None
+    if saved.dtype.kind != "U" or saved.ndim != 0:
+        raise CheckpointError(f"checkpoint '{path}': participant_rng is not a JSON string")
+    return str(saved)
 
 
 class CheckpointError(ConfigError):

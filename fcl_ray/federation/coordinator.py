@@ -30,8 +30,11 @@ from ray.exceptions import RayActorError, RayTaskError
 from fcl_ray.config import from_dict
 from fcl_ray.federation.process_memory import peak_resident_mb
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
-                                           coordinator_arrays, coordinator_state, phase_name)
-from fcl_ray.federation.strategy import SharedFeatures, Strategy
+                                           coordinator_arrays, coordinator_state,
+                                           participant_rng_state, phase_name)
+from fcl_ray.federation.strategy import (SharedFeatures, Strategy, generator_state,
+                                         participant_generator, restore_generator,
+                                         sample_participants)
 from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
 from fcl_ray.methods.messages import ALL_LABELED, ClientUpdate, Contract
 
@@ -112,6 +115,9 @@ class Coordinator:
         self.global_weights: Optional[np.ndarray] = None
         self.shared: SharedFeatures = {}
         self.round_index = 0
+        # Partial participation (federation.clients_per_round): draws each pre-training
+        # round's clients; its state goes into the round checkpoint, so --resume continues it.
+        self.participant_rng: Optional[np.random.Generator] = None
 
     def process_info(self) -> dict:
         """The coordinator process's peak resident memory (MB) and which of torch and MONAI
@@ -135,13 +141,16 @@ class Coordinator:
         self.global_weights, self.shared, self.round_index = None, {}, 0
         return infos
 
-    def _collect(self, call: str, *args) -> tuple[list[ClientUpdate], dict[int, str]]:
-        """One attempt: call every available client, keep the valid, timely updates."""
+    def _collect(self, call: str, sampled: list[int],
+                 *args) -> tuple[list[ClientUpdate], dict[int, str]]:
+        """One attempt: call every available client of ``sampled``, keep the valid, timely
+        updates. Clients not sampled get no call at all."""
         timeout = self.cfg.federation.round_timeout_s
-        dropped = self.rejoins.poll()                  # restarted, not rebuilt yet
+        dropped = {cid: why for cid, why in self.rejoins.poll().items()   # restarted, not
+                   if cid in sampled}                                     # rebuilt yet
         weights_ref = ray.put(self.global_weights) if self.global_weights is not None else None
-        refs = {getattr(c, call).remote(weights_ref, *args): cid
-                for cid, c in enumerate(self.clients) if cid not in dropped}
+        refs = {getattr(self.clients[cid], call).remote(weights_ref, *args): cid
+                for cid in sampled if cid not in dropped}
         ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         answers = {}
         for ref in ready:
@@ -159,25 +168,30 @@ class Coordinator:
             dropped[refs[ref]] = f"late (deadline {timeout}s)"
         return updates, dropped
 
-    def _round(self, call: str, *args) -> tuple[list[ClientUpdate], dict]:
-        """Collect (retrying when too few answered) and aggregate; returns the updates that
-        counted and the round's metrics."""
+    def _round(self, call: str, *args,
+               sampled: Optional[list[int]] = None) -> tuple[list[ClientUpdate], dict]:
+        """Collect from the ``sampled`` clients (default: all), retrying the same ones when
+        fewer than ``min_clients`` answered, and aggregate; returns the updates that counted
+        and the round's metrics."""
         fed = self.cfg.federation
         self.round_index += 1
+        sampled = list(range(len(self.clients))) if sampled is None else sampled
         attempts = []
         for _ in range(fed.round_retries + 1):
-            updates, dropped = self._collect(call, *args)
+            updates, dropped = self._collect(call, sampled, *args)
             attempts.append(dropped)
             if self.strategy.enough(updates):
                 break
         else:
             raise FederationError(
-                f"round {self.round_index}: only {len(updates)} of {len(self.clients)} clients "
-                f"answered (federation.min_clients={fed.min_clients}) in {len(attempts)} "
+                f"round {self.round_index}: only {len(updates)} of {len(sampled)} "
+                f"{'sampled ' if len(sampled) < len(self.clients) else ''}clients answered "
+                f"(federation.min_clients={fed.min_clients}) in {len(attempts)} "
                 f"attempt(s); dropped: {dropped}")
         start = time.perf_counter()
         self.global_weights = self.strategy.aggregate(updates, self.global_weights)
         return updates, {"round": self.round_index,
+                         "sampled": sampled,
                          "participants": [u.client for u in updates],
                          "dropped": {str(k): v for k, v in dropped.items()},
                          "retries": len(attempts) - 1,
@@ -195,19 +209,26 @@ class Coordinator:
         complete checkpoint of this phase. Returns sizes and the round to start from."""
         self.phase = phase_name(method, fold)
         infos = self._start_phase("start_pretraining", [(method, fold)] * len(self.clients))
+        self.participant_rng = participant_generator(self.cfg.experiment.seed, fold)
         start_round = 0
         if resume and self.store is not None:
             start_round = self._restore() or 0
         return {"slices": sum(i["slices"] for i in infos), "start_round": start_round}
 
     def pretrain_round(self) -> dict:
-        """One round of pre-training: every client gets the global weights and the pool of
-        features shared last round; the pool is refilled from this round's updates."""
+        """One round of pre-training: the round's sampled clients (all, unless
+        ``federation.clients_per_round``) get the global weights and the pool of features
+        shared last round; FedAvg and the new pool are over this round's participants."""
         start = time.perf_counter()
+        sampled = sample_participants(len(self.clients), self.cfg.federation.clients_per_round,
+                                      self.participant_rng)
         shared_ref = ray.put(self.shared) if self.shared else None
-        updates, stats = self._round("pretrain_round", shared_ref)
+        updates, stats = self._round("pretrain_round", shared_ref, self.round_index + 1,
+                                     sampled=sampled)
+        # Received: the pool this round's clients read (last round's), before it is replaced.
+        stats |= self.strategy.traffic(updates, self.global_weights, self.shared,
+                                       self.cfg.pretrain.remote_sample)
         self.shared = self.strategy.feature_pool(updates)
-        stats |= self.strategy.traffic(updates, self.global_weights, pooled_features=True)
         self._checkpoint()
         return self._metrics(updates, stats, start)
 
@@ -229,7 +250,8 @@ class Coordinator:
             except RayActorError:         # died since the round: it restarts from the
                 pass                      # global weights, in this run as after a resume
         self.store.save_arrays(f"{path}/{COORDINATOR_FILE}",
-                               coordinator_arrays(self.round_index, self.global_weights, self.shared))
+                               coordinator_arrays(self.round_index, self.global_weights, self.shared,
+                                                  generator_state(self.participant_rng)))
         self.store.mark_complete(self.phase, self.round_index)
 
     def _restore(self) -> Optional[int]:
@@ -238,8 +260,15 @@ class Coordinator:
             return None
         path = self.store.round_dir(self.phase, last)
         file = f"{path}/{COORDINATOR_FILE}"
-        self.round_index, self.global_weights, self.shared = coordinator_state(
-            self.store.load_arrays(file), file)
+        arrays = self.store.load_arrays(file)
+        self.round_index, self.global_weights, self.shared = coordinator_state(arrays, file)
+        saved_rng = participant_rng_state(arrays, file)
+        if saved_rng is not None:   # None: written before sampling existed; fresh stream
+            try:
+                restore_generator(self.participant_rng, saved_rng)
+            except (ValueError, TypeError, KeyError) as err:
+                raise CheckpointError(f"checkpoint '{file}': participant_rng is not a "
+                                      f"generator state ({type(err).__name__})") from None
         try:
             ray.get([c.load_state.remote(self.store.url, path) for c in self.clients])
         except RayTaskError as err:   # a client's file refused: the same one line

@@ -80,6 +80,13 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
                                 report, resume, wall)
             status = "FINISHED"
             return results
+    except BaseException as err:
+        if not isinstance(err, Exception):
+            # Stopped, not broken: Ctrl-C / SIGTERM (RunInterrupted), or Ray Tune ending this
+            # trial (tune.report raises SystemExit(0) once Tune has asked the trial to stop).
+            # FAILED here raced the sweep driver's KILLED for the same run and often won.
+            status = "KILLED"
+        raise
     finally:
         tracker.end(status)
 
@@ -177,20 +184,25 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
         for client, reason in m["dropped"].items():
             log(f"  round {r + 1}/{p.rounds} client {client} left out: {reason}")
         mb = (m["bytes_weights"] + m["bytes_features"]) / 1e6
+        sampled = len(m["sampled"])
         log(f"  round {r + 1}/{p.rounds} done in {m['round_seconds']:.1f}s with "
-            f"{len(m['participants'])}/{cfg.data.clients} clients "
+            f"{len(m['participants'])}/{sampled} clients"
+            + (f" sampled of {cfg.data.clients}" if sampled < cfg.data.clients else "") + " "
             f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB); "
             f"{eta.step()}")
         health = mean_health(m["clients"])
         _append_jsonl(Path(cfg.experiment.output_dir) / "rounds.jsonl",
                       {"method": method, "fold": fold,
-                       **{k: m[k] for k in ("round", "participants", "dropped", "retries",
-                                            "bytes_per_client", "round_seconds")},
+                       **{k: m[k] for k in ("round", "sampled", "participants", "dropped",
+                                            "retries", "bytes_per_client",
+                                            "bytes_sent_per_client", "bytes_received_per_client",
+                                            "bytes_pool", "round_seconds")},
                        "health": {str(c["client"]): client_health(c) for c in m["clients"]}})
         mean_loss = sum(c["loss"] for c in m["clients"]) / len(m["clients"])
         metrics = {"loss": mean_loss, "round_seconds": m["round_seconds"],
                    "bytes_weights": m["bytes_weights"], "bytes_features": m["bytes_features"],
                    "clients_participated": len(m["participants"]),
+                   "clients_sampled": sampled, "bytes_pool": m["bytes_pool"],
                    **{f"health/{k}": v for k, v in health.items()}}
         collapsed = bool(health) and is_collapsed(health, p.collapse_cosine, p.collapse_rank)
         if health:
@@ -205,7 +217,10 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
                             | {f"{method}/loss_client{c['client']}": c["loss"]
                                for c in m["clients"]}
                             | {f"{method}/health/{k}_client{c['client']}": v
-                               for c in m["clients"] for k, v in client_health(c).items()},
+                               for c in m["clients"] for k, v in client_health(c).items()}
+                            | {f"{method}/{what}_client{c}": v for what in ("bytes_sent",
+                                                                            "bytes_received")
+                               for c, v in m[f"{what}_per_client"].items()},
                             step=fold * p.rounds + r)
         report({"phase": "pretrain", "method": method, "fold": fold, "round": r + 1, **metrics})
         if collapsed:

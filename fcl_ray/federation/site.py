@@ -139,7 +139,8 @@ class ClientSite:
             for net in self.method.networks().values():
                 net.to(memory_format=torch.channels_last)
         self.weights = FlatWeights(self.method.networks(), WeightLayout(self.method.shared_state()))
-        self.pretrain_rounds = 0   # rounds this client ran in this phase (health_every)
+        self.fold = fold
+        self.pretrain_rounds = 0   # rounds this client ran in this phase
         self.profile.setdefault("method_seconds", time.perf_counter() - start)
         self.profile.setdefault("rss_after_method_mb", resident_mb())
         shares = self.method.shares_features
@@ -154,21 +155,34 @@ class ClientSite:
         self.weights.load(global_weights)
         self.method.load_shared_state(self.weights.tensors)
 
-    def pretrain_round(self, global_weights: Optional[np.ndarray],
-                       shared: Optional[dict]) -> ClientUpdate:
-        """Load the global weights, train the local steps, return what the coordinator needs."""
+    def _remote_sample_rng(self, round_index: int) -> np.random.Generator:
+        """The generator that draws this round's ``pretrain.remote_sample`` rows: seeded from
+        (experiment seed, client, fold, round), so a resumed run draws the same rows without
+        any generator state in the checkpoint."""
+        return np.random.default_rng(np.random.SeedSequence(
+            [self.cfg.experiment.seed, self.client_id, 4, self.fold, round_index]))
+
+    def pretrain_round(self, global_weights: Optional[np.ndarray], shared: Optional[dict],
+                       round_index: Optional[int] = None) -> ClientUpdate:
+        """Load the global weights, train the local steps, return what the coordinator needs.
+        ``round_index``: the federation's round (1-based; default: this client's own count),
+        which picks the health rounds and seeds the remote sample."""
         start = time.perf_counter()
         method = self.method
+        self.pretrain_rounds += 1
+        round_index = round_index or self.pretrain_rounds
         if global_weights is not None:
             self._load_global(global_weights)
-        remote = merge_remote(shared, self.client_id, self.device) if shared else None
+        p = self.cfg.pretrain
+        remote = merge_remote(shared, self.client_id, self.device, p.remote_sample,
+                              self._remote_sample_rng(round_index)) if shared else None
         compute_start = time.perf_counter()
         metrics = method.train_round(self.cfg.pretrain.local_steps, remote)
         metrics["compute_seconds"] = time.perf_counter() - compute_start
         self.profile.setdefault("first_round_compute_seconds", metrics["compute_seconds"])
-        self.pretrain_rounds += 1
-        p = self.cfg.pretrain
-        measure = self.pretrain_rounds % p.health_every == 0 or self.pretrain_rounds == p.rounds
+        # The federation's round, not this client's count: a client that sat rounds out
+        # (sampling, faults) measures in the same rounds as the others.
+        measure = round_index % p.health_every == 0 or round_index == p.rounds
         if p.collapse_guard != "off" and measure:   # scalars only: nothing about images
             metrics.update({f"health/{k}": v for k, v in method.health().items()})
         self._injected_delay()

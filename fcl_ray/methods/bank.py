@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import torch
 
 
@@ -74,12 +75,55 @@ def sample_features(features: torch.Tensor, partitions: torch.Tensor, k: int,
     return (features[idx], partitions[idx], *(tag[idx] for tag in row_tags))
 
 
+def partition_quotas(counts: list[int], k: int) -> list[int]:
+    """How many of ``k`` rows to draw from each partition holding ``counts[p]`` rows: as even
+    as possible, a partition short of its share giving the rest to the others (so the draw is
+    min(k, sum(counts)) rows and every partition keeps positives for structural matching)."""
+    quotas = [0] * len(counts)
+    left = k
+    order = sorted(range(len(counts)), key=lambda p: (counts[p], p))   # smallest first
+    for i, p in enumerate(order):
+        quotas[p] = min(counts[p], left // (len(order) - i))
+        left -= quotas[p]
+    return quotas
+
+
+def sample_remote(chunks: list[tuple[np.ndarray, np.ndarray]], k: int,
+                  rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """At most ``k`` rows of the clients' (features, partitions) ``chunks``, drawn uniformly
+    without replacement within each partition (:func:`partition_quotas`), kept in client and
+    row order. Only the partition labels (2 bytes a row) are read in full; only the drawn
+    feature rows are copied, so the work is O(k) feature rows, not O(pool)."""
+    labels = np.concatenate([p for _, p in chunks])
+    if len(labels) <= k:
+        return chunks
+    present = np.unique(labels)
+    rows = [np.flatnonzero(labels == q) for q in present]
+    quotas = partition_quotas([len(r) for r in rows], k)
+    picked = np.sort(np.concatenate([r if q == len(r) else rng.choice(r, q, replace=False)
+                                     for r, q in zip(rows, quotas)]))
+    starts = np.cumsum([0] + [len(p) for _, p in chunks])
+    cuts = np.searchsorted(picked, starts)   # picked[cuts[i]:cuts[i + 1]]: chunk i's rows
+    out = []
+    for i, (features, partitions) in enumerate(chunks):
+        mine = picked[cuts[i]:cuts[i + 1]] - starts[i]
+        if len(mine):
+            out.append((features[mine], partitions[mine]))
+    return out
+
+
 def merge_remote(shared: dict[int, tuple], exclude: int | None,
-                 device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Concatenate the features other clients shared (ids sorted, so order is fixed)."""
+                 device: str | torch.device = "cpu", sample: int | None = None,
+                 rng: np.random.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Concatenate the features other clients shared (ids sorted, so order is fixed); with
+    ``sample`` (``pretrain.remote_sample``), at most that many of them, drawn per partition
+    with ``rng`` (:func:`sample_remote`)."""
     chunks = [shared[c] for c in sorted(shared) if c != exclude and shared[c] is not None]
     if not chunks:
         return None
+    if sample is not None:
+        chunks = sample_remote(chunks, sample, rng)
     # torch.tensor copies: arrays from Ray's object store are read-only.
     feats = torch.cat([torch.tensor(f, dtype=torch.float32) for f, _ in chunks]).to(device)
     parts = torch.cat([torch.tensor(p, dtype=torch.long) for _, p in chunks]).to(device)

@@ -32,7 +32,11 @@ class CloseChildRuns(Callback):
     stopped by the scheduler or the collapse stopper -> KILLED, ``early_stop`` (its actors are
     ended before run_experiment can close the run); errored -> FAILED, ``error``; still running
     when the sweep was interrupted -> KILLED, ``interrupted`` (``--resume`` reopens it). A trial
-    that fails before its first report has no id here; run_experiment ended its run FAILED."""
+    that fails before its first report has no id here; run_experiment ended its run FAILED.
+
+    A trial that Tune stops (early stop, interrupt) ends its own run too, as it unwinds from
+    the SystemExit Tune raises in its ``tune.report``, and possibly after this callback:
+    run_experiment ends a stopped run KILLED as well, so the order does not matter."""
 
     def __init__(self, tracking_uri: str):
         self.tracking_uri = tracking_uri

@@ -70,3 +70,35 @@ def test_the_coordinator_imports_neither_torch_nor_monai():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=PACKAGE.parent, check=True).stdout.strip()
     assert out == "[]", f"importing the coordinator loads {out}"
+
+
+
+def _imports_module(path: Path, module: str) -> bool:
+    """Does ``path`` import ``module`` anywhere (top level or inside a function), as
+    ``import a.b``, ``from a.b import x`` or ``from a import b``?"""
+    package, _, name = module.rpartition(".")
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import) and any(a.name == module for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (
+                node.module == module
+                or (node.module == package and any(a.name == name for a in node.names))):
+            return True
+    return False
+
+
+def test_encoders_and_tracking_import_each_other_one_way_only():
+    """encoders (the encoder as an MLflow model) builds on tracking (the MLflow run), never
+    the reverse, not even inside a function: they were an import circle."""
+    assert _imports_module(PACKAGE / "encoders.py", "fcl_ray.tracking")
+    assert not _imports_module(PACKAGE / "tracking.py", "fcl_ray.encoders")
+
+
+def test_the_one_way_check_sees_a_lazy_import(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from fcl_ray import encoders\n")
+    assert _imports_module(sample, "fcl_ray.encoders")
+    sample.write_text("def f():\n    from fcl_ray.encoders import encoder_label\n")
+    assert _imports_module(sample, "fcl_ray.encoders")
+    sample.write_text("from fcl_ray import tracking\n")
+    assert not _imports_module(sample, "fcl_ray.encoders")

@@ -8,7 +8,8 @@ import torch
 
 from fcl_ray.config import ConfigError
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
-                                           coordinator_arrays, coordinator_state)
+                                           coordinator_arrays, coordinator_state,
+                                           participant_rng_state)
 from fcl_ray.methods import get_method_class, registered_methods
 
 from hostile_files import plant_array_checkpoint, plant_checkpoint
@@ -179,6 +180,26 @@ def test_coordinator_state_round_trips_through_its_array_file(tmp_path):
     assert coordinator_state(store.load_arrays(f"{tmp_path}/d.npz")) == (1, None, {})
     with pytest.raises(CheckpointError, match=r"'x.npz': not a coordinator state"):
         coordinator_state({"features_0": np.ones(2)}, "x.npz")   # its partitions are missing
+
+
+def test_the_participant_generator_state_survives_the_pickle_free_array_file(tmp_path):
+    from fcl_ray.federation.strategy import (generator_state, participant_generator,
+                                             restore_generator, sample_participants)
+
+    store = CheckpointStore(str(tmp_path))
+    rng = participant_generator(0, 0)
+    sample_participants(50, 5, rng)
+    store.save_arrays(f"{tmp_path}/c.npz", coordinator_arrays(1, None, {}, generator_state(rng)))
+    arrays = store.load_arrays(f"{tmp_path}/c.npz")               # allow_pickle=False
+    assert coordinator_state(arrays) == (1, None, {})             # not taken for features
+    resumed = participant_generator(0, 0)
+    restore_generator(resumed, participant_rng_state(arrays))
+    assert sample_participants(50, 5, resumed) == sample_participants(50, 5, rng)
+    assert participant_rng_state(store.load_arrays(f"{tmp_path}/c.npz")) is not None
+    store.save_arrays(f"{tmp_path}/d.npz", coordinator_arrays(1, None, {}))
+    assert participant_rng_state(store.load_arrays(f"{tmp_path}/d.npz")) is None
+    with pytest.raises(CheckpointError, match=r"'x.npz': participant_rng is not a JSON string"):
+        participant_rng_state({"participant_rng": np.arange(3)}, "x.npz")
 
 
 def test_a_damaged_checkpoint_is_one_line(tmp_path):

@@ -121,3 +121,54 @@ def test_converge_needs_validation_patients_outside_the_labeled(overrides, messa
     assert message in str(err.value)
     # the same N with a fixed step budget needs no validation patient
     load_config(QUICKSTART, ["finetune.budget=steps", "finetune.n_labeled=[6]"])
+
+
+# federation.clients_per_round and pretrain.remote_sample (issue 21): quickstart has 3 clients.
+PER_ROUND = ("must be null (all clients), an integer in [federation.min_clients=1, "
+             "data.clients=3] or a fraction in (0, 1]")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["federation.clients_per_round=0"], f"'federation.clients_per_round': {PER_ROUND}, got 0"),
+    (["federation.clients_per_round=4"], f"'federation.clients_per_round': {PER_ROUND}, got 4"),
+    (["federation.clients_per_round=1.5"], f"{PER_ROUND}, got 1.5"),
+    (["federation.clients_per_round=0.0"], f"{PER_ROUND}, got 0.0"),
+    (["federation.clients_per_round=-0.5"], f"{PER_ROUND}, got -0.5"),
+    (["federation.clients_per_round=1", "federation.min_clients=2"],
+     "'federation.clients_per_round': must be null (all clients), an integer in "
+     "[federation.min_clients=2, data.clients=3] or a fraction in (0, 1], got 1"),
+    (["federation.clients_per_round=0.5", "federation.min_clients=3"],
+     "0.5 of 3 clients is 2, below federation.min_clients=3"),
+    (["federation.clients_per_round=some"], "'federation.clients_per_round': expected int or "
+                                            "float or null, got 'some'"),
+    (["pretrain.remote_sample=0"], "'pretrain.remote_sample': must be null (all remote "
+                                   "features) or an integer >= 1, got 0"),
+    (["pretrain.remote_sample=2.5"], "'pretrain.remote_sample': expected int or null"),
+])
+def test_bad_participation_and_exchange_bounds_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(QUICKSTART, overrides)
+    assert message in str(err.value)
+
+
+def test_participation_and_exchange_bounds_accept_counts_fractions_and_null():
+    cfg = load_config(QUICKSTART, ["federation.clients_per_round=2", "pretrain.remote_sample=64"])
+    assert cfg.federation.clients_per_round == 2 and cfg.pretrain.remote_sample == 64
+    assert load_config(QUICKSTART, ["federation.clients_per_round=0.5"]) \
+        .federation.clients_per_round == 0.5
+    assert load_config(QUICKSTART, ["federation.clients_per_round=1.0"]) \
+        .federation.clients_per_round == 1.0                     # a fraction: all clients
+    default = load_config(QUICKSTART)
+    assert default.federation.clients_per_round is None and default.pretrain.remote_sample is None
+
+
+@pytest.mark.parametrize("override", ["federation.clients_per_round=0",
+                                      "federation.clients_per_round=1.5",
+                                      "pretrain.remote_sample=0"])
+def test_participation_keys_print_one_line_and_exit_2(override, capsys):
+    from fcl_ray.cli import main
+
+    assert main(["run", str(QUICKSTART), "--set", override]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fcl-ray: error: config key ")
+    assert override.split("=")[0] in lines[0]

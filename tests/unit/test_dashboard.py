@@ -9,9 +9,8 @@ import pytest
 
 from fcl_ray.config import ConfigError, load_config
 from fcl_ray.dashboard import client_dice_metrics, dataset_record
-from fcl_ray.encoders import encoder_label
-from fcl_ray.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, method_rows, run_link,
-                              run_name)
+from fcl_ray.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, encoder_label,
+                              method_rows, run_link, run_name)
 
 
 # ----------------------------------------------------------------------------- pure parts

@@ -2,7 +2,9 @@
 import numpy as np
 import torch
 
-from fcl_ray.federation.strategy import Strategy
+from fcl_ray.federation.strategy import (Strategy, generator_state, participant_generator,
+                                         received_feature_bytes, restore_generator,
+                                         sample_participants)
 from fcl_ray.methods.aggregation import fedavg
 from fcl_ray.methods.bank import merge_remote
 from fcl_ray.methods.messages import ClientUpdate, Contract
@@ -67,22 +69,80 @@ def test_feature_pool_holds_every_client_that_shared_and_each_reads_the_others()
     assert parts.dtype == torch.long and parts.tolist() == [0, 1]
 
 
-def test_traffic_counts_weights_both_ways_and_features_from_everyone_else():
+def test_traffic_counts_weights_both_ways_and_the_pool_each_client_read():
     updates = [_update(0, n_features=3), _update(1, n_features=2), _update(2, n_features=0)]
     global_weights = np.zeros(6, np.float32)               # 24 bytes down to each client
     up = {u.client: u.nbytes_features for u in updates}   # 3*4*4+3*2 = 54, 2*16+2*2 = 36, 0
     assert up == {0: 54, 1: 36, 2: 0}
-    stats = Strategy(CONTRACT).traffic(updates, global_weights, pooled_features=True)
+    # The pool this round's clients were sent (last round's), here the same clients' features.
+    pool = Strategy.feature_pool(updates)
+    stats = Strategy(CONTRACT).traffic(updates, global_weights, pool)
     total = 54 + 36
     assert stats["bytes_weights"] == 3 * (24 + 24)
     assert stats["bytes_features"] == total + (total - 54) + (total - 36) + total
+    assert stats["bytes_pool"] == total
+    assert stats["bytes_sent_per_client"] == {"0": 24 + 54, "1": 24 + 36, "2": 24}
+    assert stats["bytes_received_per_client"] == {"0": 24 + 36, "1": 24 + 54, "2": 24 + total}
     assert stats["bytes_per_client"] == {"0": 48 + 54 + (total - 54),
                                          "1": 48 + 36 + (total - 36),
                                          "2": 48 + total}
-    assert list(stats) == ["bytes_per_client", "bytes_weights", "bytes_features"]
+    # Round 1: nothing pooled yet, so no features come in.
+    first = Strategy(CONTRACT).traffic(updates, global_weights, {})
+    assert first["bytes_features"] == total and first["bytes_received_per_client"]["2"] == 24
+
+
+def test_traffic_with_remote_sample_counts_the_rows_each_client_drew():
+    updates = [_update(c, n_features=3) for c in range(4)]   # 3 rows of 4*4+2 = 18 bytes each
+    pool = Strategy.feature_pool(updates)
+    stats = Strategy(CONTRACT).traffic(updates, np.zeros(6, np.float32), pool, remote_sample=4)
+    # 9 remote rows for each, 4 of them drawn: 4 * 18 bytes, not 9 * 18
+    assert stats["bytes_received_per_client"] == {str(c): 24 + 4 * 18 for c in range(4)}
+    assert stats["bytes_pool"] == 4 * 54
+    roomy = Strategy(CONTRACT).traffic(updates, np.zeros(6, np.float32), pool, remote_sample=100)
+    assert roomy["bytes_received_per_client"]["0"] == 24 + 3 * 54   # fewer rows than K: all
+    assert received_feature_bytes(pool, 0, 9) == 9 * 18 == received_feature_bytes(pool, 0)
 
 
 def test_traffic_of_a_local_phase_has_no_download_and_fine_tuning_no_features():
     updates = [_update(0, n_features=0), _update(1, n_features=0)]
     local = Strategy(CONTRACT, federated=False).traffic(updates, None)
-    assert local == {"bytes_per_client": {"0": 24, "1": 24}, "bytes_weights": 48}
+    assert local == {"bytes_weights": 48, "bytes_sent_per_client": {"0": 24, "1": 24},
+                     "bytes_received_per_client": {"0": 0, "1": 0},
+                     "bytes_per_client": {"0": 24, "1": 24}}
+
+
+# ----------------------------------------------------------------------------- participation
+def test_same_seed_gives_the_same_participants_and_another_fold_another_sequence():
+    def sequence(seed, fold, rounds=6):
+        rng = participant_generator(seed, fold)
+        return [sample_participants(10, 3, rng) for _ in range(rounds)]
+
+    assert sequence(0, 0) == sequence(0, 0)
+    assert sequence(0, 0) != sequence(1, 0) and sequence(0, 0) != sequence(0, 1)
+    assert all(len(r) == 3 and r == sorted(set(r)) and 0 <= r[0] and r[-1] < 10
+               for r in sequence(0, 0))
+
+
+def test_counts_and_fractions_of_clients():
+    rng = participant_generator(0, 0)
+    assert len(sample_participants(10, 0.25, rng)) == 3      # rounded up
+    assert len(sample_participants(10, 0.3, rng)) == 3       # 0.3 * 10 is 3.0000000000000004
+    assert len(sample_participants(3, 0.01, rng)) == 1       # never fewer than one
+    assert sample_participants(4, 4, rng) == [0, 1, 2, 3]
+    assert sample_participants(4, 1.0, rng) == [0, 1, 2, 3]
+
+
+def test_all_clients_leave_the_generator_untouched():
+    rng, fresh = participant_generator(0, 0), participant_generator(0, 0)
+    assert sample_participants(5, None, rng) == [0, 1, 2, 3, 4]
+    assert generator_state(rng) == generator_state(fresh)
+
+
+def test_generator_state_round_trips_as_a_string_and_continues_the_sequence():
+    rng = participant_generator(7, 0)
+    [sample_participants(20, 5, rng) for _ in range(3)]
+    saved = generator_state(rng)
+    expected = [sample_participants(20, 5, rng) for _ in range(3)]
+    resumed = participant_generator(7, 0)                    # a new process after a crash
+    restore_generator(resumed, saved)
+    assert [sample_participants(20, 5, resumed) for _ in range(3)] == expected
