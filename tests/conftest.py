@@ -12,6 +12,9 @@ TINY = [
     "pretrain.rounds=2", "pretrain.local_steps=2", "pretrain.volumes_per_batch=2",
     "pretrain.bank_size=16", "pretrain.sample_size=24", "pretrain.exchange_size=8",
     "finetune.steps=3", "finetune.rounds=2", "finetune.local_steps=2", "finetune.batch_size=4",
+    # A fixed step budget, also over the quickstart's budget=converge: tiny runs stay seconds
+    # long and comparable; convergence has its own tests (test_early_stopping, test_driver).
+    "finetune.budget=steps",
 ]
 
 
