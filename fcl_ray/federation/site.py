@@ -84,6 +84,7 @@ class ClientSite:
         self.weights: Optional[FlatWeights] = None      # the method's shared networks
         self.trainer: Optional[SegmentationTrainer] = None
         self.ft_weights: Optional[FlatWeights] = None   # the federated fine-tuning U-Net
+        self.validation = None   # its validation patients' slices (budget=converge)
         # Where this actor's time and memory went (fcl-ray bench prints it).
         self.profile = {"pid": os.getpid(), "import_seconds": IMPORT_SECONDS,
                         "rss_after_imports_mb": RESIDENT_AFTER_IMPORTS_MB,
@@ -279,15 +280,17 @@ class ClientSite:
         test = self.slices.select_volumes(self._split(fold).test)
         return {"client": self.client_id, **summarise_dice(dice_per_volume(unet, test))}
 
-    def _validation_dice(self, unet: torch.nn.Module, fold: int) -> float:
-        """Mean Dice on this client's validation patients (training pool, never the test
-        fold, never labeled): the early-stopping score."""
-        return mean_dice(unet, self.slices.select_volumes(self._split(fold).validation_volumes))
+    def _validation_slices(self, fold: int):
+        """This client's validation patients (training pool, never the test fold, never
+        labeled): what the early-stopping score is measured on. Selected once per
+        fine-tune, not at every evaluation."""
+        return self.slices.select_volumes(self._split(fold).validation_volumes)
 
     def _converge_on_validation(self, trainer: SegmentationTrainer, fold: int) -> dict:
         """Train until this client's validation Dice stops improving (finetune keys)."""
         ft = self.cfg.finetune
-        return train_to_convergence(trainer, lambda: self._validation_dice(trainer.unet, fold),
+        validation = self._validation_slices(fold)
+        return train_to_convergence(trainer, lambda: mean_dice(trainer.unet, validation),
                                     ft.eval_every, ft.patience, ft.max_steps)
 
     def finetune_local(self, encoder_state: Optional[dict], fold: int, n_labeled: int) -> dict:
@@ -316,6 +319,7 @@ class ClientSite:
         ft = self.cfg.finetune
         total = ft.max_steps if self._converge else ft.rounds * ft.local_steps
         self.trainer = self._new_trainer(encoder_state, fold, n_labeled, total_steps=total)
+        self.validation = self._validation_slices(fold) if self._converge else None
         unet = self.trainer.unet
         self.ft_weights = FlatWeights({"": unet}, WeightLayout(unet.state_dict()))
         return {"slices": len(self.trainer.labeled), "n_weights": self.ft_weights.layout.total,
@@ -337,11 +341,11 @@ class ClientSite:
         """Validation Dice of the global U-Net on this client's validation patients (the
         next round loads the global weights again, so loading them here changes nothing)."""
         self.ft_weights.load(global_weights)
-        return self._validation_dice(self.trainer.unet, fold)
+        return mean_dice(self.trainer.unet, self.validation)
 
     def finish_federated_finetune(self, global_weights: np.ndarray, fold: int,
                                   n_labeled: int = 0) -> dict:
         self.ft_weights.load(global_weights)
         result = {**self._evaluate(self.trainer.unet, fold), **self._budget(fold, n_labeled)}
-        self.trainer, self.ft_weights = None, None
+        self.trainer, self.ft_weights, self.validation = None, None, None
         return result
