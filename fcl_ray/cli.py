@@ -245,8 +245,9 @@ def _show_config(args) -> int:
 
 
 def _report(args) -> int:
-    from fcl_ray.report import (UPPER_BOUND, load_results, paired_differences, paired_markdown,
-                                render_report, write_paired_report, write_report)
+    from fcl_ray.report import paired_markdown, render_report, write_paired_report, write_report
+    from fcl_ray.results import UPPER_BOUND, load_results
+    from fcl_ray.statistics import paired_differences
 
     results = load_results(args.results, args.tracking_uri)
     text = render_report(results, args.metric)

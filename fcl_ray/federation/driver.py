@@ -23,7 +23,7 @@ from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import has_pretraining
-from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND
+from fcl_ray.results import RESULT_COLUMNS, UPPER_BOUND
 from fcl_ray.tracking import TrackingContext, make_tracker, method_rows
 
 Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
