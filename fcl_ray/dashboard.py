@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from fcl_ray.config import Config, to_dict
+from fcl_ray.config import Config
+from fcl_ray.config_io import to_dict
 
 
 # ----------------------------------------------------------------------------- results

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fcl_ray.config import Config, dump_yaml
+from fcl_ray.config import Config
+from fcl_ray.config_io import dump_yaml
 from fcl_ray.dashboard import log_dataset_early, publish_run
 from fcl_ray.methods.messages import ALL_LABELED
 from fcl_ray.federation.cluster import await_coordinator, gather, running_federation

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.federation.driver import run_experiment
 from fcl_ray.results import RESULT_COLUMNS
 
