@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from fcl_ray.config import load_config  # noqa: E402
+from fcl_ray.config_io import load_config  # noqa: E402
 from fcl_ray.federation.bench import DEFAULT_WORKLOAD, federation_seconds, reference_seconds  # noqa: E402
 from fcl_ray.federation.cluster import create_federation  # noqa: E402
 

@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.federation.bench import DEFAULT_WORKLOAD, federation_seconds
 from fcl_ray.federation.cluster import connect_ray
 

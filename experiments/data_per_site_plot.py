@@ -5,8 +5,8 @@
         --out experiments/results/data_per_site
 
 Each input is a results.csv and its patients per site. Per regime and fine-tuning mode, the
-paired differences of fcl_ray.report (FCL minus each method over (client, fold, seed), with the
-client-level bootstrap CI) are stacked into ``regime.csv``/``regime.md`` and plotted
+paired differences of fcl_ray.statistics (FCL minus each method over (client, fold, seed), with
+the client-level bootstrap CI) are stacked into ``regime.csv``/``regime.md`` and plotted
 (``regime.png``: FCL minus fcl_no_exchange, and minus Local CL, against patients per site).
 """
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from fcl_ray.config import ConfigError
-from fcl_ray.report import paired_differences, read_results_csv, to_markdown
+from fcl_ray.report import to_markdown
+from fcl_ray.results import read_results_csv
+from fcl_ray.statistics import paired_differences
 
 
 def regime_table(inputs: list[tuple[str, int]], reference: str = "fcl") -> pd.DataFrame:

@@ -177,7 +177,7 @@ def _sweep(args) -> int:
 
 
 def _data(args) -> int:
-    from fcl_ray.config import load_config
+    from fcl_ray.config_io import load_config
     from fcl_ray.data.check import check_dataset
 
     flags = {"data.kind": args.kind, "data.root": args.root, "data.split": args.split,
@@ -188,7 +188,7 @@ def _data(args) -> int:
 
 
 def _run(args) -> int:
-    from fcl_ray.config import load_config
+    from fcl_ray.config_io import load_config
     from fcl_ray.durable import check_durable_outputs
 
     # Which code runs: in a `ray job submit --working-dir .` job, the uploaded checkout (Ray
@@ -238,15 +238,16 @@ def _mark_killed(uri: str, run_id: str, stop) -> None:
 
 
 def _show_config(args) -> int:
-    from fcl_ray.config import dump_yaml, load_config
+    from fcl_ray.config_io import dump_yaml, load_config
 
     print(dump_yaml(load_config(args.config, args.overrides)), end="")
     return 0
 
 
 def _report(args) -> int:
-    from fcl_ray.report import (UPPER_BOUND, load_results, paired_differences, paired_markdown,
-                                render_report, write_paired_report, write_report)
+    from fcl_ray.report import paired_markdown, render_report, write_paired_report, write_report
+    from fcl_ray.results import UPPER_BOUND, load_results
+    from fcl_ray.statistics import paired_differences
 
     results = load_results(args.results, args.tracking_uri)
     text = render_report(results, args.metric)

@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from fcl_ray.config import Config, to_dict
+from fcl_ray.config import Config
+from fcl_ray.config_io import to_dict
 
 
 # ----------------------------------------------------------------------------- results
@@ -42,7 +43,7 @@ def plot_client_dice(results: pd.DataFrame, path: str | Path,
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from fcl_ray.report import _method_order
+    from fcl_ray.results import _method_order
 
     settings = list(results.groupby(["finetune_mode", "n_labeled"]).groups)
     methods = _method_order(results["method"])
@@ -74,19 +75,18 @@ def plot_client_dice(results: pd.DataFrame, path: str | Path,
 
 def write_run_report(results: pd.DataFrame, out_dir: str | Path,
                      reference: Optional[str] = None) -> list[Path]:
-    """The tables, the Dice-vs-N plot and the per-client chart under ``out_dir``; with
-    fcl_ray.report's paired differences (when that version of report.py is present) also the
+    """The tables, the Dice-vs-N plot and the per-client chart under ``out_dir``, and the
     paired-difference table and plot of ``reference`` against every other method."""
-    from fcl_ray import report
+    from fcl_ray.report import write_paired_report, write_report
+    from fcl_ray.results import UPPER_BOUND
+    from fcl_ray.statistics import paired_differences
 
     out = Path(out_dir)
-    written = report.write_report(results, out)
+    written = write_report(results, out)
     written.append(plot_client_dice(results, out / "dice_per_client.png"))
-    paired = getattr(report, "paired_differences", None)
-    write_paired = getattr(report, "write_paired_report", None)
-    methods = set(results["method"]) - {report.UPPER_BOUND}
-    if paired and write_paired and reference in methods and len(methods) > 1:
-        written += write_paired(paired(results, reference=reference), out)
+    methods = set(results["method"]) - {UPPER_BOUND}
+    if reference in methods and len(methods) > 1:
+        written += write_paired_report(paired_differences(results, reference=reference), out)
     return written
 
 

@@ -1,43 +1,25 @@
 """Results tables and plots with pandas/matplotlib: per-client rows -> the paper's tables.
 
-Inputs are ``results.csv`` files written by ``fcl-ray run`` (one row per method,
-finetune_mode, n_labeled, fold, client) or the MLflow runs of an experiment (each run logs
-its ``results.csv`` as an artifact). The paper's two tables (local and federated fine-tuning)
-have one row per method and one column per N; a cell is the mean ± std over clients of the
-Dice after averaging the folds of each client.
+The rows come from :mod:`fcl_ray.results` (reading and checking ``results.csv`` files and
+MLflow runs). The paper's two tables (local and federated fine-tuning) have one row per
+method and one column per N; a cell is the mean ± std over clients of the Dice after
+averaging the folds of each client.
 
-When several sources hold the same (method, finetune_mode, n_labeled, fold, client, seed) row,
-the one read last wins (MLflow runs are read oldest first, so a re-run replaces the old
-numbers). Rows without a ``seed`` column count as seed 0.
-
-Beside the tables, ``paired_differences`` compares a reference method (FCL by default) with
-each other method on the units both were run on (client, fold, seed): mean difference, a
-bootstrap 95 % CI and a Wilcoxon signed-rank p-value per fine-tuning mode and N.
+Beside the tables, the paired differences of :mod:`fcl_ray.statistics` (a reference method
+minus each other method over (client, fold, seed)) as Markdown, CSV and a plot.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 from fcl_ray.config import FINETUNE_MODES, ConfigError
+from fcl_ray.results import UPPER_BOUND, _method_order
+from fcl_ray.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, client_means
 
-RESULT_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client",
-                  "dice_mean", "dice_rv", "dice_myo", "dice_lv"]
-KEY_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client"]
-# Written by the driver (experiment.seed); results concatenated from several seeds are told
-# apart by it. Absent -> every row is seed 0.
-SEED_COLUMN = "seed"
-# Rows of the fully supervised reference (random init, every training case labeled): its N is
-# the whole training set, so it gets a column of its own ("all labels") instead of an N column.
-UPPER_BOUND = "upper_bound"
+# The column of the upper bound's cell (its N is the whole training set): "all labels".
 ALL_LABELS = "all"
-# Row order of the paper's tables; methods not listed follow in order of appearance.
-METHOD_ORDER = ["random", "local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca", "fcl",
-                "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives", UPPER_BOUND]
 
 
 # ----------------------------------------------------------------------------- the old API
@@ -61,147 +43,7 @@ def format_table(results: pd.DataFrame) -> str:
     return table.to_string()
 
 
-# ----------------------------------------------------------------------------- reading
-def check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Raise ConfigError (one line naming ``where``) unless ``frame`` is a usable results set."""
-    if frame.empty:
-        raise ConfigError(f"results {where}: no rows")
-    missing = [c for c in KEY_COLUMNS + ["dice_mean"] if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"results {where}: missing columns {', '.join(missing)}")
-    modes = sorted(set(frame["finetune_mode"].astype(str)) - set(FINETUNE_MODES))
-    if modes:
-        raise ConfigError(f"results {where}: unknown finetune_mode {', '.join(modes)} "
-                          f"(expected {', '.join(FINETUNE_MODES)})")
-    n = pd.to_numeric(frame["n_labeled"], errors="coerce")
-    if n.isna().any() or (n != n.round()).any():
-        raise ConfigError(f"results {where}: n_labeled must be whole numbers")
-    frame = frame.copy()
-    frame["n_labeled"] = n.astype(int)
-    frame["method"] = frame["method"].astype(str)
-    if SEED_COLUMN in frame.columns:
-        seed = pd.to_numeric(frame[SEED_COLUMN], errors="coerce")
-        if seed.isna().any() or (seed != seed.round()).any():
-            raise ConfigError(f"results {where}: seed must be whole numbers")
-        frame[SEED_COLUMN] = seed.astype(int)
-    return frame
-
-
-def with_seed(results: pd.DataFrame) -> pd.DataFrame:
-    """``results`` with a whole-number seed column (0 where a source had none)."""
-    results = results.copy()
-    if SEED_COLUMN not in results.columns:
-        results[SEED_COLUMN] = 0
-    results[SEED_COLUMN] = results[SEED_COLUMN].fillna(0).astype(int)
-    return results
-
-
-def read_results_csv(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.csv"
-    if not path.is_file():
-        raise ConfigError(f"results file '{path}': not found")
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"results file '{path}': is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ConfigError(f"results file '{path}': not a CSV ({str(err).splitlines()[0]})") from None
-    return check_results(frame, f"file '{path}'")
-
-
-def read_mlflow_results(experiment: str, tracking_uri: Optional[str] = None) -> list[tuple[str, pd.DataFrame]]:
-    """The ``results.csv`` artifact of every run of an MLflow experiment (name or id), oldest
-    run first, as (label, frame) pairs."""
-    import os
-
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from fcl_ray.tracking import DEFAULT_URI
-
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise ConfigError(f"'{experiment}' is neither a results file nor an MLflow experiment "
-                          f"(no MLflow store at {uri})")
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None and experiment.isdigit():
-        try:
-            exp = client.get_experiment(experiment)
-        except mlflow.exceptions.MlflowException:
-            exp = None
-    if exp is None:
-        raise ConfigError(f"'{experiment}' is neither a results file nor an MLflow experiment "
-                          f"at {uri}")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
-                              max_results=10000)
-    frames = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in runs:
-            if "results.csv" not in {a.path for a in client.list_artifacts(run.info.run_id)}:
-                continue
-            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
-                                                        artifact_path="results.csv",
-                                                        dst_path=f"{tmp}/{run.info.run_id}",
-                                                        tracking_uri=uri)
-            label = f"run {run.info.run_id} of MLflow experiment '{experiment}'"
-            frames.append((label, check_results(pd.read_csv(local), label)))
-    if not frames:
-        raise ConfigError(f"MLflow experiment '{experiment}' at {uri}: no run has a "
-                          f"results.csv artifact ({len(runs)} runs)")
-    return frames
-
-
-def load_results(sources: Sequence[str], tracking_uri: Optional[str] = None) -> pd.DataFrame:
-    """One results set from results.csv files, run folders and/or MLflow experiment names.
-
-    Sources must agree on their Dice columns (e.g. not ACDC's rv/myo/lv mixed with a
-    single-structure dataset). Duplicate rows: the last source read wins; how many were
-    dropped is in ``frame.attrs['duplicates_dropped']``.
-    """
-    if not sources:
-        raise ConfigError("report: no results given")
-    pieces: list[tuple[str, pd.DataFrame]] = []
-    for source in sources:
-        path = Path(source)
-        if path.exists() or source.endswith(".csv"):
-            pieces.append((f"file '{source}'", read_results_csv(path)))
-        else:
-            pieces.extend(read_mlflow_results(source, tracking_uri))
-    first_label, first = pieces[0]
-    dice_first = sorted(c for c in first.columns if c.startswith("dice_"))
-    for label, frame in pieces[1:]:
-        dice = sorted(c for c in frame.columns if c.startswith("dice_"))
-        if dice != dice_first:
-            raise ConfigError(f"results do not match: {first_label} has {', '.join(dice_first)} "
-                              f"but {label} has {', '.join(dice)}")
-    results = pd.concat([f for _, f in pieces], ignore_index=True)
-    if SEED_COLUMN in results.columns:     # a source without seeds is seed 0 (not NaN)
-        results = with_seed(results)
-    before = len(results)
-    keys = KEY_COLUMNS + ([SEED_COLUMN] if SEED_COLUMN in results.columns else [])
-    results = results.drop_duplicates(keys, keep="last").reset_index(drop=True)
-    results.attrs["duplicates_dropped"] = before - len(results)
-    return results
-
-
 # ----------------------------------------------------------------------------- tables
-def _method_order(methods: Iterable[str]) -> list[str]:
-    seen = list(dict.fromkeys(methods))
-    return [m for m in METHOD_ORDER if m in seen] + [m for m in seen if m not in METHOD_ORDER]
-
-
-def client_means(results: pd.DataFrame, metric: str = "dice_mean") -> pd.DataFrame:
-    """One value per (method, mode, N, client): the metric averaged over folds (and seeds)."""
-    if metric not in results.columns:
-        have = ", ".join(c for c in results.columns if c.startswith("dice_"))
-        raise ConfigError(f"report: metric '{metric}' not in the results (have {have})")
-    return (results.groupby(["method", "finetune_mode", "n_labeled", "client"])[metric]
-            .mean().reset_index())
-
-
 def paper_stats(results: pd.DataFrame, mode: str, metric: str = "dice_mean") -> pd.DataFrame:
     """Numbers of one table: index = method, columns = (N, 'mean'|'std'|'clients'), where N
     is each label budget and ``ALL_LABELS`` holds the upper bound's cell."""
@@ -293,163 +135,7 @@ def plot_dice_vs_n(results: pd.DataFrame, path: str | Path, metric: str = "dice_
     return path
 
 
-# ----------------------------------------------------------------------------- paired statistics
-UNIT_COLUMNS = ["client", "fold", SEED_COLUMN]
-PAIRED_COLUMNS = ["finetune_mode", "n_labeled", "reference", "method", "n_pairs",
-                  "reference_mean", "method_mean", "mean_diff", "ci_low", "ci_high", "p_value",
-                  "n_clients", "client_ci_low", "client_ci_high", "client_p_value"]
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
-# Differences are rounded before the test so that float noise (1e-17) is not a "difference".
-_DIFF_DECIMALS = 12
-
-
-def bootstrap_ci(diffs: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
-                 seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``diffs`` (units resampled with replacement).
-
-    A fresh Generator per call, so a row's interval does not depend on the rows before it.
-    """
-    diffs = np.asarray(diffs, dtype=float)
-    if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
-        return float(diffs[0]), float(diffs[0])     # every resample has the same mean
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def client_bootstrap(diffs: np.ndarray, clients: np.ndarray,
-                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                     level: float = 0.95) -> tuple[float, float, float]:
-    """Two-stage (cluster) bootstrap of the mean difference: resample clients with
-    replacement, then each drawn client's units (folds, seeds) with replacement.
-
-    The folds of one client share its patients and its scanner, so they are not independent
-    units; this interval respects that, and is wider than :func:`bootstrap_ci` when clients
-    differ. Returns (low, high, p): p is the two-sided bootstrap p-value, twice the smaller
-    share of resampled means on either side of 0 (at least 1/resamples). With few clients
-    the resampled means take few distinct values, so read it as coarse.
-    """
-    diffs, clients = np.asarray(diffs, dtype=float), np.asarray(clients)
-    if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
-        return float(diffs[0]), float(diffs[0]), (1.0 if diffs[0] == 0 else float("nan"))
-    groups = [diffs[clients == c] for c in np.unique(clients)]
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(groups), size=(resamples, len(groups)))
-    means = np.empty(resamples)
-    for r in range(resamples):   # unequal group sizes: one resample at a time (10k: ~0.1 s)
-        drawn = [groups[g] for g in picks[r]]
-        means[r] = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in drawn]).mean()
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    share = min(np.mean(means <= 0), np.mean(means >= 0))
-    return float(low), float(high), float(min(1.0, max(2 * share, 1 / resamples)))
-
-
-def wilcoxon_p(diffs: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences.
-
-    zero_method='pratt': zero differences keep their place in the ranking (then are dropped),
-    which is more conservative than discarding them first ('wilcox'). All differences zero ->
-    1.0 (no evidence of any difference); a single pair -> NaN (no test is possible).
-    """
-    from scipy.stats import wilcoxon
-
-    diffs = np.round(np.asarray(diffs, dtype=float), _DIFF_DECIMALS)
-    if len(diffs) < 2:
-        return float("nan")
-    if np.all(diffs == 0):
-        return 1.0
-    return float(wilcoxon(diffs, zero_method="pratt").pvalue)
-
-
-def _units_text(units: pd.DataFrame, limit: int = 3) -> str:
-    shown = [f"(client {c}, fold {f}, seed {s})" for c, f, s in
-             units[UNIT_COLUMNS].itertuples(index=False)][:limit]
-    more = f" and {len(units) - limit} more" if len(units) > limit else ""
-    return ", ".join(shown) + more
-
-
-def paired_differences(results: pd.DataFrame, reference: str = "fcl",
-                       metric: str = "dice_mean") -> pd.DataFrame:
-    """Reference minus each other method, paired over (client, fold, seed), per mode and N.
-
-    Columns: ``PAIRED_COLUMNS``. mean_diff > 0 means the reference is better. The CI is a
-    percentile bootstrap (``BOOTSTRAP_RESAMPLES`` resamples of the units, fixed seed, so the
-    table is reproducible) that treats units as independent, although the folds of one
-    client share its patients; p_value: see ``wilcoxon_p``. The ``client_*`` columns resample
-    clients, then their folds (:func:`client_bootstrap`): the interval to quote. ``upper_bound`` rows are left
-    out (their N is the whole training set). A (mode, N) that one of the two methods was not
-    run at is not compared; those settings are listed in ``table.attrs['not_compared']``.
-    A unit run by one method and not by the other raises ConfigError naming it.
-    """
-    client_means(results, metric)                   # validates the metric
-    if reference == UPPER_BOUND:
-        raise ConfigError(f"report: --reference {UPPER_BOUND} cannot be compared pairwise "
-                          f"(its N is the whole training set)")
-    results = with_seed(results)
-    results = results[results["method"] != UPPER_BOUND]
-    methods = _method_order(results["method"])
-    if reference not in methods:
-        raise ConfigError(f"report: reference method '{reference}' not in the results "
-                          f"(methods: {', '.join(methods) or 'none'})")
-    rows, not_compared = [], []
-    for mode in [m for m in FINETUNE_MODES if m in set(results["finetune_mode"])]:
-        in_mode = results[results["finetune_mode"] == mode]
-        for n in sorted(in_mode["n_labeled"].unique()):
-            setting = in_mode[in_mode["n_labeled"] == n]
-            ref = setting[setting["method"] == reference].set_index(UNIT_COLUMNS)[metric]
-            for method in methods:
-                if method == reference:
-                    continue
-                other = setting[setting["method"] == method].set_index(UNIT_COLUMNS)[metric]
-                if ref.empty or other.empty:
-                    if not (ref.empty and other.empty):
-                        absent = reference if ref.empty else method
-                        not_compared.append(f"{method} at {mode} N={n} ({absent} has no rows)")
-                    continue
-                _check_same_units(ref, other, reference, method, mode, n)
-                other = other.reindex(ref.index)
-                diffs = (ref - other).to_numpy(float)
-                low, high = bootstrap_ci(diffs)
-                clients = ref.index.get_level_values("client").to_numpy()
-                c_low, c_high, c_p = client_bootstrap(diffs, clients)
-                rows.append({"finetune_mode": mode, "n_labeled": int(n), "reference": reference,
-                             "method": method, "n_pairs": len(diffs),
-                             "reference_mean": float(ref.mean()),
-                             "method_mean": float(other.mean()),
-                             "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
-                             "p_value": wilcoxon_p(diffs),
-                             "n_clients": len(set(clients.tolist())), "client_ci_low": c_low,
-                             "client_ci_high": c_high, "client_p_value": c_p})
-    table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-    table.attrs["not_compared"] = not_compared
-    table.attrs["metric"] = metric
-    return table
-
-
-def _check_same_units(ref: pd.Series, other: pd.Series, reference: str, method: str,
-                      mode: str, n: int) -> None:
-    """ConfigError unless both methods were run on the same (client, fold, seed) units."""
-    for name, values in ((reference, ref), (method, other)):
-        twice = values.index[values.index.duplicated()]
-        if len(twice):
-            raise ConfigError(f"report: {name} has several rows for {mode} N={n} "
-                              f"{_units_text(twice.to_frame(index=False))}")
-    only_ref = ref.index.difference(other.index)
-    only_other = other.index.difference(ref.index)
-    if len(only_ref) or len(only_other):
-        parts = []
-        if len(only_ref):
-            parts.append(f"{method} lacks {_units_text(only_ref.to_frame(index=False))}")
-        if len(only_other):
-            parts.append(f"{reference} lacks {_units_text(only_other.to_frame(index=False))}")
-        raise ConfigError(f"report: unpaired results for {method} vs {reference} at {mode} "
-                          f"N={n}: {'; '.join(parts)}")
-
-
+# ----------------------------------------------------------------------------- paired differences
 def _signed(x: float) -> str:
     return f"{x:+.3f}"
 

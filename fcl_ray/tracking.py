@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from fcl_ray.config import Config, flatten, to_dict
+from fcl_ray.config import Config
+from fcl_ray.config_io import flatten, to_dict
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow 3's experiment kind tag and its value for classic model training (the names MLflow's

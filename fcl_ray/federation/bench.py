@@ -28,7 +28,8 @@ import pandas as pd
 import ray
 import torch
 
-from fcl_ray.config import Config, load_config, to_dict
+from fcl_ray.config import Config
+from fcl_ray.config_io import load_config, to_dict
 from fcl_ray.federation.cluster import (actor_handles, client_cpus, connect_ray,
                                         create_federation)
 

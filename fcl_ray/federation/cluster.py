@@ -19,7 +19,8 @@ from ray.util.placement_group import placement_group as new_placement_group
 from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from fcl_ray.config import Config, ConfigError, to_dict
+from fcl_ray.config import Config, ConfigError
+from fcl_ray.config_io import to_dict
 from fcl_ray.federation.coordinator import Coordinator, FederationError
 from fcl_ray.federation.lean import BLOCK_VARIABLE, NOT_IN_ACTORS
 from fcl_ray.federation.actors import ClientActor, ClientHost, HostedClient

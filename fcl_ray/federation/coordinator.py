@@ -27,7 +27,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from fcl_ray.config import from_dict
+from fcl_ray.config_io import from_dict
 from fcl_ray.federation.process_memory import peak_resident_mb
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
                                            coordinator_arrays, coordinator_state,

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fcl_ray.config import Config, dump_yaml
+from fcl_ray.config import Config
+from fcl_ray.config_io import dump_yaml
 from fcl_ray.dashboard import log_dataset_early, publish_run
 from fcl_ray.methods.messages import ALL_LABELED
 from fcl_ray.federation.cluster import await_coordinator, gather, running_federation
@@ -23,7 +24,7 @@ from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import has_pretraining
-from fcl_ray.report import RESULT_COLUMNS, UPPER_BOUND
+from fcl_ray.results import RESULT_COLUMNS, UPPER_BOUND
 from fcl_ray.tracking import TrackingContext, make_tracker, method_rows
 
 Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)

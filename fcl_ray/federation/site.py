@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from fcl_ray.methods.weights import FlatWeights, WeightLayout  # noqa: E402
 from fcl_ray.methods.bank import merge_remote  # noqa: E402
-from fcl_ray.config import from_dict  # noqa: E402
+from fcl_ray.config_io import from_dict  # noqa: E402
 from fcl_ray.data import load_client_volumes, patient_of  # noqa: E402
 from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
 from fcl_ray.data.split import patient_split  # noqa: E402

@@ -14,7 +14,8 @@ from typing import Any, Callable, Optional
 import yaml
 from ray.tune import Callback
 
-from fcl_ray.config import ConfigError, flatten, to_dict
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import flatten, to_dict
 from fcl_ray.federation.cluster import connect_ray, disconnect_ray
 from fcl_ray.log import progress
 from fcl_ray.sweep import storage

@@ -28,9 +28,9 @@ from typing import Any, Optional
 
 import yaml
 
-from fcl_ray.config import (Config, ConfigError, flatten, from_dict, load_config,
-                            parse_override, read_yaml_mapping, set_dotted, to_dict,
-                            unflatten)
+from fcl_ray.config import Config, ConfigError
+from fcl_ray.config_io import (flatten, from_dict, load_config, parse_override, read_yaml_mapping,
+                               set_dotted, to_dict, unflatten)
 from fcl_ray.sweep.storage import join, storage_problem
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")

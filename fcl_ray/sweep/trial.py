@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from fcl_ray.config import Config, from_dict, to_dict
+from fcl_ray.config import Config
+from fcl_ray.config_io import from_dict, to_dict
 from fcl_ray.log import get_logger, progress
 from fcl_ray.sweep.spec import SweepSpec, apply_values
 

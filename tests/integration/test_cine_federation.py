@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 
 
 @pytest.mark.integration

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.federation.driver import run_experiment
 
 pytestmark = pytest.mark.integration

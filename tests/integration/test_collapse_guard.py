@@ -47,7 +47,7 @@ def test_guard_stops_a_collapsing_run_and_health_is_logged_otherwise(ray_session
 
 @pytest.mark.integration
 def test_health_every_k_rounds_and_at_the_last(ray_session, tiny_overrides, tmp_path):
-    from fcl_ray.config import load_config
+    from fcl_ray.config_io import load_config
     from fcl_ray.federation.driver import run_experiment
 
     cfg = load_config(None, tiny_overrides + ["pretrain.methods=[fcl]", "pretrain.rounds=3",

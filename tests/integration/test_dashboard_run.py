@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fcl_ray.cli import main
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.dashboard import dataset_record
 from fcl_ray.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
 

@@ -2,9 +2,9 @@
 import pandas as pd
 import pytest
 
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.federation.driver import run_experiment
-from fcl_ray.report import RESULT_COLUMNS
+from fcl_ray.results import RESULT_COLUMNS
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import ray
 import torch
 
 from fcl_ray.cli import main
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.federation.checkpoint import COORDINATOR_FILE, CheckpointStore
 from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.federation.driver import run_experiment

@@ -9,7 +9,7 @@ import pytest
 import ray
 import torch
 
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.federation.driver import run_experiment
 

@@ -219,7 +219,7 @@ def _sets(args: list[str]) -> list[str]:
 
 def _run(args: list[str], ws: Workspace) -> None:
     from fcl_ray.cli import _build_parser, main
-    from fcl_ray.config import load_config
+    from fcl_ray.config_io import load_config
 
     args = [ws.local(a) for a in args]
     parsed = _build_parser().parse_args(args)
@@ -234,7 +234,7 @@ def _run(args: list[str], ws: Workspace) -> None:
 
 def _resolve(args: list[str], ws: Workspace) -> None:
     from fcl_ray.cli import _build_parser
-    from fcl_ray.config import load_config
+    from fcl_ray.config_io import load_config
     from fcl_ray.sweep.spec import load_sweep
 
     parsed = _build_parser().parse_args([ws.local(a) for a in args])   # bad flags: exit 2

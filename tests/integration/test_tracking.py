@@ -2,7 +2,7 @@
 import os
 import subprocess
 
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.tracking import (TrackingContext, absolute_uri, config_tags, make_tracker,
                               start_parent_run, finish_run)
 from mlflow_server import SCRIPT

@@ -102,3 +102,49 @@ def test_the_one_way_check_sees_a_lazy_import(tmp_path):
     assert _imports_module(sample, "fcl_ray.encoders")
     sample.write_text("from fcl_ray import tracking\n")
     assert not _imports_module(sample, "fcl_ray.encoders")
+
+
+# The pure modules under the report and the run: plain Python/pandas/NumPy, importable and
+# testable without Ray, plotting or an MLflow store, and below the modules built on them.
+PURE_MODULES = {"config.py": "the configuration schema and its checks",
+                "statistics.py": "the paired statistics of a results set"}
+NOT_IN_PURE = ("ray", "matplotlib", "mlflow")
+ONE_WAY = [("config_io.py", "fcl_ray.config"),        # (module, what it builds on)
+           ("results.py", "fcl_ray.config"),
+           ("statistics.py", "fcl_ray.results"),
+           ("report.py", "fcl_ray.statistics"),
+           ("report.py", "fcl_ray.results")]
+
+
+def test_the_schema_and_the_statistics_import_no_ray_plotting_or_mlflow():
+    """Not even inside a function (the Ray check above allows none outside federation/ and
+    sweep/; these two may not pay for plotting or MLflow either)."""
+    offenders = {}
+    for name in PURE_MODULES:
+        bad = sorted(m for m in _imported_modules(PACKAGE / name)
+                     if m.split(".")[0] in NOT_IN_PURE)
+        if bad:
+            offenders[name] = bad
+    assert not offenders, offenders
+
+
+def test_the_lower_modules_never_import_the_ones_built_on_them():
+    """config (schema) <- config_io (YAML, overrides, dicts); config <- results (reading) <-
+    statistics <- report (tables, plots): one way, not even inside a function."""
+    for module, below in ONE_WAY:
+        assert _imports_module(PACKAGE / module, below), f"{module} no longer uses {below}"
+        above = "fcl_ray." + module.removesuffix(".py")
+        assert not _imports_module(PACKAGE / f"{below.split('.')[-1]}.py", above), \
+            f"{below} imports {above}"
+
+
+def test_importing_the_schema_and_the_statistics_loads_no_ray_torch_or_plotting():
+    import subprocess
+    import sys
+
+    heavy = {"ray", "torch", "monai", "matplotlib", "mlflow", "yaml"}
+    code = ("import sys, fcl_ray.config, fcl_ray.statistics; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=True).stdout.strip()
+    assert out == "[]", f"importing the config schema and the statistics loads {out}"

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from fcl_ray.config import ConfigError, load_config
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import load_config
 
 
 def test_default_is_one_client_per_actor():

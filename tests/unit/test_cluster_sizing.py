@@ -1,7 +1,8 @@
 """CPUs per client from the nodes that will host them, and placement bundles (no Ray)."""
 import pytest
 
-from fcl_ray.config import ConfigError, load_config
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import load_config
 from fcl_ray.federation.cluster import client_bundles, client_cpus
 
 def _node(cpus: float, labels: dict | None = None, **custom) -> dict:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fcl_ray.config import ConfigError, flatten, load_config, set_dotted, to_dict, unflatten
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import flatten, load_config, set_dotted, to_dict, unflatten
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"

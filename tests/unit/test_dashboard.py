@@ -7,7 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from fcl_ray.config import ConfigError, load_config
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import load_config
 from fcl_ray.dashboard import client_dice_metrics, dataset_record
 from fcl_ray.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, encoder_label,
                               method_rows, run_link, run_name)
@@ -78,7 +79,7 @@ def test_tracking_off_never_imports_mlflow(tmp_path):
     import sys
 
     code = ("import sys, pandas as pd\n"
-            "from fcl_ray.config import load_config\n"
+            "from fcl_ray.config_io import load_config\n"
             "from fcl_ray.dashboard import publish_run\n"
             "from fcl_ray.tracking import make_tracker\n"
             "cfg = load_config(None, ['tracking.enabled=false'])\n"

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fcl_ray.cli import main
-from fcl_ray.config import ConfigError, flatten, load_config, to_dict
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import flatten, load_config, to_dict
 from fcl_ray.data import DataError
 from fcl_ray.data.check import check_dataset
 

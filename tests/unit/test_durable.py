@@ -3,7 +3,8 @@ refused with one line naming the key; outside a job nothing changes."""
 import pytest
 
 from fcl_ray.cli import main
-from fcl_ray.config import ConfigError, load_config
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import load_config
 from fcl_ray.durable import check_durable_outputs, job_working_dir
 
 JOB_DIR = "/tmp/ray/session_2026/runtime_resources/working_dir_files/_ray_pkg_0a1b"

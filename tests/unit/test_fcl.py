@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from fcl_ray.config import load_config
+from fcl_ray.config_io import load_config
 from fcl_ray.data.slices import volumes_to_slices
 from fcl_ray.data.synthetic import make_site
 from fcl_ray.methods.fcl import FCL

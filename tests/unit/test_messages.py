@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcl_ray.config import load_config, to_dict
+from fcl_ray.config_io import load_config, to_dict
 from fcl_ray.federation.site import ClientSite
 from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
 

@@ -16,7 +16,7 @@ from nifti_factories import (affine, heart, save, write_acdc, write_decathlon,  
                              write_mnms, write_mnms_csv)
 
 from fcl_ray.cli import main  # noqa: E402
-from fcl_ray.config import load_config  # noqa: E402
+from fcl_ray.config_io import load_config  # noqa: E402
 from fcl_ray.data import DataError, load_client_volumes  # noqa: E402
 from fcl_ray.data.split import patient_split  # noqa: E402
 

@@ -6,8 +6,8 @@ import pytest
 
 from fcl_ray.cli import main
 from fcl_ray.config import ConfigError
-from fcl_ray.report import (format_table, load_results, paper_stats, paper_table,
-                            render_report, write_report)
+from fcl_ray.report import format_table, paper_stats, paper_table, render_report, write_report
+from fcl_ray.results import load_results
 
 
 def _results(methods=("fcl", "random"), modes=("local", "federated"), ns=(1, 2), folds=(0, 1),

@@ -8,7 +8,8 @@ from scipy.stats import wilcoxon
 
 from fcl_ray.cli import main
 from fcl_ray.config import ConfigError
-from fcl_ray.report import load_results, paired_differences
+from fcl_ray.results import load_results
+from fcl_ray.statistics import paired_differences
 
 
 def _units(clients=3, folds=2, seeds=(0,)):
@@ -236,7 +237,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, which, message):
 def test_client_bootstrap_is_wider_when_clients_differ():
     """Folds of one client are not independent: a client-level shift widens the interval that
     resamples clients, not the one that treats the 12 (client, fold) units as independent."""
-    from fcl_ray.report import bootstrap_ci, client_bootstrap
+    from fcl_ray.statistics import bootstrap_ci, client_bootstrap
 
     clients = np.repeat(np.arange(4), 3)
     diffs = np.array([0.10, 0.11, 0.09, -0.02, -0.01, -0.03, 0.06, 0.05, 0.07, 0.01, 0.0, 0.02])
@@ -249,3 +250,16 @@ def test_client_bootstrap_is_wider_when_clients_differ():
     s_low, s_high, s_p = client_bootstrap(steady, clients)
     assert s_low > 0.04 and s_p <= 1e-3
     assert client_bootstrap(np.zeros(12), clients) == (0.0, 0.0, 1.0)
+
+
+def test_the_run_report_has_the_paired_differences_when_the_reference_was_run(tmp_path):
+    """What a run publishes under report/: the tables and plots, and the paired differences of
+    the reference against the other methods (none when the reference is absent)."""
+    from fcl_ray.dashboard import write_run_report
+
+    results = _results(0.05)
+    names = {p.name for p in write_run_report(results, tmp_path / "with", reference="fcl")}
+    assert {"table_local.md", "dice_vs_n.png", "dice_per_client.png", "paired_differences.md",
+            "paired_differences.csv", "paired_differences.png"} <= names
+    names = {p.name for p in write_run_report(results, tmp_path / "without", reference="fedca")}
+    assert "table_local.md" in names and not any(n.startswith("paired") for n in names)

@@ -6,7 +6,7 @@ import pytest
 from scipy.ndimage import binary_dilation
 
 from fcl_ray.cli import main
-from fcl_ray.config import load_config, to_dict
+from fcl_ray.config_io import load_config, to_dict
 from fcl_ray.data import load_client_volumes, patient_of
 from fcl_ray.data.split import patient_split
 from fcl_ray.data.synthetic import (contraction, es_frame, make_cine_site, make_frames,

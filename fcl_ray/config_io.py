@@ -1,0 +1,181 @@
+"""Configuration in and out: YAML file + ``--set a.b=c`` overrides -> a validated
+:class:`~fcl_ray.config.Config`, and a Config -> dict, flat dict or YAML (and back).
+
+Values are type-checked against the dataclass annotations while the Config is built; an
+unknown key or a value of the wrong type is a :class:`~fcl_ray.config.ConfigError` naming
+the key. The cross-field checks are :func:`fcl_ray.config.validate`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from fcl_ray.config import Config, ConfigError, validate
+
+
+# ----------------------------------------------------------------------------- coercion
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
+    return {type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` checked against the annotation ``tp``; raise ConfigError naming key."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+    elif origin is dict:
+        if isinstance(value, dict):
+            key_tp, value_tp = typing.get_args(tp)
+            return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}")
+                    for k, v in value.items()}
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item_tp,) = typing.get_args(tp)
+            return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        # A scalar where a list is expected: accept it as a one-element list (--set a=1).
+        return [_coerce(value, typing.get_args(tp)[0], key)]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key '{where}'; allowed keys here: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name] or {}, key)
+        else:
+            kwargs[name] = _coerce(raw[name], tp, key)
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- loading
+def set_dotted(tree: dict, key: str | list[str], value: Any, what: str = "key") -> None:
+    """``tree["a"]["b"]["c"] = value`` for the key ``"a.b.c"`` (or ``["a", "b", "c"]``),
+    making the sections on the way. A part of the way that holds a value, not a section, is
+    one ConfigError: ``<what>: 'a.b' is not a section``."""
+    keys = key.split(".") if isinstance(key, str) else list(key)
+    node = tree
+    for depth, k in enumerate(keys[:-1]):
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{what}: '{'.'.join(keys[:depth + 1])}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=c`` into (["a", "b"], value), the value read as YAML (1, 0.5, [1,2], x)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key=value, e.g. pretrain.rounds=3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def read_yaml_mapping(path: str | Path, what: str, of: str) -> dict:
+    """A YAML file that must hold a mapping; any problem is one ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}': not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} '{path}'{where}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping of {of}")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply overrides, validate, and return it."""
+    raw: dict = {} if path is None else read_yaml_mapping(path, "config file", "sections")
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_dotted(raw, keys, value, f"override '{text}'")
+    return validate(_build(Config, raw, ""))
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: the form MLflow params and Tune search spaces use."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        # Sections are non-empty string-keyed dicts; a mapping-typed value such as
+        # faults.delay_seconds ({1: 2.5}, or {}) is a leaf.
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+    """Inverse of :func:`flatten`."""
+    tree: dict = {}
+    for name, value in flat.items():
+        set_dotted(tree, name, value)
+    return tree
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(tree: dict) -> Config:
+    """Rebuild a validated Config from :func:`to_dict` output (e.g. inside a Ray actor)."""
+    return validate(_build(Config, tree, ""))

@@ -1,0 +1,164 @@
+"""The results set: per-client rows of ``results.csv``, read and checked.
+
+Inputs are ``results.csv`` files written by ``fcl-ray run`` (one row per method,
+finetune_mode, n_labeled, fold, client) or the MLflow runs of an experiment (each run logs
+its ``results.csv`` as an artifact).
+
+When several sources hold the same (method, finetune_mode, n_labeled, fold, client, seed) row,
+the one read last wins (MLflow runs are read oldest first, so a re-run replaces the old
+numbers). Rows without a ``seed`` column count as seed 0.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import pandas as pd
+
+from fcl_ray.config import FINETUNE_MODES, ConfigError
+
+RESULT_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client",
+                  "dice_mean", "dice_rv", "dice_myo", "dice_lv"]
+KEY_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client"]
+# Written by the driver (experiment.seed); results concatenated from several seeds are told
+# apart by it. Absent -> every row is seed 0.
+SEED_COLUMN = "seed"
+# Rows of the fully supervised reference (random init, every training case labeled): its N is
+# the whole training set, so it gets a column of its own ("all labels") instead of an N column.
+UPPER_BOUND = "upper_bound"
+# Row order of the paper's tables; methods not listed follow in order of appearance.
+METHOD_ORDER = ["random", "local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca", "fcl",
+                "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives", UPPER_BOUND]
+
+
+def _method_order(methods: Iterable[str]) -> list[str]:
+    seen = list(dict.fromkeys(methods))
+    return [m for m in METHOD_ORDER if m in seen] + [m for m in seen if m not in METHOD_ORDER]
+
+
+# ----------------------------------------------------------------------------- reading
+def check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Raise ConfigError (one line naming ``where``) unless ``frame`` is a usable results set."""
+    if frame.empty:
+        raise ConfigError(f"results {where}: no rows")
+    missing = [c for c in KEY_COLUMNS + ["dice_mean"] if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"results {where}: missing columns {', '.join(missing)}")
+    modes = sorted(set(frame["finetune_mode"].astype(str)) - set(FINETUNE_MODES))
+    if modes:
+        raise ConfigError(f"results {where}: unknown finetune_mode {', '.join(modes)} "
+                          f"(expected {', '.join(FINETUNE_MODES)})")
+    n = pd.to_numeric(frame["n_labeled"], errors="coerce")
+    if n.isna().any() or (n != n.round()).any():
+        raise ConfigError(f"results {where}: n_labeled must be whole numbers")
+    frame = frame.copy()
+    frame["n_labeled"] = n.astype(int)
+    frame["method"] = frame["method"].astype(str)
+    if SEED_COLUMN in frame.columns:
+        seed = pd.to_numeric(frame[SEED_COLUMN], errors="coerce")
+        if seed.isna().any() or (seed != seed.round()).any():
+            raise ConfigError(f"results {where}: seed must be whole numbers")
+        frame[SEED_COLUMN] = seed.astype(int)
+    return frame
+
+
+def with_seed(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with a whole-number seed column (0 where a source had none)."""
+    results = results.copy()
+    if SEED_COLUMN not in results.columns:
+        results[SEED_COLUMN] = 0
+    results[SEED_COLUMN] = results[SEED_COLUMN].fillna(0).astype(int)
+    return results
+
+
+def read_results_csv(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    if not path.is_file():
+        raise ConfigError(f"results file '{path}': not found")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"results file '{path}': is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ConfigError(f"results file '{path}': not a CSV ({str(err).splitlines()[0]})") from None
+    return check_results(frame, f"file '{path}'")
+
+
+def read_mlflow_results(experiment: str, tracking_uri: Optional[str] = None) -> list[tuple[str, pd.DataFrame]]:
+    """The ``results.csv`` artifact of every run of an MLflow experiment (name or id), oldest
+    run first, as (label, frame) pairs."""
+    import os
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from fcl_ray.tracking import DEFAULT_URI
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"'{experiment}' is neither a results file nor an MLflow experiment "
+                          f"(no MLflow store at {uri})")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None and experiment.isdigit():
+        try:
+            exp = client.get_experiment(experiment)
+        except mlflow.exceptions.MlflowException:
+            exp = None
+    if exp is None:
+        raise ConfigError(f"'{experiment}' is neither a results file nor an MLflow experiment "
+                          f"at {uri}")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
+                              max_results=10000)
+    frames = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:
+            if "results.csv" not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+                continue
+            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                        artifact_path="results.csv",
+                                                        dst_path=f"{tmp}/{run.info.run_id}",
+                                                        tracking_uri=uri)
+            label = f"run {run.info.run_id} of MLflow experiment '{experiment}'"
+            frames.append((label, check_results(pd.read_csv(local), label)))
+    if not frames:
+        raise ConfigError(f"MLflow experiment '{experiment}' at {uri}: no run has a "
+                          f"results.csv artifact ({len(runs)} runs)")
+    return frames
+
+
+def load_results(sources: Sequence[str], tracking_uri: Optional[str] = None) -> pd.DataFrame:
+    """One results set from results.csv files, run folders and/or MLflow experiment names.
+
+    Sources must agree on their Dice columns (e.g. not ACDC's rv/myo/lv mixed with a
+    single-structure dataset). Duplicate rows: the last source read wins; how many were
+    dropped is in ``frame.attrs['duplicates_dropped']``.
+    """
+    if not sources:
+        raise ConfigError("report: no results given")
+    pieces: list[tuple[str, pd.DataFrame]] = []
+    for source in sources:
+        path = Path(source)
+        if path.exists() or source.endswith(".csv"):
+            pieces.append((f"file '{source}'", read_results_csv(path)))
+        else:
+            pieces.extend(read_mlflow_results(source, tracking_uri))
+    first_label, first = pieces[0]
+    dice_first = sorted(c for c in first.columns if c.startswith("dice_"))
+    for label, frame in pieces[1:]:
+        dice = sorted(c for c in frame.columns if c.startswith("dice_"))
+        if dice != dice_first:
+            raise ConfigError(f"results do not match: {first_label} has {', '.join(dice_first)} "
+                              f"but {label} has {', '.join(dice)}")
+    results = pd.concat([f for _, f in pieces], ignore_index=True)
+    if SEED_COLUMN in results.columns:     # a source without seeds is seed 0 (not NaN)
+        results = with_seed(results)
+    before = len(results)
+    keys = KEY_COLUMNS + ([SEED_COLUMN] if SEED_COLUMN in results.columns else [])
+    results = results.drop_duplicates(keys, keep="last").reset_index(drop=True)
+    results.attrs["duplicates_dropped"] = before - len(results)
+    return results
+

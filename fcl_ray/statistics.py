@@ -1,0 +1,180 @@
+"""Paired statistics of a results set (pure: pandas, NumPy, SciPy; no Ray, no plotting).
+
+``paired_differences`` compares a reference method (FCL by default) with each other method on
+the units both were run on (client, fold, seed): mean difference, a bootstrap 95 % CI and a
+Wilcoxon signed-rank p-value per fine-tuning mode and N, and the client-level (two-stage)
+bootstrap CI and p. ``client_means`` is the per-client value the paper's tables average.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fcl_ray.config import FINETUNE_MODES, ConfigError
+from fcl_ray.results import SEED_COLUMN, UPPER_BOUND, _method_order, with_seed
+
+
+def client_means(results: pd.DataFrame, metric: str = "dice_mean") -> pd.DataFrame:
+    """One value per (method, mode, N, client): the metric averaged over folds (and seeds)."""
+    if metric not in results.columns:
+        have = ", ".join(c for c in results.columns if c.startswith("dice_"))
+        raise ConfigError(f"report: metric '{metric}' not in the results (have {have})")
+    return (results.groupby(["method", "finetune_mode", "n_labeled", "client"])[metric]
+            .mean().reset_index())
+
+
+# ----------------------------------------------------------------------------- paired statistics
+UNIT_COLUMNS = ["client", "fold", SEED_COLUMN]
+PAIRED_COLUMNS = ["finetune_mode", "n_labeled", "reference", "method", "n_pairs",
+                  "reference_mean", "method_mean", "mean_diff", "ci_low", "ci_high", "p_value",
+                  "n_clients", "client_ci_low", "client_ci_high", "client_p_value"]
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+# Differences are rounded before the test so that float noise (1e-17) is not a "difference".
+_DIFF_DECIMALS = 12
+
+
+def bootstrap_ci(diffs: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``diffs`` (units resampled with replacement).
+
+    A fresh Generator per call, so a row's interval does not depend on the rows before it.
+    """
+    diffs = np.asarray(diffs, dtype=float)
+    if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
+        return float(diffs[0]), float(diffs[0])     # every resample has the same mean
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def client_bootstrap(diffs: np.ndarray, clients: np.ndarray,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """Two-stage (cluster) bootstrap of the mean difference: resample clients with
+    replacement, then each drawn client's units (folds, seeds) with replacement.
+
+    The folds of one client share its patients and its scanner, so they are not independent
+    units; this interval respects that, and is wider than :func:`bootstrap_ci` when clients
+    differ. Returns (low, high, p): p is the two-sided bootstrap p-value, twice the smaller
+    share of resampled means on either side of 0 (at least 1/resamples). With few clients
+    the resampled means take few distinct values, so read it as coarse.
+    """
+    diffs, clients = np.asarray(diffs, dtype=float), np.asarray(clients)
+    if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
+        return float(diffs[0]), float(diffs[0]), (1.0 if diffs[0] == 0 else float("nan"))
+    groups = [diffs[clients == c] for c in np.unique(clients)]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(groups), size=(resamples, len(groups)))
+    means = np.empty(resamples)
+    for r in range(resamples):   # unequal group sizes: one resample at a time (10k: ~0.1 s)
+        drawn = [groups[g] for g in picks[r]]
+        means[r] = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in drawn]).mean()
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    share = min(np.mean(means <= 0), np.mean(means >= 0))
+    return float(low), float(high), float(min(1.0, max(2 * share, 1 / resamples)))
+
+
+def wilcoxon_p(diffs: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences.
+
+    zero_method='pratt': zero differences keep their place in the ranking (then are dropped),
+    which is more conservative than discarding them first ('wilcox'). All differences zero ->
+    1.0 (no evidence of any difference); a single pair -> NaN (no test is possible).
+    """
+    from scipy.stats import wilcoxon
+
+    diffs = np.round(np.asarray(diffs, dtype=float), _DIFF_DECIMALS)
+    if len(diffs) < 2:
+        return float("nan")
+    if np.all(diffs == 0):
+        return 1.0
+    return float(wilcoxon(diffs, zero_method="pratt").pvalue)
+
+
+def _units_text(units: pd.DataFrame, limit: int = 3) -> str:
+    shown = [f"(client {c}, fold {f}, seed {s})" for c, f, s in
+             units[UNIT_COLUMNS].itertuples(index=False)][:limit]
+    more = f" and {len(units) - limit} more" if len(units) > limit else ""
+    return ", ".join(shown) + more
+
+
+def paired_differences(results: pd.DataFrame, reference: str = "fcl",
+                       metric: str = "dice_mean") -> pd.DataFrame:
+    """Reference minus each other method, paired over (client, fold, seed), per mode and N.
+
+    Columns: ``PAIRED_COLUMNS``. mean_diff > 0 means the reference is better. The CI is a
+    percentile bootstrap (``BOOTSTRAP_RESAMPLES`` resamples of the units, fixed seed, so the
+    table is reproducible) that treats units as independent, although the folds of one
+    client share its patients; p_value: see ``wilcoxon_p``. The ``client_*`` columns resample
+    clients, then their folds (:func:`client_bootstrap`): the interval to quote. ``upper_bound`` rows are left
+    out (their N is the whole training set). A (mode, N) that one of the two methods was not
+    run at is not compared; those settings are listed in ``table.attrs['not_compared']``.
+    A unit run by one method and not by the other raises ConfigError naming it.
+    """
+    client_means(results, metric)                   # validates the metric
+    if reference == UPPER_BOUND:
+        raise ConfigError(f"report: --reference {UPPER_BOUND} cannot be compared pairwise "
+                          f"(its N is the whole training set)")
+    results = with_seed(results)
+    results = results[results["method"] != UPPER_BOUND]
+    methods = _method_order(results["method"])
+    if reference not in methods:
+        raise ConfigError(f"report: reference method '{reference}' not in the results "
+                          f"(methods: {', '.join(methods) or 'none'})")
+    rows, not_compared = [], []
+    for mode in [m for m in FINETUNE_MODES if m in set(results["finetune_mode"])]:
+        in_mode = results[results["finetune_mode"] == mode]
+        for n in sorted(in_mode["n_labeled"].unique()):
+            setting = in_mode[in_mode["n_labeled"] == n]
+            ref = setting[setting["method"] == reference].set_index(UNIT_COLUMNS)[metric]
+            for method in methods:
+                if method == reference:
+                    continue
+                other = setting[setting["method"] == method].set_index(UNIT_COLUMNS)[metric]
+                if ref.empty or other.empty:
+                    if not (ref.empty and other.empty):
+                        absent = reference if ref.empty else method
+                        not_compared.append(f"{method} at {mode} N={n} ({absent} has no rows)")
+                    continue
+                _check_same_units(ref, other, reference, method, mode, n)
+                other = other.reindex(ref.index)
+                diffs = (ref - other).to_numpy(float)
+                low, high = bootstrap_ci(diffs)
+                clients = ref.index.get_level_values("client").to_numpy()
+                c_low, c_high, c_p = client_bootstrap(diffs, clients)
+                rows.append({"finetune_mode": mode, "n_labeled": int(n), "reference": reference,
+                             "method": method, "n_pairs": len(diffs),
+                             "reference_mean": float(ref.mean()),
+                             "method_mean": float(other.mean()),
+                             "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
+                             "p_value": wilcoxon_p(diffs),
+                             "n_clients": len(set(clients.tolist())), "client_ci_low": c_low,
+                             "client_ci_high": c_high, "client_p_value": c_p})
+    table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    table.attrs["not_compared"] = not_compared
+    table.attrs["metric"] = metric
+    return table
+
+
+def _check_same_units(ref: pd.Series, other: pd.Series, reference: str, method: str,
+                      mode: str, n: int) -> None:
+    """ConfigError unless both methods were run on the same (client, fold, seed) units."""
+    for name, values in ((reference, ref), (method, other)):
+        twice = values.index[values.index.duplicated()]
+        if len(twice):
+            raise ConfigError(f"report: {name} has several rows for {mode} N={n} "
+                              f"{_units_text(twice.to_frame(index=False))}")
+    only_ref = ref.index.difference(other.index)
+    only_other = other.index.difference(ref.index)
+    if len(only_ref) or len(only_other):
+        parts = []
+        if len(only_ref):
+            parts.append(f"{method} lacks {_units_text(only_ref.to_frame(index=False))}")
+        if len(only_other):
+            parts.append(f"{reference} lacks {_units_text(only_other.to_frame(index=False))}")
+        raise ConfigError(f"report: unpaired results for {method} vs {reference} at {mode} "
+                          f"N={n}: {'; '.join(parts)}")
