@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from fcl_ray.config import load_config, to_dict
+from fcl_ray.config_io import load_config, to_dict
 from fcl_ray.federation.site import ClientSite
 from fcl_ray.methods.evaluate import mean_dice
 from fcl_ray.methods.messages import ALL_LABELED
