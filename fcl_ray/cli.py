@@ -78,6 +78,10 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reference", default=None, metavar="METHOD",
                         help="method the others are compared with, paired over client, fold "
                              "and seed (default: fcl, skipped with a note when absent)")
+    report.add_argument("--pairs", choices=["all", "common"], default="all",
+                        help="all: every method must have the reference's (client, fold, seed) "
+                             "units (else exit 2); common: pair each method with the reference "
+                             "on the units both ran (a grid with fewer folds for some methods)")
     report.add_argument("--tracking-uri", default=None, help="MLflow store for experiment "
                         "names (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
@@ -256,7 +260,7 @@ def _report(args) -> int:
     if args.reference is None and reference not in set(results["method"]):
         note = f"note: no '{reference}' rows, paired statistics skipped (choose --reference)"
     else:   # an explicit reference that is missing is an error (exit 2)
-        paired = paired_differences(results, reference, args.metric)
+        paired = paired_differences(results, reference, args.metric, args.pairs)
         note = None if not paired.empty else (
             f"note: no method shares a setting with '{reference}' ({UPPER_BOUND} aside), "
             f"paired statistics skipped")

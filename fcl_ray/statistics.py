@@ -103,7 +103,7 @@ def _units_text(units: pd.DataFrame, limit: int = 3) -> str:
 
 
 def paired_differences(results: pd.DataFrame, reference: str = "fcl",
-                       metric: str = "dice_mean") -> pd.DataFrame:
+                       metric: str = "dice_mean", pairs: str = "all") -> pd.DataFrame:
     """Reference minus each other method, paired over (client, fold, seed), per mode and N.
 
     Columns: ``PAIRED_COLUMNS``. mean_diff > 0 means the reference is better. The CI is a
@@ -113,8 +113,12 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
     clients, then their folds (:func:`client_bootstrap`): the interval to quote. ``upper_bound`` rows are left
     out (their N is the whole training set). A (mode, N) that one of the two methods was not
     run at is not compared; those settings are listed in ``table.attrs['not_compared']``.
-    A unit run by one method and not by the other raises ConfigError naming it.
+    ``pairs="all"``: a unit run by one method and not by the other raises ConfigError naming
+    it. ``pairs="common"``: each method is paired with the reference on the units both ran
+    (a grid that ran some methods on fewer folds); ``n_pairs`` says how many.
     """
+    if pairs not in ("all", "common"):
+        raise ConfigError(f"report: pairs must be 'all' or 'common', got {pairs!r}")
     client_means(results, metric)                   # validates the metric
     if reference == UPPER_BOUND:
         raise ConfigError(f"report: --reference {UPPER_BOUND} cannot be compared pairwise "
@@ -140,15 +144,24 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
                         absent = reference if ref.empty else method
                         not_compared.append(f"{method} at {mode} N={n} ({absent} has no rows)")
                     continue
-                _check_same_units(ref, other, reference, method, mode, n)
-                other = other.reindex(ref.index)
-                diffs = (ref - other).to_numpy(float)
+                if pairs == "common":   # duplicates are still refused; unmatched units dropped
+                    _check_unique(ref, reference, mode, n)
+                    _check_unique(other, method, mode, n)
+                    shared = ref.index.intersection(other.index)
+                    if shared.empty:
+                        not_compared.append(f"{method} at {mode} N={n} (no unit in common)")
+                        continue
+                    ref_units, other = ref.reindex(shared), other.reindex(shared)
+                else:
+                    _check_same_units(ref, other, reference, method, mode, n)
+                    ref_units, other = ref, other.reindex(ref.index)
+                diffs = (ref_units - other).to_numpy(float)
                 low, high = bootstrap_ci(diffs)
-                clients = ref.index.get_level_values("client").to_numpy()
+                clients = ref_units.index.get_level_values("client").to_numpy()
                 c_low, c_high, c_p = client_bootstrap(diffs, clients)
                 rows.append({"finetune_mode": mode, "n_labeled": int(n), "reference": reference,
                              "method": method, "n_pairs": len(diffs),
-                             "reference_mean": float(ref.mean()),
+                             "reference_mean": float(ref_units.mean()),
                              "method_mean": float(other.mean()),
                              "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
                              "p_value": wilcoxon_p(diffs),
@@ -160,14 +173,19 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
     return table
 
 
+def _check_unique(values: pd.Series, name: str, mode: str, n: int) -> None:
+    """ConfigError if method ``name`` has several rows for one (client, fold, seed) unit."""
+    twice = values.index[values.index.duplicated()]
+    if len(twice):
+        raise ConfigError(f"report: {name} has several rows for {mode} N={n} "
+                          f"{_units_text(twice.to_frame(index=False))}")
+
+
 def _check_same_units(ref: pd.Series, other: pd.Series, reference: str, method: str,
                       mode: str, n: int) -> None:
     """ConfigError unless both methods were run on the same (client, fold, seed) units."""
-    for name, values in ((reference, ref), (method, other)):
-        twice = values.index[values.index.duplicated()]
-        if len(twice):
-            raise ConfigError(f"report: {name} has several rows for {mode} N={n} "
-                              f"{_units_text(twice.to_frame(index=False))}")
+    _check_unique(ref, reference, mode, n)
+    _check_unique(other, method, mode, n)
     only_ref = ref.index.difference(other.index)
     only_other = other.index.difference(ref.index)
     if len(only_ref) or len(only_other):

@@ -149,6 +149,29 @@ def test_a_missing_pair_is_named():
         paired_differences(twice)
 
 
+def test_common_pairs_use_the_units_both_methods_ran():
+    """A grid that ran one method on fewer folds: pairs="common" pairs it on its folds only
+    (the reference's mean over those units too); the default still refuses."""
+    diffs = np.where(np.array([fold for _, fold, _ in _units()]) == 0, 0.02, 0.2)
+    results = _results(diffs)
+    fold0_only = results[~((results.method == "random") & (results.fold == 1))]
+    with pytest.raises(ConfigError, match="unpaired results"):
+        paired_differences(fold0_only)
+    row = _row(paired_differences(fold0_only, pairs="common"))
+    assert row.n_pairs == 3 and row.mean_diff == pytest.approx(0.02)
+    fcl_fold0 = results[(results.method == "fcl") & (results.fold == 0)].dice_mean.mean()
+    assert row.reference_mean == pytest.approx(fcl_fold0)
+    # Nothing in common: listed as not compared, no row.
+    disjoint = results[~((results.method == "random") & (results.fold == 1))
+                       & ~((results.method == "fcl") & (results.fold == 0))]
+    table = paired_differences(disjoint, pairs="common")
+    assert table.empty and "no unit in common" in table.attrs["not_compared"][0]
+    # Duplicates are refused either way.
+    twice = pd.concat([fold0_only, fold0_only[fold0_only.method == "random"].iloc[[0]]])
+    with pytest.raises(ConfigError, match="random has several rows"):
+        paired_differences(twice, pairs="common")
+
+
 def test_a_setting_one_method_was_not_run_at_is_listed_not_compared():
     results = pd.concat([_results(0.05, n=1), _results(0.05, n=2)], ignore_index=True)
     results = results[~((results.method == "random") & (results.n_labeled == 2))]
