@@ -144,9 +144,9 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
                         absent = reference if ref.empty else method
                         not_compared.append(f"{method} at {mode} N={n} ({absent} has no rows)")
                     continue
-                if pairs == "common":   # duplicates are still refused; unmatched units dropped
-                    _check_unique(ref, reference, mode, n)
-                    _check_unique(other, method, mode, n)
+                _check_unique(ref, reference, mode, n)
+                _check_unique(other, method, mode, n)
+                if pairs == "common":   # units only one of the two ran are left out
                     shared = ref.index.intersection(other.index)
                     if shared.empty:
                         not_compared.append(f"{method} at {mode} N={n} (no unit in common)")
@@ -183,9 +183,8 @@ def _check_unique(values: pd.Series, name: str, mode: str, n: int) -> None:
 
 def _check_same_units(ref: pd.Series, other: pd.Series, reference: str, method: str,
                       mode: str, n: int) -> None:
-    """ConfigError unless both methods were run on the same (client, fold, seed) units."""
-    _check_unique(ref, reference, mode, n)
-    _check_unique(other, method, mode, n)
+    """ConfigError unless both methods were run on the same (client, fold, seed) units
+    (each already checked to have one row per unit)."""
     only_ref = ref.index.difference(other.index)
     only_other = other.index.difference(ref.index)
     if len(only_ref) or len(only_other):
