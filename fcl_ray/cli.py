@@ -116,6 +116,13 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--name", default="bench_cpu", help="file name stem of the outputs")
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="change the workload, e.g. data.image_size=96")
+    bench.add_argument("--scale", action="store_true", help="many logical clients instead: "
+                       "pre-training round time split, bytes and memory per client, with and "
+                       "without sampling (e.g. --clients 16,64,256 --local-steps 2) -> JSON + .md")
+    bench.add_argument("--client-actors", type=int, default=4, help="--scale: host processes "
+                       "(federation.clients_per_actor = C / this)")
+    bench.add_argument("--clients-per-round", type=int, default=16,
+                       help="--scale: clients sampled per round in the sampled rows")
     for command in (run, show, report, data, check, sweep, bench):
         _add_log_flags(command, default=argparse.SUPPRESS)
     return parser
@@ -148,6 +155,8 @@ def _bench(args) -> int:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        return _bench_scale(args, clients, steps, out)
     table = pd.concat([run_bench(clients, s, args.rounds, args.overrides, log=progress,
                                  process_start=process_start if i == 0 else None)
                        for i, s in enumerate(steps)], ignore_index=True)
@@ -160,6 +169,36 @@ def _bench(args) -> int:
         + to_markdown(table.round(3).set_index("clients"), "clients"))
     print(table.round(3).to_string(index=False))
     print(f"written: {out / (args.name + '.csv')}, .png, .md")
+    return 0
+
+
+def _bench_scale(args, clients: list[int], steps: list[int], out: Path) -> int:
+    """``fcl-ray bench --scale``: rows of :func:`fcl_ray.federation.scale.run_scale` per
+    local-steps value, their ratios, JSON + markdown (+ PNG)."""
+    import json
+    import platform
+    import shlex
+
+    from fcl_ray.federation.scale import plot_scale, run_scale, scale_markdown, scale_summary
+
+    for flag, value in (("--client-actors", args.client_actors),
+                        ("--clients-per-round", args.clients_per_round)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1")
+    rows = [row for s in steps for row in run_scale(clients, args.client_actors,
+                                                    args.clients_per_round, s, args.rounds,
+                                                    args.overrides, log=progress)]
+    summary = scale_summary(rows, args.clients_per_round)
+    command = "fcl-ray " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    machine = (f"{platform.node()} ({os.cpu_count()} CPUs, "
+               f"torch {__import__('torch').__version__})")
+    (out / f"{args.name}.json").write_text(json.dumps(
+        {"command": command, "machine": machine, "summary": summary, "rows": rows},
+        indent=1, default=float) + "\n")
+    (out / f"{args.name}.md").write_text(scale_markdown(rows, summary, command, machine))
+    plot_scale(rows, out / f"{args.name}.png")
+    print(json.dumps(summary, indent=1))
+    print(f"written: {out / (args.name + '.json')}, .md, .png")
     return 0
 
 

@@ -7,12 +7,14 @@ from fcl_ray.federation.bench import MEASURED_ACTORS, run_bench, seconds_since_p
 pytestmark = pytest.mark.integration
 
 
+TINY_WORKLOAD = ["data.image_size=32", "model.features=[8,8,16,16,16,8]",
+                 "data.cases_per_client=4", "data.folds=2", "data.slices_min=4",
+                 "data.slices_max=5", "data.partitions=2", "finetune.n_labeled=[1]"]
+
+
 def test_bench_reports_every_figure(ray_session):
     table = run_bench([2], local_steps=1, rounds=1, log=lambda line: None,
-                      overrides=["data.image_size=32", "model.features=[8,8,16,16,16,8]",
-                                 "data.cases_per_client=4", "data.folds=2",
-                                 "data.slices_min=4", "data.slices_max=5", "data.partitions=2",
-                                 "finetune.n_labeled=[1]"])
+                      overrides=TINY_WORKLOAD)
     row = table.iloc[0]
     assert row.clients == 2 and row.slots == 2
     for column in ("pretrain_round_s", "pretrain_reference_s", "finetune_round_s",
@@ -30,3 +32,20 @@ def test_bench_reports_every_figure(ray_session):
 
 def test_process_age_is_positive():
     assert 0 < seconds_since_process_start() < 24 * 3600
+
+
+def test_scale_bench_splits_rounds_and_samples_clients(ray_session):
+    from fcl_ray.federation.scale import run_scale
+
+    rows = run_scale([4], client_actors=2, clients_per_round=2, local_steps=1, rounds=1,
+                     log=lambda line: None, overrides=TINY_WORKLOAD)
+    everyone, sampled = rows
+    assert (everyone["clients_per_round"], sampled["clients_per_round"]) == (4, 2)
+    assert everyone["client_actors"] == sampled["client_actors"] == 2
+    assert everyone["participants"] == 4 and sampled["participants"] == 2
+    for row in rows:
+        parts = row["compute_s"] + row["exchange_s"] + row["aggregation_s"] + row["waiting_s"]
+        assert row["compute_s"] > 0 and parts == pytest.approx(row["round_s"], rel=1e-6)
+        assert row["received_mb_per_client"] > 0 and row["sent_mb_per_client"] > 0
+        # two host processes hold the four clients: a client's share is below a host's peak
+        assert 0 < row["memory_mb_per_client"] < min(row["host_peak_mb"])

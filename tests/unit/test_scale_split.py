@@ -1,0 +1,26 @@
+"""The scale bench's round split (fcl_ray.federation.scale): pure bookkeeping, no Ray."""
+import pytest
+
+from fcl_ray.federation.scale import critical_path, scale_summary
+
+
+def test_the_busiest_host_sets_the_split():
+    stats = {"round_seconds": 10.0, "aggregate_seconds": 0.5, "clients": [
+        {"client": 0, "compute_seconds": 2.0, "exchange_seconds": 0.5},
+        {"client": 1, "compute_seconds": 3.0, "exchange_seconds": 0.5},   # host A: 6.0
+        {"client": 2, "compute_seconds": 4.0, "exchange_seconds": 1.0}]}  # host B: 5.0
+    split = critical_path(stats, {0: "A", 1: "A", 2: "B"})
+    assert split == pytest.approx({"compute_s": 5.0, "exchange_s": 1.0, "aggregation_s": 0.5,
+                                   "waiting_s": 3.5, "busiest_host_clients": 2})
+
+
+def test_summary_ratios_use_the_smallest_and_largest_client_counts():
+    rows = [{"clients": 16, "clients_per_round": 16, "round_s": 2.0},
+            {"clients": 64, "clients_per_round": 64, "round_s": 8.0},
+            {"clients": 64, "clients_per_round": 16, "round_s": 2.2}]
+    summary = scale_summary(rows, clients_per_round=16)
+    # C=16 with 16 per round is all clients: the first point of both curves
+    assert summary["sampled_clients"] == [16, 64] and summary["all_clients_clients"] == [16, 64]
+    assert summary["sampled_round_ratio"] == pytest.approx(1.1)
+    assert summary["all_clients_round_ratio"] == pytest.approx(4.0)
+    assert summary["all_clients_clients_ratio"] == 4.0
