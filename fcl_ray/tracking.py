@@ -16,6 +16,7 @@ model-training experiment kind. MLflow 3's UI still opens on its GenAI view in a
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shlex
@@ -248,6 +249,52 @@ class MlflowTracker(NullTracker):
         # run of a trial that Tune stopped early KILLED, before the trial's own code notices.
         ended = self.mlflow.MlflowClient(self.client_uri).get_run(self.run_id).info.status
         self.mlflow.end_run(status=status if ended == "RUNNING" else ended)
+
+
+# The run an output folder's experiment is tracked in, for ``--resume`` to continue it.
+RUN_RECORD = "mlflow_run.json"
+
+
+def remember_run(out_dir: str | Path, tracker: NullTracker) -> None:
+    """Write ``<out_dir>/mlflow_run.json`` (store and run id) so that a resume of this
+    output folder continues the same MLflow run. Atomic; nothing when tracking is off."""
+    if tracker.run_id is None:
+        return
+    path = Path(out_dir) / RUN_RECORD
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"tracking_uri": redact(tracker.client_uri),
+                               "run_id": tracker.run_id}) + "\n")
+    os.replace(tmp, path)
+
+
+def run_to_continue(cfg: Config) -> Optional[str]:
+    """The MLflow run a resumed ``fcl-ray run`` continues: the one recorded in the output
+    folder by :func:`remember_run`, if it is in the same store and experiment and not
+    deleted; else None (a new run). A driver killed with SIGKILL never ended its run (it
+    stays RUNNING forever); continuing it ends it properly and keeps one metric history
+    per experiment, as a resumed sweep trial does."""
+    path = Path(cfg.experiment.output_dir) / RUN_RECORD
+    if not cfg.tracking.enabled or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        uri, run_id = record["tracking_uri"], record["run_id"]
+    except (ValueError, KeyError, TypeError):   # unreadable: start a new run, as before
+        return None
+    if uri != redact(resolve_uri(cfg)):
+        return None
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_uri(cfg))
+    try:
+        run = client.get_run(run_id)
+    except Exception:   # noqa: BLE001  (not in this store any more)
+        return None
+    experiment = client.get_experiment(run.info.experiment_id)
+    wanted = cfg.tracking.experiment or cfg.experiment.name
+    if run.info.lifecycle_stage != "active" or experiment.name != wanted:
+        return None
+    return run_id
 
 
 def make_tracker(cfg: Config, tags: Optional[dict[str, Any]] = None,

@@ -195,6 +195,10 @@ class Coordinator:
                          "participants": [u.client for u in updates],
                          "dropped": {str(k): v for k, v in dropped.items()},
                          "retries": len(attempts) - 1,
+                         # Who was left out of each attempt that had to be retried (a late
+                         # straggler there may answer the retry): else lost from the record.
+                         "dropped_retried": [{str(k): v for k, v in d.items()}
+                                             for d in attempts[:-1]],
                          "aggregate_seconds": time.perf_counter() - start}
 
     @staticmethod

@@ -25,7 +25,8 @@ from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import has_pretraining
 from fcl_ray.results import RESULT_COLUMNS, UPPER_BOUND
-from fcl_ray.tracking import TrackingContext, make_tracker, method_rows
+from fcl_ray.tracking import (TrackingContext, make_tracker, method_rows,
+                              remember_run, run_to_continue)
 
 Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
 
@@ -66,11 +67,17 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     if cfg.finetune.encoder:   # fine-tune from an MLflow model; a bad URI stops here (exit 2)
         from fcl_ray.encoders import load_encoder
         given = load_encoder(cfg)
+    tracking_context = tracking_context or TrackingContext()
+    if resume and tracking_context.run_id is None and tracking_context.parent_run_id is None:
+        # A standalone run resumed: continue its MLflow run (left RUNNING by a SIGKILL, or
+        # FAILED/KILLED), so the rounds before and after the interruption are one history.
+        tracking_context.run_id = run_to_continue(cfg)
     tracker = make_tracker(cfg, tags={"methods": ",".join(cfg.pretrain.methods),
                                       "finetune_modes": ",".join(cfg.finetune.modes),
                                       "n_labeled": ",".join(map(str, cfg.finetune.n_labeled)),
                                       "seed": cfg.experiment.seed, "resumed": resume},
                            context=tracking_context)
+    remember_run(out_dir, tracker)
     tracker.log_artifact(out_dir / "config.yaml")
     log_dataset_early(cfg, tracker, log)
     wall = time.perf_counter()
@@ -182,6 +189,10 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
         for c in m["clients"]:
             log(f"  round {r + 1}/{p.rounds} client {c['client']} "
                 f"loss {c['loss']:.4f} {c['seconds']:.1f}s" + _health_text(c))
+        for attempt, dropped in enumerate(m["dropped_retried"], 1):
+            for client, reason in dropped.items():
+                log(f"  round {r + 1}/{p.rounds} attempt {attempt} (retried): client {client} "
+                    f"left out: {reason}")
         for client, reason in m["dropped"].items():
             log(f"  round {r + 1}/{p.rounds} client {client} left out: {reason}")
         mb = (m["bytes_weights"] + m["bytes_features"]) / 1e6
@@ -195,7 +206,7 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
         _append_jsonl(Path(cfg.experiment.output_dir) / "rounds.jsonl",
                       {"method": method, "fold": fold,
                        **{k: m[k] for k in ("round", "sampled", "participants", "dropped",
-                                            "retries", "bytes_per_client",
+                                            "retries", "dropped_retried", "bytes_per_client",
                                             "bytes_sent_per_client", "bytes_received_per_client",
                                             "bytes_pool", "round_seconds")},
                        "health": {str(c["client"]): client_health(c) for c in m["clients"]}})
