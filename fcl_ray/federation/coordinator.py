@@ -36,7 +36,7 @@ from fcl_ray.federation.strategy import (SharedFeatures, Strategy, generator_sta
                                          participant_generator, restore_generator,
                                          sample_participants)
 from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
-from fcl_ray.methods.messages import ALL_LABELED, ClientUpdate, Contract
+from fcl_ray.methods.messages import ALL_LABELED, ClientNotReady, ClientUpdate, Contract
 
 
 def _queue_weight(n_labeled: int) -> float:
@@ -161,6 +161,10 @@ class Coordinator:
                 dropped[cid] = "died"
                 self.rejoins.died(cid)
             except RayTaskError as err:
+                if isinstance(err.cause, ClientNotReady):   # died between rounds, restarted
+                    dropped[cid] = "died"
+                    self.rejoins.died(cid)
+                    continue
                 dropped[cid] = f"failed: {str(err.cause).splitlines()[0][:200]}"
         updates, rejected = self.strategy.select(answers)
         dropped.update(rejected)
@@ -243,12 +247,15 @@ class Coordinator:
         if self.store is None or self.round_index % every:
             return
         path = self.store.round_dir(self.phase, self.round_index)
-        saves = [self.clients[cid].save_state.remote(self.store.url, path)
-                 for cid in range(len(self.clients)) if cid not in self.rejoins.waiting]
-        for save in saves:
+        saves = {cid: self.clients[cid].save_state.remote(self.store.url, path)
+                 for cid in range(len(self.clients)) if cid not in self.rejoins.waiting}
+        for cid, save in saves.items():
             try:
                 ray.get(save)
             except RayTaskError as err:   # a save that fails would make resuming inexact
+                if isinstance(err.cause, ClientNotReady):   # restarted since the round: it
+                    self.rejoins.died(cid)                  # has nothing to save; rebuild it
+                    continue
                 raise FederationError(f"checkpoint of round {self.round_index} failed: "
                                       f"{str(err.cause).splitlines()[0]}") from None
             except RayActorError:         # died since the round: it restarts from the

@@ -27,7 +27,7 @@ from fcl_ray.data.split import patient_split  # noqa: E402
 from fcl_ray.methods.evaluate import dice_per_volume, mean_dice, summarise_dice  # noqa: E402
 from fcl_ray.methods.finetune import (SegmentationTrainer, init_unet,  # noqa: E402
                                       train_to_convergence)
-from fcl_ray.methods.messages import ALL_LABELED, ClientUpdate  # noqa: E402
+from fcl_ray.methods.messages import ALL_LABELED, ClientNotReady, ClientUpdate  # noqa: E402
 from fcl_ray.methods import get_method_class  # noqa: E402
 from fcl_ray.federation.process_memory import peak_resident_mb, resident_mb  # noqa: E402
 
@@ -169,6 +169,9 @@ class ClientSite:
         ``round_index``: the federation's round (1-based; default: this client's own count),
         which picks the health rounds and seeds the remote sample."""
         start = time.perf_counter()
+        if self.method is None:
+            raise ClientNotReady(f"client {self.client_id} has no pre-training method: its "
+                                 f"process restarted since the phase's set-up")
         method = self.method
         self.pretrain_rounds += 1
         round_index = round_index or self.pretrain_rounds
@@ -214,6 +217,9 @@ class ClientSite:
         """Write this client's pre-training state into a round checkpoint."""
         from fcl_ray.federation.checkpoint import CheckpointStore   # fsspec: only when used
 
+        if self.method is None:
+            raise ClientNotReady(f"client {self.client_id} has no pre-training state to save: "
+                                 f"its process restarted since the phase's set-up")
         CheckpointStore(store_root).save(f"{path}/client-{self.client_id}.pt",
                                          self.method.checkpoint_state())
 
@@ -326,6 +332,9 @@ class ClientSite:
                 "feature_dim": None, "federated": True}
 
     def finetune_round(self, global_weights: Optional[np.ndarray]) -> ClientUpdate:
+        if self.trainer is None or self.ft_weights is None:
+            raise ClientNotReady(f"client {self.client_id} has no fine-tuning U-Net: its "
+                                 f"process restarted since the phase's set-up")
         if global_weights is not None:
             self.ft_weights.load(global_weights)
         compute_start = time.perf_counter()

@@ -21,6 +21,12 @@ class MessageError(ValueError):
     """An update that breaks the message contract."""
 
 
+class ClientNotReady(RuntimeError):
+    """A round call reached a client that was never set up for the current phase: Ray
+    restarted its process after the phase's set-up call (it died between two rounds, so no
+    round call saw it die). The coordinator rebuilds it like a client that died mid-round."""
+
+
 @dataclass
 class ClientUpdate:
     client: int

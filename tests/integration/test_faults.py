@@ -71,6 +71,32 @@ def test_client_killed_mid_round_is_dropped_then_rejoins(ray_session, tiny_overr
     assert len(results) == 2 * 2 and results["dice_mean"].notna().all()
 
 
+def test_client_killed_between_rounds_is_rebuilt_and_rejoins(ray_session, tiny_overrides):
+    # The process dies and Ray restarts it before the next round's call: no call sees the
+    # death, the call reaches a fresh, un-set-up client (ClientNotReady), which must be
+    # rebuilt like a client that died mid-round, not fail every round from then on.
+    cfg = _cfg(tiny_overrides, "pretrain.rounds=8", "faults.delay_seconds={0: 1.5, 1: 1.5}",
+               "finetune.modes=[local]", "pretrain.methods=[fcl]")
+
+    def kill_client_1_and_wait_for_its_restart(handles):
+        victim, pid = handles["client_handles"][1], handles["clients"][1]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if ray.get(victim.info.remote(), timeout=60)["pid"] != pid:
+                    return   # restarted (a new process) before round 2 is sent
+            except ray.exceptions.RayActorError:
+                time.sleep(0.2)
+        pytest.fail("client 1 was not restarted within 120 s")
+
+    run_experiment(cfg, log=lambda line: None,
+                   reporter=Saboteur(1, kill_client_1_and_wait_for_its_restart))
+    rounds = _rounds(cfg)
+    assert rounds[1]["participants"] == [0] and rounds[1]["dropped"] == {"1": "died"}
+    assert rounds[-1]["participants"] == [0, 1], rounds
+
+
 def test_straggler_is_dropped_at_the_deadline(ray_session, tiny_overrides):
     cfg = _cfg(tiny_overrides, "pretrain.rounds=2", "faults.delay_seconds={1: 4.0}",
                "federation.round_timeout_s=2.0", "pretrain.methods=[fcl]")
