@@ -185,21 +185,23 @@ def _bench_scale(args, clients: list[int], steps: list[int], out: Path) -> int:
                         ("--clients-per-round", args.clients_per_round)):
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1")
+    failed: list[dict] = []
     rows = [row for s in steps for row in run_scale(clients, args.client_actors,
                                                     args.clients_per_round, s, args.rounds,
-                                                    args.overrides, log=progress)]
+                                                    args.overrides, log=progress, failed=failed)]
     summary = scale_summary(rows, args.clients_per_round)
     command = "fcl-ray " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = (f"{platform.node()} ({os.cpu_count()} CPUs, "
                f"torch {__import__('torch').__version__})")
     (out / f"{args.name}.json").write_text(json.dumps(
-        {"command": command, "machine": machine, "summary": summary, "rows": rows},
+        {"command": command, "machine": machine, "summary": summary, "rows": rows,
+         "failed": failed},
         indent=1, default=float) + "\n")
     (out / f"{args.name}.md").write_text(scale_markdown(rows, summary, command, machine))
     plot_scale(rows, out / f"{args.name}.png")
     print(json.dumps(summary, indent=1))
     print(f"written: {out / (args.name + '.json')}, .md, .png")
-    return 0
+    return 1 if failed else 0
 
 
 def _sweep(args) -> int:

@@ -11,7 +11,8 @@ without sampling it should grow linearly (each client merges at most
 Per row: the median round wall time after a warm-up round and where it went, on the critical
 path (the client host whose participants took longest):
 
-* compute: that host's participants' local steps (and health probe), one after another;
+* compute: that host's participants' local steps, one after another;
+* health: their collapse-guard probe (a forward pass over probe slices, ``pretrain.health_every``);
 * exchange: the rest of their calls (global weights in, remote sample merged, weights and
   features out);
 * aggregation: the coordinator's FedAvg;
@@ -28,10 +29,12 @@ import time
 from typing import Callable, Optional
 
 import ray
+from ray.exceptions import RayError
 
 from fcl_ray.config_io import load_config
 from fcl_ray.federation.bench import DEFAULT_WORKLOAD
 from fcl_ray.federation.cluster import actor_handles, connect_ray, create_federation
+from fcl_ray.federation.coordinator import FederationError
 
 
 def critical_path(stats: dict, host_of: dict[int, object]) -> dict:
@@ -40,14 +43,16 @@ def critical_path(stats: dict, host_of: dict[int, object]) -> dict:
     ``host_of`` maps a client id to its process (hosted clients run one after another)."""
     per_host: dict[object, list[float]] = {}
     for client in stats["clients"]:
-        spent = per_host.setdefault(host_of[client["client"]], [0.0, 0.0])
+        spent = per_host.setdefault(host_of[client["client"]], [0.0, 0.0, 0.0])
         spent[0] += client["compute_seconds"]
-        spent[1] += client["exchange_seconds"]
-    compute, exchange = max(per_host.values(), key=sum)
+        spent[1] += client.get("health_seconds", 0.0)
+        spent[2] += client["exchange_seconds"]
+    compute, health, exchange = max(per_host.values(), key=sum)
     aggregation = stats["aggregate_seconds"]
     wall = stats["round_seconds"]
-    return {"compute_s": compute, "exchange_s": exchange, "aggregation_s": aggregation,
-            "waiting_s": max(0.0, wall - compute - exchange - aggregation),
+    return {"compute_s": compute, "health_s": health, "exchange_s": exchange,
+            "aggregation_s": aggregation,
+            "waiting_s": max(0.0, wall - compute - health - exchange - aggregation),
             "busiest_host_clients": max((sum(1 for c in stats["clients"]
                                              if host_of[c["client"]] == h) for h in per_host))}
 
@@ -90,7 +95,8 @@ def scale_row(clients: int, clients_per_actor: int, clients_per_round: Optional[
         "rounds_s": [s["round_seconds"] for s in steady],
         "participants": statistics.median(participants),
         **{key: _median_of(split, key) for key in
-           ("compute_s", "exchange_s", "aggregation_s", "waiting_s", "busiest_host_clients")},
+           ("compute_s", "health_s", "exchange_s", "aggregation_s", "waiting_s",
+            "busiest_host_clients")},
         "received_mb_per_client": statistics.median(received) / 1e6,
         "sent_mb_per_client": statistics.median(sent) / 1e6,
         "pool_mb": statistics.median(s.get("bytes_pool", 0) for s in steady) / 1e6,
@@ -102,21 +108,32 @@ def scale_row(clients: int, clients_per_actor: int, clients_per_round: Optional[
 
 def run_scale(client_counts: list[int], client_actors: int, clients_per_round: int,
               local_steps: int, rounds: int, overrides: list[str] = (),
-              log: Callable[[str], None] = print) -> list[dict]:
+              log: Callable[[str], None] = print, failed: Optional[list] = None) -> list[dict]:
     """Every client count with all clients in every round, then with ``clients_per_round``
     sampled (a count at or above C is all clients: that row is not run twice); always
-    ``client_actors`` host processes, C / client_actors logical clients each."""
-    rows = []
+    ``client_actors`` host processes, C / client_actors logical clients each. A row that
+    fails (a host killed for memory, say) is logged and appended to ``failed``; the others
+    are still measured."""
+    rows, failed = [], failed if failed is not None else []
     for sampled in (None, clients_per_round):
         for n in client_counts:
             if sampled and sampled >= n:
                 continue
             per_actor = -(-n // client_actors)
-            row = scale_row(n, per_actor, sampled, local_steps, rounds, overrides)
+            try:
+                row = scale_row(n, per_actor, sampled, local_steps, rounds, overrides)
+            except (RayError, FederationError) as err:   # e.g. out of memory at large C
+                first_line = str(err).strip().splitlines()[0][:300]
+                log(f"C={n:3d}, {sampled or n} per round: failed ({type(err).__name__}: "
+                    f"{first_line}); the other rows are kept")
+                failed.append({"clients": n, "clients_per_round": sampled or n,
+                               "clients_per_actor": per_actor, "error": first_line})
+                continue
             rows.append(row)
             log(f"C={n:3d} ({row['client_actors']} actors x {per_actor}), "
                 f"{row['clients_per_round']:3d} per round: round {row['round_s']:.2f}s = compute "
-                f"{row['compute_s']:.2f} + exchange {row['exchange_s']:.2f} + aggregation "
+                f"{row['compute_s']:.2f} + health {row['health_s']:.2f} + exchange "
+                f"{row['exchange_s']:.2f} + aggregation "
                 f"{row['aggregation_s']:.3f} + waiting {row['waiting_s']:.2f} (busiest host "
                 f"{row['busiest_host_clients']:g} clients); per client: received "
                 f"{row['received_mb_per_client']:.2f} MB, sent {row['sent_mb_per_client']:.2f} MB, "
@@ -143,7 +160,7 @@ def scale_summary(rows: list[dict], clients_per_round: int) -> dict:
 
 
 TABLE_COLUMNS = ["clients", "clients_per_actor", "clients_per_round", "local_steps", "round_s",
-                 "compute_s", "exchange_s", "aggregation_s", "waiting_s",
+                 "compute_s", "health_s", "exchange_s", "aggregation_s", "waiting_s",
                  "busiest_host_clients", "received_mb_per_client", "sent_mb_per_client",
                  "memory_mb_per_client", "ready_s"]
 
@@ -170,8 +187,9 @@ def plot_scale(rows: list[dict], path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, part in (("all clients", [r for r in rows if r["clients_per_round"] == r["clients"]]),
-                        ("sampled", [r for r in rows if r["clients_per_round"] < r["clients"]])):
+    curves = (("all clients", [r for r in rows if r["clients_per_round"] == r["clients"]]),
+              ("sampled", [r for r in rows if r["clients_per_round"] < r["clients"]]))
+    for label, part in curves:
         part = sorted(part, key=lambda r: r["clients"])
         if not part:
             continue

@@ -187,14 +187,20 @@ class ClientSite:
         # The federation's round, not this client's count: a client that sat rounds out
         # (sampling, faults) measures in the same rounds as the others.
         measure = round_index % p.health_every == 0 or round_index == p.rounds
+        health_start = time.perf_counter()
         if p.collapse_guard != "off" and measure:   # scalars only: nothing about images
             metrics.update({f"health/{k}": v for k, v in method.health().items()})
+        metrics["health_seconds"] = time.perf_counter() - health_start
+        delay_start = time.perf_counter()
         self._injected_delay()
+        delay = time.perf_counter() - delay_start
         features = method.shared_features()
         weights = self.weights.vector()
         metrics["seconds"] = time.perf_counter() - start
-        # What this call spent on the federation (weights in/out, features) rather than steps.
-        metrics["exchange_seconds"] = metrics["seconds"] - metrics["compute_seconds"]
+        # What this call spent on the federation (weights in/out, remote features merged,
+        # features out) rather than on steps, the health probe or an injected delay.
+        metrics["exchange_seconds"] = (metrics["seconds"] - metrics["compute_seconds"]
+                                       - metrics["health_seconds"] - delay)
         return ClientUpdate(client=self.client_id, weights=weights,
                             n_samples=len(method.slices),
                             features=None if features is None else features[0],

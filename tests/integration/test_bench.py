@@ -44,7 +44,8 @@ def test_scale_bench_splits_rounds_and_samples_clients(ray_session):
     assert everyone["client_actors"] == sampled["client_actors"] == 2
     assert everyone["participants"] == 4 and sampled["participants"] == 2
     for row in rows:
-        parts = row["compute_s"] + row["exchange_s"] + row["aggregation_s"] + row["waiting_s"]
+        parts = (row["compute_s"] + row["health_s"] + row["exchange_s"] + row["aggregation_s"]
+                 + row["waiting_s"])
         assert row["compute_s"] > 0 and parts == pytest.approx(row["round_s"], rel=1e-6)
         assert row["received_mb_per_client"] > 0 and row["sent_mb_per_client"] > 0
         # two host processes hold the four clients: a client's share is below a host's peak

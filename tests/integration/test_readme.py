@@ -75,6 +75,8 @@ CHECKS = [
           "tests/integration/test_readers_federation.py::test_run_completes_on_each_real_layout"),
     Check(r"^\.venv/bin/fcl-ray bench$", "config",
           "tests/integration/test_bench.py::test_bench_reports_every_figure"),
+    Check(r"^\.venv/bin/fcl-ray bench --scale ", "config",
+          "tests/integration/test_bench.py::test_scale_bench_splits_rounds_and_samples_clients"),
     Check(r"^python benchmarks/gpu_bench\.py ", "help"),
     Check(r"^python benchmarks/finetune_speed\.py ", "help"),
     Check(r"^cluster/mlflow-server\.sh (up|down)$", "script", SERVER),

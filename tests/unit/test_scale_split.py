@@ -6,12 +6,14 @@ from fcl_ray.federation.scale import critical_path, scale_summary
 
 def test_the_busiest_host_sets_the_split():
     stats = {"round_seconds": 10.0, "aggregate_seconds": 0.5, "clients": [
-        {"client": 0, "compute_seconds": 2.0, "exchange_seconds": 0.5},
-        {"client": 1, "compute_seconds": 3.0, "exchange_seconds": 0.5},   # host A: 6.0
-        {"client": 2, "compute_seconds": 4.0, "exchange_seconds": 1.0}]}  # host B: 5.0
+        {"client": 0, "compute_seconds": 2.0, "health_seconds": 0.2, "exchange_seconds": 0.5},
+        {"client": 1, "compute_seconds": 3.0, "health_seconds": 0.3, "exchange_seconds": 0.5},
+        {"client": 2, "compute_seconds": 4.0, "health_seconds": 0.5, "exchange_seconds": 1.0}]}
+    # host A: 6.5 s of calls, host B: 5.5 s; A is the critical path
     split = critical_path(stats, {0: "A", 1: "A", 2: "B"})
-    assert split == pytest.approx({"compute_s": 5.0, "exchange_s": 1.0, "aggregation_s": 0.5,
-                                   "waiting_s": 3.5, "busiest_host_clients": 2})
+    assert split == pytest.approx({"compute_s": 5.0, "health_s": 0.5, "exchange_s": 1.0,
+                                   "aggregation_s": 0.5, "waiting_s": 3.0,
+                                   "busiest_host_clients": 2})
 
 
 def test_summary_ratios_use_the_smallest_and_largest_client_counts():
