@@ -62,10 +62,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--kill-every", type=positive(int), default=3)
     parser.add_argument("--stragglers", type=int, default=None,
                         help="straggler events (default: one per 10 rounds)")
+    parser.add_argument("--finetune-steps", type=positive(int), default=200,
+                        help="local fine-tuning steps per client after pre-training (enough "
+                        "for Dice well above chance, so the Dice comparison means something)")
     parser.add_argument("--round-timeout", type=positive(float), default=12.0,
                         help="federation.round_timeout_s of both runs")
     parser.add_argument("--timeout", type=positive(float), default=1800.0,
                         help="seconds a run may take before the drill gives up")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the drill's config for both runs, e.g. data.image_size=48")
     parser.add_argument("--work-dir", default=str(ROOT / "runs" / "chaos"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "chaos_cpu"),
                         help="figures: <out>.json and <out>.md")
@@ -94,10 +99,12 @@ def overrides(args, out_dir: Path) -> list[str]:
         "pretrain.methods=[fcl]", f"pretrain.rounds={args.rounds}", "pretrain.local_steps=2",
         "pretrain.volumes_per_batch=2", "pretrain.bank_size=16", "pretrain.sample_size=24",
         "pretrain.exchange_size=8",
-        "finetune.modes=[local]", "finetune.budget=steps", "finetune.steps=30",
+        "finetune.modes=[local]", "finetune.budget=steps",
+        f"finetune.steps={args.finetune_steps}",
         "finetune.batch_size=4",
         f"federation.round_timeout_s={args.round_timeout}", "federation.max_restarts=20",
         f"faults.delay_seconds={delays}",
+        *args.extra,
     ]
 
 
@@ -125,7 +132,9 @@ def markdown(summary: dict) -> str:
         f"{summary['load_after']} after; the machine was shared with another benchmark).", "",
         f"{a['rounds']} FCL pre-training rounds, {a['clients']} clients, seed {a['seed']}, "
         f"`federation.round_timeout_s={a['round_timeout']}`, `federation.max_restarts=20`, "
-        f"local fine-tuning with `finetune.budget=steps` (30 steps), MLflow in a sqlite store.",
+        f"local fine-tuning with `finetune.budget=steps` ({a['finetune_steps']} steps), MLflow "
+        f"in a sqlite store." + (f" Changed for both runs: `{' '.join(a['extra'])}`."
+                                 if a.get("extra") else ""),
         "", "Faults carried out: " + ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items()))
         + " (rounds: " + ", ".join(f"{e['round']} {e['kind']}" for e in chaos["events"]) + ").",
         "", "| figure | fault-free | chaos | goal |", "|---|---|---|---|",
@@ -159,6 +168,13 @@ def markdown(summary: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from fcl_ray.config import ConfigError
+    from fcl_ray.config_io import load_config
+    try:   # a bad --set stops here, in one line, before any cluster or run starts
+        load_config(CONFIG, overrides(args, Path(args.work_dir) / "check"))
+    except ConfigError as err:
+        print(f"chaos.py: error: {err}", file=sys.stderr)
+        return 2
     import ray   # the drill's own cluster; both drivers join it (RAY_ADDRESS)
 
     load_before = open("/proc/loadavg").read().split()[:3]
