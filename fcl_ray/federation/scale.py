@@ -185,10 +185,14 @@ def plot_scale(rows: list[dict], path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    sampled = [r["clients_per_round"] for r in rows if r["clients_per_round"] < r["clients"]]
+    per_round = min(sampled, default=0)   # a C at or below it is "all" and "sampled" alike
     curves = (("all clients", [r for r in rows if r["clients_per_round"] == r["clients"]]),
-              ("sampled", [r for r in rows if r["clients_per_round"] < r["clients"]]))
+              (f"{per_round} sampled", [r for r in rows if r["clients_per_round"] < r["clients"]
+                                        or (sampled and r["clients"] <= per_round)]))
     for label, part in curves:
         part = sorted(part, key=lambda r: r["clients"])
         if not part:
@@ -203,6 +207,7 @@ def plot_scale(rows: list[dict], path) -> None:
               xscale="log")
     ticks = sorted({r["clients"] for r in rows})
     for ax in (left, right):
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # C's own ticks only
         ax.set_xticks(ticks, labels=ticks)
         ax.legend(fontsize=8)
     fig.tight_layout()

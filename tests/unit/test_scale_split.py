@@ -26,3 +26,14 @@ def test_summary_ratios_use_the_smallest_and_largest_client_counts():
     assert summary["sampled_round_ratio"] == pytest.approx(1.1)
     assert summary["all_clients_round_ratio"] == pytest.approx(4.0)
     assert summary["all_clients_clients_ratio"] == 4.0
+
+
+def test_scale_plot_and_table_are_written(tmp_path):
+    from fcl_ray.federation.scale import TABLE_COLUMNS, plot_scale, scale_markdown
+
+    rows = [{c: 1.0 for c in TABLE_COLUMNS} | {"clients": n, "clients_per_round": k}
+            for n, k in ((16, 16), (64, 64), (64, 16))]
+    plot_scale(rows, tmp_path / "scale.png")
+    assert (tmp_path / "scale.png").stat().st_size > 0
+    text = scale_markdown(rows, scale_summary(rows, 16), "fcl-ray bench --scale", "here")
+    assert text.count("\n| 64 |") == 2 and "sampled_round_ratio: 1" in text
