@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -121,11 +122,22 @@ def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, fl
     return statistics.median(pretrain), statistics.median(finetune)
 
 
+@contextmanager
+def bench_federation(cfg: Config):
+    """``(clients, coordinator)`` of a new federation, killed on leaving the block (each
+    benchmark row starts its own)."""
+    clients, coordinator = create_federation(cfg)
+    try:
+        yield clients, coordinator
+    finally:
+        for actor in actor_handles(clients) + [coordinator]:
+            ray.kill(actor)
+
+
 def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
     """Round times of the real federation on Ray (median after the first round)."""
     created = time.perf_counter()
-    clients, coordinator = create_federation(cfg)
-    try:
+    with bench_federation(cfg) as (clients, coordinator):
         ray.get(coordinator.start_pretraining.remote(cfg.pretrain.methods[0], 0))
         ready = time.perf_counter() - created
         walls, stats = [], []
@@ -160,9 +172,6 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
                 "bytes_per_round_mb": statistics.median(
                     (s["bytes_weights"] + s["bytes_features"]) / 1e6 for s in steady),
                 "peak_memory_mb_per_client": peak}
-    finally:
-        for actor in actor_handles(clients) + [coordinator]:
-            ray.kill(actor)
 
 
 BREAKDOWN = {"import_s": "import_seconds", "data_s": "data_seconds",

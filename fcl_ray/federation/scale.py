@@ -32,8 +32,8 @@ import ray
 from ray.exceptions import RayError
 
 from fcl_ray.config_io import load_config
-from fcl_ray.federation.bench import DEFAULT_WORKLOAD
-from fcl_ray.federation.cluster import actor_handles, connect_ray, create_federation
+from fcl_ray.federation.bench import DEFAULT_WORKLOAD, bench_federation
+from fcl_ray.federation.cluster import connect_ray
 from fcl_ray.federation.coordinator import FederationError
 
 
@@ -71,8 +71,7 @@ def scale_row(clients: int, clients_per_actor: int, clients_per_round: Optional[
         f"pretrain.local_steps={local_steps}", *overrides])
     connect_ray(cfg)
     created = time.perf_counter()
-    handles, coordinator = create_federation(cfg)
-    try:
+    with bench_federation(cfg) as (handles, coordinator):
         ray.get(coordinator.start_pretraining.remote(cfg.pretrain.methods[0], 0))
         ready_s = time.perf_counter() - created
         host_of = {i: h._actor_id for i, h in enumerate(handles)}
@@ -84,9 +83,6 @@ def scale_row(clients: int, clients_per_actor: int, clients_per_round: Optional[
         sent = [statistics.mean(s["bytes_sent_per_client"].values()) for s in steady]
         hosts = {b["pid"]: b for b in ray.get([h.breakdown.remote() for h in handles])}
         coordinator_info = ray.get(coordinator.process_info.remote())
-    finally:
-        for actor in actor_handles(handles) + [coordinator]:
-            ray.kill(actor)
     return {
         "clients": clients, "clients_per_actor": clients_per_actor,
         "clients_per_round": clients_per_round or clients, "local_steps": local_steps,

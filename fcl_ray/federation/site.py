@@ -124,6 +124,13 @@ class ClientSite:
                 "volumes": len(self.volume_ids),
                 "slices": len(self.slices), "device": str(self.device), "pid": os.getpid()}
 
+    def _require_set_up(self, state, what: str) -> None:
+        """A round or save call needs the phase's set-up; a process Ray restarted since then
+        has none (:class:`ClientNotReady`: the coordinator rebuilds it)."""
+        if state is None:
+            raise ClientNotReady(f"client {self.client_id} has no {what}: its process "
+                                 f"restarted since the phase's set-up")
+
     def _injected_delay(self) -> None:
         """faults.delay_seconds: make this client a straggler on purpose (drills, tests)."""
         time.sleep(self.cfg.faults.delay_seconds.get(self.client_id, 0.0))
@@ -169,9 +176,7 @@ class ClientSite:
         ``round_index``: the federation's round (1-based; default: this client's own count),
         which picks the health rounds and seeds the remote sample."""
         start = time.perf_counter()
-        if self.method is None:
-            raise ClientNotReady(f"client {self.client_id} has no pre-training method: its "
-                                 f"process restarted since the phase's set-up")
+        self._require_set_up(self.method, "pre-training method")
         method = self.method
         self.pretrain_rounds += 1
         round_index = round_index or self.pretrain_rounds
@@ -223,9 +228,7 @@ class ClientSite:
         """Write this client's pre-training state into a round checkpoint."""
         from fcl_ray.federation.checkpoint import CheckpointStore   # fsspec: only when used
 
-        if self.method is None:
-            raise ClientNotReady(f"client {self.client_id} has no pre-training state to save: "
-                                 f"its process restarted since the phase's set-up")
+        self._require_set_up(self.method, "pre-training state")
         CheckpointStore(store_root).save(f"{path}/client-{self.client_id}.pt",
                                          self.method.checkpoint_state())
 
@@ -338,9 +341,7 @@ class ClientSite:
                 "feature_dim": None, "federated": True}
 
     def finetune_round(self, global_weights: Optional[np.ndarray]) -> ClientUpdate:
-        if self.trainer is None or self.ft_weights is None:
-            raise ClientNotReady(f"client {self.client_id} has no fine-tuning U-Net: its "
-                                 f"process restarted since the phase's set-up")
+        self._require_set_up(self.ft_weights, "fine-tuning U-Net")
         if global_weights is not None:
             self.ft_weights.load(global_weights)
         compute_start = time.perf_counter()
