@@ -81,6 +81,26 @@ def _number(value: Any, key: str) -> float:
     return value
 
 
+def _refuse_masked_lr(space: dict[str, dict], base_cfg) -> None:
+    """A searched ``pretrain.lr`` that ``pretrain.lr_per_method`` overrides for a method in
+    the sweep would give that method's trials one rate, whatever the search drew: refuse it
+    (the benchmark's base file carries its chosen rates in ``lr_per_method``)."""
+    if "pretrain.lr" not in space:
+        return
+    methods_space = space.get("pretrain.methods")
+    if methods_space:
+        values = next(iter(methods_space.values()))
+        methods = {m for v in values for m in (v if isinstance(v, list) else [v])}
+    else:
+        methods = set(base_cfg.pretrain.methods)
+    masked = sorted(methods & set(base_cfg.pretrain.lr_per_method))
+    if masked:
+        raise _err("search_space.pretrain.lr",
+                   f"pretrain.lr_per_method sets the rate of {', '.join(masked)}, so the "
+                   f"searched pretrain.lr would not reach them; add "
+                   f"'pretrain.lr_per_method={{}}' to the sweep's overrides")
+
+
 # ----------------------------------------------------------------------------- loading
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     """Read and validate a sweep file. ``overrides``: ``sweep.<key>=v`` sets a sweep key
@@ -133,6 +153,7 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
 
     spec = SweepSpec(name=name, base=base, overrides=fixed, base_config=base_cfg)
     spec.search_space = _parse_space(raw.get("search_space"), base_cfg)
+    _refuse_masked_lr(spec.search_space, base_cfg)
 
     search = raw.get("search") or {}
     if isinstance(search, str):

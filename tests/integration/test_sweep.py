@@ -58,6 +58,11 @@ def sweep(**changes) -> dict:
     ({"base": "nope.yaml"}, "base"),
     ({"storage_path": "nofs://bucket/sweeps"}, "storage_path"),   # no such filesystem
     ({"storage_path": "abfs://container/sweeps"}, "storage_path"),   # adlfs not installed
+    # The benchmark's base carries its chosen rates in lr_per_method, which would mask the
+    # searched lr (every trial of a method at one rate): refused, naming the way out.
+    ({"base": "../synthetic_benchmark.yaml",
+      "search_space": {"pretrain.methods": {"grid": [["fcl"], ["fedca"]]},
+                       "pretrain.lr": {"grid": [0.003, 0.001]}}}, "search_space.pretrain.lr"),
 ])
 def test_bad_sweep_files_name_the_key(changes, key):
     with pytest.raises(ConfigError) as err:
@@ -88,6 +93,19 @@ def test_shipped_sweep_files_are_valid():
     for path in sorted((REPO / "experiments" / "sweeps").glob("*.yaml")):
         spec = load_sweep(path)
         assert spec.search_space and spec.num_samples >= 1, path
+
+
+def test_searched_lr_reaches_methods_once_lr_per_method_is_cleared():
+    raw = sweep(base="../synthetic_benchmark.yaml",
+                search_space={"pretrain.methods": {"grid": [["fcl"], ["fedca"]]},
+                              "pretrain.lr": {"grid": [0.003, 0.001]}},
+                overrides=["pretrain.probe_every=1", "pretrain.lr_per_method={}"])
+    spec = parse_sweep(raw, base_dir=REPO / "experiments" / "sweeps")
+    assert spec.base_config.pretrain.lr_per_method == {}
+    # A method the base leaves on pretrain.lr (fedca) is not masked: no refusal either.
+    raw["search_space"]["pretrain.methods"] = {"grid": [["fedca"], ["fedsimclr"]]}
+    raw["overrides"] = ["pretrain.probe_every=1"]
+    assert parse_sweep(raw, base_dir=REPO / "experiments" / "sweeps").search_space
 
 
 def test_spaces_bundles_and_overrides():
