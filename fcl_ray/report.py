@@ -123,7 +123,7 @@ def plot_dice_vs_n(results: pd.DataFrame, path: str | Path, metric: str = "dice_
                         linestyle=style, linewidth=2.2 if method == "fcl" else 1.2)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
-        ax.set_xlabel("N labeled volumes per client")
+        ax.set_xlabel("N labeled patients per client")
         ax.set_title(f"{mode} fine-tuning")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{metric} (mean ± std over clients)")
@@ -198,7 +198,7 @@ def plot_paired_differences(table: pd.DataFrame, path: str | Path) -> Path:
                         color=f"C{i % 10}")   # the same colour for a method in every panel
         ax.axhline(0, color="black", linewidth=1)
         ax.set_xticks(range(len(ns)), [str(n) for n in ns])
-        ax.set_xlabel("N labeled volumes per client")
+        ax.set_xlabel("N labeled patients per client")
         ax.set_title(f"{mode} fine-tuning")
         ax.grid(alpha=0.3)
     reference = table["reference"].iloc[0]
