@@ -67,7 +67,7 @@ CHECKS = [
     Check(r"fcl-ray run experiments/synthetic_benchmark\.yaml$", "config"),
     Check(r"fcl-ray report runs/synthetic_benchmark/results\.csv --out ", "run"),
     Check(r"^\.venv/bin/fcl-ray sweep ", "config", SWEEP),
-    Check(r"^bash experiments/gpu/run_benchmarks\.sh$", "script"),
+    Check(r"^bash experiments/gpu/(run_benchmarks|paper_scale_converged)\.sh$", "script"),
     Check(r"tracking\.register_as=cardiac$", "config", REGISTERED),
     Check(r"finetune\.encoder=models:/cardiac-fcl/1 ", "config", REGISTERED),
     Check(r"fcl-ray data check ", "run"),
