@@ -92,7 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", nargs="?", help="experiment YAML (default: the defaults)")
     check.add_argument("--kind", choices=["synthetic", "acdc", "mnms", "decathlon"])
     check.add_argument("--root", help="dataset folder")
-    check.add_argument("--split", choices=["random", "by_site", "explicit"])
+    check.add_argument("--split", choices=["random", "by_site", "by_group", "explicit"])
     check.add_argument("--clients", type=int)
     check.add_argument("--n-labeled", type=int, help="label budget N for the planned counts")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -34,10 +34,15 @@ class DataConfig:
     kind: Literal["synthetic", "acdc", "mnms", "decathlon"] = "synthetic"
     root: Optional[str] = None      # real data: the dataset folder (shared by all clients)
     client_roots: list[str] = field(default_factory=list)  # or one folder per client (its own site)
-    split: Literal["random", "by_site", "explicit"] = "random"  # cases -> clients (with root)
+    # cases -> clients (with root): random, by_site (M&Ms), by_group (ACDC pathology), explicit
+    split: Literal["random", "by_site", "by_group", "explicit"] = "random"
     sites_by: Literal["vendor", "centre"] = "vendor"  # by_site: the M&Ms metadata column
+    # Dirichlet concentration of each site's mix (> 0 and finite; null: off). Large: every site
+    # alike; small: each site mostly one kind. Synthetic: phenotype mix per site. ACDC with
+    # split=by_group: pathology-group mix over data.clients sites (null: one site per group).
+    site_skew: Optional[float] = None
     split_lists: list[list[str]] = field(default_factory=list)  # explicit: case ids per client
-    split_seed: int = 0             # random: seed of the case shuffle
+    split_seed: int = 0             # random, by_group with site_skew: seed of the deal
     metadata: Optional[str] = None  # M&Ms metadata CSV; None: the one *.csv under root
     classes: list[str] = field(default_factory=list)  # decathlon: label names/values kept ([]: all)
     phases: Literal["ed", "es", "ed_es"] = "ed"  # synthetic/ACDC/M&Ms: labeled frames per case
@@ -269,6 +274,12 @@ def validate(cfg: Config) -> Config:
            f"{d.cases_per_client} cases cannot fill data.folds={d.folds} test folds")
     _check(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
     _check(d.extra_frames >= 0, "data.extra_frames", f"must be >= 0, got {d.extra_frames}")
+    _check(d.site_skew is None or (math.isfinite(d.site_skew) and d.site_skew > 0),
+           "data.site_skew", f"must be null or a finite number > 0 (a Dirichlet "
+           f"concentration), got {d.site_skew}")
+    _check(d.site_skew is None or synthetic or d.split == "by_group", "data.site_skew",
+           f"with data on disk it mixes pathology groups, so it needs data.split=by_group "
+           f"(got data.split={d.split}); leave it null otherwise")
     _check(d.cine_frames is None or synthetic, "data.cine_frames",
            f"only for data.kind=synthetic (the phantom's cycle length), not data.kind={d.kind} "
            f"(acdc and mnms cines have their own frame count, decathlon has no frames)")

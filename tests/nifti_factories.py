@@ -53,8 +53,10 @@ def _shape(rng, i: int) -> tuple[int, int, int]:
 
 
 def write_acdc(root: Path, n_cases: int = 4, frames: int = 5, seed: int = 0,
-               apex_first: int | None = 1) -> Path:
+               apex_first: int | None = 1, groups: tuple[str, ...] = ("NOR",)) -> Path:
     """ACDC: patientXXX/Info.cfg, _4d, _frameYY and _frameYY_gt (ED frame 1, ES frame 3).
+
+    Patient i's pathology ``Group`` is ``groups[i % len(groups)]``.
 
     Patient ``apex_first`` is stored apex-first with a flipped x axis (as an odd scanner
     export would be), to exercise orientation and base-to-apex ordering.
@@ -80,7 +82,8 @@ def write_acdc(root: Path, n_cases: int = 4, frames: int = 5, seed: int = 0,
             save(folder / f"{name}_frame{frame:02d}.nii.gz", cine[frame - 1], aff)
             save(folder / f"{name}_frame{frame:02d}_gt.nii.gz", masks[frame], aff, np.uint8)
         folder.joinpath("Info.cfg").write_text(
-            f"ED: {ed}\nES: {es}\nGroup: NOR\nHeight: 180.0\nNbFrame: {frames}\nWeight: 75.0\n")
+            f"ED: {ed}\nES: {es}\nGroup: {groups[i % len(groups)]}\nHeight: 180.0\n"
+            f"NbFrame: {frames}\nWeight: 75.0\n")
     return root
 
 

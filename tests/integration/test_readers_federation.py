@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ CONFIG = str(Path(__file__).parents[2] / "experiments" / "acdc_quick.yaml")
 
 @pytest.mark.parametrize("kind,write,extra", [
     ("acdc", write_acdc, []),
+    ("acdc", partial(write_acdc, groups=("NOR", "DCM")), ["data.split=by_group"]),  # group sites
     ("mnms", write_mnms, ["data.split=by_site", "data.sites_by=centre", "data.clients=3"]),
     ("decathlon", write_decathlon, ["data.classes=[left atrium]"]),
 ])

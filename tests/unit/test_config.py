@@ -66,11 +66,23 @@ def test_set_dotted_makes_sections_and_refuses_to_descend_into_a_value():
     ("finetune.patience=0", "'finetune.patience': must be at least 1, got 0"),
     ("finetune.max_steps=0", "'finetune.max_steps': must be at least 1, got 0"),
     ("finetune.budget=forever", "'finetune.budget': expected one of 'steps', 'converge'"),
+    ("data.site_skew=0", "'data.site_skew': must be null or a finite number > 0"),
+    ("data.site_skew=-1", "'data.site_skew': must be null or a finite number > 0"),
+    ("data.site_skew=.inf", "'data.site_skew': must be null or a finite number > 0"),
+    ("data.split=by_region", "'data.split': expected one of 'random', 'by_site', 'by_group'"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(QUICKSTART, [override])
     assert message in str(err.value)
+
+
+def test_site_skew_on_data_on_disk_needs_the_by_group_split():
+    acdc = ["data.kind=acdc", "data.root=/data/ACDC", "data.clients=10", "data.site_skew=1"]
+    with pytest.raises(ConfigError, match=r"^config key 'data.site_skew': .* needs "
+                                          r"data.split=by_group \(got data.split=random\)"):
+        load_config(None, acdc)
+    assert load_config(None, acdc + ["data.split=by_group"]).data.site_skew == 1.0
 
 
 def test_bad_files(tmp_path):

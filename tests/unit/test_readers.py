@@ -84,6 +84,46 @@ def test_by_site_split_gives_one_client_per_vendor_or_centre(tmp_path):
         load_client_volumes(acdc, 0)
 
 
+def test_by_group_split_reads_info_cfg_groups(tmp_path):
+    from fcl_ray.data.readers import client_cases
+    from fcl_ray.data.sites import site_names
+    root = write_acdc(tmp_path / "acdc", n_cases=6, groups=("NOR", "DCM", "HCM"))
+    cfg = cfg_for("acdc", root, tmp_path, "data.split=by_group", "data.clients=3")
+    groups, _ = client_cases(cfg.data)
+    assert [[c.case_id for c in g] for g in groups] == [["patient002", "patient005"],
+                                                        ["patient003", "patient006"],
+                                                        ["patient001", "patient004"]]
+    assert site_names(groups, cfg.data) == ["group DCM", "group HCM", "group NOR"]
+    assert {v.volume_id for v in load_client_volumes(cfg, 0)} == {"patient002:ED",
+                                                                   "patient005:ED"}
+    wrong = cfg_for("acdc", root, tmp_path, "data.split=by_group", "data.clients=2")
+    with pytest.raises(DataError, match=r"3 groups \(DCM, HCM, NOR\) .* set data.clients=3$"):
+        client_cases(wrong.data)
+    mixed = cfg_for("acdc", root, tmp_path, "data.split=by_group", "data.site_skew=0.5")
+    ids = [c.case_id for g in client_cases(mixed.data)[0] for c in g]
+    assert sorted(ids) == [f"patient{i:03d}" for i in range(1, 7)]
+
+
+def test_by_group_split_refuses_a_missing_or_unknown_group(tmp_path):
+    root = write_acdc(tmp_path / "acdc", n_cases=4, groups=("NOR", "DCM"))
+    info = root / "training/patient002/Info.cfg"
+    info.write_text(info.read_text().replace("Group: DCM", "Group: XYZ"))
+    cfg = cfg_for("acdc", root, tmp_path, "data.split=by_group")
+    with pytest.raises(DataError) as err:
+        load_client_volumes(cfg, 0)
+    assert str(err.value) == (f"{info}: 'Group: XYZ' is not an ACDC pathology group; "
+                              f"data.split=by_group needs one of DCM, HCM, MINF, NOR, RV")
+    info.write_text("ED: 1\nES: 3\n")
+    with pytest.raises(DataError, match=r"patient002/Info.cfg: no 'Group:' line; "):
+        load_client_volumes(cfg, 0)
+    assert load_client_volumes(cfg_for("acdc", root, tmp_path), 0)   # other splits: not needed
+    for kind in ("mnms", "decathlon"):
+        other = cfg_for(kind, WRITERS[kind](tmp_path / kind), tmp_path, "data.split=by_group")
+        with pytest.raises(DataError, match=rf"by_group needs 'group' metadata, which "
+                                            rf"data.kind={kind} does not have"):
+            load_client_volumes(other, 0)
+
+
 def test_explicit_split_and_per_client_roots(tmp_path):
     root = write_acdc(tmp_path / "acdc", n_cases=4)
     cfg = cfg_for("acdc", root, tmp_path, "data.split=explicit",
@@ -207,6 +247,12 @@ def test_data_check_cli_prints_the_plan(tmp_path, capsys):
     assert "vendor A: 2 patients" in out and "vendor C: 2 patients" in out
     assert "plan (fold 0, N=1): labeled 1 patients" in out and "[0, 1, 2, 3]" in out
     assert main(["data", "check", "--kind", "synthetic", "--set", "data.clients=2"]) == 0
+    acdc = write_acdc(tmp_path / "acdc", groups=("NOR", "DCM"))
+    assert main(["data", "check", "--kind", "acdc", "--root", str(acdc), "--split", "by_group",
+                 "--clients", "2", "--set", "data.folds=2", "--set", "data.image_size=32",
+                 "--set", "data.partitions=2", "--set", f"data.cache_dir={tmp_path / 'c'}"]) == 0
+    out = capsys.readouterr().out
+    assert "(split by_group)" in out and "group DCM: 2 patients" in out
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -8,7 +8,8 @@ Layout (as distributed)::
     patient001/patient001_frame12.nii.gz    ES frame, and patient001_frame12_gt.nii.gz
 
 Frame numbers in ``Info.cfg`` are 1-based (frame01 is the 4D file's first frame). Labels are
-already the project's convention (1 RV, 2 myocardium, 3 LV). ACDC has no site metadata.
+already the project's convention (1 RV, 2 myocardium, 3 LV). ACDC has no scanner or centre
+metadata; its ``Group`` (pathology) is carried as ``site["group"]`` for ``data.split=by_group``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fcl_ray.data.readers.common import (CARDIAC_LABELS, CaseRef, RawFrame, chec
                                          check_label, phases, pick_extra_frames, read_nifti)
 
 CARDIAC = True
+GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")   # ACDC's pathology groups (20 training patients each)
 
 
 def _read_info(path: Path) -> dict[str, str]:
@@ -75,8 +77,13 @@ def _case(folder: Path, d: DataConfig) -> CaseRef:
         if not cine.is_file():
             raise DataError(f"{cine}: missing file (needed for data.extra_frames)")
         files.append(cine)
-    return CaseRef(case_id=name, files=tuple(files),
-                   info={"ED": ed, "ES": es, "group": info.get("Group", ""), "cine": cine})
+    group = info.get("Group", "")
+    if d.split == "by_group" and group not in GROUPS:
+        found = f"'Group: {group}' is not an ACDC pathology group" if group else "no 'Group:' line"
+        raise DataError(f"{cfg_path}: {found}; data.split=by_group needs one of "
+                        f"{', '.join(GROUPS)}")
+    return CaseRef(case_id=name, files=tuple(files), site={"group": group} if group else {},
+                   info={"ED": ed, "ES": es, "cine": cine})
 
 
 def load_frames(case: CaseRef, d: DataConfig) -> list[RawFrame]:
