@@ -182,7 +182,8 @@ class Workspace:
         self.tmp = tmp
         self.uri = f"sqlite:///{tmp / 'mlflow.db'}"
         self.paths = {   # README path -> stand-in (whole tokens, or the value of key=value)
-            "/data/ACDC": write_acdc(tmp / "ACDC", n_cases=20),                 # 10 clients x 2
+            "/data/ACDC": write_acdc(tmp / "ACDC", n_cases=20,                  # 10 clients x 2
+                                     groups=("DCM", "HCM", "MINF", "NOR", "RV")),  # or 5 x 4
             "/data/MnM": write_mnms(tmp / "MnM", vendors=tuple("AABBCCDD")),    # 4 vendors x 2
             "/data/Task02_Heart": write_decathlon(tmp / "Task02_Heart", n_cases=8),
             "runs/synthetic_benchmark/results.csv": ROOT / "experiments/results/results.csv",
