@@ -48,6 +48,13 @@ class DataConfig:
     phases: Literal["ed", "es", "ed_es"] = "ed"  # synthetic/ACDC/M&Ms: labeled frames per case
     extra_frames: int = 0           # synthetic/ACDC/M&Ms: unlabeled frames per case, pre-training only
     cine_frames: Optional[int] = None  # synthetic: frames per cardiac cycle (null: 12)
+    # synthetic: which phantom. v2 (fcl_ray/data/phantom_v2.py): anatomy changes over the whole
+    # slice, no global-brightness shortcut to position, sites differ in anatomy (phenotypes
+    # mixed by site_skew; null: 1.0). v1 (fcl_ray/data/synthetic.py): sites differ by scanner
+    # only; the rows committed before issue 28 were made with it.
+    phantom: Literal["v1", "v2"] = "v2"
+    # synthetic v2: the phenotypes patients are drawn from ([]: all of PHENOTYPES)
+    phenotypes: list[str] = field(default_factory=list)
     # real data: what the crop to image_size centres on: the bright blood pools or the image
     # centre (no mask looked at), or the mask's bounding box (looks at test masks too)
     crop: Literal["intensity", "centre", "label"] = "intensity"
@@ -280,6 +287,18 @@ def validate(cfg: Config) -> Config:
     _check(d.site_skew is None or synthetic or d.split == "by_group", "data.site_skew",
            f"with data on disk it mixes pathology groups, so it needs data.split=by_group "
            f"(got data.split={d.split}); leave it null otherwise")
+    _check(synthetic or d.phantom == "v2", "data.phantom",
+           f"only for data.kind=synthetic, not data.kind={d.kind}")
+    if d.phenotypes:
+        from fcl_ray.data.phantom_v2 import PHENOTYPES  # numpy only
+
+        for name in d.phenotypes:
+            _check(name in PHENOTYPES, "data.phenotypes",
+                   f"unknown phenotype {name!r}; allowed: {', '.join(PHENOTYPES)}")
+        _check(synthetic and d.phantom == "v2", "data.phenotypes",
+               "only for data.kind=synthetic with data.phantom=v2")
+    _check(d.site_skew is None or not synthetic or d.phantom == "v2", "data.site_skew",
+           "the v1 phantom has no phenotypes to mix; use data.phantom=v2 or leave it null")
     _check(d.cine_frames is None or synthetic, "data.cine_frames",
            f"only for data.kind=synthetic (the phantom's cycle length), not data.kind={d.kind} "
            f"(acdc and mnms cines have their own frame count, decathlon has no frames)")

@@ -17,7 +17,7 @@ def load_client_volumes(cfg: Config, client: int) -> list[Volume]:
     """The volumes of client ``client`` only (called inside that client's actor).
 
     Real datasets (``acdc``, ``mnms``, ``decathlon``) come from ``fcl_ray/data/readers``,
-    the phantom (``synthetic``) from its cine (``data.cine_frames``); either way volumes with
+    the phantom (``synthetic``, ``data.phantom`` v1 or v2) from its cine (``data.cine_frames``); either way volumes with
     masks come first, then any unlabeled extra frames (``label`` None). Volume ids are
     ``<case>:<frame>`` (``patient001:ED``, ``site00_case003:t05``) so that frames of one
     patient can be grouped (:func:`patient_of`).
@@ -27,6 +27,14 @@ def load_client_volumes(cfg: Config, client: int) -> list[Volume]:
         from fcl_ray.data.readers.common import phases  # numpy only
 
         cycle = CINE_FRAMES if d.cine_frames is None else d.cine_frames
+        if d.phantom == "v2":
+            from fcl_ray.data import phantom_v2
+
+            return phantom_v2.make_cine_site(
+                cfg.experiment.seed, client, d.cases_per_client, d.image_size,
+                (d.slices_min, d.slices_max), d.noise, cycle, phases(d), d.extra_frames,
+                phantom_v2.DEFAULT_SITE_SKEW if d.site_skew is None else d.site_skew,
+                tuple(d.phenotypes) or phantom_v2.PHENOTYPES)
         return make_cine_site(cfg.experiment.seed, client, d.cases_per_client, d.image_size,
                               (d.slices_min, d.slices_max), d.noise, cycle, phases(d),
                               d.extra_frames)

@@ -1,0 +1,132 @@
+"""Issue 28's checks of a benchmark, in the order they must hold, before any method comparison.
+
+1. shortcut: a slice's base-to-apex partition predicted from 3 global intensity statistics
+   (mean, fraction > 0.6, fraction > 0.8 of the normalised slice) for unseen patients: at most
+   40 % with 4 partitions (chance 25 %). Printed beside the same probe on the true structure
+   areas (how much position the anatomy holds) and on 12x12 pixels, for the config's phantom
+   and for v1 at the same settings. Needs no training: seconds.
+2. calibration (from results rows): local random init at N=1 is 35-50 % of its N=8 value, and
+   the local upper bound (the ``upper_bound`` rows, else the largest N) is at least 0.80.
+3. the gate: supervised_encoder minus random init at local N=1 is at least +0.08 Dice with a
+   client-level 95 % CI above 0.
+
+    .venv/bin/python experiments/phantom_checks.py --config experiments/benchmark_v2.yaml \\
+        [--results runs/v2_calib/results.csv runs/v2_gate/results.csv] [--seeds 0 1 2]
+
+Exit code 0 whatever the outcome (it reports; the reading is in experiments/results/v2/).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a source checkout
+
+from fcl_ray.config_io import load_config  # noqa: E402
+from fcl_ray.data import load_client_volumes  # noqa: E402
+from fcl_ray.data.shortcut import (global_statistics, probe_accuracy,  # noqa: E402
+                                   structure_areas)
+from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
+from fcl_ray.report import to_markdown  # noqa: E402
+from fcl_ray.results import read_results_csv  # noqa: E402
+
+SHORTCUT_MAX = 0.40
+RATIO_RANGE = (0.35, 0.50)
+UPPER_BOUND_MIN = 0.80
+GATE_MIN = 0.08
+
+
+def slices_of(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Images, labels, partitions and patient ids of the labeled slices of every site."""
+    images, labels, parts, patients = [], [], [], []
+    for site in range(cfg.data.clients):
+        vols = [v for v in load_client_volumes(cfg, site) if v.label is not None]
+        s = volumes_to_slices([v.image for v in vols], [v.label for v in vols],
+                              cfg.data.partitions, cfg.data.normalise)
+        ids = [v.volume_id.split(":")[0] for v in vols]
+        images.append(s.images[:, 0].numpy())
+        labels.append(s.labels.numpy())
+        parts.append(s.partition.numpy())
+        patients.append(np.array([ids[i] for i in s.volume.tolist()]))
+    return tuple(np.concatenate(x) for x in (images, labels, parts, patients))
+
+
+def shortcut_rows(cfg, seeds: list[int]) -> pd.DataFrame:
+    """The partition probes for the config's phantom and v1, one row per (phantom, seed)."""
+    rows = []
+    phantoms = [cfg.data.phantom] + [p for p in ("v1",) if p != cfg.data.phantom]
+    for phantom in phantoms:
+        for seed in seeds:
+            run = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, seed=seed),
+                                      data=dataclasses.replace(cfg.data, phantom=phantom,
+                                                               site_skew=(cfg.data.site_skew
+                                                                          if phantom == "v2"
+                                                                          else None)))
+            x, y, part, patient = slices_of(run)
+            side = x.shape[-1] // 12 * 12
+            pixels = x[:, :side, :side].reshape(len(x), 12, side // 12, 12, side // 12)
+            k = cfg.data.partitions
+            rows.append({"phantom": phantom, "seed": seed, "slices": len(x),
+                         "three_statistics": probe_accuracy(global_statistics(x), part, patient, k),
+                         "structure_areas": probe_accuracy(structure_areas(y), part, patient, k),
+                         "pixels_12x12": probe_accuracy(pixels.mean((2, 4)).reshape(len(x), -1),
+                                                        part, patient, k)})
+    return pd.DataFrame(rows)
+
+
+def calibration(results: pd.DataFrame) -> dict:
+    """Local random init at N=1 and N=8 (mean over clients and folds), their ratio, and the
+    local upper bound (``upper_bound`` rows, else random init at the largest N)."""
+    local = results[results["finetune_mode"] == "local"]
+    rand = local[local["method"] == "random"].groupby("n_labeled")["dice_mean"].mean()
+    upper = local[local["method"] == "upper_bound"]["dice_mean"]
+    out = {"random_n1": rand.get(1, np.nan), "random_n8": rand.get(8, np.nan)}
+    out["ratio"] = out["random_n1"] / out["random_n8"]
+    out["upper_bound"] = float(upper.mean()) if len(upper) else float(rand.iloc[-1]) \
+        if len(rand) else np.nan
+    out["upper_from"] = "upper_bound rows" if len(upper) else \
+        (f"random init at N={rand.index[-1]}" if len(rand) else "-")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="experiments/benchmark_v2.yaml")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--results", nargs="*", default=[])
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    d = cfg.data
+    print(f"# Checks of {args.config}: phantom {d.phantom}, {d.clients} sites x "
+          f"{d.cases_per_client} patients, {d.image_size} px, noise x{d.noise}, "
+          f"site_skew {d.site_skew}, seeds {args.seeds}\n")
+    table = shortcut_rows(cfg, args.seeds)
+    print("## 1. Shortcut: partition accuracy for unseen patients (chance "
+          f"{1 / d.partitions:.0%})\n")
+    print(to_markdown(table.set_index("phantom").round(3)))
+    mine = table[table["phantom"] == d.phantom]["three_statistics"]
+    print(f"\n{d.phantom}: three statistics {mine.mean():.3f} mean, {mine.max():.3f} worst seed "
+          f"-> {'PASS' if mine.max() <= SHORTCUT_MAX else 'FAIL'} (<= {SHORTCUT_MAX:.0%})\n")
+    if not args.results:
+        return 0
+    results = pd.concat([read_results_csv(Path(p)) for p in args.results], ignore_index=True)
+    cal = calibration(results)
+    low, high = RATIO_RANGE
+    print("## 2. Calibration (local)\n")
+    print(f"random init N=1 {cal['random_n1']:.3f}, N=8 {cal['random_n8']:.3f}: ratio "
+          f"{cal['ratio']:.2f} -> {'PASS' if low <= cal['ratio'] <= high else 'FAIL'} "
+          f"({low:.0%}-{high:.0%})")
+    print(f"upper bound ({cal['upper_from']}) {cal['upper_bound']:.3f} -> "
+          f"{'PASS' if cal['upper_bound'] >= UPPER_BOUND_MIN else 'FAIL'} "
+          f"(>= {UPPER_BOUND_MIN})\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Phantom v2: a cardiac cine phantom whose sites differ in anatomy and whose slice position
+can only be read from anatomy, not from global brightness.
+
+Labels as in v1 (ACDC): 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity.
+
+What v1 lacked (issue 28) and v2 adds:
+
+- **The whole slice changes from base to apex.** At the base: left and right atria behind
+  the ventricles, the aortic root and pulmonary trunk, an LV outflow tract that opens the
+  myocardial ring, large lungs. Mid-ventricle: papillary muscles. Towards the apex: the
+  cavity closes into a myocardial cap, the RV ends, the lungs shrink and the liver dome and
+  stomach rise from below (at a height each patient has).
+- **Bright things that need context to reject.** The descending aorta and spinal canal (bright
+  round blobs in every slice), a stomach full of fluid, epicardial and subcutaneous fat, arms.
+- **No global shortcut.** Per-patient body habitus (size, subcutaneous fat, arms, stomach
+  contents, liver brightness) moves a slice's global intensity statistics more than its
+  position does, so "how much bright blob" no longer tells base from apex across patients
+  (``experiments/phantom_checks.py`` measures it).
+- **Sites differ in anatomy, not only in scanner.** Each patient has a phenotype
+  (:data:`PHENOTYPES`: normal, dilated, hypertrophic, infarct with a thinned wall segment,
+  enlarged RV). A site's mix of phenotypes is drawn from a Dirichlet of concentration
+  ``site_skew`` (large: every site alike; small: each site mostly one phenotype), so the
+  feature exchange has something to add for sites that lack a phenotype.
+
+Scanners differ as in v1 (:func:`fcl_ray.data.synthetic.site_profile`). The heart fills
+more of the field of view than in v1 (the readers crop around the heart), so the
+myocardium is about 2.5-4 px thick at 48 px. Everything is deterministic from
+``(seed, site, case)``; frames of a cine follow :func:`fcl_ray.data.synthetic.contraction`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from fcl_ray.data.synthetic import (CINE_FRAMES, SiteProfile, Volume, _smooth_field, case_name,
+                                    cine_plan, contraction, gaussian_filter, site_profile)
+
+PHENOTYPES = ("normal", "dilated", "hypertrophic", "infarct", "rv_enlarged")
+DEFAULT_SITE_SKEW = 1.0
+
+
+def phenotype_mix(seed: int, site: int, site_skew: float,
+                  phenotypes: Sequence[str] = PHENOTYPES) -> np.ndarray:
+    """Site ``site``'s phenotype proportions: a Dirichlet draw of concentration ``site_skew``
+    per phenotype (seeded by site, so a site's mix does not depend on how many sites exist)."""
+    rng = np.random.default_rng([seed, site, 3571])
+    mix = rng.dirichlet(np.full(len(phenotypes), float(site_skew)))
+    # A tiny concentration can underflow to an all-zero draw: give it to the largest entry.
+    return mix / mix.sum() if mix.sum() > 0 else np.eye(len(phenotypes))[int(np.argmax(mix))]
+
+
+def patient_phenotype(seed: int, site: int, case: int, site_skew: float,
+                      phenotypes: Sequence[str] = PHENOTYPES) -> str:
+    """The phenotype of one patient, drawn from its site's mix."""
+    rng = np.random.default_rng([seed, site, case, 2909])
+    return phenotypes[int(rng.choice(len(phenotypes), p=phenotype_mix(seed, site, site_skew,
+                                                                        phenotypes)))]
+
+
+@dataclass(frozen=True)
+class Heart:
+    """Ventricles of one patient (lengths in half-FOV units)."""
+    phenotype: str
+    lv_radius: float      # outer LV radius at the base
+    wall: float           # myocardial wall thickness
+    aspect: float
+    rv_size: float
+    rv_extent: float      # fraction of the way down where the RV ends
+    infarct_angle: float  # centre of the thinned segment (infarct only)
+    infarct_width: float  # its angular half-width (0: none)
+    contractility: float  # scales the systolic shrink (low in dilated / infarct hearts)
+    angle: float
+    cx: float
+    cy: float
+
+
+@dataclass(frozen=True)
+class Habitus:
+    """Everything around the heart: the slice-wide anatomy that varies between patients."""
+    body_rx: float
+    body_ry: float
+    fat: float            # subcutaneous fat thickness (bright in bSSFP)
+    fat_level: float      # its brightness
+    arms: bool
+    liver_start: float    # position t where the liver dome appears
+    liver_level: float
+    stomach_start: float
+    stomach_size: float
+    stomach_level: float  # fluid (bright), food (grey) or gas (dark)
+    epi_fat: float        # epicardial fat thickness
+    aorta_r: float
+    blood: float
+    muscle: float
+    tissue: float
+    t_positions: np.ndarray
+    slice_gain: np.ndarray  # coil sensitivity along the stack: a per-patient slope + jitter
+    texture: np.ndarray
+
+
+# Phenotype -> (lv_radius range, wall range, rv_size range, rv_extent range, contractility range)
+_HEARTS = {
+    "normal":       ((0.36, 0.46), (0.11, 0.14), (0.8, 1.2), (0.65, 0.85), (0.9, 1.1)),
+    "dilated":      ((0.48, 0.58), (0.08, 0.10), (0.8, 1.2), (0.65, 0.85), (0.35, 0.6)),
+    "hypertrophic": ((0.36, 0.44), (0.17, 0.23), (0.7, 1.0), (0.6, 0.8), (1.1, 1.3)),
+    "infarct":      ((0.40, 0.50), (0.11, 0.14), (0.8, 1.2), (0.65, 0.85), (0.5, 0.75)),
+    "rv_enlarged":  ((0.34, 0.42), (0.10, 0.13), (1.5, 2.0), (0.85, 0.97), (0.8, 1.0)),
+}
+
+
+def _draw_heart(rng: np.random.Generator, phenotype: str, zoom: float) -> Heart:
+    radius, wall, rv_size, rv_extent, contract = _HEARTS[phenotype]
+    infarct = phenotype == "infarct"
+    return Heart(phenotype,
+                 lv_radius=rng.uniform(*radius) * zoom, wall=rng.uniform(*wall) * zoom,
+                 aspect=rng.uniform(0.85, 1.15), rv_size=rng.uniform(*rv_size),
+                 rv_extent=rng.uniform(*rv_extent),
+                 infarct_angle=rng.uniform(-np.pi, np.pi),
+                 infarct_width=rng.uniform(0.5, 0.9) if infarct else 0.0,
+                 contractility=rng.uniform(*contract), angle=rng.uniform(-0.5, 0.5),
+                 cx=rng.uniform(-0.12, 0.12), cy=rng.uniform(-0.12, 0.12))
+
+
+def _draw_habitus(rng: np.random.Generator, size: int, depth: int) -> Habitus:
+    blood = rng.uniform(0.75, 1.0)
+    muscle = rng.uniform(0.2, 0.38)
+    return Habitus(
+        body_rx=rng.uniform(0.85, 1.5), body_ry=rng.uniform(0.7, 1.2),
+        fat=rng.uniform(0.0, 0.3), fat_level=rng.uniform(0.5, 1.25), arms=bool(rng.random() < 0.5),
+        liver_start=rng.uniform(0.25, 0.7), liver_level=rng.uniform(0.4, 0.8),
+        stomach_start=rng.uniform(0.3, 0.8), stomach_size=rng.uniform(0.0, 0.5),
+        stomach_level=float(rng.choice([rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0),
+                                        rng.uniform(0.35, 0.55), rng.uniform(0.02, 0.1)])),
+        epi_fat=rng.uniform(0.0, 0.08), aorta_r=rng.uniform(0.07, 0.11),
+        blood=blood, muscle=muscle, tissue=rng.uniform(muscle + 0.05, 0.48),
+        t_positions=np.linspace(rng.uniform(0.0, 0.12), rng.uniform(0.85, 1.0), depth),
+        # Receive coils see some slices brighter than others (nearer the coil, breathing):
+        # a slope of either sign plus jitter, so a slice's brightness does not give its place.
+        slice_gain=(1.0 + rng.uniform(-0.6, 0.6) * (np.linspace(-0.5, 0.5, depth))
+                    + rng.normal(0.0, 0.08, depth)),
+        texture=_smooth_field(rng, size, 2.0))
+
+
+def _ellipse(x, y, cx, cy, rx, ry):
+    return ((x - cx) / max(rx, 1e-6)) ** 2 + ((y - cy) / max(ry, 1e-6)) ** 2 <= 1.0
+
+
+def _paint_surroundings(img, gx, gy, hb: Habitus, t: float) -> None:
+    """Body, fat, arms, lungs, spine, descending aorta, liver and stomach at position t.
+
+    Image axes: x to the patient's left, y posterior (down in the image)."""
+    fat_level = hb.fat_level
+    oy = 0.15   # the body's centre lies behind the heart
+    if hb.arms:
+        for side in (-1, 1):
+            arm = _ellipse(gx, gy, side * (hb.body_rx + 0.3), oy, 0.28, 0.35)
+            img[arm] = fat_level
+            img[_ellipse(gx, gy, side * (hb.body_rx + 0.3), oy, 0.22, 0.28)] = hb.tissue
+    outer = _ellipse(gx, gy, 0, oy, hb.body_rx, hb.body_ry)
+    inner = _ellipse(gx, gy, 0, oy, hb.body_rx - hb.fat, hb.body_ry - hb.fat)
+    img[outer] = fat_level
+    img[inner] = hb.tissue + 0.08 * hb.texture[inner]
+    # Lungs: lateral and behind the heart, shrinking as the diaphragm rises toward the apex.
+    for side, shrink in ((-1, 0.7), (1, 0.45)):     # the right lung loses more to the liver
+        scale = max(0.0, 1.0 - shrink * t)
+        lung = _ellipse(gx, gy, side * 0.75, 0.1, 0.32 * scale + 0.05, 0.6 * scale + 0.05)
+        img[lung & inner] = 0.06
+    # Spine (vertebral body, bright spinal canal) and the descending aorta beside it.
+    spine_y = oy + hb.body_ry - hb.fat - 0.3
+    img[_ellipse(gx, gy, 0, spine_y, 0.14, 0.12) & inner] = hb.tissue * 0.8
+    img[_ellipse(gx, gy, 0, spine_y + 0.16, 0.05, 0.05) & inner] = hb.blood * 0.9
+    img[_ellipse(gx, gy, 0.2, spine_y - 0.1, hb.aorta_r, hb.aorta_r) & inner] = hb.blood * 0.95
+    # Liver dome (patient's right) and stomach (left) rise from below toward the apex.
+    if t > hb.liver_start:
+        grow = min(1.0, (t - hb.liver_start) / 0.35)
+        liver = _ellipse(gx, gy, -0.55, 0.7 - 0.25 * grow, 0.65 * grow + 0.1, 0.5 * grow + 0.05)
+        img[liver & inner] = hb.liver_level + 0.05 * hb.texture[liver & inner]
+    if t > hb.stomach_start and hb.stomach_size > 0.05:
+        grow = min(1.0, (t - hb.stomach_start) / 0.3)
+        r = hb.stomach_size * (0.4 + 0.6 * grow)
+        stomach = _ellipse(gx, gy, 0.7, 0.45 - 0.1 * grow, r, r * 0.8)
+        img[stomach & inner] = hb.stomach_level
+
+
+def _paint_heart(img, label, hx, hy, heart: Heart, hb: Habitus, th: float,
+                 cavity_shrink: float, rv_shrink: float) -> None:
+    """Atria and great vessels (base), ventricles, papillary muscles and apical cap at th.
+
+    ``hx, hy`` are in the heart's rotated frame; ``cavity_shrink``/``rv_shrink`` the systolic
+    fraction lost (0 at ED)."""
+    blood, muscle, tex = hb.blood, hb.muscle, hb.texture
+    outer = heart.lv_radius * (1.0 - 0.5 * th ** 1.8)
+    wall = heart.wall * (1.0 + 0.3 * th)
+    cavity = max(outer - wall, 0.0) * (1.0 - 0.85 * th ** 5)
+    if cavity_shrink > 0:   # systole: cavity shrinks, myocardial area kept, wall thickens
+        shrunk = cavity * (1.0 - cavity_shrink)
+        outer = float(np.sqrt(max(outer ** 2 - cavity ** 2 + shrunk ** 2, shrunk ** 2)))
+        cavity = shrunk
+    a = heart.aspect
+    # Base: atria behind the ventricles, aortic root and pulmonary trunk in front.
+    if th < 0.25:
+        k = 1.0 - th / 0.25
+        img[_ellipse(hx, hy, 0.15, outer + 0.2 * k, 0.28 * k + 0.04, 0.16 * k + 0.03)] = blood * 0.8
+        img[_ellipse(hx, hy, -outer - 0.15, outer * 0.6, 0.18 * k + 0.04, 0.22 * k + 0.04)] = blood * 0.75
+        img[_ellipse(hx, hy, outer * 0.9, -outer - 0.08, 0.1, 0.1)] = blood * 0.95
+        img[_ellipse(hx, hy, -outer * 0.3, -outer - 0.2, 0.09, 0.09)] = blood * 0.9
+    fat = hb.epi_fat * (0.5 + 2.5 * th)   # epicardial fat gathers toward the apex (fat pad)
+    if fat > 0.02:
+        ring = _ellipse(hx, hy, 0, fat * 0.5, outer * a + fat, outer + fat)
+        img[ring] = 0.75 * blood + 0.15
+    lv_out = _ellipse(hx, hy, 0, 0, outer * a, outer)
+    lv_cav = _ellipse(hx, hy, 0, 0, cavity * a, cavity)
+    theta = np.arctan2(hy, hx)
+    if heart.infarct_width > 0:   # a thinned (infarcted) wall segment: the cavity bulges out
+        gap = np.abs(np.angle(np.exp(1j * (theta - heart.infarct_angle))))
+        thin = _ellipse(hx, hy, 0, 0, (outer - 0.35 * wall) * a, outer - 0.35 * wall)
+        lv_cav = lv_cav | (thin & (gap < heart.infarct_width) & (cavity > 0.02))
+    if th < 0.1 and cavity > 0:   # LV outflow tract: the ring opens toward the aortic root
+        gap = np.abs(np.angle(np.exp(1j * (theta + 0.9))))
+        lv_cav = lv_cav | (lv_out & (gap < (0.1 - th) * 6.0))
+    # Right ventricle: a crescent attached to the septum, ending at rv_extent.
+    rv_scale = heart.rv_size * max(0.0, 1.0 - (th / heart.rv_extent) ** 2)
+    rv_scale *= 1.0 - rv_shrink
+    rv = np.zeros_like(lv_out)
+    if rv_scale > 0.08:
+        rv_rx, rv_ry = outer * 0.7 * rv_scale, outer * 1.35 * rv_scale ** 0.5
+        septum = _ellipse(hx, hy, 0, 0, outer * a + 0.04, outer + 0.04)
+        rv = _ellipse(hx, hy, -(outer + rv_rx * 0.45), -outer * 0.1, rv_rx, rv_ry) & ~septum
+    myo = lv_out & ~lv_cav
+    img[rv] = blood * 0.95 + 0.05 * tex[rv]
+    img[myo] = muscle + 0.05 * tex[myo]
+    img[lv_cav] = blood + 0.05 * tex[lv_cav]
+    if 0.25 < th < 0.75 and cavity > 0.08:   # papillary muscles (labelled LV cavity, as ACDC)
+        for k in (0, 1):
+            ang = 0.9 + k * 1.5
+            px, py = 0.55 * cavity * np.cos(ang), 0.55 * cavity * np.sin(ang)
+            img[_ellipse(hx, hy, px, py, 0.2 * cavity, 0.2 * cavity) & lv_cav] = muscle
+    label[rv] = 1
+    label[myo] = 2
+    label[lv_cav] = 3
+
+
+def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale: float,
+            rng: np.random.Generator, descent: float = 0.0, c: float = 0.0,
+            lv_shrink: float = 0.0, rv_shrink: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Image and label stack at contraction ``c`` (0 = ED), scanner noise from ``rng``."""
+    lin = np.linspace(-1, 1, size)
+    gy, gx = np.meshgrid(lin, lin, indexing="ij")
+    cs, sn = np.cos(heart.angle), np.sin(heart.angle)
+    hx = cs * (gx - heart.cx) + sn * (gy - heart.cy)
+    hy = -sn * (gx - heart.cx) + cs * (gy - heart.cy)
+    bias = np.exp(prof.bias[0] * gx + prof.bias[1] * gy + prof.bias[2] * gx * gy
+                  + prof.bias[3] * gx ** 2 + prof.bias[4] * gy ** 2)
+    depth = len(hb.t_positions)
+    images = np.zeros((depth, size, size), np.float32)
+    labels = np.zeros((depth, size, size), np.uint8)
+    for i, t in enumerate(hb.t_positions):
+        img = np.zeros((size, size), np.float32)
+        label = np.zeros((size, size), np.uint8)
+        _paint_surroundings(img, gx, gy, hb, float(t))
+        th = max(float(t) - descent * c, 0.0)
+        _paint_heart(img, label, hx, hy, heart, hb, th,
+                     lv_shrink * c * heart.contractility, rv_shrink * c)
+        img = gaussian_filter(img, prof.blur) * bias
+        img = np.clip(img * hb.slice_gain[i], 0, None) ** prof.gamma * prof.scale
+        sigma = prof.noise * noise_scale * prof.scale
+        real = img + rng.normal(0, sigma, img.shape)
+        imag = rng.normal(0, sigma, img.shape)
+        images[i] = np.sqrt(real ** 2 + imag ** 2).astype(np.float32)
+        labels[i] = label
+    return images, labels
+
+
+def make_frames(seed: int, site: int, case: int, frames: Sequence[int],
+                cycle: int = CINE_FRAMES, size: int = 48, slices: tuple[int, int] = (8, 12),
+                noise_scale: float = 1.0, site_skew: float = DEFAULT_SITE_SKEW,
+                phenotypes: Sequence[str] = PHENOTYPES,
+                phenotype: Optional[str] = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, label) stacks of the given cine frames of one patient, whose phenotype is drawn
+    from its site's mix over ``phenotypes`` (``phenotype``: force one instead)."""
+    prof = site_profile(seed, site)
+    rng = np.random.default_rng([seed, site, case, 20])
+    phenotype = phenotype or patient_phenotype(seed, site, case, site_skew, phenotypes)
+    depth = int(rng.integers(slices[0], slices[1] + 1))
+    heart = _draw_heart(rng, phenotype, prof.zoom)
+    habitus = _draw_habitus(rng, size, depth)
+    motion = np.random.default_rng([seed, site, case, 6151])
+    lv_shrink, rv_shrink = motion.uniform(0.25, 0.35), motion.uniform(0.2, 0.35)
+    descent = motion.uniform(0.02, 0.06)
+    out = []
+    for f in frames:
+        if not 0 <= f < cycle:
+            raise ValueError(f"frame {f} not in [0, {cycle})")
+        noise = np.random.default_rng([seed, site, case, 4099, f])
+        out.append(_render(heart, habitus, prof, size, noise_scale, noise, descent,
+                           contraction(f, cycle), lv_shrink, rv_shrink))
+    return out
+
+
+def make_cine_site(seed: int, site: int, cases: int, size: int = 48,
+                   slices: tuple[int, int] = (8, 12), noise_scale: float = 1.0,
+                   cycle: int = CINE_FRAMES, phases: Sequence[str] = ("ED",),
+                   extra_frames: int = 0, site_skew: float = DEFAULT_SITE_SKEW,
+                   phenotypes: Sequence[str] = PHENOTYPES) -> list[Volume]:
+    """One site's volumes, ids and order as :func:`fcl_ray.data.synthetic.make_cine_site`."""
+    plan = cine_plan(cycle, phases, extra_frames)
+    labeled, unlabeled = [], []
+    for case in range(cases):
+        rendered = make_frames(seed, site, case, [f for _, f, _ in plan], cycle, size, slices,
+                               noise_scale, site_skew, phenotypes)
+        for (name, _, has_mask), (image, label) in zip(plan, rendered):
+            vol = Volume(f"{case_name(site, case)}:{name}", image, label if has_mask else None)
+            (labeled if has_mask else unlabeled).append(vol)
+    return labeled + unlabeled
