@@ -290,9 +290,10 @@ def _show_config(args) -> int:
 
 
 def _report(args) -> int:
-    from fcl_ray.report import paired_markdown, render_report, write_paired_report, write_report
+    from fcl_ray.report import (paired_markdown, positive_control_markdown, render_report,
+                                write_paired_report, write_positive_control, write_report)
     from fcl_ray.results import UPPER_BOUND, load_results
-    from fcl_ray.statistics import paired_differences
+    from fcl_ray.statistics import control_gate, paired_differences, positive_control
 
     results = load_results(args.results, args.tracking_uri)
     text = render_report(results, args.metric)
@@ -316,10 +317,17 @@ def _report(args) -> int:
             print(f"note: not compared: {setting}", file=sys.stderr)
     if note:
         print(note, file=sys.stderr)
+    control = positive_control(results, pairs=args.pairs)   # on dice_mean: the gate's unit
+    control_text = None
+    if not control.empty:
+        control_text = positive_control_markdown(control, control_gate(control))
+        print("\n" + control_text, end="")
     if args.out:
         written = write_report(results, args.out, args.metric)
         if paired is not None:
             written += write_paired_report(paired, args.out)
+        if control_text is not None:
+            written.append(write_positive_control(control_text, args.out))
         for path in written:
             print(f"wrote {path}")
     return 0

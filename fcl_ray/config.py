@@ -210,6 +210,24 @@ class TrackingConfig:
 
 
 @dataclass
+class ControlConfig:
+    """The positive control ``supervised_encoder`` (a ``pretrain.methods`` name): the encoder
+    of a U-Net trained with labels on patients outside the benchmark's sites, fine-tuned like
+    every pre-trained encoder. It shows whether the protocol can reward a good encoder."""
+    sites: int = 4                  # synthetic: phantom sites of its training patients ...
+    cases_per_site: int = 12        # ... and patients per site (every labeled frame is used)
+    steps: int = 1500               # optimiser steps (Dice-CE, augmented batches)
+    lr: float = 1e-3
+    batch_size: int = 8
+    # Its patients are drawn from seed experiment.seed + seed_offset: other patients than
+    # the benchmark's (which use experiment.seed), from the same phantom.
+    seed_offset: int = 1_000_003
+    # An MLflow model URI (as finetune.encoder) to use instead of training one; required for
+    # data on disk (data.kind other than synthetic), which has no patients outside its sites.
+    encoder: Optional[str] = None
+
+
+@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -219,6 +237,7 @@ class Config:
     federation: FederationConfig = field(default_factory=FederationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
 
 
 FINETUNE_MODES = ("local", "federated")
@@ -258,6 +277,28 @@ def _check_clients_per_round(value: Union[int, float, None], clients: int,
                f"{count}, below federation.min_clients={min_clients}")
     else:
         _check(min_clients <= value <= clients, key, f"must be {allowed}, got {value}")
+
+
+def _check_encoder_uri(uri: Optional[str], key: str) -> None:
+    _check(uri is None or bool(ENCODER_URI.match(uri)), key,
+           f"expected an MLflow model URI: models:/<name>/<version>, models:/<name>@<alias>, "
+           f"models:/<logged model id> or runs:/<run id>/<path>; got {uri!r}")
+
+
+def _check_control(cfg: Config) -> None:
+    """The ``control`` section (the positive control ``supervised_encoder``)."""
+    from fcl_ray.methods import SUPERVISED_ENCODER
+
+    c = cfg.control
+    for key in ("sites", "cases_per_site", "steps", "batch_size", "seed_offset"):
+        _check(getattr(c, key) >= 1, f"control.{key}", f"must be at least 1, got {getattr(c, key)}")
+    _check(math.isfinite(c.lr) and c.lr > 0, "control.lr", f"must be finite and > 0, got {c.lr}")
+    _check_encoder_uri(c.encoder, "control.encoder")
+    asked = SUPERVISED_ENCODER in cfg.pretrain.methods
+    _check(not asked or cfg.data.kind == "synthetic" or c.encoder is not None, "control.encoder",
+           f"pretrain.methods asks for {SUPERVISED_ENCODER} on data.kind={cfg.data.kind}, which "
+           f"has no patients outside its sites to train it on; set control.encoder to an "
+           f"MLflow model URI of an encoder trained with labels elsewhere")
 
 
 def validate(cfg: Config) -> Config:
@@ -380,10 +421,8 @@ def validate(cfg: Config) -> Config:
         _check(f.validation_patients <= left, "finetune.validation_patients",
                f"must be at most {left} (the {train_cases} training patients of a client minus "
                f"N={max(f.n_labeled)}), got {f.validation_patients}")
-    if f.encoder is not None:
-        _check(bool(ENCODER_URI.match(f.encoder)), "finetune.encoder",
-               f"expected an MLflow model URI: models:/<name>/<version>, models:/<name>@<alias>, "
-               f"models:/<logged model id> or runs:/<run id>/<path>; got {f.encoder!r}")
+    _check_encoder_uri(f.encoder, "finetune.encoder")
+    _check_control(cfg)
     t = cfg.tracking
     if t.register_as is not None:
         _check(bool(MODEL_NAME.match(t.register_as)), "tracking.register_as",

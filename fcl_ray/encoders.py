@@ -43,25 +43,25 @@ def _first_line(err: BaseException) -> str:
 
 
 def check_fits(state: dict[str, torch.Tensor], features: list[int], uri: str,
-               trained_with: Optional[list[int]] = None) -> None:
-    """Raise ConfigError (one line naming ``uri``) unless ``state`` is a U-Net encoder of
-    widths ``features`` (the parameter names and shapes :class:`Encoder` has)."""
+               trained_with: Optional[list[int]] = None, key: str = "finetune.encoder") -> None:
+    """Raise ConfigError (one line naming ``key`` and ``uri``) unless ``state`` is a U-Net
+    encoder of widths ``features`` (the parameter names and shapes :class:`Encoder` has)."""
     expected = {k: tuple(v.shape) for k, v in Encoder(features).state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     if missing or unexpected:
-        raise ConfigError(f"finetune.encoder '{uri}': not a U-Net encoder of this project "
+        raise ConfigError(f"{key} '{uri}': not a U-Net encoder of this project "
                           f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
     wrong = [k for k in expected if expected[k] != got[k]]
     if wrong:
         key = wrong[0]
         was = f" (it was trained with model.features={trained_with})" if trained_with else ""
-        raise ConfigError(f"finetune.encoder '{uri}': does not fit model.features="
+        raise ConfigError(f"{key} '{uri}': does not fit model.features="
                           f"{list(features)}{was}: {key} has shape {list(got[key])}, "
                           f"expected {list(expected[key])}")
 
 
-def refuse_code(uri: str, local: str | Path) -> None:
+def refuse_code(uri: str, local: str | Path, key: str = "finetune.encoder") -> None:
     """Accept only what :func:`log_encoders` writes: a ``pt2`` export and no bundled code.
 
     MLflow's PyTorch flavour can also hold a pickled model (loading it runs code; MLflow 3
@@ -71,38 +71,41 @@ def refuse_code(uri: str, local: str | Path) -> None:
 
     flavor = Model.load(str(local)).flavors.get("pytorch")
     if flavor is None:
-        raise ConfigError(f"finetune.encoder '{uri}': not an MLflow PyTorch model")
+        raise ConfigError(f"{key} '{uri}': not an MLflow PyTorch model")
     data = Path(local, flavor.get("model_data") or "data")
     if flavor.get("code") or not (data / "model.pt2").is_file() or (data / "model.pth").exists():
-        raise ConfigError(f"finetune.encoder '{uri}': refused, only a 'pt2' export without "
+        raise ConfigError(f"{key} '{uri}': refused, only a 'pt2' export without "
                           f"bundled code is loaded (a pickled model or code files would run "
                           f"code here); log it with serialization_format='pt2'")
 
 
-def load_encoder(cfg: Config) -> GivenEncoder:
-    """Fetch ``finetune.encoder`` from the tracking server/store of ``cfg`` and check that it
-    fits ``model.features``; any problem is one ConfigError naming the URI."""
-    uri = cfg.finetune.encoder
+def load_encoder(cfg: Config, key: str = "finetune.encoder") -> GivenEncoder:
+    """Fetch the encoder that config key ``key`` names (``finetune.encoder``, or
+    ``control.encoder`` for the positive control) from the tracking server/store of ``cfg``
+    and check that it fits ``model.features``; any problem is one ConfigError naming the key
+    and the URI."""
+    section, name = key.split(".")
+    uri = getattr(getattr(cfg, section), name)
     try:
         import mlflow
         import mlflow.artifacts
         import mlflow.pytorch
     except ImportError:
-        raise ConfigError(f"finetune.encoder '{uri}': loading it needs MLflow "
+        raise ConfigError(f"{key} '{uri}': loading it needs MLflow "
                           f"(pip install mlflow)") from None
     store = resolve_uri(cfg)
     mlflow.set_tracking_uri(store)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
-        refuse_code(uri, local)
+        refuse_code(uri, local, key)
         model = mlflow.pytorch.load_model(local, map_location="cpu")
     except ConfigError:
         raise
     except Exception as err:   # noqa: BLE001  (MlflowException, OSError, bad archives ...)
-        raise ConfigError(f"finetune.encoder '{uri}': cannot load it from {redact(store)}: "
+        raise ConfigError(f"{key} '{uri}': cannot load it from {redact(store)}: "
                           f"{_first_line(err)}") from None
     if not isinstance(model, torch.nn.Module):
-        raise ConfigError(f"finetune.encoder '{uri}': not a PyTorch module "
+        raise ConfigError(f"{key} '{uri}': not a PyTorch module "
                           f"({type(model).__name__})")
     state = model.state_dict()
     trained_with = None
@@ -110,7 +113,7 @@ def load_encoder(cfg: Config) -> GivenEncoder:
         trained_with = (mlflow.models.get_model_info(uri).metadata or {}).get("features")
     except Exception:   # noqa: BLE001  (only makes the error message more helpful)
         pass
-    check_fits(state, cfg.model.features, uri, trained_with)
+    check_fits(state, cfg.model.features, uri, trained_with, key)
     return GivenEncoder(uri, encoder_label(uri),
                         {k: v.detach().cpu().numpy() for k, v in state.items()})
 

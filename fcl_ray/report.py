@@ -6,7 +6,8 @@ method and one column per N; a cell is the mean ± std over clients of the Dice 
 averaging the folds of each client.
 
 Beside the tables, the paired differences of :mod:`fcl_ray.statistics` (a reference method
-minus each other method over (client, fold, seed)) as Markdown, CSV and a plot.
+minus each other method over (client, fold, seed)) as Markdown, CSV and a plot, and the
+positive control's section (supervised_encoder minus random init, and its gate).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from fcl_ray.config import FINETUNE_MODES, ConfigError
 from fcl_ray.results import UPPER_BOUND, _method_order
-from fcl_ray.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, client_means
+from fcl_ray.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ControlGate, client_means
 
 # The column of the upper bound's cell (its N is the whole training set): "all labels".
 ALL_LABELS = "all"
@@ -233,6 +234,25 @@ def write_paired_report(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                   f"\n\n" + paired_markdown(table))
     table.to_csv(csv, index=False, float_format="%.6g")
     return [md, csv, plot_paired_differences(table, out / "paired_differences.png")]
+
+
+# ----------------------------------------------------------------------------- positive control
+def positive_control_markdown(table: pd.DataFrame, gate: ControlGate) -> str:
+    """The "Positive control" section: the paired tables of supervised_encoder minus random
+    init, then the gate's line."""
+    return ("## Positive control\n\nCan this benchmark detect a good encoder? The encoder of a "
+            "U-Net trained with labels on patients outside the sites, fine-tuned like every "
+            "encoder, minus random init.\n\n" + paired_markdown(table) + "\n" + gate.message
+            + "\n")
+
+
+def write_positive_control(text: str, out_dir: str | Path) -> Path:
+    """positive_control.md under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "positive_control.md"
+    path.write_text(text)
+    return path
 
 
 # ----------------------------------------------------------------------------- all of it

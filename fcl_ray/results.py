@@ -29,7 +29,8 @@ SEED_COLUMN = "seed"
 UPPER_BOUND = "upper_bound"
 # Row order of the paper's tables; methods not listed follow in order of appearance.
 METHOD_ORDER = ["random", "local_cl", "fedrotation", "fedsimclr", "fedswav", "fedca", "fcl",
-                "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives", UPPER_BOUND]
+                "fcl_no_exchange", "fcl_no_matching", "fcl_literal_negatives", "supervised_encoder",
+                UPPER_BOUND]
 
 
 def _method_order(methods: Iterable[str]) -> list[str]:

@@ -4,13 +4,18 @@
 the units both were run on (client, fold, seed): mean difference, a bootstrap 95 % CI and a
 Wilcoxon signed-rank p-value per fine-tuning mode and N, and the client-level (two-stage)
 bootstrap CI and p. ``client_means`` is the per-client value the paper's tables average.
+``positive_control`` and ``control_gate``: the positive control minus random init, and whether
+the benchmark can detect a good encoder at all.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from fcl_ray.config import FINETUNE_MODES, ConfigError
+from fcl_ray.methods import SUPERVISED_ENCODER   # a name only: imports no torch
 from fcl_ray.results import SEED_COLUMN, UPPER_BOUND, _method_order, with_seed
 
 
@@ -195,3 +200,60 @@ def _check_same_units(ref: pd.Series, other: pd.Series, reference: str, method: 
             parts.append(f"{reference} lacks {_units_text(only_other.to_frame(index=False))}")
         raise ConfigError(f"report: unpaired results for {method} vs {reference} at {mode} "
                           f"N={n}: {'; '.join(parts)}")
+
+
+# ----------------------------------------------------------------------------- positive control
+CONTROL_METHOD = SUPERVISED_ENCODER
+CONTROL_BASELINE = "random"
+# The gate (issue 28): at local N=1 the control beats random init by at least this much Dice,
+# with a client-level 95 % CI above 0; else no method comparison of the benchmark is read.
+GATE_MODE, GATE_N, GATE_MIN_DIFF = "local", 1, 0.08
+
+
+@dataclass(frozen=True)
+class ControlGate:
+    """The gate's verdict: ``holds``, ``ci_contains_zero``, ``too_small`` or ``missing``
+    (no local N=1 pairs), the figures it was read from (NaN when missing) and one line."""
+    verdict: str
+    mean_diff: float
+    client_ci_low: float
+    client_ci_high: float
+    client_p_value: float
+    message: str
+
+
+def positive_control(results: pd.DataFrame, metric: str = "dice_mean",
+                     pairs: str = "all") -> pd.DataFrame:
+    """``supervised_encoder`` minus random init per mode and N, paired over (client, fold,
+    seed) as :func:`paired_differences` (the other methods' rows are not looked at). Empty
+    when the results lack either method."""
+    both = results[results["method"].isin([CONTROL_METHOD, CONTROL_BASELINE])]
+    if set(both["method"]) != {CONTROL_METHOD, CONTROL_BASELINE}:
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    return paired_differences(both, CONTROL_METHOD, metric, pairs)
+
+
+def control_gate(table: pd.DataFrame) -> ControlGate:
+    """The gate on :func:`positive_control`'s table: its local N=1 row must show a mean
+    difference >= ``GATE_MIN_DIFF`` with a client-level 95 % CI whose lower end is above 0."""
+    row = table[(table["finetune_mode"] == GATE_MODE) & (table["n_labeled"] == GATE_N)]
+    if row.empty:
+        nan = float("nan")
+        return ControlGate("missing", nan, nan, nan, nan,
+                           f"gate not evaluated: no {GATE_MODE} N={GATE_N} pairs of "
+                           f"{CONTROL_METHOD} and {CONTROL_BASELINE} rows")
+    r = row.iloc[0]
+    diff, low, high = float(r["mean_diff"]), float(r["client_ci_low"]), float(r["client_ci_high"])
+    figures = (f"{CONTROL_METHOD} minus random init at {GATE_MODE} N={GATE_N}: {diff:+.3f}, "
+               f"client-level 95% CI [{low:+.3f}, {high:+.3f}], {int(r['n_clients'])} clients")
+    if not low > 0 and not high < 0:   # the CI contains 0 (or is undefined)
+        verdict, message = "ci_contains_zero", (
+            f"WARNING: this benchmark cannot detect a good encoder (positive control's CI "
+            f"contains 0); read no method comparison ({figures})")
+    elif diff >= GATE_MIN_DIFF and low > 0:
+        verdict, message = "holds", f"gate holds: this benchmark can detect a good encoder ({figures})"
+    else:
+        verdict, message = "too_small", (
+            f"gate not met: the CI excludes 0, but the difference is below the gate's "
+            f"+{GATE_MIN_DIFF:.2f} ({figures}); read no method comparison")
+    return ControlGate(verdict, diff, low, high, float(r["client_p_value"]), message)

@@ -59,6 +59,15 @@ class ClientActor:
     def finish_pretraining(self, global_weights) -> dict:
         return self.site.finish_pretraining(global_weights)
 
+    def start_supervised_encoder(self) -> dict:
+        return self.site.start_supervised_encoder()
+
+    def train_supervised_encoder(self, steps: int) -> float:
+        return self.site.train_supervised_encoder(steps)
+
+    def finish_supervised_encoder(self) -> dict:
+        return self.site.finish_supervised_encoder()
+
     def finetune_local(self, encoder_state: Optional[dict], fold: int, n_labeled: int) -> dict:
         return self.site.finetune_local(encoder_state, fold, n_labeled)
 

@@ -23,7 +23,7 @@ from fcl_ray.federation.cluster import await_coordinator, gather, running_federa
 from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
-from fcl_ray.methods import has_pretraining
+from fcl_ray.methods import SUPERVISED_ENCODER, has_pretraining
 from fcl_ray.results import RESULT_COLUMNS, UPPER_BOUND
 from fcl_ray.tracking import (TrackingContext, make_tracker, method_rows,
                               remember_run, run_to_continue)
@@ -63,10 +63,13 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     results_path = out_dir / "results.csv"
     rows = _previous_rows(results_path) if resume else []
     done = {(int(r["fold"]), r["method"], r["finetune_mode"]) for r in rows}
-    given = None
+    given = control = None
     if cfg.finetune.encoder:   # fine-tune from an MLflow model; a bad URI stops here (exit 2)
         from fcl_ray.encoders import load_encoder
         given = load_encoder(cfg)
+    if cfg.control.encoder and SUPERVISED_ENCODER in cfg.pretrain.methods:   # the same
+        from fcl_ray.encoders import load_encoder
+        control = load_encoder(cfg, "control.encoder")
     tracking_context = tracking_context or TrackingContext()
     if resume and tracking_context.run_id is None and tracking_context.parent_run_id is None:
         # A standalone run resumed: continue its MLflow run (left RUNNING by a SIGKILL, or
@@ -84,8 +87,8 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     status = "FAILED"
     try:
         with running_federation(cfg, placement_group) as (clients, coordinator):
-            results = _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log,
-                                report, resume, wall)
+            results = _run_grid(cfg, clients, coordinator, given, control, done, rows,
+                                tracker, log, report, resume, wall)
             status = "FINISHED"
             return results
     except BaseException as err:
@@ -99,13 +102,14 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
         tracker.end(status)
 
 
-def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report, resume,
-              wall) -> pd.DataFrame:
+def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, log, report,
+              resume, wall) -> pd.DataFrame:
     """Every fold: each method is pre-trained (if it needs it) and fine-tuned federated; then
     the local settings of all its methods run as one queue per client (largest first), so
     no client waits for a method's slowest client before starting the next. results.csv is
     written after each phase, so an interrupted run keeps what is done; ``done`` holds the
-    (fold, method, mode) already in it."""
+    (fold, method, mode) already in it. The positive control's encoder (``control``: from
+    ``control.encoder``, else trained here) is obtained once, before the first fold."""
     out_dir = Path(cfg.experiment.output_dir)
     results_path = out_dir / "results.csv"
     infos = gather([c.info.remote() for c in clients])
@@ -121,6 +125,15 @@ def _run_grid(cfg, clients, coordinator, given, done, rows, tracker, log, report
     methods = method_rows(cfg) + ([UPPER_BOUND] if cfg.finetune.upper_bound else [])
     no_pretraining = {UPPER_BOUND} | ({given.label} if given else set())
     modes = cfg.finetune.modes
+    if SUPERVISED_ENCODER in methods and any((fold, SUPERVISED_ENCODER, mode) not in done
+                                             for fold in cfg.finetune.folds for mode in modes):
+        if control is not None:
+            state = control.state
+            log(f"[{SUPERVISED_ENCODER}] the positive control's encoder from {control.uri}")
+        else:
+            from fcl_ray.federation.control import supervised_encoder
+            state = supervised_encoder(cfg, clients[0], tracker, log, resume)
+        gather([coordinator.use_encoder.remote(SUPERVISED_ENCODER, state)])
     eta = Eta(len(cfg.finetune.folds) * len(methods) * len(modes))
     for fold in cfg.finetune.folds:
         local_queue = []

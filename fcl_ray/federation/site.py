@@ -29,6 +29,7 @@ from fcl_ray.methods.finetune import (SegmentationTrainer, init_unet,  # noqa: E
                                       train_to_convergence)
 from fcl_ray.methods.messages import ALL_LABELED, ClientNotReady, ClientUpdate  # noqa: E402
 from fcl_ray.methods import get_method_class  # noqa: E402
+from fcl_ray.methods.control import control_trainer, encoder_half  # noqa: E402
 from fcl_ray.federation.process_memory import peak_resident_mb, resident_mb  # noqa: E402
 
 
@@ -85,6 +86,7 @@ class ClientSite:
         self.trainer: Optional[SegmentationTrainer] = None
         self.ft_weights: Optional[FlatWeights] = None   # the federated fine-tuning U-Net
         self.validation = None   # its validation patients' slices (budget=converge)
+        self.control: Optional[SegmentationTrainer] = None   # the positive control's U-Net
         # Where this actor's time and memory went (fcl-ray bench prints it).
         self.profile = {"pid": os.getpid(), "import_seconds": IMPORT_SECONDS,
                         "rss_after_imports_mb": RESIDENT_AFTER_IMPORTS_MB,
@@ -271,6 +273,28 @@ class ClientSite:
             self._load_global(global_weights)
         encoder = state_to_numpy(self.method.encoder_state())
         self.method, self.weights = None, None
+        return encoder
+
+    # ------------------------------------------------------------------ positive control
+    def start_supervised_encoder(self) -> dict:
+        """Build the positive control's U-Net and trainer on patients outside every site
+        (:mod:`fcl_ray.methods.control`); the run asks one client actor, once."""
+        start = time.perf_counter()
+        self.control = control_trainer(self.cfg, self.device)
+        labeled = self.control.labeled
+        return {"volumes": int(labeled.volume.max()) + 1, "slices": len(labeled),
+                "device": str(self.device), "seconds": time.perf_counter() - start}
+
+    def train_supervised_encoder(self, steps: int) -> float:
+        """``steps`` more steps of the control's U-Net; the mean loss."""
+        self._require_set_up(self.control, "supervised encoder")
+        return self.control.train(steps)
+
+    def finish_supervised_encoder(self) -> dict:
+        """The control's encoder half (arrays); the U-Net is released."""
+        self._require_set_up(self.control, "supervised encoder")
+        encoder = encoder_half(self.control.unet)
+        self.control = None
         return encoder
 
     # ------------------------------------------------------------------ fine-tuning

@@ -1,7 +1,8 @@
 """Pre-training methods: one module each, one line each in the registry below.
 
 A method is plain PyTorch behind :class:`fcl_ray.methods.base.PretrainMethod`; the federation
-code drives any of them the same way. ``None`` marks a baseline with no pre-training.
+code drives any of them the same way. ``None`` marks an encoder with no federated pre-training:
+random init, and the positive control ``supervised_encoder`` (:mod:`fcl_ray.methods.control`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ REGISTRY: dict[str, str | None] = {
     "fcl_no_exchange": "fcl_ray.methods.fcl_ablations:FCLNoExchange",        # ablation
     "fcl_no_matching": "fcl_ray.methods.fcl_ablations:FCLNoMatching",        # ablation
     "fcl_literal_negatives": "fcl_ray.methods.fcl_ablations:FCLLiteralNegatives",  # ablation
+    # Positive control: a U-Net encoder trained with labels on patients outside the sites,
+    # once per run (fcl_ray/methods/control.py), then fine-tuned like every encoder.
+    "supervised_encoder": None,
 }
+SUPERVISED_ENCODER = "supervised_encoder"
 
 
 def registered_methods() -> list[str]:
@@ -27,7 +32,7 @@ def registered_methods() -> list[str]:
 
 
 def has_pretraining(name: str) -> bool:
-    """False for the no-pre-training baseline; imports nothing (the driver asks this, and
+    """False for random init and the positive control (no federated pre-training); imports nothing (the driver asks this, and
     only client processes need the methods' torch and MONAI code)."""
     if name not in REGISTRY:
         raise KeyError(f"unknown method '{name}'; registered methods: {', '.join(REGISTRY)}")
