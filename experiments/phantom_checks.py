@@ -34,11 +34,11 @@ from fcl_ray.data.shortcut import (global_statistics, probe_accuracy,  # noqa: E
 from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
 from fcl_ray.report import to_markdown  # noqa: E402
 from fcl_ray.results import read_results_csv  # noqa: E402
+from fcl_ray.statistics import control_gate, positive_control  # noqa: E402
 
 SHORTCUT_MAX = 0.40
 RATIO_RANGE = (0.35, 0.50)
 UPPER_BOUND_MIN = 0.80
-GATE_MIN = 0.08
 
 
 def slices_of(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"upper bound ({cal['upper_from']}) {cal['upper_bound']:.3f} -> "
           f"{'PASS' if cal['upper_bound'] >= UPPER_BOUND_MIN else 'FAIL'} "
           f"(>= {UPPER_BOUND_MIN})\n")
+    print("## 3. The gate (positive control)\n")
+    print(control_gate(positive_control(results, pairs="common")).message)
     return 0
 
 

@@ -1,0 +1,108 @@
+"""Phantom v2 (issue 28): deterministic, valid labels, phenotypes that look like themselves,
+site mixes that follow data.site_skew, and the loader/config that select it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import load_config
+from fcl_ray.data import load_client_volumes, phantom_v2, synthetic
+from fcl_ray.data.shortcut import global_statistics, probe_accuracy, structure_areas
+
+
+def _frames(phenotype: str, case: int, frames=(0,)):
+    return phantom_v2.make_frames(0, 0, case, list(frames), size=48, slices=(10, 10),
+                                  noise_scale=0.6, phenotype=phenotype)
+
+
+def test_deterministic_per_patient_and_seed():
+    (a, la), = _frames("normal", 1)
+    (b, lb), = _frames("normal", 1)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    (c, _), = phantom_v2.make_frames(1, 0, 1, [0], size=48, slices=(10, 10), phenotype="normal")
+    assert not np.array_equal(a, c)
+
+
+def test_labels_are_the_four_acdc_classes_and_the_heart_is_in_every_slice():
+    (image, label), = _frames("infarct", 2)
+    assert image.dtype == np.float32 and label.dtype == np.uint8
+    assert set(np.unique(label)) <= {0, 1, 2, 3}
+    assert all((lab == 2).any() for lab in label)            # myocardium down to the apex
+    assert (label[:3] == 1).any() and not (label[-1] == 1).any()   # the RV ends above the apex
+
+
+def _mean_area(phenotype: str, cls: int, frames=(0,)) -> float:
+    return float(np.mean([(_frames(phenotype, c, frames)[0][1] == cls).mean() for c in range(6)]))
+
+
+def test_phenotypes_look_like_themselves():
+    normal_cavity = _mean_area("normal", 3)
+    assert _mean_area("dilated", 3) > 1.3 * normal_cavity
+    assert _mean_area("hypertrophic", 2) > 1.2 * _mean_area("normal", 2)
+    assert _mean_area("rv_enlarged", 1) > 1.5 * _mean_area("normal", 1)
+
+
+def test_systole_shrinks_the_lv_cavity():
+    es = synthetic.es_frame(12)
+    (ed, l_ed), (_, l_es) = _frames("normal", 3, (0, es))
+    assert (l_es == 3).sum() < 0.85 * (l_ed == 3).sum()
+
+
+@pytest.mark.parametrize("skew, dominant", [(0.05, (0.85, 1.0)), (100.0, (0.2, 0.35))])
+def test_site_skew_sets_how_alike_sites_are(skew, dominant):
+    largest = [phantom_v2.phenotype_mix(0, site, skew).max() for site in range(40)]
+    assert dominant[0] <= np.mean(largest) <= dominant[1]
+    mix = phantom_v2.phenotype_mix(0, 3, skew)
+    assert mix.shape == (len(phantom_v2.PHENOTYPES),) and mix.sum() == pytest.approx(1.0)
+
+
+def test_loader_selects_the_phantom_and_restricts_phenotypes():
+    tiny = ["data.clients=2", "data.cases_per_client=4", "data.image_size=32",
+            "data.slices_min=4", "data.slices_max=5", "data.partitions=2", "data.folds=2"]
+    v1 = load_client_volumes(load_config(None, tiny + ["data.phantom=v1"]), 1)
+    ref = synthetic.make_cine_site(0, 1, 4, 32, (4, 5))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(v1, ref))
+    v2 = load_client_volumes(load_config(None, tiny), 1)      # v2 is the default
+    assert [v.volume_id for v in v2] == [v.volume_id for v in v1]
+    assert not np.array_equal(v2[0].image, v1[0].image)
+    only = load_config(None, tiny + ["data.phenotypes=[dilated]", "data.site_skew=0.1"])
+    assert all(phantom_v2.patient_phenotype(0, 1, c, 0.1, ("dilated",)) == "dilated"
+               for c in range(4))
+    assert len(load_client_volumes(only, 1)) == 4
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.phenotypes=[normal,athlete]", "data.phenotypes"),
+    ("data.site_skew=0", "data.site_skew"),
+    ("data.site_skew=.inf", "data.site_skew"),
+    ("data.phantom=v3", "data.phantom"),
+])
+def test_bad_phantom_keys_are_one_line(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [override])
+
+
+def test_v1_has_no_phenotypes_to_mix():
+    with pytest.raises(ConfigError, match="data.site_skew"):
+        load_config(None, ["data.phantom=v1", "data.site_skew=1"])
+    with pytest.raises(ConfigError, match="data.phenotypes"):
+        load_config(None, ["data.phantom=v1", "data.phenotypes=[normal]"])
+
+
+def test_shortcut_probe_reads_a_feature_that_holds_the_partition():
+    rng = np.random.default_rng(0)
+    part = np.repeat(np.arange(4), 50)
+    patient = np.tile(np.arange(50), 4)
+    informative = part[:, None] + 0.1 * rng.normal(size=(200, 1))
+    assert probe_accuracy(informative, part, patient, 4) > 0.95
+    assert probe_accuracy(rng.normal(size=(200, 3)), part, patient, 4) < 0.45
+
+
+def test_statistics_and_areas_of_slices():
+    images = np.zeros((2, 4, 4), np.float32)
+    images[1, :2] = 0.9
+    assert global_statistics(images)[1].tolist() == pytest.approx([0.45, 0.5, 0.5])
+    labels = np.zeros((1, 4, 4), np.uint8)
+    labels[0, 0, :2] = 3
+    assert structure_areas(labels)[0].tolist() == [0.0, 0.0, 0.125]
