@@ -83,7 +83,12 @@ class PretrainConfig:
     # Per-method learning rates chosen by a tuning sweep (method -> lr); others use pretrain.lr.
     lr_per_method: dict[str, float] = field(default_factory=dict)
     temperature: float = 0.1
-    momentum: float = 0.99          # EMA factor of the momentum encoder
+    momentum: float = 0.99          # EMA factor of the momentum encoder (FCL, FedCA) ...
+    # ... at every step (constant), or rising from `momentum` to `momentum_end` along a half
+    # cosine over a client's rounds x local_steps steps (cosine, BYOL's schedule: a fast
+    # momentum encoder early, a steady one late). The position follows the federation's round.
+    momentum_schedule: Literal["constant", "cosine"] = "constant"
+    momentum_end: float = 0.999     # cosine: the factor at the last step, in (0, 1)
     # Local bank capacity per partition; auto = about the slices per partition this client holds,
     # so the sampled dictionary is not mostly copies of the same few slices.
     bank_size: Union[int, Literal["auto"]] = "auto"
@@ -318,6 +323,11 @@ def validate(cfg: Config) -> Config:
         _check(getattr(p, key) >= 1, f"pretrain.{key}", f"must be at least 1, got {getattr(p, key)}")
     _check(p.temperature > 0, "pretrain.temperature", f"must be > 0, got {p.temperature}")
     _check(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")
+    _check(math.isfinite(p.momentum_end) and 0 < p.momentum_end < 1, "pretrain.momentum_end",
+           f"must be in (0, 1), got {p.momentum_end}")
+    _check(p.momentum_schedule != "cosine" or p.momentum_end >= p.momentum, "pretrain.momentum_end",
+           f"momentum_schedule=cosine rises from pretrain.momentum={p.momentum}, so it must be "
+           f">= that, got {p.momentum_end}")
     _check(p.remote_weight >= 0, "pretrain.remote_weight", f"must be >= 0, got {p.remote_weight}")
     _check(p.lr > 0, "pretrain.lr", f"must be > 0, got {p.lr}")
     for name, lr in p.lr_per_method.items():

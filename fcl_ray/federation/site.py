@@ -182,6 +182,7 @@ class ClientSite:
         round_index = round_index or self.pretrain_rounds
         if global_weights is not None:
             self._load_global(global_weights)
+        method.start_round(round_index)   # step-dependent schedules follow the federation
         p = self.cfg.pretrain
         remote = merge_remote(shared, self.client_id, self.device, p.remote_sample,
                               self._remote_sample_rng(round_index)) if shared else None

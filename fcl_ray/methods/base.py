@@ -14,6 +14,7 @@ from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
 from fcl_ray.methods.health import probe_embeddings, representation_health
 from fcl_ray.methods.models import EmbeddingNet, autocast
+from fcl_ray.methods.schedules import momentum_at
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (M, d) embeddings, (M,) partition labels
 
@@ -22,8 +23,8 @@ class PretrainMethod:
     """One self-supervised method at one client; plain PyTorch, no Ray.
 
     The federation calls, each round: ``load_shared_state`` (global weights), then
-    ``train_round`` (local steps, given the other clients' features when the method uses
-    them), then ``shared_state`` / ``shared_features`` to send back, and ``health`` (is the
+    ``start_round`` (which round this is), ``train_round`` (local steps, given the other
+    clients' features when the method uses them), then ``shared_state`` / ``shared_features`` to send back, and ``health`` (is the
     representation collapsing?).
 
     A method writes :meth:`compute_loss`; the optimiser step (zero_grad, backward outside
@@ -74,6 +75,10 @@ class PretrainMethod:
         return None
 
     # --- shared behaviour
+    def start_round(self, round_index: int) -> None:
+        """The federation's round ``round_index`` (1-based) is about to run. Methods with a
+        step-dependent schedule place it here; the default has none."""
+
     def view(self, x: torch.Tensor, flips: bool = True) -> torch.Tensor:
         """A random contrastive view of a batch (``pretrain.views``)."""
         return contrastive_view(x, self.gen, self.cfg.pretrain.views, flips)
@@ -229,7 +234,8 @@ class MomentumBankMethod(PretrainMethod):
     global momentum network); otherwise each client keeps its own.
     """
 
-    checkpointed = PretrainMethod.checkpointed + ("net", "momentum_net", "optimizer", "bank")
+    checkpointed = PretrainMethod.checkpointed + ("net", "momentum_net", "optimizer", "bank",
+                                                  "momentum_step")
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
                  device: torch.device):
@@ -241,6 +247,9 @@ class MomentumBankMethod(PretrainMethod):
         self.bank = FeatureBank(cfg.data.partitions, bank_capacity(cfg, len(slices)),
                                 m.projection_dim, device)
         self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        # Position in pretrain.momentum_schedule: momentum updates done, over the federation's
+        # rounds (start_round sets it from the round, so it survives resume and restarts).
+        self.momentum_step = torch.zeros((), dtype=torch.long)
         self._fill_bank()
 
     def networks(self) -> dict[str, nn.Module]:
@@ -261,11 +270,25 @@ class MomentumBankMethod(PretrainMethod):
                            self.slices.partition[start:start + chunk],
                            torch.arange(start, min(start + chunk, len(self.slices))))
 
+    def start_round(self, round_index: int) -> None:
+        """Place the momentum schedule at the round's first step, (round - 1) x local_steps:
+        a client that sat rounds out, was restarted or resumed is where the others are (and
+        with pretrain.aggregate_momentum every client's momentum network moves alike)."""
+        self.momentum_step.fill_((round_index - 1) * self.cfg.pretrain.local_steps)
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        # A file written before the momentum schedule existed has no position; the next
+        # round's start_round sets it from the round anyway, so such a file still resumes.
+        super().load_checkpoint_state({"momentum_step": self.momentum_step.clone(), **state})
+
     @torch.no_grad()
     def _momentum_update(self) -> None:
-        mom = self.cfg.pretrain.momentum
+        p = self.cfg.pretrain
+        mom = momentum_at(int(self.momentum_step), p.rounds * p.local_steps, p.momentum,
+                          p.momentum_end, p.momentum_schedule)
         for main, ema in zip(self.net.parameters(), self.momentum_net.parameters()):
             ema.mul_(mom).add_(main.detach(), alpha=1.0 - mom)
+        self.momentum_step += 1
 
     def _bank_sample_to_share(self) -> tuple[np.ndarray, np.ndarray]:
         """A random subset of the bank (the paper's K sampling), optionally blurred by
