@@ -147,6 +147,12 @@ class FinetuneConfig:
     batch_size: int = 8
     lr: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over the steps
+    # Protecting a pre-trained encoder: the U-Net encoder's parameters (models.ENCODER_PREFIXES)
+    # learn at lr x encoder_lr_scale (>= 0; 0 keeps them fixed) and not at all during the first
+    # encoder_warmup_steps optimiser steps of a setting (federated: counted across rounds).
+    # Every row gets it, random init, the upper bound and each method alike: choose it once.
+    encoder_lr_scale: float = 1.0
+    encoder_warmup_steps: int = 0
     upper_bound: bool = False       # also fine-tune from random init with every training label
     concurrency: int = 1            # local fine-tunes run at once inside each client actor
     # Fine-tune from this encoder instead of pre-training: an MLflow model URI,
@@ -350,6 +356,10 @@ def validate(cfg: Config) -> Config:
     for key in ("steps", "rounds", "local_steps", "batch_size", "concurrency", "patience",
                 "max_steps", "eval_every", "validation_patients"):
         _check(getattr(f, key) >= 1, f"finetune.{key}", f"must be at least 1, got {getattr(f, key)}")
+    _check(math.isfinite(f.encoder_lr_scale) and f.encoder_lr_scale >= 0,
+           "finetune.encoder_lr_scale", f"must be a finite number >= 0, got {f.encoder_lr_scale}")
+    _check(f.encoder_warmup_steps >= 0, "finetune.encoder_warmup_steps",
+           f"must be >= 0 (optimiser steps), got {f.encoder_warmup_steps}")
     if f.budget == "converge" and synthetic:
         # The validation patients come out of the training pool, beside the N labeled ones.
         left = train_cases - max(f.n_labeled)

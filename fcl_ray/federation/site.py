@@ -290,7 +290,9 @@ class ClientSite:
         return SegmentationTrainer(unet, self.slices.select_volumes(split.labeled),
                                    ft.batch_size, ft.lr, self._generator(purpose, fold, n_labeled),
                                    amp=self.cfg.model.amp,
-                                   cosine_steps=total_steps if ft.lr_schedule == "cosine" else 0)
+                                   cosine_steps=total_steps if ft.lr_schedule == "cosine" else 0,
+                                   encoder_lr_scale=ft.encoder_lr_scale,
+                                   encoder_warmup_steps=ft.encoder_warmup_steps)
 
     def _evaluate(self, unet: torch.nn.Module, fold: int) -> dict:
         test = self.slices.select_volumes(self._split(fold).test)

@@ -186,6 +186,15 @@ def test_participation_keys_print_one_line_and_exit_2(override, capsys):
      "it must be >= that, got 0.9"),
     (["pretrain.momentum_schedule=linear"],
      "'pretrain.momentum_schedule': expected one of 'constant', 'cosine'"),
+    (["finetune.encoder_lr_scale=-0.1"],
+     "'finetune.encoder_lr_scale': must be a finite number >= 0, got -0.1"),
+    (["finetune.encoder_lr_scale=.inf"],
+     "'finetune.encoder_lr_scale': must be a finite number >= 0, got inf"),
+    (["finetune.encoder_lr_scale=.nan"],
+     "'finetune.encoder_lr_scale': must be a finite number >= 0, got nan"),
+    (["finetune.encoder_warmup_steps=-1"],
+     "'finetune.encoder_warmup_steps': must be >= 0 (optimiser steps), got -1"),
+    (["finetune.encoder_warmup_steps=2.5"], "'finetune.encoder_warmup_steps': expected int"),
 ])
 def test_bad_option_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -200,3 +209,6 @@ def test_option_defaults_and_accepted_values():
     load_config(QUICKSTART, ["pretrain.momentum_end=0.5"])
     cfg = load_config(QUICKSTART, ["pretrain.momentum_schedule=cosine", "pretrain.momentum_end=0.99"])
     assert cfg.pretrain.momentum_end == cfg.pretrain.momentum
+    assert (default.finetune.encoder_lr_scale, default.finetune.encoder_warmup_steps) == (1.0, 0)
+    cfg = load_config(QUICKSTART, ["finetune.encoder_lr_scale=0", "finetune.encoder_warmup_steps=0"])
+    assert cfg.finetune.encoder_lr_scale == 0.0
