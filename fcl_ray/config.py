@@ -79,6 +79,10 @@ class PretrainConfig:
     rounds: int = 10
     local_steps: int = 10
     volumes_per_batch: int = 4      # m: a batch is m volumes x one slice per partition
+    # What the m are: distinct volumes (volume), so two frames (ED/ES/extra cine frames) of one
+    # patient can meet as "other volumes", or distinct patients with one random frame each
+    # (patient). Either draws with replacement when m exceeds the volumes or patients there are.
+    batch_by: Literal["volume", "patient"] = "volume"
     lr: float = 1e-3
     # Per-method learning rates chosen by a tuning sweep (method -> lr); others use pretrain.lr.
     lr_per_method: dict[str, float] = field(default_factory=dict)

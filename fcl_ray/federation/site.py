@@ -76,7 +76,9 @@ class ClientSite:
         self.has_label = [v.label is not None for v in volumes]   # extra cine frames: no mask
         self.slices = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
                                         self.cfg.data.partitions,
-                                        normalise=self.cfg.data.normalise).to(self.device)
+                                        normalise=self.cfg.data.normalise,
+                                        patients=[patient_of(v) for v in self.volume_ids]
+                                        ).to(self.device)
         if self.cfg.model.channels_last:
             self.slices.images = self.slices.images.contiguous(memory_format=torch.channels_last)
         del volumes   # the slices are all we keep (the volumes were a second copy)

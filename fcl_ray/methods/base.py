@@ -173,23 +173,40 @@ def bank_capacity(cfg: Config, n_slices: int) -> int:
 
 
 class PartitionBatchSampler:
-    """Batches of m volumes x one random slice per partition (Chaitanya et al.'s G^D batch)."""
+    """Batches of m volumes x one random slice per partition (Chaitanya et al.'s G^D batch).
 
-    def __init__(self, slices: SliceSet, partitions: int):
+    ``by="volume"``: m distinct volumes; two frames (ED, ES, extra cine frames) of one patient
+    can then meet in a batch as "other volumes". ``by="patient"``: m distinct patients and one
+    random frame of each (``pretrain.batch_by``). Either way, when m exceeds the volumes or
+    patients there are, they are drawn with replacement. A patient with a single frame costs
+    no draw, so on data with one frame per patient both give the same batches.
+    """
+
+    def __init__(self, slices: SliceSet, partitions: int, by: str = "volume"):
+        if by not in ("volume", "patient"):
+            raise ValueError(f"unknown batch unit {by!r}; allowed: volume, patient")
         self.partitions = partitions
         self.table: list[list[torch.Tensor]] = []   # per volume, per partition: slice indices
-        for v in slices.volume.unique().tolist():
+        groups: dict[int, list[int]] = {}           # the unit drawn -> its volumes (table rows)
+        by_patient = by == "patient" and slices.patient is not None
+        for row, v in enumerate(slices.volume.unique().tolist()):
             in_volume = slices.volume == v
             self.table.append([torch.nonzero(in_volume & (slices.partition == p)).flatten()
                                for p in range(partitions)])
+            unit = int(slices.patient[in_volume][0]) if by_patient else row
+            groups.setdefault(unit, []).append(row)
+        self.units = list(groups.values())
 
     def sample(self, volumes: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Slice indices (m*S,) and their partitions (m*S,)."""
-        n = len(self.table)
+        n = len(self.units)
         chosen = (torch.randperm(n, generator=gen)[:volumes] if volumes <= n
                   else torch.randint(n, (volumes,), generator=gen))
         idx, parts = [], []
-        for v in chosen.tolist():
+        for unit in chosen.tolist():
+            frames = self.units[unit]   # one frame: no draw (volume mode is today's, bit for bit)
+            v = frames[0] if len(frames) == 1 else \
+                frames[int(torch.randint(len(frames), (1,), generator=gen))]
             for p, candidates in enumerate(self.table[v]):
                 if len(candidates):
                     idx.append(candidates[torch.randint(len(candidates), (1,), generator=gen)])
@@ -212,7 +229,7 @@ class SingleNetworkMethod(PretrainMethod):
         super().__init__(cfg, slices, generator, device)
         self.net = self.build_net().to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.pretrain.lr)
-        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions, cfg.pretrain.batch_by)
 
     def build_net(self) -> nn.Module:
         m = self.cfg.model
@@ -246,7 +263,7 @@ class MomentumBankMethod(PretrainMethod):
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=p.lr)
         self.bank = FeatureBank(cfg.data.partitions, bank_capacity(cfg, len(slices)),
                                 m.projection_dim, device)
-        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions, cfg.pretrain.batch_by)
         # Position in pretrain.momentum_schedule: momentum updates done, over the federation's
         # rounds (start_round sets it from the round, so it survives resume and restarts).
         self.momentum_step = torch.zeros((), dtype=torch.long)

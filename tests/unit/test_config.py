@@ -195,6 +195,7 @@ def test_participation_keys_print_one_line_and_exit_2(override, capsys):
     (["finetune.encoder_warmup_steps=-1"],
      "'finetune.encoder_warmup_steps': must be >= 0 (optimiser steps), got -1"),
     (["finetune.encoder_warmup_steps=2.5"], "'finetune.encoder_warmup_steps': expected int"),
+    (["pretrain.batch_by=case"], "'pretrain.batch_by': expected one of 'volume', 'patient'"),
 ])
 def test_bad_option_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -212,3 +213,5 @@ def test_option_defaults_and_accepted_values():
     assert (default.finetune.encoder_lr_scale, default.finetune.encoder_warmup_steps) == (1.0, 0)
     cfg = load_config(QUICKSTART, ["finetune.encoder_lr_scale=0", "finetune.encoder_warmup_steps=0"])
     assert cfg.finetune.encoder_lr_scale == 0.0
+    assert default.pretrain.batch_by == "volume"
+    assert load_config(QUICKSTART, ["pretrain.batch_by=patient"]).pretrain.batch_by == "patient"
