@@ -91,11 +91,20 @@ class PretrainConfig:
     rounds: int = 10
     local_steps: int = 10
     volumes_per_batch: int = 4      # m: a batch is m volumes x one slice per partition
+    # What the m are: distinct volumes (volume), so two frames (ED/ES/extra cine frames) of one
+    # patient can meet as "other volumes", or distinct patients with one random frame each
+    # (patient). Either draws with replacement when m exceeds the volumes or patients there are.
+    batch_by: Literal["volume", "patient"] = "volume"
     lr: float = 1e-3
     # Per-method learning rates chosen by a tuning sweep (method -> lr); others use pretrain.lr.
     lr_per_method: dict[str, float] = field(default_factory=dict)
     temperature: float = 0.1
-    momentum: float = 0.99          # EMA factor of the momentum encoder
+    momentum: float = 0.99          # EMA factor of the momentum encoder (FCL, FedCA) ...
+    # ... at every step (constant), or rising from `momentum` to `momentum_end` along a half
+    # cosine over a client's rounds x local_steps steps (cosine, BYOL's schedule: a fast
+    # momentum encoder early, a steady one late). The position follows the federation's round.
+    momentum_schedule: Literal["constant", "cosine"] = "constant"
+    momentum_end: float = 0.999     # cosine: the factor at the last step, in (0, 1)
     # Local bank capacity per partition; auto = about the slices per partition this client holds,
     # so the sampled dictionary is not mostly copies of the same few slices.
     bank_size: Union[int, Literal["auto"]] = "auto"
@@ -154,6 +163,12 @@ class FinetuneConfig:
     batch_size: int = 8
     lr: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over the steps
+    # Protecting a pre-trained encoder: the U-Net encoder's parameters (models.ENCODER_PREFIXES)
+    # learn at lr x encoder_lr_scale (>= 0; 0 keeps them fixed) and not at all during the first
+    # encoder_warmup_steps optimiser steps of a setting (federated: counted across rounds).
+    # Every row gets it, random init, the upper bound and each method alike: choose it once.
+    encoder_lr_scale: float = 1.0
+    encoder_warmup_steps: int = 0
     upper_bound: bool = False       # also fine-tune from random init with every training label
     concurrency: int = 1            # local fine-tunes run at once inside each client actor
     # Fine-tune from this encoder instead of pre-training: an MLflow model URI,
@@ -389,6 +404,11 @@ def validate(cfg: Config) -> Config:
         _check(getattr(p, key) >= 1, f"pretrain.{key}", f"must be at least 1, got {getattr(p, key)}")
     _check(p.temperature > 0, "pretrain.temperature", f"must be > 0, got {p.temperature}")
     _check(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")
+    _check(math.isfinite(p.momentum_end) and 0 < p.momentum_end < 1, "pretrain.momentum_end",
+           f"must be in (0, 1), got {p.momentum_end}")
+    _check(p.momentum_schedule != "cosine" or p.momentum_end >= p.momentum, "pretrain.momentum_end",
+           f"momentum_schedule=cosine rises from pretrain.momentum={p.momentum}, so it must be "
+           f">= that, got {p.momentum_end}")
     _check(p.remote_weight >= 0, "pretrain.remote_weight", f"must be >= 0, got {p.remote_weight}")
     _check(p.lr > 0, "pretrain.lr", f"must be > 0, got {p.lr}")
     for name, lr in p.lr_per_method.items():
@@ -411,6 +431,10 @@ def validate(cfg: Config) -> Config:
     for key in ("steps", "rounds", "local_steps", "batch_size", "concurrency", "patience",
                 "max_steps", "eval_every", "validation_patients"):
         _check(getattr(f, key) >= 1, f"finetune.{key}", f"must be at least 1, got {getattr(f, key)}")
+    _check(math.isfinite(f.encoder_lr_scale) and f.encoder_lr_scale >= 0,
+           "finetune.encoder_lr_scale", f"must be a finite number >= 0, got {f.encoder_lr_scale}")
+    _check(f.encoder_warmup_steps >= 0, "finetune.encoder_warmup_steps",
+           f"must be >= 0 (optimiser steps), got {f.encoder_warmup_steps}")
     if f.budget == "converge" and synthetic:
         # The validation patients come out of the training pool, beside the N labeled ones.
         left = train_cases - max(f.n_labeled)

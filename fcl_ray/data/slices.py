@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,25 +38,30 @@ class SliceSet:
     partition: torch.Tensor   # (N,) int64
     volume: torch.Tensor      # (N,) int64: index of the volume in the list given
     position: torch.Tensor    # (N,) float32: relative position base (0) to apex (1)
+    # (N,) int64: the patient whose frame (volume) the slice is from; None: one per volume
+    patient: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def _tensors(self) -> list[Optional[torch.Tensor]]:
+        return [self.images, self.labels, self.partition, self.volume, self.position, self.patient]
 
     def select_volumes(self, volume_ids: Sequence[int]) -> "SliceSet":
         """The slices of the given volumes only (order of the slices kept)."""
         keep = torch.isin(self.volume, torch.as_tensor(list(volume_ids), dtype=torch.long,
                                                        device=self.volume.device))
-        return SliceSet(self.images[keep], self.labels[keep], self.partition[keep],
-                        self.volume[keep], self.position[keep])
+        return SliceSet(*(None if t is None else t[keep] for t in self._tensors()))
 
     def to(self, device: torch.device | str) -> "SliceSet":
-        return SliceSet(*(t.to(device) for t in (self.images, self.labels, self.partition,
-                                                  self.volume, self.position)))
+        return SliceSet(*(None if t is None else t.to(device) for t in self._tensors()))
 
 
 def volumes_to_slices(images: Sequence[np.ndarray], labels: Sequence[np.ndarray | None],
-                      partitions: int, normalise: str = "percentile") -> SliceSet:
-    """Stack every (D, H, W) volume into slices tagged with partition and position."""
+                      partitions: int, normalise: str = "percentile",
+                      patients: Optional[Sequence[str]] = None) -> SliceSet:
+    """Stack every (D, H, W) volume into slices tagged with partition and position, and with
+    the patient of each volume when ``patients`` (one name per volume) is given."""
     xs, ys, parts, vols, pos = [], [], [], [], []
     for v, (image, label) in enumerate(zip(images, labels)):
         depth = image.shape[0]
@@ -71,4 +76,12 @@ def volumes_to_slices(images: Sequence[np.ndarray], labels: Sequence[np.ndarray 
         partition=torch.tensor(parts, dtype=torch.long),
         volume=torch.tensor(vols, dtype=torch.long),
         position=torch.tensor(pos, dtype=torch.float32),
+        patient=None if patients is None else _patient_index(patients, vols),
     )
+
+
+def _patient_index(patients: Sequence[str], volume_of_slice: list[int]) -> torch.Tensor:
+    """Per slice, the number of its volume's patient (patients numbered as first met)."""
+    number: dict[str, int] = {}
+    per_volume = [number.setdefault(name, len(number)) for name in patients]
+    return torch.tensor([per_volume[v] for v in volume_of_slice], dtype=torch.long)

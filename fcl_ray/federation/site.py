@@ -77,7 +77,9 @@ class ClientSite:
         self.has_label = [v.label is not None for v in volumes]   # extra cine frames: no mask
         self.slices = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
                                         self.cfg.data.partitions,
-                                        normalise=self.cfg.data.normalise).to(self.device)
+                                        normalise=self.cfg.data.normalise,
+                                        patients=[patient_of(v) for v in self.volume_ids]
+                                        ).to(self.device)
         if self.cfg.model.channels_last:
             self.slices.images = self.slices.images.contiguous(memory_format=torch.channels_last)
         del volumes   # the slices are all we keep (the volumes were a second copy)
@@ -184,6 +186,7 @@ class ClientSite:
         round_index = round_index or self.pretrain_rounds
         if global_weights is not None:
             self._load_global(global_weights)
+        method.start_round(round_index)   # step-dependent schedules follow the federation
         p = self.cfg.pretrain
         remote = merge_remote(shared, self.client_id, self.device, p.remote_sample,
                               self._remote_sample_rng(round_index)) if shared else None
@@ -313,7 +316,9 @@ class ClientSite:
         return SegmentationTrainer(unet, self.slices.select_volumes(split.labeled),
                                    ft.batch_size, ft.lr, self._generator(purpose, fold, n_labeled),
                                    amp=self.cfg.model.amp,
-                                   cosine_steps=total_steps if ft.lr_schedule == "cosine" else 0)
+                                   cosine_steps=total_steps if ft.lr_schedule == "cosine" else 0,
+                                   encoder_lr_scale=ft.encoder_lr_scale,
+                                   encoder_warmup_steps=ft.encoder_warmup_steps)
 
     def _evaluate(self, unet: torch.nn.Module, fold: int) -> dict:
         test = self.slices.select_volumes(self._split(fold).test)

@@ -14,6 +14,7 @@ from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
 from fcl_ray.methods.health import probe_embeddings, representation_health
 from fcl_ray.methods.models import EmbeddingNet, autocast
+from fcl_ray.methods.schedules import momentum_at
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (M, d) embeddings, (M,) partition labels
 
@@ -22,8 +23,8 @@ class PretrainMethod:
     """One self-supervised method at one client; plain PyTorch, no Ray.
 
     The federation calls, each round: ``load_shared_state`` (global weights), then
-    ``train_round`` (local steps, given the other clients' features when the method uses
-    them), then ``shared_state`` / ``shared_features`` to send back, and ``health`` (is the
+    ``start_round`` (which round this is), ``train_round`` (local steps, given the other
+    clients' features when the method uses them), then ``shared_state`` / ``shared_features`` to send back, and ``health`` (is the
     representation collapsing?).
 
     A method writes :meth:`compute_loss`; the optimiser step (zero_grad, backward outside
@@ -74,6 +75,10 @@ class PretrainMethod:
         return None
 
     # --- shared behaviour
+    def start_round(self, round_index: int) -> None:
+        """The federation's round ``round_index`` (1-based) is about to run. Methods with a
+        step-dependent schedule place it here; the default has none."""
+
     def view(self, x: torch.Tensor, flips: bool = True) -> torch.Tensor:
         """A random contrastive view of a batch (``pretrain.views``)."""
         return contrastive_view(x, self.gen, self.cfg.pretrain.views, flips)
@@ -168,23 +173,40 @@ def bank_capacity(cfg: Config, n_slices: int) -> int:
 
 
 class PartitionBatchSampler:
-    """Batches of m volumes x one random slice per partition (Chaitanya et al.'s G^D batch)."""
+    """Batches of m volumes x one random slice per partition (Chaitanya et al.'s G^D batch).
 
-    def __init__(self, slices: SliceSet, partitions: int):
+    ``by="volume"``: m distinct volumes; two frames (ED, ES, extra cine frames) of one patient
+    can then meet in a batch as "other volumes". ``by="patient"``: m distinct patients and one
+    random frame of each (``pretrain.batch_by``). Either way, when m exceeds the volumes or
+    patients there are, they are drawn with replacement. A patient with a single frame costs
+    no draw, so on data with one frame per patient both give the same batches.
+    """
+
+    def __init__(self, slices: SliceSet, partitions: int, by: str = "volume"):
+        if by not in ("volume", "patient"):
+            raise ValueError(f"unknown batch unit {by!r}; allowed: volume, patient")
         self.partitions = partitions
         self.table: list[list[torch.Tensor]] = []   # per volume, per partition: slice indices
-        for v in slices.volume.unique().tolist():
+        groups: dict[int, list[int]] = {}           # the unit drawn -> its volumes (table rows)
+        by_patient = by == "patient" and slices.patient is not None
+        for row, v in enumerate(slices.volume.unique().tolist()):
             in_volume = slices.volume == v
             self.table.append([torch.nonzero(in_volume & (slices.partition == p)).flatten()
                                for p in range(partitions)])
+            unit = int(slices.patient[in_volume][0]) if by_patient else row
+            groups.setdefault(unit, []).append(row)
+        self.units = list(groups.values())
 
     def sample(self, volumes: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Slice indices (m*S,) and their partitions (m*S,)."""
-        n = len(self.table)
+        n = len(self.units)
         chosen = (torch.randperm(n, generator=gen)[:volumes] if volumes <= n
                   else torch.randint(n, (volumes,), generator=gen))
         idx, parts = [], []
-        for v in chosen.tolist():
+        for unit in chosen.tolist():
+            frames = self.units[unit]   # one frame: no draw (volume mode is today's, bit for bit)
+            v = frames[0] if len(frames) == 1 else \
+                frames[int(torch.randint(len(frames), (1,), generator=gen))]
             for p, candidates in enumerate(self.table[v]):
                 if len(candidates):
                     idx.append(candidates[torch.randint(len(candidates), (1,), generator=gen)])
@@ -207,7 +229,7 @@ class SingleNetworkMethod(PretrainMethod):
         super().__init__(cfg, slices, generator, device)
         self.net = self.build_net().to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.pretrain.lr)
-        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions, cfg.pretrain.batch_by)
 
     def build_net(self) -> nn.Module:
         m = self.cfg.model
@@ -229,7 +251,8 @@ class MomentumBankMethod(PretrainMethod):
     global momentum network); otherwise each client keeps its own.
     """
 
-    checkpointed = PretrainMethod.checkpointed + ("net", "momentum_net", "optimizer", "bank")
+    checkpointed = PretrainMethod.checkpointed + ("net", "momentum_net", "optimizer", "bank",
+                                                  "momentum_step")
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
                  device: torch.device):
@@ -240,7 +263,10 @@ class MomentumBankMethod(PretrainMethod):
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=p.lr)
         self.bank = FeatureBank(cfg.data.partitions, bank_capacity(cfg, len(slices)),
                                 m.projection_dim, device)
-        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions, cfg.pretrain.batch_by)
+        # Position in pretrain.momentum_schedule: momentum updates done, over the federation's
+        # rounds (start_round sets it from the round, so it survives resume and restarts).
+        self.momentum_step = torch.zeros((), dtype=torch.long)
         self._fill_bank()
 
     def networks(self) -> dict[str, nn.Module]:
@@ -261,11 +287,25 @@ class MomentumBankMethod(PretrainMethod):
                            self.slices.partition[start:start + chunk],
                            torch.arange(start, min(start + chunk, len(self.slices))))
 
+    def start_round(self, round_index: int) -> None:
+        """Place the momentum schedule at the round's first step, (round - 1) x local_steps:
+        a client that sat rounds out, was restarted or resumed is where the others are (and
+        with pretrain.aggregate_momentum every client's momentum network moves alike)."""
+        self.momentum_step.fill_((round_index - 1) * self.cfg.pretrain.local_steps)
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        # A file written before the momentum schedule existed has no position; the next
+        # round's start_round sets it from the round anyway, so such a file still resumes.
+        super().load_checkpoint_state({"momentum_step": self.momentum_step.clone(), **state})
+
     @torch.no_grad()
     def _momentum_update(self) -> None:
-        mom = self.cfg.pretrain.momentum
+        p = self.cfg.pretrain
+        mom = momentum_at(int(self.momentum_step), p.rounds * p.local_steps, p.momentum,
+                          p.momentum_end, p.momentum_schedule)
         for main, ema in zip(self.net.parameters(), self.momentum_net.parameters()):
             ema.mul_(mom).add_(main.detach(), alpha=1.0 - mom)
+        self.momentum_step += 1
 
     def _bank_sample_to_share(self) -> tuple[np.ndarray, np.ndarray]:
         """A random subset of the bank (the paper's K sampling), optionally blurred by

@@ -48,7 +48,7 @@ class FedSwAV(PretrainMethod):
         self.prototypes = nn.Linear(m.projection_dim, self.n_prototypes, bias=False).to(device)
         params = list(self.net.parameters()) + list(self.prototypes.parameters())
         self.optimizer = torch.optim.Adam(params, lr=p.lr)
-        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions)
+        self.sampler = PartitionBatchSampler(slices, cfg.data.partitions, p.batch_by)
         self.queue_length = bank_capacity(cfg, len(slices)) * cfg.data.partitions
         self.queue = torch.zeros(0, m.projection_dim, device=device)
         self.freeze_steps = int(self.freeze_fraction * p.rounds * p.local_steps)

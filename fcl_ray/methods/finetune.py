@@ -9,7 +9,8 @@ from monai.losses import DiceCELoss
 from fcl_ray.methods.augment import segmentation_augment
 from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
 from fcl_ray.data.slices import SliceSet
-from fcl_ray.methods.models import autocast, build_unet, load_encoder_into_unet
+from fcl_ray.methods.models import (autocast, build_unet, encoder_and_decoder_parameters,
+                                    load_encoder_into_unet)
 
 
 def init_unet(features, encoder_state: Optional[dict], seed: int,
@@ -26,17 +27,29 @@ def init_unet(features, encoder_state: Optional[dict], seed: int,
 
 class SegmentationTrainer:
     """Adam + Dice-CE on augmented batches of labeled slices; keeps its optimiser state
-    between calls so federated rounds continue where they stopped."""
+    between calls so federated rounds continue where they stopped.
+
+    The encoder's parameters are their own Adam group at ``lr * encoder_lr_scale`` and are
+    frozen (no gradient, so no update) for the first ``encoder_warmup_steps`` steps: ways to
+    protect a pre-trained encoder from the decoder's first, random gradients. Adam updates
+    each parameter on its own, so the defaults (1.0, 0) give a plain single-group Adam's numbers.
+    """
 
     def __init__(self, unet: torch.nn.Module, labeled: SliceSet, batch_size: int, lr: float,
-                 generator: torch.Generator, amp: str = "fp32", cosine_steps: int = 0):
+                 generator: torch.Generator, amp: str = "fp32", cosine_steps: int = 0,
+                 encoder_lr_scale: float = 1.0, encoder_warmup_steps: int = 0):
         if len(labeled) == 0:
             raise ValueError("no labeled slices to fine-tune on")
         self.unet, self.labeled, self.batch_size, self.gen = unet, labeled, batch_size, generator
         self.amp = amp
-        self.optimizer = torch.optim.Adam(unet.parameters(), lr=lr)
-        # cosine_steps > 0: the rate decays to 0 over that many steps (across federated rounds
-        # too, since the trainer lives on between them); 0: constant.
+        self.encoder_params, decoder_params = encoder_and_decoder_parameters(unet)
+        self.optimizer = torch.optim.Adam([
+            {"params": self.encoder_params, "lr": lr * encoder_lr_scale},
+            {"params": decoder_params}], lr=lr)
+        self.encoder_warmup_steps = encoder_warmup_steps
+        self.steps_done = 0   # across calls: federated rounds count toward the warm-up
+        # cosine_steps > 0: both groups' rates decay to 0 over that many steps (across federated
+        # rounds too, since the trainer lives on between them; the warm-up steps count); 0: constant.
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cosine_steps)
                           if cosine_steps > 0 else None)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -47,6 +60,10 @@ class SegmentationTrainer:
         device = self.labeled.images.device
         total = 0.0
         for _ in range(steps):
+            if self.encoder_warmup_steps:
+                frozen = self.steps_done < self.encoder_warmup_steps
+                for param in self.encoder_params:
+                    param.requires_grad_(not frozen)
             idx = torch.randint(len(self.labeled), (self.batch_size,), generator=self.gen)
             idx = idx.to(device)
             x, y = segmentation_augment(self.labeled.images[idx], self.labeled.labels[idx], self.gen)
@@ -57,6 +74,7 @@ class SegmentationTrainer:
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
+            self.steps_done += 1
             total += loss.item()
         return total / steps
 

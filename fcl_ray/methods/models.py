@@ -82,6 +82,15 @@ def load_encoder_into_unet(unet: BasicUNet, encoder_state: dict[str, torch.Tenso
         raise ValueError(f"encoder weights miss U-Net encoder parameters: {not_decoder[:3]}")
 
 
+def encoder_and_decoder_parameters(unet: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """A U-Net's parameters split into its encoder's (names starting with
+    ``ENCODER_PREFIXES``: what pre-training provides) and the rest (the decoder)."""
+    encoder, decoder = [], []
+    for name, param in unet.named_parameters():
+        (encoder if name.startswith(ENCODER_PREFIXES) else decoder).append(param)
+    return encoder, decoder
+
+
 def autocast(device: torch.device, amp: str):
     """Mixed-precision context for training steps: bf16 autocast when ``amp == 'bf16'``."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")

@@ -185,3 +185,45 @@ def test_participation_keys_print_one_line_and_exit_2(override, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fcl-ray: error: config key ")
     assert override.split("=")[0] in lines[0]
+
+
+# Issue 28's fine-tuning and pre-training options (points 4, 5 and 9).
+@pytest.mark.parametrize("overrides,message", [
+    (["pretrain.momentum_end=1.0"], "'pretrain.momentum_end': must be in (0, 1), got 1.0"),
+    (["pretrain.momentum_end=0"], "'pretrain.momentum_end': must be in (0, 1), got 0.0"),
+    (["pretrain.momentum_end=.nan"], "'pretrain.momentum_end': must be in (0, 1), got nan"),
+    (["pretrain.momentum_end=.inf"], "'pretrain.momentum_end': must be in (0, 1), got inf"),
+    (["pretrain.momentum_schedule=cosine", "pretrain.momentum_end=0.9"],
+     "'pretrain.momentum_end': momentum_schedule=cosine rises from pretrain.momentum=0.99, so "
+     "it must be >= that, got 0.9"),
+    (["pretrain.momentum_schedule=linear"],
+     "'pretrain.momentum_schedule': expected one of 'constant', 'cosine'"),
+    (["finetune.encoder_lr_scale=-0.1"],
+     "'finetune.encoder_lr_scale': must be a finite number >= 0, got -0.1"),
+    (["finetune.encoder_lr_scale=.inf"],
+     "'finetune.encoder_lr_scale': must be a finite number >= 0, got inf"),
+    (["finetune.encoder_lr_scale=.nan"],
+     "'finetune.encoder_lr_scale': must be a finite number >= 0, got nan"),
+    (["finetune.encoder_warmup_steps=-1"],
+     "'finetune.encoder_warmup_steps': must be >= 0 (optimiser steps), got -1"),
+    (["finetune.encoder_warmup_steps=2.5"], "'finetune.encoder_warmup_steps': expected int"),
+    (["pretrain.batch_by=case"], "'pretrain.batch_by': expected one of 'volume', 'patient'"),
+])
+def test_bad_option_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(QUICKSTART, overrides)
+    assert message in str(err.value)
+
+
+def test_option_defaults_and_accepted_values():
+    default = load_config(QUICKSTART)
+    assert (default.pretrain.momentum_schedule, default.pretrain.momentum_end) == ("constant", 0.999)
+    # a constant schedule ignores momentum_end, so one below the momentum is no error there
+    load_config(QUICKSTART, ["pretrain.momentum_end=0.5"])
+    cfg = load_config(QUICKSTART, ["pretrain.momentum_schedule=cosine", "pretrain.momentum_end=0.99"])
+    assert cfg.pretrain.momentum_end == cfg.pretrain.momentum
+    assert (default.finetune.encoder_lr_scale, default.finetune.encoder_warmup_steps) == (1.0, 0)
+    cfg = load_config(QUICKSTART, ["finetune.encoder_lr_scale=0", "finetune.encoder_warmup_steps=0"])
+    assert cfg.finetune.encoder_lr_scale == 0.0
+    assert default.pretrain.batch_by == "volume"
+    assert load_config(QUICKSTART, ["pretrain.batch_by=patient"]).pretrain.batch_by == "patient"
