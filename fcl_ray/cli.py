@@ -248,7 +248,7 @@ def _run(args) -> int:
     from fcl_ray.federation.cluster import (RunInterrupted, connect_ray, disconnect_ray,
                                             stop_on_signals)
     from fcl_ray.federation.driver import run_experiment
-    from fcl_ray.report import format_table
+    from fcl_ray.report import format_table, ranking_line
 
     if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
         # Check (and cache) the data here, so a bad file is one line and exit 2, not an error
@@ -271,6 +271,9 @@ def _run(args) -> int:
     print(f"Dice on held-out volumes (mean ± std over {cfg.data.clients} clients), "
           f"from {Path(cfg.experiment.output_dir) / 'results.csv'}:")
     print(format_table(results))
+    line = ranking_line(results)
+    if line:
+        print("\n" + line)
     return 0
 
 

@@ -172,6 +172,33 @@ def paired_markdown(table: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
+def ranking_line(results: pd.DataFrame, reference: str = "fcl", baseline: str = "random",
+                 mode: str = "local") -> str:
+    """One line under a run's table: ``reference`` minus ``baseline`` at the smallest N of
+    ``mode`` with its client-level 95 % CI, and whether a run of this size can rank the two
+    (its CI excludes 0). Empty when either method has no rows in ``mode``."""
+    from fcl_ray.statistics import paired_differences
+
+    rows = results[results["method"].isin([reference, baseline])
+                   & (results["finetune_mode"] == mode)]
+    if set(rows["method"]) != {reference, baseline}:
+        return ""
+    table = paired_differences(rows, reference, pairs="common")
+    if table.empty:
+        return ""
+    r = table.sort_values("n_labeled").iloc[0]
+    low, high = r["client_ci_low"], r["client_ci_high"]
+    figures = (f"{reference} minus {baseline} ({mode}, N={int(r['n_labeled'])}): "
+               f"{_signed(r['mean_diff'])}, client-level 95% CI [{_signed(low)}, "
+               f"{_signed(high)}] over {int(r['n_clients'])} clients, {int(r['n_pairs'])} pairs")
+    if pd.isna(low) or low <= 0 <= high:
+        return (f"{figures}\nA run of this size cannot rank them: the CI contains 0. Ranking "
+                f"needs more clients and folds, and a benchmark whose positive control passes "
+                f"its gate (experiments/benchmark_v2.yaml).")
+    return (f"{figures}\nThe CI excludes 0 at this size; read it beside the positive control "
+            f"(supervised_encoder) before calling either encoder better.")
+
+
 def plot_paired_differences(table: pd.DataFrame, path: str | Path) -> Path:
     """PNG: mean difference with its 95 % CI against N, one marker per method, one panel per
     mode, and a zero line (above it: the reference is better)."""

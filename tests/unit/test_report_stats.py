@@ -286,3 +286,14 @@ def test_the_run_report_has_the_paired_differences_when_the_reference_was_run(tm
             "paired_differences.csv", "paired_differences.png"} <= names
     names = {p.name for p in write_run_report(results, tmp_path / "without", reference="fedca")}
     assert "table_local.md" in names and not any(n.startswith("paired") for n in names)
+
+
+def test_ranking_line_says_whether_a_run_can_rank_fcl_and_random():
+    from fcl_ray.report import ranking_line
+
+    noisy = ranking_line(_results([0.05, -0.04, 0.02, -0.03, 0.01, 0.0]))
+    assert noisy.startswith("fcl minus random (local, N=1): ")
+    assert "cannot rank them: the CI contains 0" in noisy
+    clear = ranking_line(_results([0.10, 0.12, 0.09, 0.11, 0.10, 0.13]))
+    assert "The CI excludes 0" in clear and "+0.108" in clear
+    assert ranking_line(_results([0.1], method="local_cl")) == ""   # no random rows
