@@ -66,7 +66,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="the paper's tables, a Dice-vs-N plot and paired "
                             "statistics (reference minus each method) from results.csv files "
-                            "or an MLflow experiment")
+                            "or an MLflow experiment; the frozen-encoder probe table when a "
+                            "probes.csv sits beside a results.csv")
     report.add_argument("results", nargs="+", metavar="RESULTS_OR_EXPERIMENT",
                         help="results.csv files or run folders written by 'fcl-ray run', "
                              "or MLflow experiment names (their runs' results.csv artifacts)")
@@ -293,9 +294,10 @@ def _show_config(args) -> int:
 
 
 def _report(args) -> int:
-    from fcl_ray.report import (paired_markdown, positive_control_markdown, render_report,
-                                write_paired_report, write_positive_control, write_report)
-    from fcl_ray.results import UPPER_BOUND, load_results
+    from fcl_ray.report import (paired_markdown, positive_control_markdown,
+                                render_probe_report, render_report, write_paired_report,
+                                write_positive_control, write_report)
+    from fcl_ray.results import UPPER_BOUND, load_results, probes_beside
     from fcl_ray.statistics import control_gate, paired_differences, positive_control
 
     results = load_results(args.results, args.tracking_uri)
@@ -325,6 +327,9 @@ def _report(args) -> int:
     if not control.empty:
         control_text = positive_control_markdown(control, control_gate(control))
         print("\n" + control_text, end="")
+    probes = probes_beside(args.results)   # written by runs with probes.enabled
+    if probes is not None:
+        print("\n" + render_probe_report(probes), end="")
     if args.out:
         written = write_report(results, args.out, args.metric)
         if paired is not None:

@@ -243,6 +243,18 @@ class ControlConfig:
 
 
 @dataclass
+class ProbesConfig:
+    """Frozen-encoder probes (fcl_ray/methods/probes.py): after each encoder is ready, per
+    fold, rows in <output_dir>/probes.csv."""
+    enabled: bool = False
+    # The encoders to probe: names of pretrain.methods, or random (random init, always there);
+    # [] = every encoder the run has.
+    methods: list[str] = field(default_factory=list)
+    steps: int = 200                # segmentation probe: steps of its 1x1 convolution
+    n_labeled: int = 1              # segmentation probe: labeled patients per client
+
+
+@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -251,6 +263,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
 
@@ -314,6 +327,44 @@ def _check_control(cfg: Config) -> None:
            f"pretrain.methods asks for {SUPERVISED_ENCODER} on data.kind={cfg.data.kind}, which "
            f"has no patients outside its sites to train it on; set control.encoder to an "
            f"MLflow model URI of an encoder trained with labels elsewhere")
+
+
+RANDOM_INIT = "random"   # the no-pre-training baseline: its encoder is drawn from the seed
+
+
+def probeable_methods(cfg: Config) -> list[str]:
+    """The encoders ``probes.methods`` may name: random init (always there, drawn from the
+    seed) and every method of ``pretrain.methods``."""
+    return list(dict.fromkeys([RANDOM_INIT, *cfg.pretrain.methods]))
+
+
+def probe_methods(cfg: Config) -> list[str]:
+    """The encoders a run probes: ``probes.methods``, or ([]) every probeable one."""
+    return list(cfg.probes.methods) or probeable_methods(cfg)
+
+
+def _training_cases(d: DataConfig) -> int:
+    """Synthetic data: the training cases of a client (its cases minus the largest test fold)."""
+    return d.cases_per_client - -(-d.cases_per_client // d.folds)
+
+
+def _check_probes(cfg: Config) -> None:
+    """probes.*: encoders the run has, a positive step count, N within the training cases."""
+    pr, d = cfg.probes, cfg.data
+    allowed = probeable_methods(cfg)
+    for name in pr.methods:
+        _check(name in allowed, "probes.methods",
+               f"'{name}' is not an encoder of this run; allowed: {', '.join(allowed)} "
+               f"(random init and pretrain.methods)")
+    _check(pr.steps >= 1, "probes.steps", f"must be at least 1, got {pr.steps}")
+    _check(pr.n_labeled >= 1, "probes.n_labeled", f"must be at least 1, got {pr.n_labeled}")
+    train_cases = _training_cases(d)
+    _check(d.kind != "synthetic" or pr.n_labeled <= train_cases, "probes.n_labeled",
+           f"{pr.n_labeled} labeled patients asked, but a client has only {train_cases} "
+           f"training cases ({d.cases_per_client} cases minus a test fold of "
+           f"data.folds={d.folds})")
+    _check(not pr.enabled or d.clients >= 2, "probes.enabled",
+           f"the cross-site probes need data.clients >= 2, got {d.clients}")
 
 
 def validate(cfg: Config) -> Config:
@@ -419,7 +470,7 @@ def validate(cfg: Config) -> Config:
     for mode in f.modes:
         _check(mode in FINETUNE_MODES, "finetune.modes",
                f"unknown mode '{mode}'; allowed: {', '.join(FINETUNE_MODES)}")
-    train_cases = d.cases_per_client - -(-d.cases_per_client // d.folds)  # minus largest fold
+    train_cases = _training_cases(d)
     for n in f.n_labeled:
         _check(n >= 1, "finetune.n_labeled", f"must be at least 1, got {n}")
         # N counts labeled patients (a patient's ED and ES frames are one budget unit).
@@ -485,4 +536,5 @@ def validate(cfg: Config) -> Config:
                f"client {client} / delay {delay}: needs a client id < {d.clients} and delay >= 0")
     _check(cfg.federation.num_gpus_per_client >= 0, "federation.num_gpus_per_client",
            f"must be >= 0, got {cfg.federation.num_gpus_per_client}")
+    _check_probes(cfg)
     return cfg

@@ -280,6 +280,29 @@ def write_positive_control(text: str, out_dir: str | Path) -> Path:
     path = out / "positive_control.md"
     path.write_text(text)
     return path
+# ----------------------------------------------------------------------------- probes
+PROBE_NOTE = ("partition_accuracy: chance 1/partitions; position_dt: mean |t - t'| of the "
+              "nearest other-site slice, lower is better, a random one gives about 1/3; "
+              "position_same_partition: chance about 1/partitions; segmentation_dice: a "
+              "linear read-out of the frozen encoder")
+
+
+def probe_table(probes: pd.DataFrame) -> pd.DataFrame:
+    """Frozen-encoder probes as 'mean ± std' cells: rows = methods, columns = probes; the
+    folds of each client averaged, then mean ± std over clients (as the Dice tables)."""
+    per_client = probes.groupby(["method", "probe", "client"], sort=False)["value"].mean()
+    stats = per_client.groupby(["method", "probe"], sort=False).agg(
+        mean="mean", std=lambda s: s.std(ddof=0))
+    cells = pd.Series([f"{m:.3f} ± {s:.3f}" for m, s in zip(stats["mean"], stats["std"])],
+                      index=stats.index).unstack("probe")
+    columns = list(dict.fromkeys(probes["probe"]))
+    return cells.reindex(index=_method_order(probes["method"]), columns=columns).fillna("—")
+
+
+def render_probe_report(probes: pd.DataFrame) -> str:
+    """The probe table as Markdown, with what each probe's chance level is."""
+    return ("### frozen-encoder probes (mean ± std over clients, folds averaged per client)\n\n"
+            + to_markdown(probe_table(probes)) + f"\n{PROBE_NOTE}\n")
 
 
 # ----------------------------------------------------------------------------- all of it

@@ -21,6 +21,8 @@ from fcl_ray.config import FINETUNE_MODES, ConfigError
 RESULT_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client",
                   "dice_mean", "dice_rv", "dice_myo", "dice_lv"]
 KEY_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client"]
+# probes.csv beside results.csv (probes.enabled): one value per encoder, fold, client, probe.
+PROBE_COLUMNS = ["method", "fold", "client", "probe", "value"]
 # Written by the driver (experiment.seed); results concatenated from several seeds are told
 # apart by it. Absent -> every row is seed 0.
 SEED_COLUMN = "seed"
@@ -163,3 +165,33 @@ def load_results(sources: Sequence[str], tracking_uri: Optional[str] = None) -> 
     results.attrs["duplicates_dropped"] = before - len(results)
     return results
 
+
+
+# ----------------------------------------------------------------------------- probes
+def read_probes_csv(path: str | Path) -> pd.DataFrame:
+    """A probes.csv written by ``fcl-ray run`` with ``probes.enabled`` (columns
+    PROBE_COLUMNS); ConfigError naming the file when it is not one."""
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        raise ConfigError(f"probes file '{path}': not a probes CSV") from None
+    missing = [c for c in PROBE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"probes file '{path}': missing columns {', '.join(missing)}")
+    return frame.astype({"method": str, "probe": str})
+
+
+def probes_beside(sources: Sequence[str]) -> Optional[pd.DataFrame]:
+    """The probes.csv files next to the results files or run folders among ``sources``
+    (MLflow experiment names have none), as one frame (a row read later replaces the same
+    method, fold, client and probe read earlier); None when there is none."""
+    frames = []
+    for source in sources:
+        path = Path(source)
+        folder = path if path.is_dir() else path.parent
+        if path.exists() and (folder / "probes.csv").is_file():
+            frames.append(read_probes_csv(folder / "probes.csv"))
+    if not frames:
+        return None
+    probes = pd.concat(frames, ignore_index=True)
+    return probes.drop_duplicates(PROBE_COLUMNS[:4], keep="last").reset_index(drop=True)

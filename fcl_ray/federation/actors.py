@@ -67,6 +67,12 @@ class ClientActor:
 
     def finish_supervised_encoder(self) -> dict:
         return self.site.finish_supervised_encoder()
+    def probe_features(self, encoder_state: Optional[dict], fold: int) -> dict:
+        return self.site.probe_features(encoder_state, fold)
+
+    def segmentation_probe(self, encoder_state: Optional[dict], fold: int, n_labeled: int,
+                           steps: int) -> float:
+        return self.site.segmentation_probe(encoder_state, fold, n_labeled, steps)
 
     def finetune_local(self, encoder_state: Optional[dict], fold: int, n_labeled: int) -> dict:
         return self.site.finetune_local(encoder_state, fold, n_labeled)

@@ -322,6 +322,28 @@ class Coordinator:
         shared = all(ref is refs[0] for ref in refs)   # federated: one reference for all
         return ray.get(refs[:1] if shared else refs)
 
+    # ------------------------------------------------------------------ frozen-encoder probes
+    def probe_encoder(self, method: str, fold: int, n_labeled: int, steps: int) -> dict:
+        """Gather what the probes of ``method``'s encoder need: every client embeds its own
+        slices with each distinct encoder of the method (one if pre-training was federated,
+        each client's own if local, random init for a method without one) and returns
+        features and labels, never images; every client runs the segmentation probe on its
+        own data with its own encoder. Returns ``features`` (per distinct encoder, per
+        client), ``encoder_of`` (per client, the index of its encoder) and ``segmentation``
+        (per client, Dice). The cross-site probes themselves need torch: the driver runs them."""
+        encoders = self._encoders(method)
+        distinct: list = []
+        encoder_of = []
+        for encoder in encoders:    # by identity: a federated encoder is one reference
+            if not any(encoder is seen for seen in distinct):
+                distinct.append(encoder)
+            encoder_of.append(next(i for i, seen in enumerate(distinct) if encoder is seen))
+        features = [[c.probe_features.remote(e, fold) for c in self.clients] for e in distinct]
+        segmentation = [c.segmentation_probe.remote(e, fold, n_labeled, steps)
+                        for c, e in zip(self.clients, encoders)]
+        return {"features": [ray.get(refs) for refs in features], "encoder_of": encoder_of,
+                "segmentation": ray.get(segmentation)}
+
     # ------------------------------------------------------------------ fine-tuning
     def use_encoder(self, name: str, state: dict) -> None:
         """Fine-tune rows ``name`` from a given encoder (``finetune.encoder``): every client

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fcl_ray.config import Config
+from fcl_ray.config import RANDOM_INIT, Config
 from fcl_ray.config_io import dump_yaml
 from fcl_ray.dashboard import log_dataset_early, publish_run
 from fcl_ray.methods.messages import ALL_LABELED
@@ -24,7 +24,7 @@ from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import SUPERVISED_ENCODER, has_pretraining
-from fcl_ray.results import RESULT_COLUMNS, UPPER_BOUND
+from fcl_ray.results import PROBE_COLUMNS, RESULT_COLUMNS, UPPER_BOUND
 from fcl_ray.tracking import (TrackingContext, make_tracker, method_rows,
                               remember_run, run_to_continue)
 
@@ -63,6 +63,9 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     results_path = out_dir / "results.csv"
     rows = _previous_rows(results_path) if resume else []
     done = {(int(r["fold"]), r["method"], r["finetune_mode"]) for r in rows}
+    probe_rows = _previous_rows(out_dir / "probes.csv") if resume else []
+    if not resume:   # a fresh run: no probe rows of an earlier run beside its results
+        (out_dir / "probes.csv").unlink(missing_ok=True)
     given = control = None
     if cfg.finetune.encoder:   # fine-tune from an MLflow model; a bad URI stops here (exit 2)
         from fcl_ray.encoders import load_encoder
@@ -88,7 +91,7 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     try:
         with running_federation(cfg, placement_group) as (clients, coordinator):
             results = _run_grid(cfg, clients, coordinator, given, control, done, rows,
-                                tracker, log, report, resume, wall)
+                                tracker, log, report, resume, wall, probe_rows)
             status = "FINISHED"
             return results
     except BaseException as err:
@@ -103,13 +106,15 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
 
 
 def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, log, report,
-              resume, wall) -> pd.DataFrame:
-    """Every fold: each method is pre-trained (if it needs it) and fine-tuned federated; then
-    the local settings of all its methods run as one queue per client (largest first), so
-    no client waits for a method's slowest client before starting the next. results.csv is
-    written after each phase, so an interrupted run keeps what is done; ``done`` holds the
-    (fold, method, mode) already in it. The positive control's encoder (``control``: from
-    ``control.encoder``, else trained here) is obtained once, before the first fold."""
+              resume, wall, probe_rows) -> pd.DataFrame:
+    """Every fold: each method is pre-trained (if it needs it), its encoder probed (if
+    ``probes.enabled``) and fine-tuned federated; then the local settings of all its methods
+    run as one queue per client (largest first), so no client waits for a method's slowest
+    client before starting the next. results.csv (and probes.csv) is written after each
+    phase, so an interrupted run keeps what is done; ``done`` holds the (fold, method, mode)
+    already in it, ``probe_rows`` the probe rows. The positive control's encoder
+    (``control``: from ``control.encoder``, else trained here) is obtained once, before the
+    first fold."""
     out_dir = Path(cfg.experiment.output_dir)
     results_path = out_dir / "results.csv"
     infos = gather([c.info.remote() for c in clients])
@@ -135,8 +140,11 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
             state = supervised_encoder(cfg, clients[0], tracker, log, resume)
         gather([coordinator.use_encoder.remote(SUPERVISED_ENCODER, state)])
     eta = Eta(len(cfg.finetune.folds) * len(methods) * len(modes))
+    probe = _prober(cfg, coordinator, methods, given, probe_rows, tracker, log)
     for fold in cfg.finetune.folds:
         local_queue = []
+        if RANDOM_INIT not in methods:   # random init is always there to be probed
+            probe(RANDOM_INIT, fold)
         for method in methods:
             todo = [mode for mode in modes if (fold, method, mode) not in done]
             if not todo:
@@ -145,6 +153,7 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
                 continue
             if method not in no_pretraining and has_pretraining(method):
                 _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume)
+            probe(method, fold)
             if "federated" in todo:
                 rows += _finetune_federated(cfg, coordinator, method, fold, log, report, eta)
                 write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
@@ -158,13 +167,40 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
     results = results[[c for c in RESULT_COLUMNS if c in results.columns] + extra]
     write_csv_atomic(results, results_path)
     _log_final(results, tracker)
-    for artifact in [results_path, out_dir / "rounds.jsonl", *sorted(out_dir.glob("encoders/*"))]:
+    for artifact in [results_path, out_dir / "probes.csv", out_dir / "rounds.jsonl",
+                     *sorted(out_dir.glob("encoders/*"))]:
         if artifact.exists():
             tracker.log_artifact(artifact)
     log(f"results written to {results_path}")
     log(f"wall time {time.perf_counter() - wall:.1f}s")
     publish_run(cfg, tracker, results, out_dir, log)   # tables, models, data; the link
     return results
+
+
+def _prober(cfg, coordinator, methods, given, probe_rows, tracker,
+            log) -> Callable[[str, int], None]:
+    """``probe(method, fold)``: with ``probes.enabled``, probe that encoder unless it is not a
+    target or probes.csv already has it, then rewrite probes.csv (``probe_rows`` grows)."""
+    if not cfg.probes.enabled:
+        return lambda method, fold: None
+    # Here, not at the top: the probes' MONAI loss is loaded only by runs that probe.
+    from fcl_ray.federation.probing import log_probes, probe_encoder, probe_targets
+
+    targets = probe_targets(cfg, methods, given.label if given else None)
+    path = Path(cfg.experiment.output_dir) / "probes.csv"
+
+    def probe(method: str, fold: int) -> None:
+        if method not in targets:
+            return
+        if any(int(r["fold"]) == fold and r["method"] == method for r in probe_rows):
+            log(f"[{method}] fold {fold}: probes already in {path}, skipped")
+            return
+        new = probe_encoder(cfg, coordinator, method, fold)
+        log_probes(new, method, fold, tracker, log)
+        probe_rows.extend(new)
+        write_csv_atomic(pd.DataFrame(probe_rows, columns=PROBE_COLUMNS), path)
+
+    return probe
 
 
 def _in_grid_order(results: pd.DataFrame, methods: list[str], modes: list[str]) -> pd.DataFrame:

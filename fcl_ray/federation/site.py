@@ -29,6 +29,7 @@ from fcl_ray.methods.finetune import (SegmentationTrainer, init_unet,  # noqa: E
                                       train_to_convergence)
 from fcl_ray.methods.messages import ALL_LABELED, ClientNotReady, ClientUpdate  # noqa: E402
 from fcl_ray.methods import get_method_class  # noqa: E402
+from fcl_ray.methods import probes  # noqa: E402
 from fcl_ray.methods.control import control_trainer, encoder_half  # noqa: E402
 from fcl_ray.federation.process_memory import peak_resident_mb, resident_mb  # noqa: E402
 
@@ -105,10 +106,12 @@ class ClientSite:
     def _converge(self) -> bool:
         return self.cfg.finetune.budget == "converge"
 
-    def _split(self, fold: int, n_labeled: int = 0):
+    def _split(self, fold: int, n_labeled: int = 0, validating: bool = True):
         """Split by patient, so a patient's ED, ES and extra frames stay on one side; with
-        ``finetune.budget=converge`` the last patients of the training order validate."""
-        n_validation = self.cfg.finetune.validation_patients if self._converge else 0
+        ``finetune.budget=converge`` (and ``validating``) the last patients of the training
+        order validate."""
+        validates = self._converge and validating
+        n_validation = self.cfg.finetune.validation_patients if validates else 0
         return patient_split(self.volume_ids, self.has_label, self.cfg.data.folds, fold, n_labeled,
                              self.cfg.experiment.seed, self.client_id, n_validation)
 
@@ -299,6 +302,37 @@ class ClientSite:
         encoder = encoder_half(self.control.unet)
         self.control = None
         return encoder
+    # ------------------------------------------------------------------ frozen-encoder probes
+    def _frozen_encoder(self, encoder_state: Optional[dict]):
+        """The encoder to probe; None: random init, drawn from the experiment's seed as the
+        random-init U-Net's encoder is."""
+        return probes.frozen_encoder(self.cfg.model.features, state_from_numpy(encoder_state),
+                                     self.cfg.experiment.seed, self.device)
+
+    def probe_features(self, encoder_state: Optional[dict], fold: int) -> dict:
+        """Pooled features of this client's slices under a frozen encoder, with their
+        partition and position, for the cross-site probes (no image leaves, as in FCL's
+        exchange): its pre-training pool, which other sites' probes learn from, and its
+        test-fold patients (``held_out``), on which its own values are scored."""
+        split = self._split(fold)
+        slices = self.slices.select_volumes(split.train + split.test)
+        held_out = torch.isin(slices.volume, torch.as_tensor(split.test, dtype=torch.long,
+                                                              device=slices.volume.device))
+        features = probes.pooled_features(self._frozen_encoder(encoder_state), slices.images)
+        return {"client": self.client_id, "features": features.numpy(),
+                "partition": slices.partition.cpu().numpy(),
+                "position": slices.position.cpu().numpy(), "held_out": held_out.cpu().numpy()}
+
+    def segmentation_probe(self, encoder_state: Optional[dict], fold: int, n_labeled: int,
+                           steps: int) -> float:
+        """Dice on this client's test fold of a per-pixel linear probe on the frozen
+        encoder, trained on its N labeled patients (the first N, as fine-tuning's)."""
+        split = self._split(fold, n_labeled, validating=False)   # it does not early-stop
+        seed = self._generator(5, fold, n_labeled).initial_seed()
+        return probes.segmentation_probe(self._frozen_encoder(encoder_state),
+                                         self.slices.select_volumes(split.labeled),
+                                         self.slices.select_volumes(split.test),
+                                         steps=steps, seed=seed)
 
     # ------------------------------------------------------------------ fine-tuning
     def _new_trainer(self, encoder_state, fold: int, n_labeled: int, purpose: int = 2,

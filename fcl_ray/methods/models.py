@@ -31,9 +31,17 @@ class Encoder(nn.Module):
         self.conv_0, self.down_1, self.down_2 = unet.conv_0, unet.down_1, unet.down_2
         self.down_3, self.down_4 = unet.down_3, unet.down_4
         self.out_channels = features[4]
+        self.level_channels = tuple(features[:5])   # widths of the maps of levels()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_4(self.down_3(self.down_2(self.down_1(self.conv_0(x)))))
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The map of every level, full resolution first (the U-Net's skip connections)."""
+        maps = [self.conv_0(x)]
+        for down in (self.down_1, self.down_2, self.down_3, self.down_4):
+            maps.append(down(maps[-1]))
+        return maps
 
 
 class ProjectionHead(nn.Module):
