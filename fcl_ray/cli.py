@@ -58,7 +58,11 @@ def _build_parser() -> argparse.ArgumentParser:
                      metavar="KEY=VALUE", help="override a config key, e.g. pretrain.rounds=3")
     run.add_argument("--resume", action="store_true",
                      help="keep finished results in the output dir and continue an interrupted "
-                          "pre-training from its last checkpoint")
+                          "pre-training from its last checkpoint (only with the config saved "
+                          "there: README, 'Reliability')")
+    run.add_argument("--overwrite", action="store_true",
+                     help="run into an output dir that holds results: move the earlier run's "
+                          "files into <output_dir>/previous-<timestamp>/ first")
 
     show = sub.add_parser("config", help="print the resolved config (after --set) and exit")
     show.add_argument("config", nargs="?")
@@ -236,12 +240,17 @@ def _data(args) -> int:
 def _run(args) -> int:
     from fcl_ray.config_io import load_config
     from fcl_ray.durable import check_durable_outputs
+    from fcl_ray.output_dir import prepare_output_dir
 
     # Which code runs: in a `ray job submit --working-dir .` job, the uploaded checkout (Ray
     # puts it first on every worker's PYTHONPATH), not the copy installed on the nodes.
     get_logger(__name__).debug(f"fcl_ray code from {Path(__file__).resolve().parent}")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: give one")
     cfg = load_config(args.config, args.overrides)   # first: a bad config fails in ~1 s
     check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
+    # Before Ray: no resume with another config, no silent replacing of finished results.
+    prepare_output_dir(cfg, args.resume, args.overwrite, log=progress)
     get_logger(__name__).debug(f"config {args.config or '(defaults)'} with "
                                f"{len(args.overrides)} override(s), output in "
                                f"{cfg.experiment.output_dir}")

@@ -80,6 +80,7 @@ def test_run_publishes_results_and_fine_tunes_from_registered_encoder(
 
     # A model that does not fit model.features: one line naming the URI, exit 2.
     code = main(["run", "experiments/quickstart.yaml", "--set", f"tracking.uri={uri}",
+                 "--set", f"experiment.output_dir={tmp_path / 'o3'}",
                  "--set", "finetune.encoder=models:/dash-enc-fcl/1"])
     (err,) = errors(capsys)
     assert code == 2
@@ -126,6 +127,7 @@ def test_encoder_registered_on_a_real_server_loads_back(mlflow_server, tmp_path)
 def test_missing_registered_model_is_one_line(tmp_path, capsys):
     code = main(["run", "experiments/quickstart.yaml",
                  "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                 "--set", f"experiment.output_dir={tmp_path / 'out'}",
                  "--set", "finetune.encoder=models:/no-such-encoder/1"])
     (err,) = errors(capsys)
     assert code == 2

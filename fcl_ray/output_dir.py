@@ -1,0 +1,165 @@
+"""What an output folder already holds, checked before a run starts (before Ray or MLflow).
+
+Results are never silently mixed or replaced:
+
+- ``fcl-ray run --resume`` continues a folder only with the config its earlier rows and
+  checkpoints were made with (the ``config.yaml`` saved there). Keys that cannot change any
+  results row may differ (:data:`RESUME_MAY_CHANGE`); any other difference is one
+  :class:`~fcl_ray.config.ConfigError` naming the keys, old -> new, and nothing is touched.
+- A plain run into a folder whose ``results.csv`` has rows refuses; ``--overwrite`` moves the
+  earlier run's files into ``<output_dir>/previous-<timestamp>/`` (never deletes them).
+
+Only the command line goes through here: a Tune trial resumes its own folder with the config
+the sweep rebuilt for it, and the chaos drill resumes with the same command.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from fcl_ray.config import Config, ConfigError
+from fcl_ray.config_io import from_dict, read_yaml_mapping, to_dict
+
+# Keys a resume may change: they say what the run is called, where its processes, files and
+# tracking live, and how often its state is saved, never what is computed.
+# - experiment.name: the MLflow experiment and run names and the placement group's name.
+# - experiment.output_dir: the folder's own path (a moved folder resumes).
+# - tracking.*: the MLflow store, experiment and model names; nothing is read back from them.
+# - federation.address: the Ray cluster to join (it changes when a head node is restarted).
+# - federation.placement_timeout_s: how long to wait for the reservation; a run either gets
+#   its whole placement group or stops before any work.
+# - federation.checkpoint_every / checkpoint_dir: how often and where round state is saved;
+#   every client's state (RNG included) is saved and a phase starts from the seed, so a
+#   resume from any saved round, or from round 0, is bitwise equal to an uninterrupted run
+#   (tests/integration/test_faults.py).
+# - data.cache / data.cache_dir: whether and where preprocessed volumes are kept; an entry is
+#   keyed by the files' contents and the preprocessing settings and stored losslessly.
+# Not in the list, on purpose: finetune.concurrency (concurrent fine-tunes in one actor seed
+# their U-Nets through torch's one global generator and share its threads), the number of
+# CPUs/GPUs per client and where clients are pinned (threads, device, a site's own data),
+# and the fault-handling keys (round_timeout_s, min_clients, round_retries, max_restarts,
+# faults.*), which decide whose updates count in a round.
+RESUME_MAY_CHANGE = (
+    "experiment.name", "experiment.output_dir", "tracking.*", "federation.address",
+    "federation.placement_timeout_s", "federation.checkpoint_every",
+    "federation.checkpoint_dir", "data.cache", "data.cache_dir",
+)
+SAVED_CONFIG = "config.yaml"
+# What a run leaves in its folder; --overwrite moves these aside.
+RUN_FILES = ("results.csv", "probes.csv", SAVED_CONFIG, "rounds.jsonl", "mlflow_run.json",
+             "encoders", "checkpoints", "report")
+SHOWN = 3   # differing keys named in the message; the rest are counted
+
+
+def may_change_on_resume(key: str) -> bool:
+    """True for a ``section.key`` that :data:`RESUME_MAY_CHANGE` lets a resume change."""
+    return any(key == allowed or (allowed.endswith(".*") and key.startswith(allowed[:-1]))
+               for allowed in RESUME_MAY_CHANGE)
+
+
+def _leaves(cfg: Config) -> dict[str, Any]:
+    """``{'pretrain.lr': 0.001, ...}``: every key of the two-level config."""
+    return {f"{section}.{key}": value for section, keys in to_dict(cfg).items()
+            for key, value in keys.items()}
+
+
+def _text(value: Any) -> str:
+    """A value as the message shows it and the comparison sees it (1 and 1.0 differ:
+    federation.clients_per_round reads them as a count and a fraction)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def config_differences(saved: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every key that differs and may not change on a
+    resume, in the schema's order."""
+    old, now = _leaves(saved), _leaves(new)
+    return [(key, old[key], now[key]) for key in now
+            if _text(old[key]) != _text(now[key]) and not may_change_on_resume(key)]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = _text(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_saved_config(path: Path) -> Config:
+    """The config an earlier run saved, type-checked against this version's schema (the
+    cross-key checks are not asked of it); any problem is one ConfigError naming the file."""
+    try:
+        return from_dict(read_yaml_mapping(path, "saved config", "sections"), cross_checks=False)
+    except (ConfigError, UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"--resume: cannot compare with the config saved in '{path}' "
+                          f"({str(err) if isinstance(err, ConfigError) else type(err).__name__}); "
+                          f"resume with the version that wrote it, or start afresh with "
+                          f"--overwrite (the old files are moved aside)") from None
+
+
+def check_resume(cfg: Config) -> None:
+    """``--resume``: refuse a config that differs from the folder's ``config.yaml`` in a key
+    that can change results. A folder without one resumes as before."""
+    path = Path(cfg.experiment.output_dir) / SAVED_CONFIG
+    if not path.is_file():
+        return
+    differences = config_differences(read_saved_config(path), cfg)
+    if not differences:
+        return
+    shown = ", ".join(f"{key} {_short(old)} -> {_short(new)}"
+                      for key, old, new in differences[:SHOWN])
+    more = f" and {len(differences) - SHOWN} more" if len(differences) > SHOWN else ""
+    raise ConfigError(f"--resume: {path} was made with another config ({shown}{more}); rows "
+                      f"of two configs would mix. Resume with the saved values, choose "
+                      f"another experiment.output_dir, or start afresh with --overwrite (the "
+                      f"old files are moved aside)")
+
+
+def has_results(out_dir: Path) -> bool:
+    """True when ``<out_dir>/results.csv`` holds at least one row under its header."""
+    path = out_dir / "results.csv"
+    if not path.is_file():
+        return False
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip()) > 1
+    except OSError:
+        return True   # unreadable: treat it as results, never overwrite it silently
+
+
+def move_aside(out_dir: Path, now: Optional[float] = None) -> Optional[Path]:
+    """Move the earlier run's files (:data:`RUN_FILES`) into a new
+    ``<out_dir>/previous-<timestamp>/``; return it, or None when there was nothing."""
+    present = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    target = out_dir / f"previous-{stamp}"
+    suffix = 1
+    while target.exists():   # two overwrites within a second
+        suffix += 1
+        target = out_dir / f"previous-{stamp}-{suffix}"
+    target.mkdir()
+    for path in present:
+        path.rename(target / path.name)
+    return target
+
+
+def prepare_output_dir(cfg: Config, resume: bool, overwrite: bool,
+                       log: Callable[[str], None]) -> None:
+    """The output folder checks of ``fcl-ray run``, before anything starts: ``--resume``
+    needs the saved config; a folder with results needs ``--resume`` or ``--overwrite``;
+    ``--overwrite`` moves the earlier files aside."""
+    out_dir = Path(cfg.experiment.output_dir)
+    if resume:
+        check_resume(cfg)
+        return
+    if overwrite:
+        moved = move_aside(out_dir)
+        if moved is not None:
+            log(f"--overwrite: the earlier run's files moved to {moved}")
+        return
+    if has_results(out_dir):
+        raise ConfigError(f"experiment.output_dir '{out_dir}' already holds results "
+                          f"(results.csv); continue them with --resume, start afresh with "
+                          f"--overwrite (the old files are moved aside), or choose another "
+                          f"experiment.output_dir")
