@@ -41,6 +41,29 @@ def _method_order(methods: Iterable[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- reading
+def is_dice_column(column: str) -> bool:
+    """dice_mean, dice_rv, ... and the validation Dice of ``finetune.budget=converge``."""
+    return column.startswith("dice_") or column == "val_dice"
+
+
+def check_dice(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """``frame`` with its Dice columns as numbers; ConfigError naming the column and row
+    (1 = the first row under the header) of a value that is not a number in [0, 1]. Empty
+    cells (NaN) pass: a structure absent from both mask and prediction has no Dice."""
+    frame = frame.copy()
+    for column in [c for c in frame.columns if is_dice_column(str(c))]:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = (values.isna() & frame[column].notna()) | ~(values.isna() | values.between(0, 1))
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            value = frame[column].iloc[row]
+            shown = repr(value[:40]) if isinstance(value, str) else str(value)
+            raise ConfigError(f"results {where}: column {column}, row {row + 1}: {shown} is "
+                              f"not a Dice (a number in [0, 1])")
+        frame[column] = values
+    return frame
+
+
 def check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     """Raise ConfigError (one line naming ``where``) unless ``frame`` is a usable results set."""
     if frame.empty:
@@ -63,7 +86,7 @@ def check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
         if seed.isna().any() or (seed != seed.round()).any():
             raise ConfigError(f"results {where}: seed must be whole numbers")
         frame[SEED_COLUMN] = seed.astype(int)
-    return frame
+    return check_dice(frame, where)
 
 
 def with_seed(results: pd.DataFrame) -> pd.DataFrame:

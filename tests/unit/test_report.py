@@ -90,6 +90,34 @@ def test_bad_results_exit_2_with_one_line(tmp_path, capsys, content, message):
     assert message in err and len(err.splitlines()) == 1
 
 
+HEADER = "method,finetune_mode,n_labeled,fold,client,dice_mean,dice_rv\n"
+
+
+@pytest.mark.parametrize("rows, where", [
+    ("fcl,local,1,0,0,0.5,0.4\nfcl,local,1,0,1,high,0.4\n", "column dice_mean, row 2: 'high'"),
+    ("fcl,local,1,0,0,7.5,0.4\n", "column dice_mean, row 1: 7.5"),
+    ("fcl,local,1,0,0,0.5,-0.1\n", "column dice_rv, row 1: -0.1"),
+    ("fcl,local,1,0,0,0.5,inf\n", "column dice_rv, row 1: inf"),
+])
+def test_a_dice_that_is_not_a_number_in_0_1_exits_2_naming_file_column_row(tmp_path, capsys,
+                                                                          rows, where):
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER + rows)
+    assert main(["report", str(path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(path) in line and where in line, line
+
+
+def test_empty_dice_cells_are_kept_as_nan(tmp_path, capsys):
+    # The platform writes NaN (an empty cell) for a structure absent from mask and prediction.
+    path = tmp_path / "results.csv"
+    path.write_text(HEADER + "fcl,local,1,0,0,0.5,\nfcl,local,1,0,1,0.7,nan\n")
+    results = load_results([str(path)])
+    assert results["dice_rv"].isna().all() and results["dice_mean"].tolist() == [0.5, 0.7]
+    assert main(["report", str(path)]) == 0
+    assert "0.600 ± 0.100" in capsys.readouterr().out
+
+
 def test_mismatched_sets_and_metric_are_refused(tmp_path, capsys):
     _results().to_csv(tmp_path / "acdc.csv", index=False)
     (_results().drop(columns=["dice_rv", "dice_myo", "dice_lv"]).assign(dice_la=0.5)
