@@ -78,6 +78,39 @@ def get_logger(name: str = ROOT) -> logging.Logger:
     return logging.getLogger(name)
 
 
+# ----------------------------------------------------------------------------- Ray's notices
+# Ray (2.60) logs this WARNING at every ray.init of a cluster with token authentication on,
+# the default: a notice, not a problem, so it is one info line of ours instead (-q hides it).
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+RAY_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class _RayNoticeAsInfo(logging.Filter):
+    """Drops Ray's token-authentication notice from Ray's logger and logs it, the first time
+    only, as an info line of fcl-ray's; every other record of that logger passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(RAY_AUTH_NOTICE):
+            return True
+        if not self.seen:
+            self.seen = True
+            get_logger(f"{ROOT}.ray").info(f"Ray: {message}")
+        return False
+
+
+def ray_notices_as_info() -> None:
+    """Install the filter (once) on Ray's authentication logger; call before ``ray.init``.
+    Token authentication itself stays as Ray sets it."""
+    logger = logging.getLogger(RAY_AUTH_LOGGER)
+    if not any(isinstance(f, _RayNoticeAsInfo) for f in logger.filters):
+        logger.addFilter(_RayNoticeAsInfo())
+
+
 def progress(line: str) -> None:
     """An info line: the default ``log`` of ``run_experiment``, ``run_sweep`` and the bench."""
     get_logger().info(line)

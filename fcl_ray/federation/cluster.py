@@ -24,6 +24,7 @@ from fcl_ray.config_io import to_dict
 from fcl_ray.federation.coordinator import Coordinator, FederationError
 from fcl_ray.federation.lean import BLOCK_VARIABLE, NOT_IN_ACTORS
 from fcl_ray.federation.actors import ClientActor, ClientHost, HostedClient
+from fcl_ray.log import ray_notices_as_info
 
 # The client actors' environment: glibc's malloc keeps at most 2 arenas (one per thread by
 # default, each holding freed memory: ~100 MB more resident per actor, measured), and
@@ -91,6 +92,7 @@ def connect_ray(cfg: Config) -> bool:
     if ray.is_initialized():
         return False
     address = cfg.federation.address or os.environ.get("RAY_ADDRESS")
+    ray_notices_as_info()   # Ray's token-auth notice: one info line, not a stderr warning
     ray.init(address=address, logging_level="WARNING", log_to_driver=True)
     return True
 

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from fcl_ray.cli import main
-from fcl_ray.log import Eta, format_duration, get_logger, progress, setup_logging
+from fcl_ray.log import (RAY_AUTH_LOGGER, Eta, format_duration, get_logger, progress,
+                         ray_notices_as_info, setup_logging)
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|DEBUG|WARNING|ERROR) +\S")
 
@@ -83,3 +84,36 @@ def test_contradicting_or_unknown_levels_are_one_line_exit_2(args, words, capsys
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1, err
     assert err.startswith("fcl-ray: error: ") and words in err, err
+
+
+def test_rays_token_notice_becomes_one_info_line(capsys):
+    """Ray's logger (no Ray needed: a logger by name) loses the notice; fcl-ray logs it once at
+    info, so -q hides it. Ray's other lines pass."""
+    ray_logger = logging.getLogger(RAY_AUTH_LOGGER)
+    for old in list(ray_logger.filters):   # a fresh filter: it remembers what it has seen
+        ray_logger.removeFilter(old)
+    reached_ray = []
+    handler = logging.Handler()
+    handler.emit = reached_ray.append
+    ray_logger.addHandler(handler)
+    try:
+        setup_logging("info")
+        ray_notices_as_info()
+        ray_notices_as_info()                # installed once
+        notice = ("Token authentication is enabled for this Ray cluster. Set "
+                  "RAY_AUTH_MODE=disabled to opt out.")
+        ray_logger.warning(notice)
+        ray_logger.warning(notice)           # a second ray.init in the same process
+        ray_logger.warning("Token authentication is disabled for this Ray cluster.")
+        err = capsys.readouterr().err.splitlines()
+        assert [r.getMessage() for r in reached_ray] == [
+            "Token authentication is disabled for this Ray cluster."]
+        assert len(err) == 1 and LINE.match(err[0]) and " INFO " in err[0]
+        assert err[0].endswith("Ray: " + notice)
+        setup_logging("warning")             # -q
+        ray_logger.removeFilter(ray_logger.filters[0])
+        ray_notices_as_info()
+        ray_logger.warning(notice)
+        assert capsys.readouterr().err == "" and len(reached_ray) == 1
+    finally:
+        ray_logger.removeHandler(handler)
