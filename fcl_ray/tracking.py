@@ -207,6 +207,17 @@ class NullTracker:
     def end(self, status: str = "FINISHED") -> None: ...
 
 
+def _reopen_tags(client, run_id: str) -> dict[str, str]:
+    """A run about to be continued: its ``ended_by`` tag (how the earlier attempt stopped)
+    is deleted, since the run has not ended now, and kept as ``resumed_after`` (the earlier
+    status when there was no tag, e.g. RUNNING after a SIGKILLed driver)."""
+    before = client.get_run(run_id)
+    ended_by = before.data.tags.get("ended_by")
+    if ended_by is not None:
+        client.delete_tag(run_id, "ended_by")
+    return {"resumed_after": ended_by or before.info.status}
+
+
 class MlflowTracker(NullTracker):
     """One MLflow run per experiment: params = flattened config, metrics per round."""
 
@@ -226,6 +237,7 @@ class MlflowTracker(NullTracker):
         if context.parent_run_id:
             all_tags["mlflow.parentRunId"] = context.parent_run_id
         if context.run_id:   # continue the caller's run (RUNNING again): a resumed trial
+            all_tags |= _reopen_tags(mlflow.MlflowClient(self.client_uri), context.run_id)
             self.run = mlflow.start_run(run_id=context.run_id, tags=all_tags)
         else:
             self.run = mlflow.start_run(run_name=run_name(cfg), tags=all_tags)
