@@ -16,8 +16,9 @@ $(BIN)/fcl-ray: pyproject.toml constraints.txt
 
 setup: $(BIN)/fcl-ray
 
+# --overwrite: a second `make run` moves the first one's files to runs/quickstart/previous-<time>/
 run: setup           ## quickstart federation on the embedded synthetic data -> Dice table
-	$(BIN)/fcl-ray run experiments/quickstart.yaml
+	$(BIN)/fcl-ray run experiments/quickstart.yaml --overwrite
 
 test: setup          ## the whole test suite (unit, integration, cluster): what CI runs
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,7 @@
 # The data-per-site study (experiments/data_per_site.yaml): 2, 4 and 8 training patients per
 # site, then FCL minus fcl_no_exchange (and minus Local CL) against patients per site.
 # Extra arguments go to every run (e.g. --set 'finetune.folds=[0]' for a quick look).
+# Run again into the same runs/ folders: add --overwrite (the old files move to previous-*/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FCL_RAY=${FCL_RAY:-.venv/bin/fcl-ray}

@@ -4,6 +4,7 @@
 # differ; 100: every site alike), paired client-level CIs, one plot. This is where the paper's
 # claim lives: the exchange should pay when a site lacks what others have.
 # Extra arguments go to every run (e.g. --set 'finetune.folds=[0]').
+# Run again into the same runs/ folders: add --overwrite (the old files move to previous-*/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FCL_RAY=${FCL_RAY:-.venv/bin/fcl-ray}
