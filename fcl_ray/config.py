@@ -133,9 +133,15 @@ class PretrainConfig:
     collapse_guard: Literal["warn", "stop", "off"] = "warn"
     collapse_cosine: float = 0.99   # measured: collapsed runs 0.9998+, healthy 0.84-0.95
     collapse_rank: float = 1.5      # below: the embeddings lie on about a line
-    # Measure health every k rounds (and at the last): each measurement is a forward pass over
-    # the client's probe slices, ~40 % of a 2-step round (benchmarks/README.md).
+    # Measure health every k rounds (and at the last): with health_source=probe each measurement
+    # is a forward pass over the client's probe slices, ~40 % of a 2-step round
+    # (benchmarks/README.md); with steps it costs a pass of the projection head only.
     health_every: int = 1
+    # Where the health figures are read: "steps", the encoder features of the round's last
+    # query batch (m x S augmented slices), computed by the step anyway, through the projection
+    # head alone; or "probe", a forward pass of its own over 64 fixed slices of the client (no
+    # augmentation). Both run the head in eval mode. fedrotation always uses the probe.
+    health_source: Literal["steps", "probe"] = "steps"
     aggregate_momentum: bool = True  # FedAvg the momentum encoder too (else keep it local)
     probe_every: int = 0            # every k rounds: quick fine-tune Dice on a validation case
     probe_steps: int = 30           # (0 = off); the cheap quality signal Tune schedulers use

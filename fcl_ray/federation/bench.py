@@ -5,9 +5,11 @@ For a fixed workload it measures, in one run:
 * seconds per round of FCL pre-training and of federated fine-tuning on Ray (median of the
   rounds after a warm-up round), with exchange (weights in/out, features) and aggregation;
 * the reference: the same local steps run one client after another in this process with
-  plain PyTorch (no Ray, no weights or features moved);
+  plain PyTorch (no Ray, no weights or features moved, no health figures);
 * overhead ratio = round time / (reference time / parallel slots), slots = min(C, CPUs for
-  clients) on CPU (or C on GPU);
+  clients) on CPU (or C on GPU); its inverse is the pre-training step rate against the plain
+  loop, with the collapse guard's health figures on, read from ``pretrain.health_source``
+  (``--set pretrain.health_source=probe`` measures the probe's cost);
 * time to first round (process start to the end of round 1), bytes per round, peak memory
   per client actor;
 * where each client actor's start-up went (:meth:`ClientSite.breakdown`): module imports,
@@ -21,7 +23,7 @@ import os
 import statistics
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -52,6 +54,8 @@ class BenchRow:
     pretrain_reference_s: float
     pretrain_overhead: float
     exchange_aggregate_fraction: float
+    health_source: str                   # pretrain.health_source of the federation's rounds
+    health_fraction: float               # of a round: the slowest client's health figures
     finetune_round_s: float
     finetune_reference_s: float
     finetune_overhead: float
@@ -88,13 +92,14 @@ _IMPORTED_AT = time.perf_counter()
 
 def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, float]:
     """Median seconds of one round of every client's local steps, one client after another
-    in this process: (pre-training, fine-tuning). No Ray, nothing exchanged."""
+    in this process: (pre-training, fine-tuning). No Ray, nothing exchanged, no health
+    figures: the plain loop (``health_source=probe`` keeps nothing from the steps)."""
     # Imported here: MONAI is not loaded before the federation's first round, as in `fcl-ray run`
     from fcl_ray.federation.site import ClientSite
     from fcl_ray.methods.bank import merge_remote
 
     torch.set_num_threads(threads)
-    cfg_dict = to_dict(cfg)
+    cfg_dict = to_dict(replace(cfg, pretrain=replace(cfg.pretrain, health_source="probe")))
     gpus = cfg.federation.num_gpus_per_client
     clients = [ClientSite(cfg_dict, c, threads, gpus) for c in range(cfg.data.clients)]
     for c in clients:
@@ -150,6 +155,7 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
         steady = stats[1:]
         exchange = [s["aggregate_seconds"] + max(c["exchange_seconds"] for c in s["clients"])
                     for s in steady]
+        health = [max(c["health_seconds"] for c in s["clients"]) for s in steady]
         ray.get(coordinator.start_federated_finetune.remote("random", 0, cfg.finetune.n_labeled[0]))
         ft_walls = []
         for r in range(rounds + 1):
@@ -167,6 +173,7 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
                 "pretrain_round_s": statistics.median(walls[1:]),
                 "exchange_aggregate_fraction": statistics.median(
                     e / w for e, w in zip(exchange, walls[1:])),
+                "health_fraction": statistics.median(h / w for h, w in zip(health, walls[1:])),
                 "finetune_round_s": statistics.median(ft_walls[1:]),
                 "time_to_first_round_s": first_round,
                 "bytes_per_round_mb": statistics.median(
@@ -216,13 +223,15 @@ def run_bench(client_counts: list[int], local_steps: int, rounds: int,
                        "coordinator_heavy_modules": fed.pop("coordinator_heavy_modules")})
         ref_pre, ref_ft = reference_seconds(cfg, rounds, threads)
         row = BenchRow(clients=n, local_steps=local_steps, slots=slots,
+                       health_source=cfg.pretrain.health_source,
                        driver_start_s=driver_start, ray_start_s=ray_start,
                        pretrain_reference_s=ref_pre, finetune_reference_s=ref_ft,
                        pretrain_overhead=fed["pretrain_round_s"] / (ref_pre / slots),
                        finetune_overhead=fed["finetune_round_s"] / (ref_ft / slots), **fed)
         log(f"C={n:2d} steps={local_steps}: pre-train round {row.pretrain_round_s:.2f}s "
             f"(reference {ref_pre:.2f}s / {slots:g} slots -> overhead {row.pretrain_overhead:.2f}, "
-            f"exchange+aggregate {100 * row.exchange_aggregate_fraction:.1f}%), fine-tune round "
+            f"exchange+aggregate {100 * row.exchange_aggregate_fraction:.1f}%, health "
+            f"({row.health_source}) {100 * row.health_fraction:.1f}%), fine-tune round "
             f"{row.finetune_round_s:.2f}s (overhead {row.finetune_overhead:.2f}), first round "
             f"after {row.time_to_first_round_s:.1f}s, {row.bytes_per_round_mb:.1f} MB/round, "
             f"peak {row.peak_memory_mb_per_client:.0f} MB/client actor, "

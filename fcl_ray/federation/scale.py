@@ -12,7 +12,8 @@ Per row: the median round wall time after a warm-up round and where it went, on 
 path (the client host whose participants took longest):
 
 * compute: that host's participants' local steps, one after another;
-* health: their collapse-guard probe (a forward pass over probe slices, ``pretrain.health_every``);
+* health: their collapse guard's figures (``pretrain.health_source``: the head on the last
+  step's features, or a forward pass over the probe slices; ``pretrain.health_every``);
 * exchange: the rest of their calls (global weights in, remote sample merged, weights and
   features out);
 * aggregation: the coordinator's FedAvg;

@@ -12,7 +12,7 @@ from fcl_ray.methods.augment import contrastive_view
 from fcl_ray.methods.bank import FeatureBank, sample_features
 from fcl_ray.config import Config
 from fcl_ray.data.slices import SliceSet
-from fcl_ray.methods.health import probe_embeddings, representation_health
+from fcl_ray.methods.health import network_health
 from fcl_ray.methods.models import EmbeddingNet, autocast
 from fcl_ray.methods.schedules import momentum_at
 
@@ -28,13 +28,18 @@ class PretrainMethod:
     representation collapsing?).
 
     A method writes :meth:`compute_loss`; the optimiser step (zero_grad, backward outside
-    autocast, step) is done once, here, for all of them.
+    autocast, step) is done once, here, for all of them. A method whose ``self.net`` is an
+    encoder + projection head computes its queries with :meth:`embed`, so that
+    ``pretrain.health_source=steps`` can read health from them instead of the probe batch.
     """
 
     federated: bool = True          # False: weights stay local (e.g. Local CL)
     shares_features: bool = False   # True: sends features to the coordinator each round
     probe_size: int = 64            # slices of the fixed health-probe batch
     health_centred: bool = False    # True: health figures on mean-centred embeddings
+    # False: the step has no query batch the probe's figures could be read from (e.g. a
+    # classifier fed rotated images); health then runs the probe whatever health_source says.
+    health_from_steps: bool = True
     optimizer: torch.optim.Optimizer
     # What --resume restores: the attributes whose values shape future steps (networks,
     # optimiser, banks, queues, the random generator). Declared, not discovered, so nothing
@@ -42,7 +47,7 @@ class PretrainMethod:
     # tests/unit/test_checkpoint.py fails for any state that changes in a round yet is
     # neither here nor in ``not_checkpointed`` (diagnostics that never shape a step).
     checkpointed: tuple[str, ...] = ("gen",)
-    not_checkpointed: tuple[str, ...] = ()
+    not_checkpointed: tuple[str, ...] = ("step_features",)
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
                  device: torch.device):
@@ -51,6 +56,11 @@ class PretrainMethod:
         # (deterministic, no augmentation, drawn without touching the generator).
         self.probe_index = torch.linspace(0, len(slices) - 1,
                                           min(self.probe_size, len(slices))).long()
+        # health_source=steps: :meth:`embed` keeps the last step's query features here;
+        # with probe nothing is kept and every step runs as before, bit for bit.
+        self.keep_step_features = (cfg.pretrain.health_source == "steps"
+                                   and self.health_from_steps)
+        self.step_features: Optional[Features] = None   # (B, C, h, w) encoder maps, (B,) partitions
 
     # --- what subclasses provide
     def networks(self) -> dict[str, nn.Module]:
@@ -92,9 +102,22 @@ class PretrainMethod:
         self.optimizer.step()
         return {"loss": loss.item(), **metrics}
 
+    def embed(self, views: torch.Tensor, partitions: torch.Tensor) -> torch.Tensor:
+        """``self.net(views)`` (encoder + projection head), the step's queries. Its first
+        ``len(partitions)`` rows are the batch's slices, with these partitions; with
+        ``pretrain.health_source=steps`` their encoder features are kept (detached) for
+        :meth:`health`, which then needs no forward pass of the encoder."""
+        if not self.keep_step_features:
+            return self.net(views)
+        features = self.net.encoder(views)           # the same two calls as self.net(views)
+        n = len(partitions)
+        self.step_features = (features[:n].detach().float(), partitions.to(features.device))
+        return self.net.head(features)
+
     def train_round(self, steps: int, remote: Optional[Features]) -> dict[str, float]:
         """Run ``steps`` local steps and return the mean of each metric."""
         totals: dict[str, float] = {}
+        self.step_features = None                    # health reads this round's, or the probe
         for _ in range(steps):
             metrics = self.train_step(remote)
             for key, value in metrics.items():
@@ -102,13 +125,22 @@ class PretrainMethod:
         return {k: v / steps for k, v in totals.items()}
 
     def health(self) -> dict[str, float]:
-        """Representation health on the fixed probe batch (see :mod:`fcl_ray.methods.health`)."""
+        """Representation health (see :mod:`fcl_ray.methods.health`). With
+        ``pretrain.health_source=steps``: the projection head (eval mode) on the encoder
+        features of the round's last query batch. With ``probe``, for a method whose step
+        has no such batch, or before any step: :meth:`probe_health`."""
+        if self.step_features is not None:
+            features, partitions = self.step_features
+            head = self.net.head
+            return network_health(head, head, features, partitions, self.health_centred)
+        return self.probe_health()
+
+    def probe_health(self) -> dict[str, float]:
+        """Representation health from a forward pass over the fixed probe batch."""
         net, head = self.embedding()
         idx = self.probe_index.to(self.slices.images.device)
-        z, hidden = probe_embeddings(net, head, self.slices.images[idx])
-        if self.health_centred:
-            z = z - z.mean(0, keepdim=True)
-        return representation_health(z, self.slices.partition[idx], hidden)
+        return network_health(net, head, self.slices.images[idx], self.slices.partition[idx],
+                              self.health_centred)
 
     def shared_state(self) -> dict[str, torch.Tensor]:
         return {f"{name}.{k}": v for name, net in self.networks().items()

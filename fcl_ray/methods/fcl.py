@@ -41,7 +41,7 @@ class FCL(MomentumBankMethod):
         idx, parts = self.sampler.sample(p.volumes_per_batch, self.gen)
         parts = parts.to(self.device)
         x = self.slices.images[idx.to(self.device)]
-        q = self.net(self.view(x))
+        q = self.embed(self.view(x), parts)
         with torch.no_grad():
             self._momentum_update()
             k = self.momentum_net(self.view(x))

@@ -44,7 +44,8 @@ class FedCA(MomentumBankMethod):
     # The reference is reset from the global model every round; saved anyway so a resumed
     # client holds exactly what it held.
     checkpointed = MomentumBankMethod.checkpointed + ("reference",)
-    not_checkpointed = ("last_dictionary_size",)   # read by tests, never by a step
+    # Read by tests, never by a step.
+    not_checkpointed = MomentumBankMethod.not_checkpointed + ("last_dictionary_size",)
 
     def __init__(self, cfg, slices, generator, device):
         super().__init__(cfg, slices, generator, device)
@@ -60,7 +61,7 @@ class FedCA(MomentumBankMethod):
         idx, parts = self.sampler.sample(p.volumes_per_batch, self.gen)
         x = self.slices.images[idx.to(self.device)]
         view1, view2 = self.view(x), self.view(x)
-        q = self.net(view1)
+        q = self.embed(view1, parts)
         with torch.no_grad():
             self._momentum_update()
             k = self.momentum_net(view2)

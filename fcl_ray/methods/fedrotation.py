@@ -57,6 +57,9 @@ class FedRotation(SingleNetworkMethod):
     # part (biases, non-negative ReLU outputs), so their raw cosines sit near 1 however healthy
     # the network is. Health centres them first; collapse then shows as a rank near 1.
     health_centred = True
+    # Its step sees four rotations of every slice, no embedding of the slice itself: the
+    # health figures come from the probe batch whatever pretrain.health_source says.
+    health_from_steps = False
 
     def embedding(self):
         """Health is read on the classifier's hidden layer (it has no projection head)."""

@@ -25,7 +25,8 @@ class FedSimCLR(SingleNetworkMethod):
     shares_features = False
 
     def compute_loss(self, remote: Optional[Features]):
-        idx, _ = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)
+        idx, parts = self.sampler.sample(self.cfg.pretrain.volumes_per_batch, self.gen)
         x = self.slices.images[idx.to(self.device)]
-        z1, z2 = self.net(torch.cat([self.view(x), self.view(x)])).chunk(2)
+        # (partitions: for the health figures only; the loss ignores them)
+        z1, z2 = self.embed(torch.cat([self.view(x), self.view(x)]), parts).chunk(2)
         return nt_xent_loss(z1, z2, self.cfg.pretrain.temperature), {}

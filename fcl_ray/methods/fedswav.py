@@ -75,9 +75,9 @@ class FedSwAV(PretrainMethod):
         p = self.cfg.pretrain
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
-        idx, _ = self.sampler.sample(p.volumes_per_batch, self.gen)
+        idx, parts = self.sampler.sample(p.volumes_per_batch, self.gen)   # parts: health only
         x = self.slices.images[idx.to(self.device)]
-        z = self.net(torch.cat([self.view(x), self.view(x)]))
+        z = self.embed(torch.cat([self.view(x), self.view(x)]), parts)
         frozen = int(self.step_count) < self.freeze_steps
         # Frozen prototypes: no gradient reaches them (SwAV freezes them during the first
         # epoch, else they chase the still-random embeddings and the codes collapse).

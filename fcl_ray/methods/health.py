@@ -2,8 +2,8 @@
 
 Contrastive and clustering methods can lower their loss by mapping every input to (nearly)
 one point, or onto a few directions. Dice after fine-tuning hides this for a long time (the
-decoder learns anyway), so every pre-training round measures, on a fixed probe batch of the
-client's own slices (no augmentation):
+decoder learns anyway), so every pre-training round measures, on a batch of the client's own
+slices (see below for which):
 
 - ``mean_cosine``: mean pairwise cosine of the L2-normalised embeddings, off the diagonal.
   About 0 to 0.5 is healthy for a partition-structured representation; 1.0 means every
@@ -20,6 +20,15 @@ client's own slices (no augmentation):
 
 :func:`is_collapsed` turns these into one verdict with documented thresholds
 (``pretrain.collapse_cosine`` and ``pretrain.collapse_rank``).
+
+Where the figures are read (``pretrain.health_source``): ``probe``, a forward pass of its own
+over the fixed probe batch, or ``steps``, the encoder features the round's last training step
+computed anyway, through the projection head alone. Both run the head in eval mode (BatchNorm
+on its running statistics): in training mode batch statistics re-spread the hidden units of
+every batch, so a collapsing network reads healthy there. And ``steps`` reads one step, not
+the round's steps pooled: a collapsed network's single point moves from step to step, so
+embeddings pooled over weights of several steps read spread (measured in
+``experiments/health_source_check.py``).
 """
 from __future__ import annotations
 
@@ -45,7 +54,7 @@ def effective_rank(embeddings: torch.Tensor) -> float:
 
 def representation_health(embeddings: torch.Tensor, partitions: torch.Tensor,
                           hidden: Optional[torch.Tensor] = None) -> dict[str, float]:
-    """The health figures of one probe batch.
+    """The health figures of one batch of embeddings.
 
     embeddings: (N, d) outputs of the method's head (normalised here again, harmlessly);
     partitions: (N,) partition of each slice; hidden: (N, h) post-ReLU activations of the
@@ -107,3 +116,13 @@ def probe_embeddings(net: nn.Module, head: Optional[nn.Module], images: torch.Te
         if handle is not None:
             handle.remove()
     return out, (torch.cat(captured).flatten(1) if captured else None)
+
+
+def network_health(net: nn.Module, head: Optional[nn.Module], inputs: torch.Tensor,
+                   partitions: torch.Tensor, centred: bool = False) -> dict[str, float]:
+    """The figures of :func:`representation_health` for ``net`` run on ``inputs`` in eval
+    mode (:func:`probe_embeddings`); ``centred``: mean-centre the embeddings first."""
+    z, hidden = probe_embeddings(net, head, inputs)
+    if centred:
+        z = z - z.mean(0, keepdim=True)
+    return representation_health(z, partitions, hidden)

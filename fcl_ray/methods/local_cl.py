@@ -31,7 +31,7 @@ class LocalCL(SingleNetworkMethod):
         p = self.cfg.pretrain
         idx, parts = self.sampler.sample(p.volumes_per_batch, self.gen)
         x = self.slices.images[idx.to(self.device)]
-        z = self.net(torch.cat([self.view(x), self.view(x)]))
+        z = self.embed(torch.cat([self.view(x), self.view(x)]), parts)
         parts = torch.cat([parts, parts]).to(self.device)
         same = parts[:, None] == parts[None, :]
         not_self = ~torch.eye(len(z), dtype=torch.bool, device=self.device)

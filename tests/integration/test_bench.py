@@ -26,6 +26,8 @@ def test_bench_reports_every_figure(ray_session):
     # the running coordinator, which holds every client's handle, never loaded torch/MONAI
     assert MEASURED_ACTORS[-1]["coordinator_heavy_modules"] == []
     assert 0 < row.exchange_aggregate_fraction < 1
+    # health figures on (the default source) and counted apart; the reference loop has none
+    assert row.health_source == "steps" and 0 < row.health_fraction < 1
     assert row.pretrain_overhead == pytest.approx(row.pretrain_round_s
                                                   / (row.pretrain_reference_s / row.slots))
 

@@ -100,7 +100,7 @@ def test_bad_files(tmp_path):
 @pytest.mark.parametrize("override", ["data.clients=0", "pretrain.rounds=x",
                                       "pretrain.collapse_cosine=2", "pretrain.negatives=x",
                                       "finetune.n_labeled=100", "data.partitions=20",
-                                      "pretrain.bogus=1"])
+                                      "pretrain.bogus=1", "pretrain.health_source=sometimes"])
 def test_cli_prints_one_line_and_exits_2(override, capsys):
     from fcl_ray.cli import main
 
@@ -208,6 +208,8 @@ def test_participation_keys_print_one_line_and_exit_2(override, capsys):
      "'finetune.encoder_warmup_steps': must be >= 0 (optimiser steps), got -1"),
     (["finetune.encoder_warmup_steps=2.5"], "'finetune.encoder_warmup_steps': expected int"),
     (["pretrain.batch_by=case"], "'pretrain.batch_by': expected one of 'volume', 'patient'"),
+    (["pretrain.health_source=sometimes"],
+     "config key 'pretrain.health_source': expected one of 'steps', 'probe', got 'sometimes'"),
 ])
 def test_bad_option_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -227,3 +229,6 @@ def test_option_defaults_and_accepted_values():
     assert cfg.finetune.encoder_lr_scale == 0.0
     assert default.pretrain.batch_by == "volume"
     assert load_config(QUICKSTART, ["pretrain.batch_by=patient"]).pretrain.batch_by == "patient"
+    assert default.pretrain.health_source == "steps"
+    probe = load_config(QUICKSTART, ["pretrain.health_source=probe"])
+    assert probe.pretrain.health_source == "probe"
