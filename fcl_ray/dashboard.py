@@ -37,10 +37,7 @@ def plot_client_dice(results: pd.DataFrame, path: str | Path,
                      metric: str = "dice_mean") -> Path:
     """PNG: one panel per (mode, N); per client a bar per method (mean over folds, error bar
     = std over folds when there are several)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     import numpy as np
 
     from fcl_ray.results import _method_order
@@ -49,8 +46,8 @@ def plot_client_dice(results: pd.DataFrame, path: str | Path,
     methods = _method_order(results["method"])
     clients = sorted(results["client"].unique())
     panel = max(4.5, 0.3 * len(clients) * len(methods) + 1.5)   # inches per (mode, N)
-    fig, axes = plt.subplots(1, len(settings), figsize=(panel * len(settings), 3.8),
-                             sharey=True, squeeze=False)
+    fig = Figure(figsize=(panel * len(settings), 3.8))
+    axes = fig.subplots(1, len(settings), sharey=True, squeeze=False)
     width = 0.8 / len(methods)
     for ax, (mode, n) in zip(axes[0], settings):
         part = results[(results["finetune_mode"] == mode) & (results["n_labeled"] == n)]
@@ -69,7 +66,6 @@ def plot_client_dice(results: pd.DataFrame, path: str | Path,
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

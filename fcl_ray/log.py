@@ -1,31 +1,36 @@
-"""Logging: the one place that sets the format and the level of fcl-ray's progress lines.
+"""Logging: fcl-ray logs like a library, and its command line sets the format and the level.
 
-Progress and diagnostics go to stderr through the standard ``logging`` module, one line per
-event with a timestamp and a level::
+Every module logs through a logger below ``fcl_ray`` (``logging.getLogger(__name__)``, or
+:func:`get_logger`); the package adds a ``NullHandler`` to ``fcl_ray`` and nothing else, so
+imported into a notebook or another program it prints nothing the program did not ask for
+(the logging HOWTO, "Configuring Logging for a Library"). To see the progress lines there::
+
+    logging.basicConfig(format="%(asctime)s %(message)s")
+    logging.getLogger("fcl_ray").setLevel(logging.INFO)
+
+The ``fcl-ray`` command (and only it) calls :func:`setup_logging` with the level of ``-q``
+(warning), ``-v`` (debug) or ``--log-level``: progress and diagnostics then go to stderr, one
+line per event with a timestamp and a level::
 
     2025-06-01 14:03:12 INFO      round 3/10 done in 1.2s with 3/3 clients (...); ETA 0:00:08
 
 Results (the Dice table, ``fcl-ray report``'s tables, ``fcl-ray config``) are the program's
 output and stay on stdout, so ``fcl-ray run ... > table.txt`` keeps only them.
 
-The ``fcl-ray`` command calls :func:`setup_logging` with the level of ``-q`` (warning),
-``-v`` (debug) or ``--log-level``; used as a library (``run_experiment`` in a notebook), the
-first :func:`get_logger` sets up level info. A Ray worker (a Tune trial, an actor) started by
-this process inherits the level through ``$FCL_RAY_LOG_LEVEL``; Ray forwards the worker's
+A Ray worker that logs for us (a Tune trial, in its own process) is handed the driver's
+level of ``fcl_ray`` and calls :func:`setup_worker_logging`; Ray forwards the worker's
 stderr to the driver with its own ``(name pid=...)`` prefix (``log_to_driver``).
 """
 from __future__ import annotations
 
 import datetime
 import logging
-import os
 import sys
 import time
 from typing import Callable
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
-LEVEL_ENV = "FCL_RAY_LOG_LEVEL"    # the level, handed to Ray workers started from here
 FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 ROOT = "fcl_ray"                    # every fcl-ray logger is below this one
@@ -52,7 +57,9 @@ def _is_set_up() -> bool:
 
 
 def setup_logging(level: str = "info") -> logging.Logger:
-    """Send fcl-ray's log lines to stderr at ``level`` (debug, info, warning, error).
+    """The command line's logging: fcl-ray's lines to stderr at ``level`` (debug, info,
+    warning, error), in :data:`FORMAT`. Only ``fcl-ray`` (and the Ray workers it starts, via
+    :func:`setup_worker_logging`) call it; a library leaves handlers to the program.
 
     Calling it again only changes the level. Other libraries' loggers (Ray, MLflow) are left
     as they are: the fcl_ray logger has its own handler and does not propagate to the root."""
@@ -65,16 +72,27 @@ def setup_logging(level: str = "info") -> logging.Logger:
         logger.addHandler(handler)
     logger.setLevel(LEVELS[level])
     logger.propagate = False
-    os.environ[LEVEL_ENV] = level
     return logger
 
 
+def driver_level() -> str:
+    """The level fcl-ray's lines are shown at in this process (``fcl_ray``'s effective
+    level by name: set by ``-q``/``-v``, or by the program that imported fcl-ray), to hand
+    to the Ray workers that log for us."""
+    level = logging.getLogger(ROOT).getEffectiveLevel()
+    return next((name for name, value in LEVELS.items() if value >= level), "error")
+
+
+def setup_worker_logging(level: str | None) -> None:
+    """In a Ray worker that logs for us (a Tune trial): the command line's stderr lines at the
+    driver's ``level`` (:func:`driver_level`), which Ray forwards to the driver. A worker is
+    a process Ray started for fcl-ray, so no one else would set its logging up."""
+    setup_logging(level if level in LEVELS else "info")
+
+
 def get_logger(name: str = ROOT) -> logging.Logger:
-    """The logger ``name`` (a module's ``__name__``, below ``fcl_ray``); the first call sets
-    up logging at ``$FCL_RAY_LOG_LEVEL`` (info if unset or unknown) unless it was set up."""
-    if not _is_set_up():
-        level = os.environ.get(LEVEL_ENV, "info").lower()
-        setup_logging(level if level in LEVELS else "info")
+    """The logger ``name`` (a module's ``__name__``, below ``fcl_ray``). It installs nothing:
+    where its lines go is the program's choice (``fcl-ray``: :func:`setup_logging`)."""
     return logging.getLogger(name)
 
 

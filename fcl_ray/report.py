@@ -12,12 +12,16 @@ positive control's section (supervised_encoder minus random init, and its gate).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from fcl_ray.config import FINETUNE_MODES, ConfigError
 from fcl_ray.results import UPPER_BOUND, _method_order
 from fcl_ray.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ControlGate, client_means
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # The column of the upper bound's cell (its N is the whole training set): "all labels".
 ALL_LABELS = "all"
@@ -98,16 +102,14 @@ def stats_csv(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- plot
-def plot_dice_vs_n(results: pd.DataFrame, path: str | Path, metric: str = "dice_mean") -> Path:
-    """PNG: metric against N per method (mean ± std over clients), one panel per mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def dice_vs_n_figure(results: pd.DataFrame, metric: str = "dice_mean") -> Figure:
+    """metric against N per method (mean ± std over clients), one panel per mode, as a
+    matplotlib Figure (no pyplot, no backend switch: a notebook's plots stay inline)."""
+    from matplotlib.figure import Figure
 
     modes = [m for m in FINETUNE_MODES if m in set(results["finetune_mode"])]
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), sharey=True,
-                             squeeze=False)
+    fig = Figure(figsize=(5.5 * len(modes), 4.2))
+    axes = fig.subplots(1, len(modes), sharey=True, squeeze=False)
     for ax, mode in zip(axes[0], modes):
         stats = paper_stats(results, mode, metric)
         ns = [n for n in stats.columns.get_level_values(0).unique() if n != ALL_LABELS]
@@ -130,9 +132,13 @@ def plot_dice_vs_n(results: pd.DataFrame, path: str | Path, metric: str = "dice_
     axes[0][0].set_ylabel(f"{metric} (mean ± std over clients)")
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    return fig
+
+
+def plot_dice_vs_n(results: pd.DataFrame, path: str | Path, metric: str = "dice_mean") -> Path:
+    """PNG of :func:`dice_vs_n_figure`."""
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    dice_vs_n_figure(results, metric).savefig(path, dpi=120)
     return path
 
 
@@ -202,16 +208,13 @@ def ranking_line(results: pd.DataFrame, reference: str = "fcl", baseline: str = 
 def plot_paired_differences(table: pd.DataFrame, path: str | Path) -> Path:
     """PNG: mean difference with its 95 % CI against N, one marker per method, one panel per
     mode, and a zero line (above it: the reference is better)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     metric = table.attrs.get("metric", "dice_mean")
     modes = [m for m in FINETUNE_MODES if m in set(table["finetune_mode"])]
     methods = list(dict.fromkeys(table["method"]))
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), sharey=True,
-                             squeeze=False)
+    fig = Figure(figsize=(5.5 * len(modes), 4.2))
+    axes = fig.subplots(1, len(modes), sharey=True, squeeze=False)
     width = 0.7 / max(len(methods), 1)              # methods side by side within each N
     for ax, mode in zip(axes[0], modes):
         rows = table[table["finetune_mode"] == mode]
@@ -242,7 +245,6 @@ def plot_paired_differences(table: pd.DataFrame, path: str | Path) -> Path:
     fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     path = Path(path)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

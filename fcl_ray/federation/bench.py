@@ -261,11 +261,10 @@ def plot_bench(table: pd.DataFrame, path: Path) -> None:
     """Round time and overhead ratio against the number of clients; also writes the JSON
     (rows + per-actor breakdowns, :func:`write_json`) next to the plot (``<name>.json``)."""
     write_json(table, path.with_suffix(".json"))
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     for steps, group in table.groupby("local_steps"):
         left.plot(group.clients, group.pretrain_round_s, "o-", label=f"FCL round, {steps} steps")
         left.plot(group.clients, group.pretrain_reference_s / group.slots, "x--",
@@ -280,4 +279,3 @@ def plot_bench(table: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -179,12 +179,11 @@ def scale_markdown(rows: list[dict], summary: dict, command: str, machine: str) 
 
 def plot_scale(rows: list[dict], path) -> None:
     """Round time against C (all clients vs sampled, with the split) and memory per client."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     import matplotlib.ticker
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     sampled = [r["clients_per_round"] for r in rows if r["clients_per_round"] < r["clients"]]
     per_round = min(sampled, default=0)   # a C at or below it is "all" and "sampled" alike
     curves = (("all clients", [r for r in rows if r["clients_per_round"] == r["clients"]]),
@@ -209,4 +208,3 @@ def plot_scale(rows: list[dict], path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

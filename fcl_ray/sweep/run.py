@@ -17,7 +17,7 @@ from ray.tune import Callback
 from fcl_ray.config import ConfigError
 from fcl_ray.config_io import flatten, to_dict
 from fcl_ray.federation.cluster import connect_ray, disconnect_ray
-from fcl_ray.log import progress
+from fcl_ray.log import driver_level, progress
 from fcl_ray.sweep import storage
 from fcl_ray.sweep.spec import STATE_FILE, SweepSpec
 from fcl_ray.sweep.trial import (make_scheduler, make_search_alg, param_space,
@@ -167,7 +167,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                  "tracking_uri": uri, "tracking_experiment": mlflow_experiment,
                  "parent_run_id": parent, "metric": spec.metric, "mode": spec.mode,
                  "cpus_per_client": spec.cpus_per_client,
-                 "gpus_per_client": spec.gpus_per_client}
+                 "gpus_per_client": spec.gpus_per_client,
+                 "log_level": driver_level()}   # the trials' lines at this process's level
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup),
                                         trial_resources(spec))
         wall = time.perf_counter()
@@ -286,12 +287,10 @@ def _finish_parent(spec, uri, parent, trials, best, wall_seconds, concurrent, gr
 
 
 def _plot_sweep(grid, metric: str, path: Path) -> Optional[Path]:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for result in grid:
         df = result.metrics_dataframe
         if df is None or metric not in df or not len(df):
@@ -299,14 +298,12 @@ def _plot_sweep(grid, metric: str, path: Path) -> Optional[Path]:
         ax.plot(df["training_iteration"], df[metric], marker="o",
                 label=str(df["trial_id"].iloc[0]) if "trial_id" in df else None)
     if not ax.lines:
-        plt.close(fig)
         return None
     ax.set_xlabel("report (training_iteration)")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -322,13 +319,11 @@ def plot_metric_vs_hyperparameters(trials: Any, keys: list[str], metric: str,
     keys = [k for k in keys if k in scored]
     if scored.empty or not keys:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(keys), 3.2))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
         values = scored[key]
         numeric = pd.api.types.is_numeric_dtype(values)
@@ -342,7 +337,6 @@ def plot_metric_vs_hyperparameters(trials: Any, keys: list[str], metric: str,
     axes[0][0].set_ylabel(metric)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from fcl_ray.config import Config
 from fcl_ray.config_io import from_dict, to_dict
-from fcl_ray.log import get_logger, progress
+from fcl_ray.log import get_logger, progress, setup_worker_logging
 from fcl_ray.sweep.spec import SweepSpec, apply_values
 
 # ----------------------------------------------------------------------------- Tune objects
@@ -122,6 +122,7 @@ def run_trial(config: dict, setup: dict) -> None:
     from fcl_ray.federation.driver import run_experiment
     from fcl_ray.tracking import TrackingContext
 
+    setup_worker_logging(setup.get("log_level"))   # this process is Ray's: lines as the driver's
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     output_dir = str(Path(setup["outputs"]) / trial_id) if setup["outputs"] \
@@ -293,15 +294,13 @@ def _child_artifacts(setup: dict, cfg: Config, run_id: Optional[str]) -> None:
 
 def plot_run_history(uri: str, run_id: str, cfg: Config, path: Path) -> Optional[Path]:
     """loss and probe Dice per round (from the MLflow run) as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     panels = [("loss", "contrastive loss"), ("probe_dice", "probe Dice")]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    axes = fig.subplots(1, 2)
     drawn = False
     for ax, (key, title) in zip(axes, panels):
         for method in cfg.pretrain.methods:
@@ -316,10 +315,8 @@ def plot_run_history(uri: str, run_id: str, cfg: Config, path: Path) -> Optional
         if ax.lines:
             ax.legend()
     if not drawn:
-        plt.close(fig)
         return None
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

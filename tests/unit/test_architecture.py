@@ -148,3 +148,41 @@ def test_importing_the_schema_and_the_statistics_loads_no_ray_torch_or_plotting(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=PACKAGE.parent, check=True).stdout.strip()
     assert out == "[]", f"importing the config schema and the statistics loads {out}"
+
+
+def _switches_backend_or_uses_pyplot(path: Path) -> list[str]:
+    """``matplotlib.use(...)`` calls and ``pyplot`` imports in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "use" and isinstance(node.func.value, ast.Name) \
+                and node.func.value.id == "matplotlib":
+            found.append(f"matplotlib.use at line {node.lineno}")
+    found += [m for m in _imported_modules(path) if m == "matplotlib.pyplot"]
+    return found
+
+
+def test_plots_use_matplotlibs_object_api_and_leave_the_backend_alone(tmp_path):
+    """No backend switch (it closes a notebook's figures and turns its inline plots off) and
+    no pyplot (its global figure state) anywhere in the package; experiments/ and benchmarks/
+    scripts may keep theirs."""
+    offenders = {str(p.relative_to(PACKAGE)): found for p in sorted(PACKAGE.rglob("*.py"))
+                 if (found := _switches_backend_or_uses_pyplot(p))}
+    assert not offenders, offenders
+    sample = tmp_path / "sample.py"
+    sample.write_text("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n")
+    assert len(_switches_backend_or_uses_pyplot(sample)) == 2   # the check can fail
+    import subprocess
+    import sys
+
+    # And at run time: a plot written with another backend chosen keeps that backend.
+    code = ("import sys, matplotlib; matplotlib.use('svg'); import pandas as pd; "
+            "from fcl_ray.report import plot_dice_vs_n; "
+            "rows = [dict(method=m, finetune_mode='local', n_labeled=n, fold=0, client=c, "
+            "dice_mean=0.5 + 0.1 * n + 0.01 * c) for m in ('fcl', 'random') for n in (1, 2) "
+            "for c in (0, 1)]; "
+            f"plot_dice_vs_n(pd.DataFrame(rows), {str(tmp_path / 'p.png')!r}); "
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=True).stdout.strip()
+    assert out == "svg False" and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

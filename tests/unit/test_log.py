@@ -1,12 +1,16 @@
 """Logging (fcl_ray/log.py) and the CLI's -q / -v / --log-level: levels, format, bad input."""
 import logging
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from fcl_ray.cli import main
-from fcl_ray.log import (RAY_AUTH_LOGGER, Eta, format_duration, get_logger, progress,
-                         ray_notices_as_info, setup_logging)
+from fcl_ray.log import (RAY_AUTH_LOGGER, Eta, driver_level, format_duration, get_logger,
+                         progress, ray_notices_as_info, setup_logging, setup_worker_logging)
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|DEBUG|WARNING|ERROR) +\S")
 
@@ -40,6 +44,47 @@ def test_levels_and_setting_up_twice_keeps_one_handler(capsys):
     assert [line.split(" ", 3)[-1] for line in capsys.readouterr().err.splitlines()] == ["shown"]
     with pytest.raises(ValueError, match="unknown log level 'loud'"):
         setup_logging("loud")
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], check=True)
+
+
+def test_as_a_library_it_prints_nothing_and_adds_only_a_null_handler():
+    """Imported (a notebook, another program), fcl-ray installs no handler of its own and
+    writes no environment variable; its lines, warnings too, wait for the program's
+    logging set-up (the logging HOWTO on libraries)."""
+    done = _fresh_python(
+        "import logging, os; before = dict(os.environ); import fcl_ray; "
+        "from fcl_ray.log import get_logger, progress; "
+        "progress('a progress line'); get_logger('fcl_ray.federation.driver').warning('w'); "
+        "logger = logging.getLogger('fcl_ray'); "
+        "print([type(h).__name__ for h in logger.handlers], logger.propagate, logger.level, "
+        "dict(os.environ) == before)")
+    assert done.stdout.strip() == "['NullHandler'] True 0 True" and done.stderr == ""
+
+
+def test_a_programs_own_logging_receives_the_lines():
+    done = _fresh_python(
+        "import logging; logging.basicConfig(format='mine: %(name)s %(message)s'); "
+        "logging.getLogger('fcl_ray').setLevel(logging.INFO); "
+        "from fcl_ray.log import driver_level, get_logger, progress; "
+        "progress('round 1/2 done'); get_logger('fcl_ray.sweep.run').debug('hidden'); "
+        "print(driver_level())")
+    assert done.stderr.splitlines() == ["mine: fcl_ray round 1/2 done"]
+    assert done.stdout.strip() == "info"
+
+
+def test_the_command_lines_set_up_writes_no_environment_and_workers_get_its_level():
+    before = dict(os.environ)
+    setup_logging("warning")
+    assert dict(os.environ) == before
+    assert driver_level() == "warning"      # what a Tune trial is handed
+    setup_worker_logging("debug")           # in a trial: the driver's level, same format
+    assert logging.getLogger("fcl_ray").level == logging.DEBUG
+    setup_worker_logging(None)              # a level it does not know: info
+    assert logging.getLogger("fcl_ray").level == logging.INFO
 
 
 def test_eta_from_the_mean_step_time():
