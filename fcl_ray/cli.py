@@ -11,8 +11,10 @@ import os
 import sys
 from pathlib import Path
 
+import fcl_ray
 from fcl_ray.config import ConfigError
-from fcl_ray.log import LEVELS, get_logger, progress, setup_logging
+from fcl_ray.errors import FclRayError, RunInterrupted
+from fcl_ray.log import LEVELS, progress, setup_logging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +51,8 @@ def _log_level(args, parser: argparse.ArgumentParser) -> str:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fcl-ray", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {fcl_ray.__version__}")
     _add_log_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -210,14 +214,11 @@ def _bench_scale(args, clients: list[int], steps: list[int], out: Path) -> int:
 
 
 def _sweep(args) -> int:
-    from fcl_ray.sweep.run import format_outcome, run_sweep
-    from fcl_ray.durable import check_durable_outputs
-    from fcl_ray.sweep.spec import load_sweep
+    from fcl_ray.api import run_sweep_file
+    from fcl_ray.sweep.run import format_outcome
 
-    spec = load_sweep(args.sweep_config, args.overrides)
-    check_durable_outputs(spec.base_config, storage_path=spec.storage_path,
-                          tracking_uri=args.tracking_uri or spec.tracking_uri)
-    outcome = run_sweep(spec, resume=args.resume, tracking_uri=args.tracking_uri, log=progress)
+    spec, outcome = run_sweep_file(args.sweep_config, args.overrides, resume=args.resume,
+                                   tracking_uri=args.tracking_uri)
     print(format_outcome(spec, outcome))
     if outcome.errors:   # a RayJob / CI step must not report success over failed trials
         print(f"fcl-ray: {outcome.errors} of {len(outcome.trials)} trials errored (status "
@@ -238,61 +239,23 @@ def _data(args) -> int:
 
 
 def _run(args) -> int:
-    from fcl_ray.config_io import load_config
-    from fcl_ray.durable import check_durable_outputs
-    from fcl_ray.output_dir import prepare_output_dir
+    from fcl_ray.api import run
 
-    # Which code runs: in a `ray job submit --working-dir .` job, the uploaded checkout (Ray
-    # puts it first on every worker's PYTHONPATH), not the copy installed on the nodes.
-    get_logger(__name__).debug(f"fcl_ray code from {Path(__file__).resolve().parent}")
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other: give one")
-    cfg = load_config(args.config, args.overrides)   # first: a bad config fails in ~1 s
-    check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
-    # Before Ray: no resume with another config, no silent replacing of finished results.
-    prepare_output_dir(cfg, args.resume, args.overwrite, log=progress)
-    get_logger(__name__).debug(f"config {args.config or '(defaults)'} with "
-                               f"{len(args.overrides)} override(s), output in "
-                               f"{cfg.experiment.output_dir}")
-    from fcl_ray import tracking
-    from fcl_ray.federation.cluster import (RunInterrupted, connect_ray, disconnect_ray,
-                                            stop_on_signals)
-    from fcl_ray.federation.driver import run_experiment
-    from fcl_ray.report import format_table, ranking_line
-
-    if cfg.data.kind != "synthetic" and not cfg.data.client_roots:
-        # Check (and cache) the data here, so a bad file is one line and exit 2, not an error
-        # inside a Ray actor. With client_roots the folders live on the sites' machines.
-        from fcl_ray.data.check import preflight
-        preflight(cfg)
-    started_ray = connect_ray(cfg)
-    stop_on_signals(cfg.experiment.output_dir)   # after ray.init, which sets its own handler
-    context = tracking.TrackingContext()         # receives the MLflow run's id
     try:
-        results = run_experiment(cfg, resume=args.resume, tracking_context=context)
+        outcome = run(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
     except RunInterrupted as stop:
-        if context.run_id:   # stopped, not broken: KILLED in MLflow, as `ray job stop` is
-            _mark_killed(tracking.resolve_uri(cfg), context.run_id, stop)
         print(f"fcl-ray: {stop}", file=sys.stderr)
         return stop.exit_code
-    finally:
-        disconnect_ray(started_ray)
+    from fcl_ray.report import format_table, ranking_line
+
     # The program's output, on stdout; the progress lines above went to stderr.
-    print(f"Dice on held-out volumes (mean ± std over {cfg.data.clients} clients), "
-          f"from {Path(cfg.experiment.output_dir) / 'results.csv'}:")
-    print(format_table(results))
-    line = ranking_line(results)
+    print(f"Dice on held-out volumes (mean ± std over {outcome.config.data.clients} clients), "
+          f"from {outcome.output_dir / 'results.csv'}:")
+    print(format_table(outcome.table))
+    line = ranking_line(outcome.table)
     if line:
         print("\n" + line)
     return 0
-
-
-def _mark_killed(uri: str, run_id: str, stop) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    client.set_tag(run_id, "ended_by", f"signal {stop.signum}")
-    client.set_terminated(run_id, status="KILLED")
 
 
 def _show_config(args) -> int:
@@ -303,49 +266,22 @@ def _show_config(args) -> int:
 
 
 def _report(args) -> int:
-    from fcl_ray.report import (paired_markdown, positive_control_markdown,
-                                render_probe_report, render_report, write_paired_report,
-                                write_positive_control, write_report)
-    from fcl_ray.results import UPPER_BOUND, load_results, probes_beside
-    from fcl_ray.statistics import control_gate, paired_differences, positive_control
+    from fcl_ray.api import report
 
-    results = load_results(args.results, args.tracking_uri)
-    text = render_report(results, args.metric)
-    reference = args.reference or "fcl"
-    paired = None
-    if args.reference is None and reference not in set(results["method"]):
-        note = f"note: no '{reference}' rows, paired statistics skipped (choose --reference)"
-    else:   # an explicit reference that is missing is an error (exit 2)
-        paired = paired_differences(results, reference, args.metric, args.pairs)
-        note = None if not paired.empty else (
-            f"note: no method shares a setting with '{reference}' ({UPPER_BOUND} aside), "
-            f"paired statistics skipped")
-    dropped = results.attrs.get("duplicates_dropped", 0)
-    if dropped:
-        print(f"note: {dropped} duplicate rows replaced by the ones read later", file=sys.stderr)
-    print(text, end="")
-    if paired is not None:
-        if not paired.empty:
-            print("\n" + paired_markdown(paired), end="")
-        for setting in paired.attrs.get("not_compared", []):
-            print(f"note: not compared: {setting}", file=sys.stderr)
-    if note:
+    rep = report(args.results, args.reference, args.pairs, metric=args.metric,
+                 tracking_uri=args.tracking_uri)
+    for note in rep.read_notes:
         print(note, file=sys.stderr)
-    control = positive_control(results, pairs=args.pairs)   # on dice_mean: the gate's unit
-    control_text = None
-    if not control.empty:
-        control_text = positive_control_markdown(control, control_gate(control))
-        print("\n" + control_text, end="")
-    probes = probes_beside(args.results)   # written by runs with probes.enabled
-    if probes is not None:
-        print("\n" + render_probe_report(probes), end="")
+    print(rep.tables, end="")
+    if rep.paired_text:
+        print("\n" + rep.paired_text, end="")
+    for note in rep.notes:
+        print(note, file=sys.stderr)
+    for text in (rep.control_text, rep.probes_text):
+        if text:
+            print("\n" + text, end="")
     if args.out:
-        written = write_report(results, args.out, args.metric)
-        if paired is not None:
-            written += write_paired_report(paired, args.out)
-        if control_text is not None:
-            written.append(write_positive_control(control_text, args.out))
-        for path in written:
+        for path in rep.write(args.out):
             print(f"wrote {path}")
     return 0
 
@@ -367,11 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     setup_logging(_log_level(args, parser))
-    from fcl_ray.data import DataError
-
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError) as err:
+    except FclRayError as err:   # bad input: ConfigError, DataError
         print(f"fcl-ray: error: {err}", file=sys.stderr)
         return 2
     except _federation_error() as err:

@@ -12,13 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
+from fcl_ray.errors import FclRayError
 
-class ConfigError(ValueError):
-    """A bad configuration value or key; the message names the key."""
 
-    def __init__(self, message: str):
-        # Always one line, even when the offending key or value holds line breaks.
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+class ConfigError(FclRayError):
+    """A bad configuration value or key; the message (one line) names the key."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ the key. The cross-field checks are :func:`fcl_ray.config.validate`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -137,10 +138,24 @@ def read_yaml_mapping(path: str | Path, what: str, of: str) -> dict:
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config (or the defaults), apply overrides, validate, and return it."""
-    raw: dict = {} if path is None else read_yaml_mapping(path, "config file", "sections")
+def load_config(path: str | Path | Config | dict | None = None,
+                overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply overrides, validate, and return it.
+    ``path`` may also be a Config or a dict of sections (the Python API's
+    ``fcl_ray.run(config)``): a copy of it gets the overrides."""
+    if isinstance(path, Config):
+        raw = to_dict(path)
+    elif isinstance(path, dict):
+        raw = copy.deepcopy(path)
+    elif path is None or isinstance(path, (str, Path)):
+        raw = {} if path is None else read_yaml_mapping(path, "config file", "sections")
+    else:
+        raise ConfigError(f"config: expected a YAML file's path, a Config or a dict of "
+                          f"sections, got {type(path).__name__}")
     for text in overrides:
+        if not isinstance(text, str):
+            raise ConfigError(f"override {text!r}: expected key=value text, e.g. "
+                              f"pretrain.rounds=3")
         keys, value = parse_override(text)
         set_dotted(raw, keys, value, f"override '{text}'")
     return validate(_build(Config, raw, ""))

@@ -150,6 +150,19 @@ def ensure_experiment(client, name: str) -> str:
     return exp.experiment_id
 
 
+LOCAL_UI = "http://127.0.0.1:5000"   # where `mlflow ui` serves a local store by default
+
+
+def _ui_base(uri: str) -> Optional[str]:
+    """The MLflow UI that shows the runs of store ``uri``: the tracking server itself, or for
+    a local store (sqlite, files) the ``mlflow ui`` started on it; None for other stores."""
+    if uri.startswith(("http://", "https://")):
+        return redact(uri).rstrip("/")
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        return LOCAL_UI
+    return None
+
+
 def run_link(uri: str, experiment_id: str, run_id: str) -> list[str]:
     """Where to look at a run: the UI link on a server; for a local store the ``mlflow ui``
     command and the page to open once it runs."""
@@ -157,14 +170,14 @@ def run_link(uri: str, experiment_id: str, run_id: str) -> list[str]:
     # MLflow 3's UI starts on its GenAI view; this query switches to "Model training".
     table = f"#/experiments/{experiment_id}?workflowType=machine_learning"
     shown = redact(uri)
+    base = _ui_base(uri)
     if uri.startswith(("http://", "https://")):
-        base = shown.rstrip("/")
         return [f"MLflow run: {base}/{page}", f"MLflow runs table: {base}/{table}"]
-    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+    if base is not None:
         return [f"MLflow run {run_id} in {shown}; to open it, run",
                 f"  mlflow ui --backend-store-uri {shlex.quote(uri)}",
-                f"  and open http://127.0.0.1:5000/{page}",
-                f"  (runs table: http://127.0.0.1:5000/{table})"]
+                f"  and open {base}/{page}",
+                f"  (runs table: {base}/{table})"]
     return [f"MLflow run {run_id} (experiment {experiment_id}) at {shown}"]
 
 
@@ -173,6 +186,28 @@ def run_link_by_id(uri: str, run_id: str) -> list[str]:
     from mlflow import MlflowClient
 
     return run_link(uri, MlflowClient(uri).get_run(run_id).info.experiment_id, run_id)
+
+
+def run_url(uri: str, run_id: str) -> Optional[str]:
+    """The run's page in the MLflow UI (for a local store: once ``mlflow ui
+    --backend-store-uri <uri>`` runs); None for a store without a known UI."""
+    base = _ui_base(uri)
+    if base is None:
+        return None
+    from mlflow import MlflowClient
+
+    experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def mark_killed(uri: str, run_id: str, signum: int) -> None:
+    """A run stopped by a signal, not broken: KILLED in MLflow (as ``ray job stop`` marks
+    it), with the signal as its ``ended_by`` tag."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    client.set_tag(run_id, "ended_by", f"signal {signum}")
+    client.set_terminated(run_id, status="KILLED")
 
 
 @dataclass

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 from fcl_ray.config import Config
+from fcl_ray.errors import FclRayError
 from fcl_ray.data.synthetic import CINE_FRAMES, Volume, make_cine_site
 
 
-class DataError(ValueError):
-    """A bad dataset: the message names the file and the problem."""
-
-    def __init__(self, message: str):
-        # Always one line, even when a file name or value holds line breaks.
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+class DataError(FclRayError):
+    """A bad dataset: the message (one line) names the file and the problem."""
 
 
 def load_client_volumes(cfg: Config, client: int) -> list[Volume]:

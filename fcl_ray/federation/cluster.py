@@ -20,6 +20,7 @@ from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fcl_ray.config import Config, ConfigError
+from fcl_ray.errors import RunInterrupted  # noqa: F401  (raised here; imported from here)
 from fcl_ray.config_io import to_dict
 from fcl_ray.federation.coordinator import Coordinator, FederationError
 from fcl_ray.federation.lean import BLOCK_VARIABLE, NOT_IN_ACTORS
@@ -43,18 +44,6 @@ class PlacementError(ConfigError):
     """The cluster cannot host the federation's clients as configured (CLI: one line, exit 2)."""
 
 
-class RunInterrupted(BaseException):
-    """SIGTERM or SIGINT reached the driver. A BaseException (like KeyboardInterrupt), so no
-    ``except Exception`` on the way swallows it and every ``finally`` still runs."""
-
-    def __init__(self, signum: int, output_dir: str):
-        self.signum = signum
-        self.exit_code = 128 + signum      # 130 for SIGINT, 143 for SIGTERM, as shells report
-        super().__init__(f"stopped by {signal.Signals(signum).name}; finished results and the "
-                         f"last checkpoint are kept in {output_dir}; rerun the same command "
-                         f"with --resume to continue")
-
-
 _STOP: dict = {"signum": None, "output_dir": ""}   # set by the signal handler below
 
 
@@ -63,14 +52,15 @@ def _raise_if_stopped() -> None:
         raise RunInterrupted(_STOP["signum"], _STOP["output_dir"])
 
 
-def stop_on_signals(output_dir: str) -> None:
-    """Turn SIGTERM (``ray job stop``, Kubernetes) and SIGINT into :class:`RunInterrupted`.
+def stop_on_signals(output_dir: str) -> dict:
+    """Turn SIGTERM (``ray job stop``, Kubernetes) and SIGINT into :class:`RunInterrupted`;
+    return the handlers they had, for :func:`restore_signals`.
 
     Call after ``ray.init``, which installs a SIGTERM handler that calls ``sys.exit`` in the
     middle of whatever the driver waits on (seen as exit 134 and a native stack dump). Only
     the main thread can set handlers; elsewhere (a Tune trial) the caller owns the signals."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return {}
     _STOP["signum"] = None
 
     def handler(signum, frame):
@@ -81,8 +71,18 @@ def stop_on_signals(output_dir: str) -> None:
         # (_call) raises RunInterrupted within half a second instead.
         _STOP.update(signum=signum, output_dir=output_dir)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
         signal.signal(sig, handler)
+    return previous
+
+
+def restore_signals(previous: dict) -> None:
+    """Give SIGTERM and SIGINT back the handlers :func:`stop_on_signals` found (a notebook's
+    kernel interrupts with SIGINT after the run as before it)."""
+    for sig, handler in previous.items():
+        if handler is not None:   # None: set outside Python; nothing to put back
+            signal.signal(sig, handler)
 
 
 def connect_ray(cfg: Config) -> bool:
