@@ -245,10 +245,11 @@ def run_sweep_file(spec_path: Union[str, Path], overrides: Union[str, Sequence[s
     """:func:`sweep`, returning the sweep's spec beside its outcome (the command line
     prints the trial table by the spec's search space)."""
     from fcl_ray.durable import check_durable_outputs
-    from fcl_ray.sweep.run import run_sweep
     from fcl_ray.sweep.spec import load_sweep
 
-    spec = load_sweep(spec_path, _overrides(overrides))
+    spec = load_sweep(spec_path, _overrides(overrides))   # before Ray: a bad file fails fast
     check_durable_outputs(spec.base_config, storage_path=spec.storage_path,
                           tracking_uri=tracking_uri or spec.tracking_uri)
+    from fcl_ray.sweep.run import run_sweep
+
     return spec, run_sweep(spec, resume=resume, tracking_uri=tracking_uri)

@@ -215,10 +215,11 @@ def _bench_scale(args, clients: list[int], steps: list[int], out: Path) -> int:
 
 def _sweep(args) -> int:
     from fcl_ray.api import run_sweep_file
-    from fcl_ray.sweep.run import format_outcome
 
     spec, outcome = run_sweep_file(args.sweep_config, args.overrides, resume=args.resume,
                                    tracking_uri=args.tracking_uri)
+    from fcl_ray.sweep.run import format_outcome
+
     print(format_outcome(spec, outcome))
     if outcome.errors:   # a RayJob / CI step must not report success over failed trials
         print(f"fcl-ray: {outcome.errors} of {len(outcome.trials)} trials errored (status "
