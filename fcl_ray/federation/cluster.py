@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 from ray.util.placement_group import placement_group as new_placement_group
 from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -255,6 +255,25 @@ def actor_handles(clients: list) -> list:
     return list({h._actor_id: h for h in handles}.values())
 
 
+def _raise_as_ours(err: Exception, what: str, cfg: Config) -> None:
+    """A Ray error met while waiting on the federation, as the run's own errors: bad input
+    inside (a refused checkpoint) stays one line (exit 2), a federation that cannot go on or
+    an actor that died is a FederationError, anything else is raised as it came."""
+    if isinstance(err, RayTaskError):   # raised inside an actor (checked first: such errors
+        if isinstance(err.cause, FederationError):    # can also be RayActorError instances)
+            raise FederationError(f"{what}: {err.cause}") from None
+        if isinstance(err.cause, ConfigError):
+            raise err.cause from None
+        raise err
+    again = (f"finished results and the last checkpoint are in {cfg.experiment.output_dir}; "
+             f"rerun the same command with --resume")
+    if isinstance(err, RayActorError):
+        raise FederationError(f"an actor died during {what}; {again}") from None
+    if isinstance(err, ObjectLostError):   # OwnerDiedError: the coordinator made the call
+        raise FederationError(f"the coordinator died during {what}; {again}") from None
+    raise err
+
+
 def await_coordinator(ref, what: str, cfg: Config):
     """ray.get on a coordinator call, turning its death into one clear FederationError.
     Waits in short slices so a SIGTERM/SIGINT stops the driver within a second."""
@@ -263,16 +282,35 @@ def await_coordinator(ref, what: str, cfg: Config):
     _raise_if_stopped()
     try:
         return ray.get(ref)
-    except RayTaskError as err:   # raised inside the coordinator (checked first: such errors
-        if isinstance(err.cause, FederationError):    # can also be RayActorError instances)
-            raise FederationError(f"{what}: {err.cause}") from None
-        if isinstance(err.cause, ConfigError):        # bad input met inside (a refused
-            raise err.cause from None                 # checkpoint): one line, exit 2
-        raise
+    except RayTaskError as err:
+        _raise_as_ours(err, what, cfg)
     except RayActorError:
         raise FederationError(
             f"the coordinator died during {what}; finished results and the last checkpoint "
             f"are in {cfg.experiment.output_dir}; rerun the same command with --resume") from None
+
+
+def as_finished(groups: list[list], what: str, cfg: Config) -> Iterator[tuple[int, list]]:
+    """``(i, results)`` for each group of calls (a fine-tuning setting: one call per client)
+    as its last call finishes, in finishing order. Waits in short slices so a SIGTERM/SIGINT
+    stops the driver within a second; errors as :func:`await_coordinator`'s."""
+    group_of = {ref: i for i, refs in enumerate(groups) for ref in refs}
+    left = [len(refs) for refs in groups]
+    pending = list(group_of)
+    while pending:
+        ready, _ = ray.wait(pending, num_returns=1, timeout=0.5)
+        _raise_if_stopped()
+        if ready:   # and whatever else has finished meanwhile
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+        for ref in ready:
+            i = group_of[ref]
+            left[i] -= 1
+            if left[i] == 0:
+                try:
+                    results = ray.get(groups[i])
+                except (RayTaskError, RayActorError, ObjectLostError) as err:
+                    _raise_as_ours(err, what, cfg)
+                yield i, results
 
 
 def gather(refs: list):

@@ -353,19 +353,21 @@ class Coordinator:
     def _encoders(self, method: str) -> list:
         return self.encoders.get(method, [None] * len(self.clients))
 
-    def finetune_local_settings(self, fold: int, settings: list[tuple[str, int]]) -> list[list[dict]]:
+    def submit_local_settings(self, fold: int,
+                              settings: list[tuple[str, int]]) -> list[list[ray.ObjectRef]]:
         """Every local fine-tune of a fold, (encoder, N) for every client, submitted at once:
         each client actor works through its own queue without waiting for the others or for
         the driver, so the cores stay busy until the last settings finish. The queue starts
         with the largest label budgets (the upper bound first): longest first leaves the
-        shortest tail. Results per setting, by client, in the order given."""
+        shortest tail. Returns the calls' references per setting, by client, in the order
+        given: the driver waits on them and reports each setting as it finishes."""
         order = sorted(range(len(settings)), key=lambda i: -_queue_weight(settings[i][1]))
         calls: dict[int, list] = {}
         for i in order:
             encoder, n = settings[i]
             calls[i] = [c.finetune_local.remote(e, fold, n)
                         for c, e in zip(self.clients, self._encoders(encoder))]
-        return [ray.get(calls[i]) for i in range(len(settings))]
+        return [calls[i] for i in range(len(settings))]
 
     def start_federated_finetune(self, method: str, fold: int, n_labeled: int) -> None:
         """Every client builds its U-Net from its own encoder (the same one unless

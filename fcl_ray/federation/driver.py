@@ -19,7 +19,8 @@ from fcl_ray.config import RANDOM_INIT, Config
 from fcl_ray.config_io import dump_yaml
 from fcl_ray.dashboard import log_dataset_early, publish_run
 from fcl_ray.methods.messages import ALL_LABELED
-from fcl_ray.federation.cluster import await_coordinator, gather, running_federation
+from fcl_ray.federation.cluster import (as_finished, await_coordinator, gather,
+                                        running_federation)
 from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
@@ -351,50 +352,65 @@ def _budgets(cfg, method: str) -> tuple[list[int], str]:
     return cfg.finetune.n_labeled, method
 
 
-def _finetune_rows(cfg, method, mode, fold, per_setting, budgets, log, report) -> list[dict]:
-    """Results rows (one per client) of a method's settings in one mode, logged."""
-    rows: list[dict] = []
-    for n, results in zip(budgets, per_setting):
-        dice = sum(r["dice_mean"] for r in results) / len(results)
-        label = "all" if n == ALL_LABELED else n
-        steps = "" if "steps" not in results[0] else \
-            f" after {np.mean([r['steps'] for r in results]):.0f} steps (mean over clients)"
-        log(f"[{method}] {mode} fine-tuning, N={label}, fold {fold}: mean Dice {dice:.3f}{steps}")
-        report({"phase": "finetune", "method": method, "finetune_mode": mode,
-                "n_labeled": n, "fold": fold, "dice_mean": dice})
-        # A client's row carries its own N when the budget was "all" (it may differ).
-        rows += [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold,
-                  "seed": cfg.experiment.seed, **r} for r in results]
-    return rows
+def _setting_rows(cfg, method, mode, fold, n, results, log, progress: Eta) -> list[dict]:
+    """Results rows (one per client) of one finished setting, logged with the progress of
+    its phase (a fold's local settings, a method's federated ones): settings done / total
+    and the ETA, as pre-training logs rounds."""
+    dice = sum(r["dice_mean"] for r in results) / len(results)
+    label = "all" if n == ALL_LABELED else n
+    steps = "" if "steps" not in results[0] else \
+        f" after {np.mean([r['steps'] for r in results]):.0f} steps (mean over clients)"
+    left = progress.step()
+    log(f"[{method}] {mode} fine-tuning, N={label}, fold {fold}: mean Dice {dice:.3f}{steps}; "
+        f"setting {progress.done}/{progress.total} done, {left}")
+    # A client's row carries its own N when the budget was "all" (it may differ).
+    return [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold,
+             "seed": cfg.experiment.seed, **r} for r in results]
+
+
+def _report_setting(report, method, mode, fold, n, rows) -> None:
+    report({"phase": "finetune", "method": method, "finetune_mode": mode, "n_labeled": n,
+            "fold": fold, "dice_mean": sum(r["dice_mean"] for r in rows) / len(rows)})
 
 
 def _finetune_federated(cfg, coordinator, method, fold, log, report, eta) -> list[dict]:
     """A method's federated settings, one N after another (each is a run of FedAvg rounds
-    over every client)."""
+    over every client), each logged as it finishes."""
     budgets, encoder = _budgets(cfg, method)
     start = time.perf_counter()
-    per_setting = [await_coordinator(coordinator.finetune_federated.remote(encoder, fold, n,
+    progress = Eta(len(budgets))
+    rows: list[dict] = []
+    for n in budgets:
+        results = await_coordinator(coordinator.finetune_federated.remote(encoder, fold, n,
                                                                           cfg.finetune.rounds),
-                                     f"{method} federated fine-tuning", cfg) for n in budgets]
-    rows = _finetune_rows(cfg, method, "federated", fold, per_setting, budgets, log, report)
+                                    f"{method} federated fine-tuning", cfg)
+        setting = _setting_rows(cfg, method, "federated", fold, n, results, log, progress)
+        _report_setting(report, method, "federated", fold, n, setting)
+        rows += setting
     log(f"[{method}] federated fine-tuning of {len(budgets)} setting(s) took "
         f"{time.perf_counter() - start:.1f}s; {eta.step()}")
     return rows
 
 
 def _finetune_local(cfg, coordinator, methods, fold, log, report, eta) -> list[dict]:
-    """Every local setting (method x N) of a fold in one call: each client actor works
-    through its queue without waiting for the driver (``finetune.concurrency`` at once)."""
-    settings = [(method, *_budgets(cfg, method)) for method in methods]
-    flat = [(encoder, n) for _, budgets, encoder in settings for n in budgets]
+    """Every local setting (method x N) of a fold in one go: each client actor works
+    through its queue without waiting for the driver (``finetune.concurrency`` at once);
+    the driver logs each setting as its last client finishes. Rows and reports follow the
+    configured order (method, then N), whatever the order the settings finished in."""
+    settings = [(method, n) for method in methods for n in _budgets(cfg, method)[0]]
+    flat = [(_budgets(cfg, method)[1], n) for method, n in settings]
     start = time.perf_counter()
-    results = await_coordinator(coordinator.finetune_local_settings.remote(fold, flat),
-                                f"local fine-tuning of fold {fold}", cfg)
-    rows, at = [], 0
-    for method, budgets, _ in settings:
-        rows += _finetune_rows(cfg, method, "local", fold, results[at:at + len(budgets)],
-                               budgets, log, report)
-        at += len(budgets)
+    progress = Eta(len(settings))
+    calls = await_coordinator(coordinator.submit_local_settings.remote(fold, flat),
+                              f"local fine-tuning of fold {fold}", cfg)
+    finished: dict[int, list[dict]] = {}
+    for i, results in as_finished(calls, f"local fine-tuning of fold {fold}", cfg):
+        method, n = settings[i]
+        finished[i] = _setting_rows(cfg, method, "local", fold, n, results, log, progress)
+    rows: list[dict] = []
+    for i, (method, n) in enumerate(settings):
+        _report_setting(report, method, "local", fold, n, finished[i])
+        rows += finished[i]
     log(f"local fine-tuning of fold {fold} ({len(flat)} setting(s) x {cfg.data.clients} "
         f"clients, {', '.join(methods)}) took {time.perf_counter() - start:.1f}s; "
         f"{eta.step(len(methods))}")

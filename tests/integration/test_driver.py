@@ -1,4 +1,6 @@
 """A tiny real federation through Ray: results file, MLflow run, both fine-tuning modes."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -39,6 +41,13 @@ def test_tiny_federation_end_to_end(ray_session, tiny_overrides, tmp_path):
     assert any("round 2/2 client 1 loss" in line for line in lines)
     assert any("round 1/2 done" in line and "; ETA 0:" in line for line in lines)
     assert any(line.endswith("results.csv") for line in lines[-6:])
+    # Fine-tuning progress: a line per setting as it finishes, with the settings done / total
+    # of its phase (the fold's 3 local settings; each method's 1 federated) and an ETA.
+    done = {mode: [m.groups() for m in (re.search(
+        rf"{mode} fine-tuning, .*; setting (\d+)/(\d+) done, ETA \d+:\d\d:\d\d$", line)
+        for line in lines) if m] for mode in ("local", "federated")}
+    assert sorted(done["local"]) == [("1", "3"), ("2", "3"), ("3", "3")]
+    assert done["federated"] == [("1", "1")] * 3
 
     # The MLflow run holds the params, per-round metrics and the artifacts.
     mlflow.set_tracking_uri(cfg.tracking.uri)
