@@ -1,11 +1,11 @@
 """examples/quickstart.ipynb is executed: its own Jupyter kernel runs the quickstart at the
 test suite's tiny size through the Python API and shows the table and the plot inline."""
 import ast
-import json
 from pathlib import Path
 
 import pytest
 
+import fcl_ray
 from conftest import TINY
 
 pytestmark = pytest.mark.integration
@@ -14,11 +14,13 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "quickstart.ipynb"
 
 
 def _tiny_overrides_in(notebook) -> list[str]:
+    """The notebook's ``TINY_OVERRIDES = [...]``."""
     for cell in notebook.cells:
-        for node in ast.walk(ast.parse(cell.source)) if cell.cell_type == "code" \
-                and not cell.source.startswith("%") else ():
-            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == \
-                    "TINY_OVERRIDES":
+        if cell.cell_type != "code" or cell.source.startswith("%"):   # IPython magics
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Assign) and \
+                    getattr(node.targets[0], "id", "") == "TINY_OVERRIDES":
                 return ast.literal_eval(node.value)
     raise AssertionError("the notebook defines no TINY_OVERRIDES")
 
@@ -37,8 +39,7 @@ def test_quickstart_notebook_runs_and_shows_the_table_and_the_plot(monkeypatch):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     results = [o.data for o in outputs if o.output_type == "execute_result"]
-    version = json.loads(json.dumps(results[0]["text/plain"]))
-    assert version.strip("'") == __import__("fcl_ray").__version__
+    assert results[0]["text/plain"] == repr(fcl_ray.__version__)
     summary = results[1]
     assert "text/html" in summary and "dice_mean" in summary["text/html"]
     assert "### local fine-tuning" in results[3]["text/markdown"]

@@ -159,3 +159,50 @@ def test_the_api_names_stay_functions_beside_the_modules_of_the_same_name():
     assert callable(fcl_ray.report) and fcl_ray.report is fcl_ray.api.report
     assert fcl_ray.sweep is fcl_ray.api.sweep
     assert render_report.__module__ == "fcl_ray.report"
+
+
+def _readme_python() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+def test_the_readmes_python_uses_the_api_as_it_is():
+    """The README's ```python blocks are not run (a real-size run); checked instead: every
+    ``fcl_ray.<name>(...)`` exists and takes its arguments, the files and overrides it names
+    load, and the attributes read from what it returns exist."""
+    import ast
+    import dataclasses
+    import inspect
+
+    from fcl_ray.config_io import load_config
+    from fcl_ray.sweep.run import SweepOutcome
+    from fcl_ray.sweep.spec import load_sweep
+
+    returns = {"run": fcl_ray.RunResults, "report": fcl_ray.Report, "sweep": SweepOutcome}
+    blocks = _readme_python()
+    assert blocks, "the README has no python block"
+    for block in blocks:
+        tree = ast.parse(block)
+        made = {}   # variable -> what it holds
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                    and isinstance(node.value.func, ast.Attribute) \
+                    and getattr(node.value.func.value, "id", "") == "fcl_ray":
+                made[node.targets[0].id] = returns[node.value.func.attr]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and getattr(node.func.value, "id", "") == "fcl_ray":
+                name = node.func.attr
+                assert name in fcl_ray.__all__, name
+                args = [ast.literal_eval(a) if isinstance(a, ast.Constant | ast.List) else None
+                        for a in node.args]
+                inspect.signature(getattr(fcl_ray, name)).bind(
+                    *args, **{k.arg: None for k in node.keywords})
+                if name == "run":
+                    load_config(ROOT / args[0], args[1])
+                if name == "sweep":
+                    load_sweep(ROOT / args[0], args[1])
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and getattr(node.value, "id", "") in made:
+                kind = made[node.value.id]
+                names = {f.name for f in dataclasses.fields(kind)} | set(dir(kind))
+                assert node.attr in names, f"{node.value.id}.{node.attr}"
