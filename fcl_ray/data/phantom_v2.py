@@ -97,6 +97,8 @@ class Habitus:
     t_positions: np.ndarray
     slice_gain: np.ndarray  # coil sensitivity along the stack: a per-patient slope + jitter
     texture: np.ndarray
+    plane_angle: float    # in-plane rotation of the short-axis view (how it was planned)
+    fov: float            # field of view: > 1 shows the anatomy smaller
 
 
 # Phenotype -> (lv_radius range, wall range, rv_size range, rv_extent range, contractility range)
@@ -119,12 +121,12 @@ def _draw_heart(rng: np.random.Generator, phenotype: str, zoom: float) -> Heart:
                  infarct_angle=rng.uniform(-np.pi, np.pi),
                  infarct_width=rng.uniform(0.5, 0.9) if infarct else 0.0,
                  contractility=rng.uniform(*contract), angle=rng.uniform(-0.5, 0.5),
-                 cx=rng.uniform(-0.12, 0.12), cy=rng.uniform(-0.12, 0.12))
+                 cx=rng.uniform(-0.25, 0.25), cy=rng.uniform(-0.25, 0.25))
 
 
 def _draw_habitus(rng: np.random.Generator, size: int, depth: int) -> Habitus:
     blood = rng.uniform(0.75, 1.0)
-    muscle = rng.uniform(0.2, 0.38)
+    muscle = rng.uniform(0.12, 0.42)
     return Habitus(
         body_rx=rng.uniform(0.85, 1.5), body_ry=rng.uniform(0.7, 1.2),
         fat=rng.uniform(0.0, 0.3), fat_level=rng.uniform(0.5, 1.25), arms=bool(rng.random() < 0.5),
@@ -132,14 +134,15 @@ def _draw_habitus(rng: np.random.Generator, size: int, depth: int) -> Habitus:
         stomach_start=rng.uniform(0.3, 0.8), stomach_size=rng.uniform(0.0, 0.5),
         stomach_level=float(rng.choice([rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0),
                                         rng.uniform(0.35, 0.55), rng.uniform(0.02, 0.1)])),
-        epi_fat=rng.uniform(0.0, 0.08), aorta_r=rng.uniform(0.07, 0.11),
-        blood=blood, muscle=muscle, tissue=rng.uniform(muscle + 0.05, 0.48),
+        epi_fat=rng.uniform(0.0, 0.05), aorta_r=rng.uniform(0.07, 0.11),
+        blood=blood, muscle=muscle, tissue=float(np.clip(muscle + rng.uniform(-0.05, 0.3), 0.1, 0.6)),
         t_positions=np.linspace(rng.uniform(0.0, 0.12), rng.uniform(0.85, 1.0), depth),
         # Receive coils see some slices brighter than others (nearer the coil, breathing):
         # a slope of either sign plus jitter, so a slice's brightness does not give its place.
         slice_gain=(1.0 + rng.uniform(-0.6, 0.6) * (np.linspace(-0.5, 0.5, depth))
                     + rng.normal(0.0, 0.08, depth)),
-        texture=_smooth_field(rng, size, 2.0))
+        texture=_smooth_field(rng, size, 2.0),
+        plane_angle=rng.uniform(-0.7, 0.7), fov=rng.uniform(0.75, 1.3))
 
 
 def _ellipse(x, y, cx, cy, rx, ry):
@@ -201,14 +204,18 @@ def _paint_heart(img, label, hx, hy, heart: Heart, hb: Habitus, th: float,
     # Base: atria behind the ventricles, aortic root and pulmonary trunk in front.
     if th < 0.25:
         k = 1.0 - th / 0.25
-        img[_ellipse(hx, hy, 0.15, outer + 0.2 * k, 0.28 * k + 0.04, 0.16 * k + 0.03)] = blood * 0.8
-        img[_ellipse(hx, hy, -outer - 0.15, outer * 0.6, 0.18 * k + 0.04, 0.22 * k + 0.04)] = blood * 0.75
-        img[_ellipse(hx, hy, outer * 0.9, -outer - 0.08, 0.1, 0.1)] = blood * 0.95
-        img[_ellipse(hx, hy, -outer * 0.3, -outer - 0.2, 0.09, 0.09)] = blood * 0.9
-    fat = hb.epi_fat * (0.5 + 2.5 * th)   # epicardial fat gathers toward the apex (fat pad)
+        # (x, y, rx, ry, brightness): left atrium, right atrium, aortic root, pulmonary trunk,
+        # each inside a thin dark wall, as the valve planes and vessel walls are in cine.
+        for x, y, rx, ry, level in ((0.15, outer + 0.2 * k, 0.28 * k + 0.04, 0.16 * k + 0.03, 0.8),
+                                    (-outer * 0.7, outer + 0.25 * k, 0.2 * k + 0.04, 0.14 * k + 0.04, 0.75),
+                                    (outer * 0.9, -outer - 0.08, 0.1, 0.1, 0.95),
+                                    (-outer * 0.3, -outer - 0.2, 0.09, 0.09, 0.9)):
+            img[_ellipse(hx, hy, x, y, rx + 0.05, ry + 0.05)] = muscle
+            img[_ellipse(hx, hy, x, y, rx, ry)] = blood * level
+    fat = hb.epi_fat * (0.5 + 1.5 * th)   # epicardial fat gathers toward the apex (fat pad)
     if fat > 0.02:
         ring = _ellipse(hx, hy, 0, fat * 0.5, outer * a + fat, outer + fat)
-        img[ring] = 0.75 * blood + 0.15
+        img[ring] = 0.6 * blood + 0.15
     lv_out = _ellipse(hx, hy, 0, 0, outer * a, outer)
     lv_cav = _ellipse(hx, hy, 0, 0, cavity * a, cavity)
     theta = np.arctan2(hy, hx)
@@ -246,10 +253,12 @@ def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale
             lv_shrink: float = 0.0, rv_shrink: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Image and label stack at contraction ``c`` (0 = ED), scanner noise from ``rng``."""
     lin = np.linspace(-1, 1, size)
-    gy, gx = np.meshgrid(lin, lin, indexing="ij")
+    gy, gx = np.meshgrid(lin, lin, indexing="ij")             # the scanner's grid
+    cp, sp = np.cos(hb.plane_angle), np.sin(hb.plane_angle)   # the patient's anatomy in it
+    ax, ay = (cp * gx + sp * gy) * hb.fov, (-sp * gx + cp * gy) * hb.fov
     cs, sn = np.cos(heart.angle), np.sin(heart.angle)
-    hx = cs * (gx - heart.cx) + sn * (gy - heart.cy)
-    hy = -sn * (gx - heart.cx) + cs * (gy - heart.cy)
+    hx = cs * (ax - heart.cx) + sn * (ay - heart.cy)
+    hy = -sn * (ax - heart.cx) + cs * (ay - heart.cy)
     bias = np.exp(prof.bias[0] * gx + prof.bias[1] * gy + prof.bias[2] * gx * gy
                   + prof.bias[3] * gx ** 2 + prof.bias[4] * gy ** 2)
     depth = len(hb.t_positions)
@@ -258,7 +267,7 @@ def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale
     for i, t in enumerate(hb.t_positions):
         img = np.zeros((size, size), np.float32)
         label = np.zeros((size, size), np.uint8)
-        _paint_surroundings(img, gx, gy, hb, float(t))
+        _paint_surroundings(img, ax, ay, hb, float(t))
         th = max(float(t) - descent * c, 0.0)
         _paint_heart(img, label, hx, hy, heart, hb, th,
                      lv_shrink * c * heart.contractility, rv_shrink * c)
