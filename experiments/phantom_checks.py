@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     table = shortcut_rows(cfg, args.seeds)
     print("## 1. Shortcut: partition accuracy for unseen patients (chance "
           f"{1 / d.partitions:.0%})\n")
-    print(to_markdown(table.set_index("phantom").round(3)))
+    shown = table.set_index("phantom").round(3).astype({"seed": int, "slices": int})
+    print(to_markdown(shown.astype(object), index_name="phantom"))
     mine = table[table["phantom"] == d.phantom]["three_statistics"]
     print(f"\n{d.phantom}: three statistics {mine.mean():.3f} mean, {mine.max():.3f} worst seed "
           f"-> {'PASS' if mine.max() <= SHORTCUT_MAX else 'FAIL'} (<= {SHORTCUT_MAX:.0%})\n")

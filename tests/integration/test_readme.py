@@ -65,6 +65,9 @@ CHECKS = [
     Check(r"fcl-ray report runs/quickstart/", "run"),
     Check(r"^python -m fcl_ray run experiments/quickstart\.yaml -q$", "config"),  # as above
     Check(r"fcl-ray run experiments/synthetic_benchmark\.yaml$", "config"),
+    Check(r"fcl-ray run experiments/benchmark_v2\.yaml$", "config"),
+    Check(r"^\.venv/bin/python experiments/phantom_checks\.py ", "help",
+          "tests/unit/test_phantom_checks.py::test_checks_print_shortcut_calibration_and_gate"),
     Check(r"fcl-ray report runs/synthetic_benchmark/results\.csv --out ", "run"),
     Check(r"^\.venv/bin/fcl-ray sweep ", "config", SWEEP),
     Check(r"^bash experiments/gpu/(run_benchmarks|paper_scale_converged)\.sh$", "script"),

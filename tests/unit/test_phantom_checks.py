@@ -1,0 +1,48 @@
+"""experiments/phantom_checks.py: the shortcut probe on both phantoms, calibration and gate."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("phantom_checks",
+                                              ROOT / "experiments" / "phantom_checks.py")
+checks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(checks)
+
+TINY = ["data.clients=2", "data.cases_per_client=4", "data.folds=2", "data.image_size=32",
+        "data.slices_min=4", "data.slices_max=5", "data.partitions=2",
+        "pretrain.methods=[random]"]
+
+
+def _results(path: Path) -> str:
+    rng = np.random.default_rng(0)
+    rows = []
+    for client in range(4):
+        for method, n, dice in (("random", 1, 0.30), ("random", 8, 0.82),
+                                ("supervised_encoder", 1, 0.45), ("supervised_encoder", 8, 0.85)):
+            rows.append({"method": method, "finetune_mode": "local", "n_labeled": n, "fold": 0,
+                         "client": client, "seed": 0,
+                         "dice_mean": dice + rng.normal(0, 0.01)})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def test_checks_print_shortcut_calibration_and_gate(tmp_path, capsys):
+    assert checks.main(["--config", str(ROOT / "experiments" / "benchmark_v2.yaml"),
+                        "--seeds", "0", "--results", _results(tmp_path / "r.csv"),
+                        *[x for o in TINY for x in ("--set", o)]]) == 0
+    out = capsys.readouterr().out
+    assert "| v2 | 0 |" in out and "| v1 | 0 |" in out           # both phantoms probed
+    assert "ratio 0.36 -> PASS (35%-50%)" in out                 # about 0.30 / 0.82
+    assert "upper bound (random init at N=8) 0.8" in out and "-> PASS (>= 0.8)" in out
+    assert "gate holds" in out
+
+
+def test_calibration_reads_upper_bound_rows_first():
+    rows = pd.DataFrame([{"method": m, "finetune_mode": "local", "n_labeled": n, "dice_mean": d}
+                         for m, n, d in (("random", 1, 0.2), ("random", 8, 0.7),
+                                         ("upper_bound", 10, 0.85))])
+    cal = checks.calibration(rows)
+    assert cal["ratio"] == 0.2 / 0.7 and cal["upper_bound"] == 0.85
