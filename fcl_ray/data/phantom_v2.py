@@ -34,8 +34,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fcl_ray.data.synthetic import (CINE_FRAMES, SiteProfile, Volume, _smooth_field, case_name,
-                                    cine_plan, contraction, gaussian_filter, site_profile)
+from fcl_ray.data.synthetic import (CINE_FRAMES, SiteProfile, Volume, _smooth_field, acquire,
+                                    case_name, cine_plan, contraction, site_profile)
 
 PHENOTYPES = ("normal", "dilated", "hypertrophic", "infarct", "rv_enlarged")
 DEFAULT_SITE_SKEW = 1.0
@@ -271,12 +271,7 @@ def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale
         th = max(float(t) - descent * c, 0.0)
         _paint_heart(img, label, hx, hy, heart, hb, th,
                      lv_shrink * c * heart.contractility, rv_shrink * c)
-        img = gaussian_filter(img, prof.blur) * bias
-        img = np.clip(img * hb.slice_gain[i], 0, None) ** prof.gamma * prof.scale
-        sigma = prof.noise * noise_scale * prof.scale
-        real = img + rng.normal(0, sigma, img.shape)
-        imag = rng.normal(0, sigma, img.shape)
-        images[i] = np.sqrt(real ** 2 + imag ** 2).astype(np.float32)
+        images[i] = acquire(img, prof, bias, noise_scale, rng, hb.slice_gain[i])
         labels[i] = label
     return images, labels
 

@@ -268,15 +268,21 @@ def _render(p: _Patient, prof: SiteProfile, size: int, noise_scale: float,
                 px, py = 0.55 * cavity * np.cos(a), 0.55 * cavity * np.sin(a)
                 img[_ellipse(hx, hy, px, py, 0.15 * cavity, 0.15 * cavity) & lv_cav] = muscle
 
-        # Scanner: blur (PSF), bias field, gamma, gain, Rician noise.
-        img = gaussian_filter(img, prof.blur) * bias
-        img = np.clip(img, 0, None) ** prof.gamma * prof.scale
-        sigma = prof.noise * noise_scale * prof.scale
-        real = img + rng.normal(0, sigma, img.shape)
-        imag = rng.normal(0, sigma, img.shape)
-        images[i] = np.sqrt(real ** 2 + imag ** 2).astype(np.float32)
+        images[i] = acquire(img, prof, bias, noise_scale, rng)
         labels[i] = label
     return images, labels
+
+
+def acquire(img: np.ndarray, prof: SiteProfile, bias: np.ndarray, noise_scale: float,
+            rng: np.random.Generator, gain: float = 1.0) -> np.ndarray:
+    """What the scanner makes of a slice's tissue intensities: blur (PSF), bias field, a
+    receive gain, gamma and scale, then Rician noise drawn from ``rng``."""
+    img = gaussian_filter(img, prof.blur) * bias
+    img = np.clip(img * gain, 0, None) ** prof.gamma * prof.scale
+    sigma = prof.noise * noise_scale * prof.scale
+    real = img + rng.normal(0, sigma, img.shape)
+    imag = rng.normal(0, sigma, img.shape)
+    return np.sqrt(real ** 2 + imag ** 2).astype(np.float32)
 
 
 def case_name(site: int, case: int) -> str:
