@@ -24,8 +24,8 @@ def _area(label, k):
     return int((label == k).sum())
 
 
-def test_default_synthetic_is_todays_ed_volume_bit_for_bit():
-    cfg = _cfg("data.cases_per_client=4")
+def test_phantom_v1_is_todays_ed_volume_bit_for_bit():
+    cfg = _cfg("data.cases_per_client=4", "data.phantom=v1")
     vols = load_client_volumes(cfg, 1)
     ref = make_site(0, 1, 4, 32, (4, 5))
     assert [v.volume_id for v in vols] == [f"{r.volume_id}:ED" for r in ref]
