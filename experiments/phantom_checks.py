@@ -28,7 +28,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a source checkout
 
 from fcl_ray.config_io import load_config  # noqa: E402
-from fcl_ray.data import load_client_volumes  # noqa: E402
+from fcl_ray.data import load_client_volumes, patient_of  # noqa: E402
 from fcl_ray.data.shortcut import (global_statistics, probe_accuracy,  # noqa: E402
                                    structure_areas)
 from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
@@ -48,7 +48,7 @@ def slices_of(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         vols = [v for v in load_client_volumes(cfg, site) if v.label is not None]
         s = volumes_to_slices([v.image for v in vols], [v.label for v in vols],
                               cfg.data.partitions, cfg.data.normalise)
-        ids = [v.volume_id.split(":")[0] for v in vols]
+        ids = [patient_of(v.volume_id) for v in vols]
         images.append(s.images[:, 0].numpy())
         labels.append(s.labels.numpy())
         parts.append(s.partition.numpy())

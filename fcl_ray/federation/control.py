@@ -9,7 +9,6 @@ file of the settings it was trained with; ``--resume`` reuses it when those sett
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ import torch
 from fcl_ray.config import Config
 from fcl_ray.config_io import to_dict
 from fcl_ray.federation.cluster import gather
+from fcl_ray.federation.driver import as_tensors, save_atomic
 from fcl_ray.methods import SUPERVISED_ENCODER
 
 LOG_EVERY = 250   # steps between progress lines (and MLflow loss points)
@@ -61,10 +61,7 @@ def _cached(cfg: Config, log: Callable[[str], None]) -> dict | None:
 
 def _save(cfg: Config, state: dict) -> Path:
     path = cache_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, tmp)
-    os.replace(tmp, path)
+    save_atomic(as_tensors(state), path)
     # Written after the weights: a settings file always describes the weights beside it.
     path.with_suffix(".json").write_text(json.dumps(trained_with(cfg), indent=1))
     return path

@@ -331,11 +331,21 @@ def _save_encoders(cfg, coordinator, method, fold) -> None:
     """The final encoder(s) of a pre-training phase, as a torch file in <output_dir>/encoders."""
     states = await_coordinator(coordinator.encoder_states.remote(method), "saving encoders", cfg)
     path = Path(cfg.experiment.output_dir) / "encoders" / f"{method}-fold{fold}.pt"
-    path.parent.mkdir(exist_ok=True)
-    tensors = [{k: torch.from_numpy(np.array(v)) for k, v in s.items()} for s in states]
+    tensors = [as_tensors(s) for s in states]
+    save_atomic(tensors[0] if len(tensors) == 1
+                else {f"client{i}": t for i, t in enumerate(tensors)}, path)
+
+
+def as_tensors(state: dict) -> dict[str, torch.Tensor]:
+    """An encoder state of arrays as torch tensors (what the encoder files hold)."""
+    return {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(tensors[0] if len(tensors) == 1 else {f"client{i}": t for i, t in enumerate(tensors)},
-               tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
