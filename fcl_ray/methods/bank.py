@@ -35,7 +35,8 @@ class FeatureBank:
             rows = features[keep][-self.capacity:]
             ids = slice_ids.to(keep.device)[keep][-self.capacity:]
             idx = ((self.pointer[p] + torch.arange(len(rows))) % self.capacity).to(device)
-            self.features[p, idx] = rows.to(device)
+            # rows may come from a bf16 autocast forward; the bank keeps its own dtype
+            self.features[p, idx] = rows.to(device=device, dtype=self.features.dtype)
             self.slice_ids[p, idx] = ids.to(device)
             self.pointer[p] = (self.pointer[p] + len(rows)) % self.capacity
             self.count[p] = min(self.capacity, self.count[p] + len(rows))

@@ -78,3 +78,12 @@ def test_merge_remote_with_a_sample_larger_than_the_pool_is_the_whole_pool():
     everything = merge_remote(pool, exclude=0)
     sampled = merge_remote(pool, exclude=0, sample=8, rng=np.random.default_rng(0))
     assert torch.equal(everything[0], sampled[0]) and torch.equal(everything[1], sampled[1])
+
+
+def test_bf16_rows_from_an_autocast_forward_are_stored_in_the_banks_dtype():
+    bank = FeatureBank(partitions=2, capacity=4, dim=2)
+    rows = torch.tensor([[0.5, 1.0], [2.0, -1.0]], dtype=torch.bfloat16)
+    bank.push(rows, torch.tensor([0, 1]))
+    feats, parts = bank.contents()
+    assert feats.dtype == torch.float32
+    assert feats[parts == 1].tolist() == [[2.0, -1.0]]

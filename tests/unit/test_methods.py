@@ -214,3 +214,14 @@ def test_methods_return_their_loss_and_only_the_base_class_steps():
             continue
         text = path.read_text()
         assert ".backward(" not in text and ".step()" not in text, path.name
+
+
+@pytest.mark.parametrize("name", ["fcl", "local_cl"])
+def test_a_bf16_round_trains_and_shares_float32_features(name, slices):
+    """model.amp=bf16 on CPU: the autocast forward's bf16 keys go into float32 banks."""
+    method = _make(name, slices, ["model.amp=bf16"])
+    metrics = method.train_round(2, remote_features(method))
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    shared = method.shared_features()
+    if shared is not None:
+        assert shared[0].dtype == np.float32
