@@ -36,8 +36,9 @@ from fcl_ray.config_io import from_dict, read_yaml_mapping, to_dict
 #   (tests/integration/test_faults.py).
 # - data.cache / data.cache_dir: whether and where preprocessed volumes are kept; an entry is
 #   keyed by the files' contents and the preprocessing settings and stored losslessly.
-# Not in the list, on purpose: finetune.concurrency (concurrent fine-tunes in one actor seed
-# their U-Nets through torch's one global generator and share its threads), the number of
+# Not in the list, on purpose: finetune.concurrency (concurrent fine-tunes in one actor share
+# its torch threads; their U-Nets' init is seeded under a lock, but this is not yet proven
+# bitwise equal to sequential fine-tunes end to end), the number of
 # CPUs/GPUs per client and where clients are pinned (threads, device, a site's own data),
 # and the fault-handling keys (round_timeout_s, min_clients, round_retries, max_restarts,
 # faults.*), which decide whose updates count in a round.

@@ -1,6 +1,7 @@
 """Supervised fine-tuning of the full U-Net on a client's few labeled volumes. No Ray."""
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional
 
 import torch
@@ -13,11 +14,18 @@ from fcl_ray.methods.models import (autocast, build_unet, encoder_and_decoder_pa
                                     load_encoder_into_unet)
 
 
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
 def init_unet(features, encoder_state: Optional[dict], seed: int,
               device: torch.device) -> torch.nn.Module:
     """A U-Net whose random part is drawn from ``seed`` (so pre-trained and random-init runs
-    share the same decoder init) and whose encoder is ``encoder_state`` when given."""
-    with torch.random.fork_rng(devices=[]):
+    share the same decoder init) and whose encoder is ``encoder_state`` when given.
+
+    Thread-safe: MONAI layers draw their init from torch's one global generator, so
+    concurrent fine-tunes in one actor (``finetune.concurrency`` > 1) take turns here;
+    otherwise one thread's seed could be consumed by another's layers."""
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = build_unet(features)
     if encoder_state is not None:

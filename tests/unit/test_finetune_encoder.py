@@ -89,3 +89,17 @@ def test_every_row_gets_the_options_through_the_site():
     assert not _moved(encoder, site.trainer, encoder=True)
     site.finetune_round(None)                                          # steps 3-4: step 4 trains
     assert _moved(encoder, site.trainer, encoder=True)
+
+
+def test_unets_built_in_concurrent_threads_get_their_own_seeds_init():
+    """finetune.concurrency > 1 builds U-Nets in threads of one actor: each must be what its
+    seed gives when built alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    features, cpu = (4, 4, 8, 8, 8, 4), torch.device("cpu")
+    seeds = list(range(12))
+    alone = {s: init_unet(features, None, s, cpu).state_dict() for s in seeds}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        built = list(pool.map(lambda s: init_unet(features, None, s, cpu).state_dict(), seeds))
+    for seed, state in zip(seeds, built):
+        assert all(torch.equal(state[k], alone[seed][k]) for k in state), f"seed {seed}"
