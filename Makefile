@@ -1,17 +1,18 @@
-# The two set-up commands of the README. Each creates (or reuses) .venv by itself.
+# The two commands of the README's quickstart (and setup, docs). Each creates (or reuses) .venv by itself.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # constraints.txt pins torch to the CPU build that lies on disk here; pyproject keeps a range.
 PIP    := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: run test test-fast setup clean
+.PHONY: run test test-fast setup docs clean
 
+# Extras: test (the suite, the notebook runner), docs (make docs; tests/unit/test_docs.py).
 $(BIN)/fcl-ray: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,docs]'
 	touch $@
 
 setup: $(BIN)/fcl-ray
@@ -26,5 +27,8 @@ test: setup          ## the whole test suite (unit, integration, cluster): what 
 test-fast: setup     ## tests/unit only: no Ray, no MLflow server, under a minute
 	$(BIN)/python -m pytest -q tests/unit
 
+docs: setup          ## the docs site (mkdocs.yml, docs/) into site/; a broken link or anchor fails
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs mlflow.db mlruns
+	rm -rf $(VENV) runs mlflow.db mlruns site

@@ -1,4 +1,5 @@
-"""Screenshot of an MLflow experiment's runs table (the "Model training" view), for the README.
+"""Screenshot of an MLflow experiment's runs table (the "Model training" view), for the README
+and docs/tracking.md.
 
 Starts ``mlflow ui`` on a free loopback port over the given store, waits until it answers,
 photographs ``#/experiments/<id>?workflowType=machine_learning`` with headless Chromium

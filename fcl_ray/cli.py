@@ -63,7 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="keep finished results in the output dir and continue an interrupted "
                           "pre-training from its last checkpoint (only with the config saved "
-                          "there: README, 'Reliability')")
+                          "there: docs/reliability.md)")
     run.add_argument("--overwrite", action="store_true",
                      help="run into an output dir that holds results: move the earlier run's "
                           "files into <output_dir>/previous-<timestamp>/ first")

@@ -28,7 +28,7 @@ class ExperimentConfig:
 
 @dataclass
 class DataConfig:
-    # synthetic: embedded phantom; acdc / mnms / decathlon: a dataset on disk (README, "Use your own data")
+    # synthetic: embedded phantom; acdc / mnms / decathlon: a dataset on disk (docs/data.md)
     kind: Literal["synthetic", "acdc", "mnms", "decathlon"] = "synthetic"
     root: Optional[str] = None      # real data: the dataset folder (shared by all clients)
     client_roots: list[str] = field(default_factory=list)  # or one folder per client (its own site)
@@ -176,7 +176,7 @@ class FinetuneConfig:
     upper_bound: bool = False       # also fine-tune from random init with every training label
     concurrency: int = 1            # local fine-tunes run at once inside each client actor
     # Fine-tune from this encoder instead of pre-training: an MLflow model URI,
-    # models:/<name>/<version or @alias> or runs:/<run id>/<path> (see README, "Results dashboard").
+    # models:/<name>/<version or @alias> or runs:/<run id>/<path> (docs/tracking.md).
     encoder: Optional[str] = None
 
 
@@ -260,6 +260,8 @@ class ProbesConfig:
 
 @dataclass
 class Config:
+    """Every section; docs/configuration.md lists each key with its default
+    (tests/unit/test_docs.py keeps the two in step)."""
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -162,14 +162,18 @@ def test_the_api_names_stay_functions_beside_the_modules_of_the_same_name():
 
 
 def _readme_python() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    """The ```python blocks of the README and of the docs site's pages."""
+    blocks = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        blocks += [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    return blocks
 
 
 def test_the_readmes_python_uses_the_api_as_it_is():
-    """The README's ```python blocks are not run (a real-size run); checked instead: every
-    ``fcl_ray.<name>(...)`` exists and takes its arguments, the files and overrides it names
-    load, and the attributes read from what it returns exist."""
+    """The README's and the docs' ```python blocks are not run (a real-size run); checked
+    instead: every ``fcl_ray.<name>(...)`` exists and takes its arguments, the files and
+    overrides it names load, and the attributes read from what it returns exist."""
     import ast
     import dataclasses
     import inspect
