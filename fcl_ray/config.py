@@ -53,6 +53,9 @@ class DataConfig:
     phantom: Literal["v1", "v2"] = "v2"
     # synthetic v2: the phenotypes patients are drawn from ([]: all of PHENOTYPES)
     phenotypes: list[str] = field(default_factory=list)
+    # synthetic v2: [low, high] of the per-patient field of view (> 1: anatomy drawn smaller;
+    # []: [0.75, 1.3]). A wider range makes one labeled patient cover less of the population.
+    field_of_view: list[float] = field(default_factory=list)
     # real data: what the crop to image_size centres on: the bright blood pools or the image
     # centre (no mask looked at), or the mask's bounding box (looks at test masks too)
     crop: Literal["intensity", "centre", "label"] = "intensity"
@@ -409,6 +412,14 @@ def validate(cfg: Config) -> Config:
             _check(name in PHENOTYPES, "data.phenotypes",
                    f"unknown phenotype {name!r}; allowed: {', '.join(PHENOTYPES)}")
         _check(synthetic and d.phantom == "v2", "data.phenotypes",
+               "only for data.kind=synthetic with data.phantom=v2")
+    if d.field_of_view:
+        fov = d.field_of_view
+        _check(len(fov) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                     for v in fov) and 0.25 <= fov[0] <= fov[1] <= 3.0,
+               "data.field_of_view", f"must be [low, high] with 0.25 <= low <= high <= 3, "
+               f"got {fov}")
+        _check(synthetic and d.phantom == "v2", "data.field_of_view",
                "only for data.kind=synthetic with data.phantom=v2")
     _check(d.site_skew is None or not synthetic or d.phantom == "v2", "data.site_skew",
            "the v1 phantom has no phenotypes to mix; use data.phantom=v2 or leave it null")

@@ -31,7 +31,8 @@ def load_client_volumes(cfg: Config, client: int) -> list[Volume]:
                 cfg.experiment.seed, client, d.cases_per_client, d.image_size,
                 (d.slices_min, d.slices_max), d.noise, cycle, phases(d), d.extra_frames,
                 phantom_v2.DEFAULT_SITE_SKEW if d.site_skew is None else d.site_skew,
-                tuple(d.phenotypes) or phantom_v2.PHENOTYPES)
+                tuple(d.phenotypes) or phantom_v2.PHENOTYPES,
+                tuple(d.field_of_view or phantom_v2.DEFAULT_FIELD_OF_VIEW))
         return make_cine_site(cfg.experiment.seed, client, d.cases_per_client, d.image_size,
                               (d.slices_min, d.slices_max), d.noise, cycle, phases(d),
                               d.extra_frames)

@@ -39,6 +39,9 @@ from fcl_ray.data.synthetic import (CINE_FRAMES, SiteProfile, Volume, _smooth_fi
 
 PHENOTYPES = ("normal", "dilated", "hypertrophic", "infarct", "rv_enlarged")
 DEFAULT_SITE_SKEW = 1.0
+# Per-patient field of view (how the scan was planned): a patient's anatomy is drawn at a scale
+# from this range. One labeled patient shows one scale; several cover the range.
+DEFAULT_FIELD_OF_VIEW = (0.75, 1.3)
 
 
 def phenotype_mix(seed: int, site: int, site_skew: float,
@@ -124,7 +127,8 @@ def _draw_heart(rng: np.random.Generator, phenotype: str, zoom: float) -> Heart:
                  cx=rng.uniform(-0.25, 0.25), cy=rng.uniform(-0.25, 0.25))
 
 
-def _draw_habitus(rng: np.random.Generator, size: int, depth: int) -> Habitus:
+def _draw_habitus(rng: np.random.Generator, size: int, depth: int,
+                  field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW) -> Habitus:
     blood = rng.uniform(0.75, 1.0)
     muscle = rng.uniform(0.12, 0.42)
     return Habitus(
@@ -142,7 +146,7 @@ def _draw_habitus(rng: np.random.Generator, size: int, depth: int) -> Habitus:
         slice_gain=(1.0 + rng.uniform(-0.6, 0.6) * (np.linspace(-0.5, 0.5, depth))
                     + rng.normal(0.0, 0.08, depth)),
         texture=_smooth_field(rng, size, 2.0),
-        plane_angle=rng.uniform(-0.7, 0.7), fov=rng.uniform(0.75, 1.3))
+        plane_angle=rng.uniform(-0.7, 0.7), fov=rng.uniform(*field_of_view))
 
 
 def _ellipse(x, y, cx, cy, rx, ry):
@@ -280,15 +284,18 @@ def make_frames(seed: int, site: int, case: int, frames: Sequence[int],
                 cycle: int = CINE_FRAMES, size: int = 48, slices: tuple[int, int] = (8, 12),
                 noise_scale: float = 1.0, site_skew: float = DEFAULT_SITE_SKEW,
                 phenotypes: Sequence[str] = PHENOTYPES,
-                phenotype: Optional[str] = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                phenotype: Optional[str] = None,
+                field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, label) stacks of the given cine frames of one patient, whose phenotype is drawn
-    from its site's mix over ``phenotypes`` (``phenotype``: force one instead)."""
+    from its site's mix over ``phenotypes`` (``phenotype``: force one instead) and whose field
+    of view is drawn uniformly from ``field_of_view`` (> 1: the anatomy looks smaller)."""
     prof = site_profile(seed, site)
     rng = np.random.default_rng([seed, site, case, 20])
     phenotype = phenotype or patient_phenotype(seed, site, case, site_skew, phenotypes)
     depth = int(rng.integers(slices[0], slices[1] + 1))
     heart = _draw_heart(rng, phenotype, prof.zoom)
-    habitus = _draw_habitus(rng, size, depth)
+    habitus = _draw_habitus(rng, size, depth, field_of_view)
     motion = np.random.default_rng([seed, site, case, 6151])
     lv_shrink, rv_shrink = motion.uniform(0.25, 0.35), motion.uniform(0.2, 0.35)
     descent = motion.uniform(0.02, 0.06)
@@ -306,13 +313,15 @@ def make_cine_site(seed: int, site: int, cases: int, size: int = 48,
                    slices: tuple[int, int] = (8, 12), noise_scale: float = 1.0,
                    cycle: int = CINE_FRAMES, phases: Sequence[str] = ("ED",),
                    extra_frames: int = 0, site_skew: float = DEFAULT_SITE_SKEW,
-                   phenotypes: Sequence[str] = PHENOTYPES) -> list[Volume]:
+                   phenotypes: Sequence[str] = PHENOTYPES,
+                   field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW) -> list[Volume]:
     """One site's volumes, ids and order as :func:`fcl_ray.data.synthetic.make_cine_site`."""
     plan = cine_plan(cycle, phases, extra_frames)
     labeled, unlabeled = [], []
     for case in range(cases):
         rendered = make_frames(seed, site, case, [f for _, f, _ in plan], cycle, size, slices,
-                               noise_scale, site_skew, phenotypes)
+                               noise_scale, site_skew, phenotypes,
+                               field_of_view=field_of_view)
         for (name, _, has_mask), (image, label) in zip(plan, rendered):
             vol = Volume(f"{case_name(site, case)}:{name}", image, label if has_mask else None)
             (labeled if has_mask else unlabeled).append(vol)

@@ -77,6 +77,9 @@ def test_loader_selects_the_phantom_and_restricts_phenotypes():
     ("data.site_skew=0", "data.site_skew"),
     ("data.site_skew=.inf", "data.site_skew"),
     ("data.phantom=v3", "data.phantom"),
+    ("data.field_of_view=[1.3,0.75]", "data.field_of_view"),
+    ("data.field_of_view=[0.5,.inf]", "data.field_of_view"),
+    ("data.field_of_view=[1.0]", "data.field_of_view"),
 ])
 def test_bad_phantom_keys_are_one_line(override, key):
     with pytest.raises(ConfigError, match=key):
@@ -106,3 +109,15 @@ def test_statistics_and_areas_of_slices():
     labels = np.zeros((1, 4, 4), np.uint8)
     labels[0, 0, :2] = 3
     assert structure_areas(labels)[0].tolist() == [0.0, 0.0, 0.125]
+
+
+def test_field_of_view_scales_the_anatomy_and_its_default_draws_as_before():
+    args = dict(size=48, slices=(10, 10), noise_scale=0.6, phenotype="normal")
+    (base, lab), = phantom_v2.make_frames(0, 0, 1, [0], **args)
+    (same, _), = phantom_v2.make_frames(0, 0, 1, [0], field_of_view=(0.75, 1.3), **args)
+    assert np.array_equal(base, same)
+    heart = [(phantom_v2.make_frames(0, 0, c, [0], field_of_view=fov, **args)[0][1] > 0).mean()
+             for fov in ((0.7, 0.7), (1.6, 1.6)) for c in range(3)]
+    assert np.mean(heart[3:]) < 0.6 * np.mean(heart[:3])      # a larger view: a smaller heart
+    with pytest.raises(ConfigError, match="data.field_of_view"):
+        load_config(None, ["data.phantom=v1", "data.field_of_view=[0.7,1.6]"])
