@@ -422,7 +422,7 @@ def _check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"config key '{key}': {message}")
 
 
-def _shown(value) -> str:
+def shown(value) -> str:
     """A value as a message shows it: at most 40 characters (a generated 10**300 is not)."""
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -442,7 +442,7 @@ def _numbers(value):
 
 def _check_range(key: str, value: float, r: Range) -> None:
     """One number against its key's Range (NaN and infinity are never allowed)."""
-    got = f"got {_shown(value)}"
+    got = f"got {shown(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         natural = r.low is not None and r.high is not None and r.why is None
         _check(False, key, f"must be {r.allowed}, {got}" if "finite" in r.allowed or natural
@@ -466,7 +466,7 @@ def check_ranges(cfg: Config) -> None:
         items = getattr(getattr(cfg, section), name)
         _check(len(items) > 0, key, "must not be empty")
         twice = [item for i, item in enumerate(items) if item in items[:i]]
-        _check(not twice, key, f"names {_shown(twice[0]) if twice else ''} twice; every entry "
+        _check(not twice, key, f"names {shown(twice[0]) if twice else ''} twice; every entry "
                                f"makes rows of its own, so each must be different")
 
 
@@ -559,6 +559,8 @@ def validate(cfg: Config) -> Config:
 
     d, p, f = cfg.data, cfg.pretrain, cfg.finetune
     check_ranges(cfg)   # first: the cross-key rules below see finite numbers in range only
+    for key in ("name", "output_dir"):
+        _check(bool(getattr(cfg.experiment, key).strip()), f"experiment.{key}", "must not be empty")
     _check(d.image_size % 16 == 0, "data.image_size",
            f"must be a multiple of 16 (four 2x poolings), got {d.image_size}")
     _check(d.slices_min <= d.slices_max, "data.slices_min",
@@ -651,6 +653,11 @@ def validate(cfg: Config) -> Config:
     _check_encoder_uri(f.encoder, "finetune.encoder")
     _check_control(cfg)
     t = cfg.tracking
+    if t.uri is not None:   # the scheme only; the store itself is checked before a run starts
+        from fcl_ray.tracking import tracking_uri_problem   # late: tracking imports this module
+
+        problem = tracking_uri_problem(t.uri)
+        _check(problem is None, "tracking.uri", f"{shown(t.uri)} {problem}")
     if t.register_as is not None:
         _check(bool(MODEL_NAME.match(t.register_as)), "tracking.register_as",
                f"a registered model name: letters, digits, '.', '_', '-' (starting with a letter "
