@@ -78,6 +78,10 @@ def run(config_or_path: Union[str, Path, Config, dict, None] = None,
     check_run_outputs(cfg)       # folders writable, the MLflow store's scheme known
     # Before Ray: no resume with another config, no silent replacing of finished results.
     prepare_output_dir(cfg, resume, overwrite, log=progress)
+    if resume:   # a garbage LATEST pointer: one line now, not an error in the coordinator
+        from fcl_ray.federation.checkpoint import check_resumable, checkpoint_root
+
+        check_resumable(checkpoint_root(cfg))
     source = config_or_path if isinstance(config_or_path, (str, Path)) else \
         "(defaults)" if config_or_path is None else f"(a {type(config_or_path).__name__})"
     log.debug(f"config {source} with {len(overrides)} override(s), output in "
