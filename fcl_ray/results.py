@@ -71,6 +71,11 @@ def check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     missing = [c for c in KEY_COLUMNS + ["dice_mean"] if c not in frame.columns]
     if missing:
         raise ConfigError(f"results {where}: missing columns {', '.join(missing)}")
+    for column in ("method", "finetune_mode"):
+        empty = frame[column].isna() | frame[column].astype(str).str.strip().eq("")
+        if empty.any():
+            raise ConfigError(f"results {where}: column {column}, row "
+                              f"{int(empty.to_numpy().argmax()) + 1}: empty")
     modes = sorted(set(frame["finetune_mode"].astype(str)) - set(FINETUNE_MODES))
     if modes:
         raise ConfigError(f"results {where}: unknown finetune_mode {', '.join(modes)} "
