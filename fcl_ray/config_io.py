@@ -124,7 +124,30 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except (yaml.YAMLError, ValueError, RecursionError):   # ValueError: a date like 2024-13-01
         value = raw
+    if too_large(value):
+        raise ConfigError(f"override '{key.strip()}': more than {MAX_NODES} values once its "
+                          f"YAML aliases are expanded")
     return key.strip().split("."), value
+
+
+MAX_NODES = 100_000   # values in one YAML document, aliases expanded; configs hold ~100
+
+
+def too_large(tree: Any, limit: int = MAX_NODES) -> bool:
+    """True when ``tree`` holds more than ``limit`` values once YAML aliases are expanded
+    (a "billion laughs" file is a few lines that expand to 10^9); stops counting early."""
+    stack, seen = [tree], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return False
 
 
 def read_yaml_mapping(path: str | Path, what: str, of: str) -> dict:
@@ -135,7 +158,8 @@ def read_yaml_mapping(path: str | Path, what: str, of: str) -> dict:
     if path.is_dir():
         raise ConfigError(f"{what} '{path}': is a folder, not a YAML file")
     if not path.is_file():
-        raise ConfigError(f"{what} '{path}': not found")
+        raise ConfigError(f"{what} '{path}': " + ("not a regular file" if path.exists()
+                                                  else "not found"))
     try:
         text = path.read_text(encoding="utf-8-sig")   # -sig: a byte-order mark is fine
     except UnicodeDecodeError as err:
@@ -154,6 +178,9 @@ def read_yaml_mapping(path: str | Path, what: str, of: str) -> dict:
                           f"{str(err)[:80]})") from None
     if raw is None:
         return {}
+    if too_large(raw):
+        raise ConfigError(f"{what} '{path}': more than {MAX_NODES} values once its YAML "
+                          f"aliases are expanded")
     if not isinstance(raw, dict):
         raise ConfigError(f"{what} '{path}': expected a mapping of {of}, got a "
                           f"{type(raw).__name__}")

@@ -72,6 +72,16 @@ def test_a_config_file_is_read_or_refused_naming_it_or_its_key(tmp_path, data):
     _outcome(lambda: load_config(path), path, path.name, "config key")
 
 
+def test_a_billion_laughs_config_is_refused_not_expanded(tmp_path):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in zip("abcdefg", "bcdefgh")]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines + ["pretrain:", "  methods: *h"]) + "\n")   # 9^8 values
+    with pytest.raises(FclRayError, match=r"laughs.yaml': more than 100000 values once its "
+                                          r"YAML aliases are expanded$"):
+        load_config(path)
+
+
 @FAST
 @given(data=st.one_of(BYTES, st.fixed_dictionaries(
     {"name": st.one_of(st.just("s"), LEAVES)},
