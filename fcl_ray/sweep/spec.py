@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import yaml
 
-from fcl_ray.config import Config, ConfigError, shown
+from fcl_ray.config import RANGES, Config, ConfigError, shown
 from fcl_ray.config_io import (flatten, from_dict, load_config, parse_override, read_yaml_mapping,
                                set_dotted, to_dict, unflatten)
 from fcl_ray.outputs import path_problem
@@ -259,6 +259,12 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
         raise _err("resources.cpus_per_client", f"must be > 0, got {spec.cpus_per_client}")
     if spec.gpus_per_client < 0:
         raise _err("resources.gpus_per_client", f"must be >= 0, got {spec.gpus_per_client}")
+    for k, key in (("cpus_per_client", "federation.num_cpus_per_client"),
+                   ("gpus_per_client", "federation.num_gpus_per_client")):
+        limit = RANGES[key]   # the same sanity limit as the base config's key
+        if getattr(spec, k) > limit.high:
+            raise _err(f"resources.{k}", f"must be at most {limit.high} ({limit.why}), got "
+                                         f"{getattr(spec, k)}")
     if spec.coordinator_cpus <= 0:   # an empty head bundle would shift the bundle indices
         raise _err("resources.coordinator_cpus", f"must be > 0 (the trainable's bundle), got "
                                                  f"{spec.coordinator_cpus}")
