@@ -64,6 +64,7 @@ def run(config_or_path: Union[str, Path, Config, dict, None] = None,
     from fcl_ray.durable import check_durable_outputs
     from fcl_ray.log import get_logger, progress
     from fcl_ray.output_dir import prepare_output_dir
+    from fcl_ray.outputs import check_run_outputs
 
     log = get_logger(__name__)
     # Which code runs: in a `ray job submit --working-dir .` job, the uploaded checkout (Ray
@@ -74,8 +75,13 @@ def run(config_or_path: Union[str, Path, Config, dict, None] = None,
     overrides = _overrides(overrides)
     cfg = load_config(config_or_path, overrides)   # first: a bad config fails in ~1 s
     check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
+    check_run_outputs(cfg)       # folders writable, the MLflow store's scheme known
     # Before Ray: no resume with another config, no silent replacing of finished results.
     prepare_output_dir(cfg, resume, overwrite, log=progress)
+    if resume:   # a garbage LATEST pointer: one line now, not an error in the coordinator
+        from fcl_ray.federation.checkpoint import check_resumable, checkpoint_root
+
+        check_resumable(checkpoint_root(cfg))
     source = config_or_path if isinstance(config_or_path, (str, Path)) else \
         "(defaults)" if config_or_path is None else f"(a {type(config_or_path).__name__})"
     log.debug(f"config {source} with {len(overrides)} override(s), output in "
@@ -190,6 +196,12 @@ def report(results_or_paths: Any, reference: Optional[str] = None, pairs: str = 
     from fcl_ray.results import UPPER_BOUND, check_results, load_results, probes_beside
     from fcl_ray.statistics import control_gate, paired_differences, positive_control
 
+    from fcl_ray.outputs import check_folder, check_tracking_store
+
+    if out is not None:   # before any reading: a bad --out fails first, and fast
+        check_folder("report: --out", out)
+    if tracking_uri is not None:
+        check_tracking_store("report: --tracking-uri", tracking_uri)
     sources = _report_sources(results_or_paths)
     if isinstance(sources, list):
         results = load_results(sources, tracking_uri)
@@ -247,9 +259,13 @@ def run_sweep_file(spec_path: Union[str, Path], overrides: Union[str, Sequence[s
     from fcl_ray.durable import check_durable_outputs
     from fcl_ray.sweep.spec import load_sweep
 
+    from fcl_ray.outputs import check_tracking_store
+
     spec = load_sweep(spec_path, _overrides(overrides))   # before Ray: a bad file fails fast
     check_durable_outputs(spec.base_config, storage_path=spec.storage_path,
                           tracking_uri=tracking_uri or spec.tracking_uri)
+    if tracking_uri is not None:
+        check_tracking_store("--tracking-uri", tracking_uri)
     from fcl_ray.sweep.run import run_sweep
 
     return spec, run_sweep(spec, resume=resume, tracking_uri=tracking_uri)

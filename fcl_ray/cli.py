@@ -162,6 +162,9 @@ def _bench(args) -> int:
     steps = _int_list(args.local_steps, "--local-steps")
     if args.rounds < 1:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
+    from fcl_ray.outputs import check_folder
+
+    check_folder("--out", args.out)   # before any benchmark runs
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.scale:
@@ -268,7 +271,10 @@ def _show_config(args) -> int:
 
 def _report(args) -> int:
     from fcl_ray.api import report
+    from fcl_ray.outputs import check_folder
 
+    if args.out:   # before reading anything: a bad --out fails first
+        check_folder("--out", args.out)
     rep = report(args.results, args.reference, args.pairs, metric=args.metric,
                  tracking_uri=args.tracking_uri)
     for note in rep.read_notes:

@@ -277,6 +277,145 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
 
 
+# ----------------------------------------------------------------------------- ranges
+@dataclass(frozen=True)
+class Range:
+    """What one numeric key allows: ``allowed`` in words (the error message's text), the
+    bounds it stands for (None: no bound; ``*_open``: the bound itself is excluded), and,
+    when ``high`` is a sanity limit rather than part of the key's meaning, why it is there.
+    A Range without bounds still refuses NaN and infinity; its key's other rules are
+    cross-key ones in :func:`validate`. For a list or mapping key, every item is checked."""
+    allowed: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    why: Optional[str] = None     # high is a sanity limit: the reason, shown when it is hit
+
+
+def _at_least(low: int, high: Optional[int] = None, why: Optional[str] = None,
+              allowed: Optional[str] = None) -> Range:
+    """An integer count >= ``low`` (and a sanity limit ``high``, for ``why``)."""
+    return Range(allowed or (f"at least {low}" if low else ">= 0"), low, high, why=why)
+
+
+def _positive(high: Optional[float], why: Optional[str], allowed: str = "> 0") -> Range:
+    return Range(allowed, 0, high, low_open=True, why=why)
+
+
+SEED_MAX = 2**32 - 1
+_SEED = _at_least(0, SEED_MAX, "a 32-bit seed, which every NumPy, torch and Tune generator "
+                               "takes", ">= 0")
+_STEPS = "optimiser steps; ten million is weeks of GPU time"
+_ROUNDS = "federated rounds; the benchmark uses 10-100"
+_LR = "Adam moves every weight by about lr per step; above 1 training diverges"
+_PATIENTS = "patients per client; no cardiac dataset has that many"
+_BATCH = "a batch this large does not fit any GPU's memory"
+# Every numeric key of the schema (tests/unit/test_bad_input.py checks none is missing).
+# Upper limits are sanity limits: far above any sensible value, low enough that a typo or a
+# generated value fails here in a second, not as an out-of-memory error or an endless run
+# inside a Ray actor.
+RANGES: dict[str, Range] = {
+    "experiment.seed": _SEED,
+    "data.split_seed": _SEED,
+    "data.clients": _at_least(1, 10_000, "every client holds a U-Net and its data in memory; "
+                                         "the scale benchmark's largest federation has 256"),
+    "data.cases_per_client": _at_least(1, 10_000, "synthetic patients a client generates"),
+    "data.image_size": _at_least(16, 1024, "cardiac MRI slices are 256-512 pixels; a batch of "
+                                           "larger slices does not fit a GPU's memory",
+                                 "a multiple of 16, at least 16"),
+    "data.slices_min": _at_least(1, 1024, "slices per volume; a short-axis stack has 8-20"),
+    "data.slices_max": _at_least(1, 1024, "slices per volume; a short-axis stack has 8-20"),
+    "data.partitions": _at_least(1, 256, "every volume needs a slice in every partition"),
+    "data.folds": _at_least(2, 1000, "folds of a client's patients"),
+    "data.noise": Range(">= 0", 0, 100, why="it scales each site's noise level; at 100 the "
+                                            "phantom is noise"),
+    "data.extra_frames": _at_least(0, 1000, "frames of one cardiac cycle"),
+    "data.cine_frames": _at_least(2, 1000, "frames per cardiac cycle; cines have 20-50",
+                                  "null or at least 2 (ED and ES)"),
+    "data.site_skew": _positive(1e6, "at a concentration of 1e6 every site is already alike",
+                                "null or a finite number > 0 (a Dirichlet concentration)"),
+    "data.spacing": _positive(100, "mm per pixel; a heart is about 100 mm across",
+                              "> 0 (mm)"),
+    "model.features": _at_least(1, 4096, "channels of a U-Net level; the defaults are 16-128"),
+    "model.projection_hidden": _at_least(1, 65_536, "width of a projection-head layer"),
+    "model.projection_dim": _at_least(1, 65_536, "width of a projection-head layer"),
+    "pretrain.rounds": _at_least(1, 100_000, _ROUNDS),
+    "pretrain.local_steps": _at_least(1, 1_000_000, _STEPS),
+    "pretrain.volumes_per_batch": _at_least(1, 4096, _BATCH),
+    "pretrain.lr": _positive(1, _LR),
+    "pretrain.lr_per_method": _positive(1, _LR),
+    "pretrain.temperature": _positive(100, "cosine similarities are divided by it; above 100 "
+                                           "every logit is about 0"),
+    "pretrain.momentum": Range("in [0, 1)", 0, 1, high_open=True),
+    "pretrain.momentum_end": Range("in (0, 1)", 0, 1, low_open=True, high_open=True),
+    "pretrain.bank_size": _at_least(1, 10_000_000, "features a bank keeps in memory per "
+                                                   "partition", "'auto' or at least 1"),
+    "pretrain.sample_size": _at_least(1, 1_000_000, "features drawn per step, a K x d matrix"),
+    "pretrain.exchange_size": _at_least(1, 1_000_000, "features a client shares per round"),
+    "pretrain.remote_sample": _at_least(1, 1_000_000, "remote features a client receives per "
+                                                      "round", "null (all remote features) or "
+                                                               "an integer >= 1"),
+    "pretrain.feature_noise": Range(">= 0", 0, 100, why="std of noise on unit-length "
+                                                        "features; at 100 nothing of them is left"),
+    "pretrain.remote_weight": Range(">= 0", 0, 1000, why="weight of the remote loss beside a "
+                                                         "local loss of weight 1"),
+    "pretrain.collapse_cosine": Range("in (0, 1]", 0, 1, low_open=True),
+    "pretrain.collapse_rank": Range(">= 1 (effective rank of the embeddings)", 1, 65_536,
+                                    why="an effective rank cannot exceed the embedding width"),
+    "pretrain.health_every": _at_least(1, 100_000, _ROUNDS),
+    "pretrain.probe_every": _at_least(0, 100_000, _ROUNDS),
+    "pretrain.probe_steps": _at_least(1, 1_000_000, _STEPS),
+    "finetune.n_labeled": _at_least(1, 10_000, _PATIENTS),
+    "finetune.folds": _at_least(0, allowed=">= 0 (a fold index below data.folds)"),
+    "finetune.validation_patients": _at_least(1, 10_000, _PATIENTS),
+    "finetune.eval_every": _at_least(1, 10_000_000, _STEPS),
+    "finetune.patience": _at_least(1, 1_000_000, "evaluations without improvement"),
+    "finetune.max_steps": _at_least(1, 10_000_000, _STEPS),
+    "finetune.steps": _at_least(1, 10_000_000, _STEPS),
+    "finetune.rounds": _at_least(1, 100_000, _ROUNDS),
+    "finetune.local_steps": _at_least(1, 1_000_000, _STEPS),
+    "finetune.batch_size": _at_least(1, 4096, _BATCH),
+    "finetune.lr": _positive(1, _LR),
+    "finetune.encoder_lr_scale": Range("a finite number >= 0", 0, 1000,
+                                       why="it multiplies finetune.lr for the encoder"),
+    "finetune.encoder_warmup_steps": _at_least(0, 10_000_000, _STEPS,
+                                               ">= 0 (optimiser steps)"),
+    "finetune.concurrency": _at_least(1, 64, "fine-tunes sharing one client actor's CPUs"),
+    "federation.num_cpus_per_client": _positive(1024, "more CPUs than any machine has: Ray "
+                                                      "would wait for them forever",
+                                                "'auto' or > 0"),
+    "federation.num_gpus_per_client": Range(">= 0", 0, 16, why="GPUs of one client actor; no "
+                                                               "node has more"),
+    "federation.client_resources": Range(">= 0 (an amount of a custom Ray resource)", 0),
+    "federation.min_clients": Range("in [1, data.clients]"),
+    "federation.clients_per_round": Range("null (all clients), a count or a fraction in (0, 1]"),
+    "federation.round_timeout_s": _positive(1_000_000, "seconds; use null for no deadline",
+                                            "> 0 or null"),
+    "federation.round_retries": _at_least(0, 1000, "retries of a round; a client that fails "
+                                                   "this often will not recover"),
+    "federation.max_restarts": _at_least(0, 1000, "restarts of a client actor; a client that "
+                                                  "dies this often will not recover"),
+    "federation.checkpoint_every": _at_least(0, 100_000, _ROUNDS),
+    "federation.placement_timeout_s": _positive(86_400, "a day: a reservation that takes longer "
+                                                        "will not come", "> 0 seconds"),
+    "federation.clients_per_actor": Range("in [1, data.clients]"),
+    "faults.delay_seconds": Range(">= 0 (seconds; keys are client ids)", 0, 3600,
+                                  why="an hour of delay per round"),
+    "control.sites": _at_least(1, 1000, "phantom sites of the control's patients"),
+    "control.cases_per_site": _at_least(1, 10_000, _PATIENTS),
+    "control.steps": _at_least(1, 10_000_000, _STEPS),
+    "control.lr": _positive(1, _LR, "finite and > 0"),
+    "control.batch_size": _at_least(1, 4096, _BATCH),
+    "control.seed_offset": _at_least(1, SEED_MAX, "a 32-bit seed, which every NumPy, torch "
+                                                  "and Tune generator takes"),
+    "probes.steps": _at_least(1, 1_000_000, _STEPS),
+    "probes.n_labeled": _at_least(1, 10_000, _PATIENTS),
+}
+# Lists that must name something, and must not name a thing twice (rows would repeat).
+NON_EMPTY = ("pretrain.methods", "finetune.modes", "finetune.n_labeled", "finetune.folds")
+
+
 FINETUNE_MODES = ("local", "federated")
 ENCODER_URI = re.compile(r"^(models:/[^/@\s]+(/[^/\s]+|@[^/\s]+)?|runs:/[0-9a-zA-Z_-]+/\S+)$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -286,6 +425,54 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"config key '{key}': {message}")
+
+
+def shown(value) -> str:
+    """A value as a message shows it: at most 40 characters (a generated 10**300 is not)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _numbers(value):
+    """The numbers a key holds: the value itself, a list's items, a mapping's values."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _numbers(item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+def _check_range(key: str, value: float, r: Range) -> None:
+    """One number against its key's Range (NaN and infinity are never allowed)."""
+    got = f"got {shown(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        natural = r.low is not None and r.high is not None and r.why is None
+        _check(False, key, f"must be {r.allowed}, {got}" if "finite" in r.allowed or natural
+               else f"must be finite ({r.allowed}), {got}")
+    below = r.low is not None and (value <= r.low if r.low_open else value < r.low)
+    above = r.high is not None and (value >= r.high if r.high_open else value > r.high)
+    _check(not below and not (above and r.why is None), key, f"must be {r.allowed}, {got}")
+    high = int(r.high) if above and float(r.high).is_integer() else r.high
+    _check(not above, key, f"must be at most {high} ({r.why}), {got}")
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every numeric key (:data:`RANGES`) finite and in range, and every list of
+    :data:`NON_EMPTY` non-empty without repeats: the per-key half of :func:`validate`."""
+    for key, allowed in RANGES.items():
+        section, name = key.split(".")
+        for value in _numbers(getattr(getattr(cfg, section), name)):
+            _check_range(key, value, allowed)
+    for key in NON_EMPTY:
+        section, name = key.split(".")
+        items = getattr(getattr(cfg, section), name)
+        _check(len(items) > 0, key, "must not be empty")
+        twice = [item for i, item in enumerate(items) if item in items[:i]]
+        _check(not twice, key, f"names {shown(twice[0]) if twice else ''} twice; every entry "
+                               f"makes rows of its own, so each must be different")
 
 
 def participants_per_round(clients: int, clients_per_round: Union[int, float, None]) -> int:
@@ -327,9 +514,6 @@ def _check_control(cfg: Config) -> None:
     from fcl_ray.methods import SUPERVISED_ENCODER
 
     c = cfg.control
-    for key in ("sites", "cases_per_site", "steps", "batch_size", "seed_offset"):
-        _check(getattr(c, key) >= 1, f"control.{key}", f"must be at least 1, got {getattr(c, key)}")
-    _check(math.isfinite(c.lr) and c.lr > 0, "control.lr", f"must be finite and > 0, got {c.lr}")
     _check_encoder_uri(c.encoder, "control.encoder")
     asked = SUPERVISED_ENCODER in cfg.pretrain.methods
     _check(not asked or cfg.data.kind == "synthetic" or c.encoder is not None, "control.encoder",
@@ -365,8 +549,6 @@ def _check_probes(cfg: Config) -> None:
         _check(name in allowed, "probes.methods",
                f"'{name}' is not an encoder of this run; allowed: {', '.join(allowed)} "
                f"(random init and pretrain.methods)")
-    _check(pr.steps >= 1, "probes.steps", f"must be at least 1, got {pr.steps}")
-    _check(pr.n_labeled >= 1, "probes.n_labeled", f"must be at least 1, got {pr.n_labeled}")
     train_cases = _training_cases(d)
     _check(d.kind != "synthetic" or pr.n_labeled <= train_cases, "probes.n_labeled",
            f"{pr.n_labeled} labeled patients asked, but a client has only {train_cases} "
@@ -381,25 +563,20 @@ def validate(cfg: Config) -> Config:
     from fcl_ray.methods import registered_methods  # late: methods import models/torch
 
     d, p, f = cfg.data, cfg.pretrain, cfg.finetune
-    _check(d.clients >= 1, "data.clients", f"must be at least 1, got {d.clients}")
-    _check(d.image_size >= 16 and d.image_size % 16 == 0, "data.image_size",
+    check_ranges(cfg)   # first: the cross-key rules below see finite numbers in range only
+    for key in ("name", "output_dir"):
+        _check(bool(getattr(cfg.experiment, key).strip()), f"experiment.{key}", "must not be empty")
+    _check(d.image_size % 16 == 0, "data.image_size",
            f"must be a multiple of 16 (four 2x poolings), got {d.image_size}")
-    _check(d.partitions >= 1, "data.partitions", f"must be at least 1, got {d.partitions}")
-    _check(1 <= d.slices_min <= d.slices_max, "data.slices_min",
+    _check(d.slices_min <= d.slices_max, "data.slices_min",
            f"must be in [1, data.slices_max={d.slices_max}], got {d.slices_min}")
     synthetic = d.kind == "synthetic"
     # Real datasets: slice and case counts come from the files; the loader checks them.
     _check(not synthetic or d.partitions <= d.slices_min, "data.partitions",
            f"{d.partitions} partitions need at least that many slices per volume, "
            f"but volumes can have as few as data.slices_min={d.slices_min}")
-    _check(d.folds >= 2, "data.folds", f"must be at least 2, got {d.folds}")
     _check(not synthetic or d.cases_per_client >= d.folds, "data.cases_per_client",
            f"{d.cases_per_client} cases cannot fill data.folds={d.folds} test folds")
-    _check(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
-    _check(d.extra_frames >= 0, "data.extra_frames", f"must be >= 0, got {d.extra_frames}")
-    _check(d.site_skew is None or (math.isfinite(d.site_skew) and d.site_skew > 0),
-           "data.site_skew", f"must be null or a finite number > 0 (a Dirichlet "
-           f"concentration), got {d.site_skew}")
     _check(d.site_skew is None or synthetic or d.split == "by_group", "data.site_skew",
            f"with data on disk it mixes pathology groups, so it needs data.split=by_group "
            f"(got data.split={d.split}); leave it null otherwise")
@@ -430,7 +607,6 @@ def validate(cfg: Config) -> Config:
         from fcl_ray.data.synthetic import CINE_FRAMES  # numpy/scipy only
 
         cycle = CINE_FRAMES if d.cine_frames is None else d.cine_frames
-        _check(cycle >= 2, "data.cine_frames", f"must be at least 2 (ED and ES), got {cycle}")
         _check(d.extra_frames <= cycle - 2, "data.extra_frames",
                f"{d.extra_frames} unlabeled frames asked, but a {cycle}-frame cycle "
                f"(data.cine_frames) has only {cycle - 2} besides ED and ES")
@@ -449,7 +625,6 @@ def validate(cfg: Config) -> Config:
         _check(d.split != "explicit" or len(d.split_lists) == d.clients, "data.split_lists",
                f"split=explicit needs one list of case ids per client ({d.clients}), "
                f"got {len(d.split_lists)}")
-        _check(d.spacing > 0, "data.spacing", f"must be > 0 (mm), got {d.spacing}")
         axes = [set("LR"), set("PA"), set("IS")]
         _check(len(d.orientation) == 3 and all(
             sum(c in ax for c in d.orientation) == 1 for ax in axes), "data.orientation",
@@ -460,49 +635,24 @@ def validate(cfg: Config) -> Config:
     for name in p.methods:
         _check(name in known, "pretrain.methods",
                f"unknown method '{name}'; registered methods: {', '.join(known)}")
-    _check(len(p.methods) > 0, "pretrain.methods", "must name at least one method")
-    _check(p.bank_size == "auto" or p.bank_size >= 1, "pretrain.bank_size",
-           f"must be 'auto' or at least 1, got {p.bank_size}")
-    _check(0 < p.collapse_cosine <= 1, "pretrain.collapse_cosine",
-           f"must be in (0, 1], got {p.collapse_cosine}")
-    _check(p.collapse_rank >= 1, "pretrain.collapse_rank",
-           f"must be >= 1 (effective rank of the embeddings), got {p.collapse_rank}")
-    for key in ("rounds", "local_steps", "volumes_per_batch", "sample_size", "exchange_size",
-                "health_every"):
-        _check(getattr(p, key) >= 1, f"pretrain.{key}", f"must be at least 1, got {getattr(p, key)}")
-    _check(p.temperature > 0, "pretrain.temperature", f"must be > 0, got {p.temperature}")
-    _check(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")
-    _check(math.isfinite(p.momentum_end) and 0 < p.momentum_end < 1, "pretrain.momentum_end",
-           f"must be in (0, 1), got {p.momentum_end}")
     _check(p.momentum_schedule != "cosine" or p.momentum_end >= p.momentum, "pretrain.momentum_end",
            f"momentum_schedule=cosine rises from pretrain.momentum={p.momentum}, so it must be "
            f">= that, got {p.momentum_end}")
-    _check(p.remote_weight >= 0, "pretrain.remote_weight", f"must be >= 0, got {p.remote_weight}")
-    _check(p.lr > 0, "pretrain.lr", f"must be > 0, got {p.lr}")
     for name, lr in p.lr_per_method.items():
-        _check(name in registered_methods() and lr > 0, "pretrain.lr_per_method",
-               f"'{name}: {lr}' needs a registered method and lr > 0")
-    _check(p.probe_every >= 0, "pretrain.probe_every", f"must be >= 0, got {p.probe_every}")
-    _check(p.probe_steps >= 1, "pretrain.probe_steps", f"must be at least 1, got {p.probe_steps}")
+        _check(name in known, "pretrain.lr_per_method",
+               f"'{name}: {lr}' needs a registered method; registered methods: "
+               f"{', '.join(known)}")
     for mode in f.modes:
         _check(mode in FINETUNE_MODES, "finetune.modes",
                f"unknown mode '{mode}'; allowed: {', '.join(FINETUNE_MODES)}")
     train_cases = _training_cases(d)
     for n in f.n_labeled:
-        _check(n >= 1, "finetune.n_labeled", f"must be at least 1, got {n}")
         # N counts labeled patients (a patient's ED and ES frames are one budget unit).
         _check(not synthetic or n <= train_cases, "finetune.n_labeled",
                f"{n} labeled volumes asked, but a client has only {train_cases} training cases "
                f"({d.cases_per_client} cases minus a test fold of data.folds={d.folds})")
     for fold in f.folds:
-        _check(0 <= fold < d.folds, "finetune.folds", f"fold {fold} not in [0, {d.folds - 1}]")
-    for key in ("steps", "rounds", "local_steps", "batch_size", "concurrency", "patience",
-                "max_steps", "eval_every", "validation_patients"):
-        _check(getattr(f, key) >= 1, f"finetune.{key}", f"must be at least 1, got {getattr(f, key)}")
-    _check(math.isfinite(f.encoder_lr_scale) and f.encoder_lr_scale >= 0,
-           "finetune.encoder_lr_scale", f"must be a finite number >= 0, got {f.encoder_lr_scale}")
-    _check(f.encoder_warmup_steps >= 0, "finetune.encoder_warmup_steps",
-           f"must be >= 0 (optimiser steps), got {f.encoder_warmup_steps}")
+        _check(fold < d.folds, "finetune.folds", f"fold {fold} not in [0, {d.folds - 1}]")
     if f.budget == "converge" and synthetic:
         # The validation patients come out of the training pool, beside the N labeled ones.
         left = train_cases - max(f.n_labeled)
@@ -516,14 +666,16 @@ def validate(cfg: Config) -> Config:
     _check_encoder_uri(f.encoder, "finetune.encoder")
     _check_control(cfg)
     t = cfg.tracking
+    if t.uri is not None:   # the scheme only; the store itself is checked before a run starts
+        from fcl_ray.tracking import tracking_uri_problem   # late: tracking imports this module
+
+        problem = tracking_uri_problem(t.uri)
+        _check(problem is None, "tracking.uri", f"{shown(t.uri)} {problem}")
     if t.register_as is not None:
         _check(bool(MODEL_NAME.match(t.register_as)), "tracking.register_as",
                f"a registered model name: letters, digits, '.', '_', '-' (starting with a letter "
                f"or digit), got {t.register_as!r}")
         _check(t.enabled, "tracking.register_as", "needs tracking.enabled=true")
-    cpus = cfg.federation.num_cpus_per_client
-    _check(cpus == "auto" or cpus > 0, "federation.num_cpus_per_client",
-           f"must be 'auto' or > 0, got {cpus}")
     _check(not cfg.federation.client_resources
            or len(cfg.federation.client_resources) == d.clients, "federation.client_resources",
            f"needs one entry per client ({d.clients}), got {len(cfg.federation.client_resources)}")
@@ -534,24 +686,13 @@ def validate(cfg: Config) -> Config:
     _check(1 <= fed.min_clients <= d.clients, "federation.min_clients",
            f"must be in [1, data.clients={d.clients}], got {fed.min_clients}")
     _check_clients_per_round(fed.clients_per_round, d.clients, fed.min_clients)
-    _check(fed.round_timeout_s is None or fed.round_timeout_s > 0, "federation.round_timeout_s",
-           f"must be > 0 or null, got {fed.round_timeout_s}")
     _check(1 <= fed.clients_per_actor <= d.clients, "federation.clients_per_actor",
            f"must be in [1, data.clients={d.clients}], got {fed.clients_per_actor}")
     _check(fed.clients_per_actor == 1 or not (fed.client_resources or fed.client_labels),
            "federation.clients_per_actor", "must be 1 when clients are pinned to sites "
            "(federation.client_resources / client_labels): a site's clients run on its own node")
-    _check(fed.placement_timeout_s > 0, "federation.placement_timeout_s",
-           f"must be > 0 seconds, got {fed.placement_timeout_s}")
-    for key in ("round_retries", "max_restarts", "checkpoint_every"):
-        _check(getattr(fed, key) >= 0, f"federation.{key}", f"must be >= 0, got {getattr(fed, key)}")
-    _check(p.feature_noise >= 0, "pretrain.feature_noise", f"must be >= 0, got {p.feature_noise}")
-    _check(p.remote_sample is None or p.remote_sample >= 1, "pretrain.remote_sample",
-           f"must be null (all remote features) or an integer >= 1, got {p.remote_sample}")
     for client, delay in cfg.faults.delay_seconds.items():
-        _check(0 <= client < d.clients and delay >= 0, "faults.delay_seconds",
-               f"client {client} / delay {delay}: needs a client id < {d.clients} and delay >= 0")
-    _check(cfg.federation.num_gpus_per_client >= 0, "federation.num_gpus_per_client",
-           f"must be >= 0, got {cfg.federation.num_gpus_per_client}")
+        _check(0 <= client < d.clients, "faults.delay_seconds",
+               f"client {client} / delay {delay}: needs a client id in [0, {d.clients - 1}]")
     _check_probes(cfg)
     return cfg

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from fcl_ray.config import Config, ConfigError, validate
+from fcl_ray.config import Config, ConfigError, shown, validate
 
 
 # ----------------------------------------------------------------------------- coercion
@@ -71,12 +71,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {shown(value)}")
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {raw!r}")
+        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got "
+                          f"{shown(raw)}")
+    named = [k for k in raw if not isinstance(k, str)]
+    if named:   # YAML keys may be numbers, lists, null...: sorting and messages need names
+        raise ConfigError(f"config key '{prefix or '<root>'}': {shown(named[0])} is not a key "
+                          f"name (type {type(named[0]).__name__})")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
@@ -90,7 +95,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name] or {}, key)
+            kwargs[name] = _build(tp, {} if raw[name] is None else raw[name], key)
         else:
             kwargs[name] = _coerce(raw[name], tp, key)
     return cls(**kwargs)
@@ -117,24 +122,72 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):   # ValueError: a date like 2024-13-01
         value = raw
+    if too_large(value):
+        raise ConfigError(f"override '{key.strip()}': more than {MAX_NODES} values once its "
+                          f"YAML aliases are expanded")
     return key.strip().split("."), value
 
 
+MAX_NODES = 100_000   # values in one YAML document, aliases expanded; configs hold ~100
+
+
+def too_large(tree: Any, limit: int = MAX_NODES) -> bool:
+    """True when ``tree`` holds more than ``limit`` values once YAML aliases are expanded
+    (a "billion laughs" file is a few lines that expand to 10^9); stops counting early."""
+    stack, seen = [tree], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return False
+
+
 def read_yaml_mapping(path: str | Path, what: str, of: str) -> dict:
-    """A YAML file that must hold a mapping; any problem is one ConfigError naming the file."""
+    """A YAML file that must hold a mapping with names as keys; any problem (a folder, not
+    UTF-8, not YAML, not a mapping, a key that is a number) is one ConfigError naming the
+    file. An empty file is an empty mapping."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}': is a folder, not a YAML file")
     if not path.is_file():
-        raise ConfigError(f"{what} '{path}': not found")
+        raise ConfigError(f"{what} '{path}': " + ("not a regular file" if path.exists()
+                                                  else "not found"))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8-sig")   # -sig: a byte-order mark is fine
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} '{path}': not UTF-8 text (byte {err.start}); a YAML file "
+                          f"is expected") from None
+    except OSError as err:
+        raise ConfigError(f"{what} '{path}': cannot be read ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{what} '{path}'{where}: not valid YAML") from None
+    except (ValueError, RecursionError) as err:   # a date such as 2024-13-01; deep nesting
+        raise ConfigError(f"{what} '{path}': not valid YAML ({type(err).__name__}: "
+                          f"{str(err)[:80]})") from None
+    if raw is None:
+        return {}
+    if too_large(raw):
+        raise ConfigError(f"{what} '{path}': more than {MAX_NODES} values once its YAML "
+                          f"aliases are expanded")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{what} '{path}': expected a mapping of {of}")
+        raise ConfigError(f"{what} '{path}': expected a mapping of {of}, got a "
+                          f"{type(raw).__name__}")
+    named = [k for k in raw if not isinstance(k, str)]
+    if named:
+        raise ConfigError(f"{what} '{path}': top-level key {shown(named[0])} is not a name "
+                          f"(type {type(named[0]).__name__}); expected a mapping of {of}")
     return raw
 
 

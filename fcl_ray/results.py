@@ -71,22 +71,33 @@ def check_results(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     missing = [c for c in KEY_COLUMNS + ["dice_mean"] if c not in frame.columns]
     if missing:
         raise ConfigError(f"results {where}: missing columns {', '.join(missing)}")
+    for column in ("method", "finetune_mode"):
+        empty = frame[column].isna() | frame[column].astype(str).str.strip().eq("")
+        if empty.any():
+            raise ConfigError(f"results {where}: column {column}, row "
+                              f"{int(empty.to_numpy().argmax()) + 1}: empty")
     modes = sorted(set(frame["finetune_mode"].astype(str)) - set(FINETUNE_MODES))
     if modes:
         raise ConfigError(f"results {where}: unknown finetune_mode {', '.join(modes)} "
                           f"(expected {', '.join(FINETUNE_MODES)})")
-    n = pd.to_numeric(frame["n_labeled"], errors="coerce")
-    if n.isna().any() or (n != n.round()).any():
-        raise ConfigError(f"results {where}: n_labeled must be whole numbers")
     frame = frame.copy()
-    frame["n_labeled"] = n.astype(int)
+    for column in ["n_labeled", "fold", "client"] + [SEED_COLUMN] * (SEED_COLUMN in frame.columns):
+        frame[column] = _whole_numbers(frame[column], column, f"results {where}")
     frame["method"] = frame["method"].astype(str)
-    if SEED_COLUMN in frame.columns:
-        seed = pd.to_numeric(frame[SEED_COLUMN], errors="coerce")
-        if seed.isna().any() or (seed != seed.round()).any():
-            raise ConfigError(f"results {where}: seed must be whole numbers")
-        frame[SEED_COLUMN] = seed.astype(int)
     return check_dice(frame, where)
+
+
+def _whole_numbers(column: pd.Series, name: str, where: str) -> pd.Series:
+    """``column`` as integers; ConfigError naming the column and row (1 = the first under
+    the header) of a value that is not a whole number >= 0 (text, 1.5, -1, inf, empty)."""
+    values = pd.to_numeric(column, errors="coerce")
+    finite = values.notna() & values.abs().lt(2**53)   # NaN (text, empty) and inf fail here
+    bad = ~finite | ((values != values.round()) | (values < 0)).fillna(True)
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise ConfigError(f"{where}: column {name}, row {row + 1}: "
+                          f"{str(column.iloc[row])[:40]!r} is not a whole number >= 0")
+    return values.astype(int)
 
 
 def with_seed(results: pd.DataFrame) -> pd.DataFrame:
@@ -201,7 +212,17 @@ def read_probes_csv(path: str | Path) -> pd.DataFrame:
     missing = [c for c in PROBE_COLUMNS if c not in frame.columns]
     if missing:
         raise ConfigError(f"probes file '{path}': missing columns {', '.join(missing)}")
-    return frame.astype({"method": str, "probe": str})
+    where = f"probes file '{path}'"
+    frame = frame.astype({"method": str, "probe": str})
+    for column in ("fold", "client"):
+        frame[column] = _whole_numbers(frame[column], column, where)
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    bad = values.isna() & frame["value"].notna() | values.abs().eq(float("inf"))
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise ConfigError(f"{where}: column value, row {row + 1}: "
+                          f"{str(frame['value'].iloc[row])[:40]!r} is not a finite number")
+    return frame.assign(value=values)
 
 
 def probes_beside(sources: Sequence[str]) -> Optional[pd.DataFrame]:

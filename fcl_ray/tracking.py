@@ -42,6 +42,36 @@ def resolve_uri(cfg: Optional[Config] = None) -> str:
     return absolute_uri(uri)
 
 
+# The stores MLflow itself opens (mlflow/tracking/_tracking_service/utils.py); a plugin adds
+# its schemes as "mlflow.tracking_store" entry points. A URI without a scheme is a folder.
+TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https",
+                    "databricks")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")   # two letters at least: C:\ is a path
+
+
+def uri_scheme(uri: str) -> Optional[str]:
+    """``postgresql+psycopg2://...`` -> ``postgresql``; None for a plain path."""
+    match = _SCHEME.match(uri)
+    return match.group(1).lower().split("+")[0] if match else None
+
+
+def tracking_uri_problem(uri: str) -> Optional[str]:
+    """Why MLflow cannot open ``uri`` as a tracking store (one line), or None; the scheme
+    only, without importing MLflow or touching the store."""
+    if not uri.strip():
+        return "is empty"
+    name = uri_scheme(uri)
+    if name is None or name in TRACKING_SCHEMES:
+        return None
+    from importlib.metadata import entry_points
+
+    plugins = sorted(e.name for e in entry_points(group="mlflow.tracking_store"))
+    if name in plugins:
+        return None
+    return (f"has an unknown scheme '{name}:'; MLflow stores are "
+            f"{', '.join(s + ':' for s in TRACKING_SCHEMES + tuple(plugins))} or a folder")
+
+
 def absolute_uri(uri: str) -> str:
     """``sqlite:///rel.db`` -> ``sqlite:////abs/rel.db``: Ray workers (Tune trials) do not
     share the driver's working directory, so a relative store would split the runs."""

@@ -180,8 +180,12 @@ class CheckpointStore:
                                   f"{str(err).splitlines()[0][:200] or type(err).__name__}") from None
 
     def _read(self, path: str) -> bytes:
-        with self.fs.open(path, "rb") as handle:
-            return handle.read()
+        try:
+            with self.fs.open(path, "rb") as handle:
+                return handle.read()
+        except (OSError, ValueError) as err:   # missing (a LATEST ahead of its files), a folder
+            raise CheckpointError(f"checkpoint '{path}': cannot be read "
+                                  f"({type(err).__name__}: {str(err)[:120]})") from None
 
     def mark_complete(self, phase: str, round_index: int) -> None:
         """Publish a round (after all its files are written) and drop older rounds."""
@@ -193,9 +197,57 @@ class CheckpointStore:
             self.fs.rm(path, recursive=True)
 
     def latest(self, phase: str) -> Optional[int]:
-        """The last complete round of a phase, or None."""
+        """The last complete round of a phase, or None; a pointer that is not what
+        :meth:`mark_complete` writes is one :class:`CheckpointError` naming it."""
         path = self._path(phase, "LATEST")
         if not self.fs.exists(path):
             return None
-        with self.fs.open(path, "rb") as handle:
-            return int(json.loads(handle.read())["round"])
+        return read_pointer(self._read(path), path)
+
+
+def checkpoint_root(cfg) -> str:
+    """Where a run's round checkpoints live: ``federation.checkpoint_dir`` or
+    ``<output_dir>/checkpoints``."""
+    return cfg.federation.checkpoint_dir or f"{cfg.experiment.output_dir}/checkpoints"
+
+
+def check_resumable(root: str) -> None:
+    """Before a resume starts Ray: every phase's ``LATEST`` pointer under ``root`` is a round
+    whose coordinator file is there. A bad one is one CheckpointError naming the file, here,
+    instead of inside the coordinator actor."""
+    fs, base = fsspec.core.url_to_fs(root)
+    try:
+        pointers = fs.glob(f"{base.rstrip('/')}/*/LATEST") if fs.isdir(base) else []
+    except OSError as err:
+        raise CheckpointError(f"checkpoints '{root}': cannot be listed ({err})") from None
+    for pointer in sorted(pointers):
+        phase = pointer.rsplit("/", 2)[-2]
+        try:
+            with fs.open(pointer, "rb") as handle:
+                round_index = read_pointer(handle.read(), pointer)
+        except OSError as err:
+            raise CheckpointError(f"checkpoint pointer '{pointer}': cannot be read "
+                                  f"({type(err).__name__})") from None
+        state = f"{base.rstrip('/')}/{phase}/round-{round_index:04d}/{COORDINATOR_FILE}"
+        if round_index and not fs.isfile(state):
+            raise CheckpointError(f"checkpoint pointer '{pointer}' names round {round_index}, "
+                                  f"but '{state}' is missing; delete the phase's folder to "
+                                  f"start it afresh")
+
+
+POINTER_MAX = 10**6   # rounds; a pointer beyond it is garbage (pretrain.rounds stops at 1e5)
+
+
+def read_pointer(data: bytes, path: str) -> int:
+    """The round of a ``LATEST`` pointer's bytes (``{"round": 3}``, a whole number >= 0);
+    anything else (garbage, another JSON, a negative or fractional round) is one
+    CheckpointError naming ``path``."""
+    try:
+        value = json.loads(data.decode("utf-8"))["round"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
+        value = None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= POINTER_MAX:
+        raise CheckpointError(f"checkpoint pointer '{path}': expected {{\"round\": <a whole "
+                              f"number >= 0>}}, got {data[:40]!r}; delete the phase's folder "
+                              f"to start it afresh")
+    return value

@@ -30,8 +30,8 @@ from ray.exceptions import RayActorError, RayTaskError
 from fcl_ray.config_io import from_dict
 from fcl_ray.federation.process_memory import peak_resident_mb
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
-                                           coordinator_arrays, coordinator_state,
-                                           participant_rng_state, phase_name)
+                                           checkpoint_root, coordinator_arrays,
+                                           coordinator_state, participant_rng_state, phase_name)
 from fcl_ray.federation.strategy import (SharedFeatures, Strategy, generator_state,
                                          participant_generator, restore_generator,
                                          sample_participants)
@@ -105,7 +105,7 @@ class Coordinator:
         self.cfg = from_dict(cfg_dict)
         self.clients = clients                         # ordered by client id
         fed = self.cfg.federation
-        root = fed.checkpoint_dir or f"{self.cfg.experiment.output_dir}/checkpoints"
+        root = checkpoint_root(self.cfg)
         self.store = CheckpointStore(root) if fed.checkpoint_every else None
         self.rejoins = Rejoins(clients)
         self.encoders: dict[str, list] = {}            # method -> per-client encoder refs

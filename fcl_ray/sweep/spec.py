@@ -22,16 +22,19 @@ probe steps track downstream Dice at a small fraction of a round's cost.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from fcl_ray.config import Config, ConfigError
+from fcl_ray.config import RANGES, Config, ConfigError, shown
 from fcl_ray.config_io import (flatten, from_dict, load_config, parse_override, read_yaml_mapping,
                                set_dotted, to_dict, unflatten)
-from fcl_ray.sweep.storage import join, storage_problem
+from fcl_ray.outputs import path_problem
+from fcl_ray.sweep.storage import join
+from fcl_ray.tracking import tracking_uri_problem
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 ALGORITHMS = ("random", "grid", "optuna")
@@ -77,7 +80,19 @@ def _err(key: str, message: str, where: str = "sweep") -> ConfigError:
 
 def _number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _err(key, f"expected a number, got {value!r}")
+        raise _err(key, f"expected a number, got {shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _err(key, f"expected a finite number, got {value}")
+    return value
+
+
+def _mapping(value: Any, key: str, what: str) -> dict:
+    """``value`` if it is a mapping whose keys are names; else one ConfigError."""
+    if not isinstance(value, dict):
+        raise _err(key, f"expected a mapping ({what}), got {shown(value)}")
+    named = [k for k in value if not isinstance(k, str)]
+    if named:
+        raise _err(key, f"{shown(named[0])} is not a key name (type {type(named[0]).__name__})")
     return value
 
 
@@ -158,8 +173,7 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
     search = raw.get("search") or {}
     if isinstance(search, str):
         search = {"algorithm": search}
-    if not isinstance(search, dict):
-        raise _err("search", f"expected a mapping (algorithm, seed), got {search!r}")
+    search = _mapping(search, "search", "algorithm, seed")
     for k in sorted(set(search) - {"algorithm", "seed"}):
         raise _err(f"search.{k}", "unknown; allowed keys: algorithm, seed")
     spec.algorithm = search.get("algorithm", "random")
@@ -191,9 +205,7 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
     sched = raw.get("scheduler", {"type": "asha"})
     if isinstance(sched, str) or sched is None:
         sched = {"type": sched or "none"}
-    if not isinstance(sched, dict):
-        raise _err("scheduler", f"expected a mapping (type, grace_period, ...), got {sched!r}")
-    sched = dict(sched)
+    sched = dict(_mapping(sched, "scheduler", "type, grace_period, ..."))
     sched.setdefault("type", "asha")
     if sched["type"] not in SCHEDULERS:
         raise _err("scheduler.type", f"unknown '{sched['type']}'; allowed: "
@@ -232,9 +244,7 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
             raise _err(key, f"expected an integer >= {minimum}, got {value!r}")
         setattr(spec, key, value)
 
-    res = raw.get("resources") or {}
-    if not isinstance(res, dict):
-        raise _err("resources", f"expected a mapping, got {res!r}")
+    res = _mapping(raw.get("resources") or {}, "resources", "cpus_per_client, ...")
     allowed_res = ("cpus_per_client", "gpus_per_client", "coordinator_cpus", "strategy")
     for k in sorted(set(res) - set(allowed_res)):
         raise _err(f"resources.{k}", f"unknown; allowed keys: {', '.join(allowed_res)}")
@@ -249,6 +259,12 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
         raise _err("resources.cpus_per_client", f"must be > 0, got {spec.cpus_per_client}")
     if spec.gpus_per_client < 0:
         raise _err("resources.gpus_per_client", f"must be >= 0, got {spec.gpus_per_client}")
+    for k, key in (("cpus_per_client", "federation.num_cpus_per_client"),
+                   ("gpus_per_client", "federation.num_gpus_per_client")):
+        limit = RANGES[key]   # the same sanity limit as the base config's key
+        if getattr(spec, k) > limit.high:
+            raise _err(f"resources.{k}", f"must be at most {limit.high} ({limit.why}), got "
+                                         f"{getattr(spec, k)}")
     if spec.coordinator_cpus <= 0:   # an empty head bundle would shift the bundle indices
         raise _err("resources.coordinator_cpus", f"must be > 0 (the trainable's bundle), got "
                                                  f"{spec.coordinator_cpus}")
@@ -260,15 +276,19 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
     storage = raw.get("storage_path", "runs/sweeps")
     if not isinstance(storage, str) or not storage:
         raise _err("storage_path", f"expected a directory or URI, got {storage!r}")
-    problem = storage_problem(storage)
+    problem = path_problem(storage)
     if problem:
         raise _err("storage_path", problem)
     spec.storage_path = storage
-    tracking = raw.get("tracking") or {}
-    if not isinstance(tracking, dict):
-        raise _err("tracking", f"expected a mapping (uri, experiment), got {tracking!r}")
+    tracking = _mapping(raw.get("tracking") or {}, "tracking", "uri, experiment")
     for k in sorted(set(tracking) - {"uri", "experiment"}):
         raise _err(f"tracking.{k}", "unknown; allowed keys: uri, experiment")
+    for k in ("uri", "experiment"):
+        if not isinstance(tracking.get(k, ""), str):
+            raise _err(f"tracking.{k}", f"expected text, got {shown(tracking[k])}")
+    problem = tracking_uri_problem(tracking["uri"]) if "uri" in tracking else None
+    if problem:
+        raise _err("tracking.uri", f"'{tracking['uri']}' {problem}")
     spec.tracking_uri = tracking.get("uri")
     spec.tracking_experiment = tracking.get("experiment")
     return spec
@@ -278,8 +298,7 @@ def _parse_space(space: Any, base_cfg: Config) -> dict[str, dict]:
     if not space:
         raise _err("search_space", "must name at least one config key to search over, e.g. "
                                    "'pretrain.temperature: {choice: [0.05, 0.1]}'")
-    if not isinstance(space, dict):
-        raise _err("search_space", f"expected a mapping of config keys, got {space!r}")
+    space = _mapping(space, "search_space", "config keys")
     known = flatten(to_dict(Config()))
     parsed: dict[str, dict] = {}
     for key, entry in space.items():

@@ -108,7 +108,8 @@ def test_a_saved_config_in_another_encoding_is_one_line(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.yaml").write_bytes("experiment:\n  name: caf\xe9\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match="UnicodeDecodeError"):
+    with pytest.raises(ConfigError, match=r"cannot compare with the config saved in .*: not "
+                                          r"UTF-8 text \(byte 23\)"):
         check_resume(_cfg(out))
 
 

@@ -237,7 +237,7 @@ def test_cli_without_fcl_skips_the_statistics_with_a_note(tmp_path, capsys):
 
 @pytest.mark.parametrize("which, message", [
     ("reference", "reference method 'fedca' not in the results (methods: random, fcl)"),
-    ("seed", "seed must be whole numbers"),
+    ("seed", "column seed, row 1: '0.5' is not a whole number >= 0"),
     ("pair", "unpaired results for random vs fcl at local N=1: random lacks "
              "(client 0, fold 0, seed 0)"),
 ])

@@ -18,7 +18,8 @@ from pathlib import Path
 from fcl_ray.config import DataConfig
 from fcl_ray.data import DataError
 from fcl_ray.data.readers.common import (CARDIAC_LABELS, CaseRef, RawFrame, check_image,
-                                         check_label, phases, pick_extra_frames, read_nifti)
+                                         check_label, frame_number, phases, pick_extra_frames,
+                                         read_nifti)
 
 CARDIAC = True
 GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")   # ACDC's pathology groups (20 training patients each)
@@ -39,9 +40,10 @@ def _frame_number(info: dict, key: str, path: Path) -> int:
     if key not in info:
         raise DataError(f"{path}: no '{key}:' line (the {key} frame number)")
     try:
-        return int(float(info[key]))
+        return frame_number(info[key], first=1)
     except ValueError:
-        raise DataError(f"{path}: '{key}: {info[key]}' is not a frame number") from None
+        raise DataError(f"{path}: '{key}: {info[key][:40]}' is not a frame number (a whole "
+                        f"number >= 1; frames count from 1)") from None
 
 
 def list_cases(root: Path, d: DataConfig) -> tuple[list[CaseRef], list[DataError]]:

@@ -9,6 +9,7 @@ line naming the file and the problem.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,16 @@ class RawFrame:
     raw_labels: tuple[int, ...] = ()  # label values found in the file, before any remapping
 
 
+def frame_number(text: str, first: int) -> int:
+    """A frame number of a metadata file (ACDC ``Info.cfg``: 1-based; M&Ms CSV: 0-based):
+    a whole number >= ``first`` ("12", or "12.0" as spreadsheets write it); ValueError
+    otherwise (NaN, infinity, 1.5, -3, text)."""
+    value = float(text)
+    if not math.isfinite(value) or value != int(value) or value < first or value > 100_000:
+        raise ValueError(text)
+    return int(value)
+
+
 def _read_error(path: Path, err: Exception) -> str:
     """A short reason why nibabel could not read ``path`` (checked after it failed)."""
     if path.name.endswith(".gz"):
@@ -71,7 +82,10 @@ def read_nifti(path: Path, ndim: int) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: missing file")
     try:
         img = nib.load(str(path))
+        check_header(path, img.shape, img.affine)   # before reading: a header can claim 10^12
         data = np.asarray(img.dataobj)       # reads (and decompresses) every voxel now
+    except DataError:
+        raise
     except Exception as err:                 # nibabel raises many types; all mean "unreadable"
         raise DataError(f"{path}: {_read_error(path, err)}") from None
     while data.ndim > ndim and data.shape[-1] == 1:
@@ -85,6 +99,28 @@ def read_nifti(path: Path, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(data).all():
         raise DataError(f"{path}: contains NaN or infinite voxels")
     return data, np.asarray(img.affine, dtype=np.float64)
+
+
+MAX_VOXELS = 2**30   # 4 GiB as float32: far above any cardiac cine (a 512² x 20 x 50 is 2.6e8)
+
+
+def check_header(path: Path, shape: Sequence[int], affine: Optional[np.ndarray]) -> None:
+    """What a NIfTI header must say before its voxels are read: a shape with no empty axis
+    and at most :data:`MAX_VOXELS` voxels, and an affine (voxel -> mm) that is finite with
+    an invertible 3x3 part (an all-zero affine gives no orientation and no voxel size)."""
+    if any(n < 1 for n in shape):
+        raise DataError(f"{path}: header shape {tuple(shape)} has an empty axis")
+    if math.prod(shape) > MAX_VOXELS:
+        raise DataError(f"{path}: header shape {tuple(shape)} is {math.prod(shape):.2g} voxels, "
+                        f"more than {MAX_VOXELS:.2g} (no medical image this platform reads)")
+    if affine is None:   # nibabel gives None only for files without any orientation
+        raise DataError(f"{path}: header has no affine (voxel-to-mm orientation)")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise DataError(f"{path}: header affine is not a finite 4x4 matrix")
+    if not abs(np.linalg.det(affine[:3, :3])) > 1e-12:
+        raise DataError(f"{path}: header affine is singular (e.g. all zeros): no voxel size or "
+                        f"orientation can be read; fix the file's qform/sform")
 
 
 def check_image(path: Path, image: np.ndarray) -> None:

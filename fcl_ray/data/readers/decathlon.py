@@ -33,12 +33,35 @@ def _dataset_json(root: Path) -> tuple[Path, dict]:
     if not path.is_file():
         raise DataError(f"{path}: missing file")
     try:
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text(encoding="utf-8-sig"))   # -sig: a BOM is fine
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno})") from None
+        raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except (OSError, RecursionError) as err:
+        raise DataError(f"{path}: cannot be read ({type(err).__name__})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("training"), list):
         raise DataError(f"{path}: no 'training' list")
     return path, spec
+
+
+LABEL_MAX = 65_535   # label values of a mask (uint16 at most); a lookup table is this long
+
+
+def _label_value(text, path: Path, entry: str) -> int:
+    """A label value of dataset.json ``labels``: a whole number in [0, LABEL_MAX], as a
+    number or as decimal text ("1"); anything else is a DataError naming the entry."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    elif isinstance(text, str) and text.strip().isascii() and text.strip().isdecimal():
+        value = int(text)
+    else:
+        raise DataError(f"{path}: 'labels' entry {entry} has no label value (a whole number), "
+                        f"got {str(text)[:40]!r}")
+    if not 0 <= value <= LABEL_MAX:
+        raise DataError(f"{path}: 'labels' entry {entry}: label value {value} is not in "
+                        f"[0, {LABEL_MAX}]")
+    return value
 
 
 def label_table(spec: dict, path: Path, wanted: list[str]) -> tuple[dict[int, int], list[str]]:
@@ -47,16 +70,22 @@ def label_table(spec: dict, path: Path, wanted: list[str]) -> tuple[dict[int, in
     if not isinstance(labels, dict) or not labels:
         raise DataError(f"{path}: no 'labels' mapping")
     # Old format {"1": "left atrium"}; newer nnU-Net style {"left atrium": 1}.
-    if all(str(k).isdigit() for k in labels):
-        names = {int(k): str(v) for k, v in labels.items()}
+    if all(k.isascii() and k.isdecimal() for k in labels):
+        names = {_label_value(k, path, repr(k)): v for k, v in labels.items()}
     else:
-        names = {int(v): str(k) for k, v in labels.items()}
+        names = {_label_value(v, path, repr(k)): k for k, v in labels.items()}
+    bad = next((n for n in names.values() if not isinstance(n, str)), None)
+    if bad is not None:
+        raise DataError(f"{path}: 'labels' names must be text, got {str(bad)[:40]!r}")
+    if len(names) != len(labels):
+        raise DataError(f"{path}: 'labels' gives one label value two names")
     foreground = [v for v in sorted(names) if v != 0]
     if wanted:
         by_name = {n.lower(): v for v, n in names.items()}
         keep = []
         for w in wanted:
-            value = by_name.get(str(w).lower(), int(w) if str(w).isdigit() else None)
+            value = by_name.get(str(w).lower(),
+                                int(w) if w.isascii() and w.isdecimal() else None)
             if value not in foreground:
                 raise DataError(f"{path}: data.classes names '{w}', not a foreground label "
                                 f"({', '.join(f'{v}={names[v]}' for v in foreground)})")
@@ -84,6 +113,11 @@ def list_cases(root: Path, d: DataConfig) -> tuple[list[CaseRef], list[DataError
         try:
             if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
                 raise DataError(f"{path}: training entry {i} lacks 'image' or 'label'")
+            for what in ("image", "label"):
+                value = entry[what]
+                if not isinstance(value, str) or not value.strip() or "\0" in value:
+                    raise DataError(f"{path}: training entry {i} '{what}' is not a file path, "
+                                    f"got {str(value)[:40]!r}")
             image, label = root / entry["image"], root / entry["label"]
             for p, what in ((image, "image"), (label, "mask")):
                 if not p.is_file():

@@ -19,8 +19,8 @@ from pathlib import Path
 from fcl_ray.config import DataConfig
 from fcl_ray.data import DataError
 from fcl_ray.data.readers.common import (CARDIAC_LABELS, CaseRef, RawFrame, check_image,
-                                         check_label, phases, pick_extra_frames, read_nifti,
-                                         remap)
+                                         check_label, frame_number, phases, pick_extra_frames,
+                                         read_nifti, remap)
 
 CARDIAC = True
 TO_PROJECT = {0: 0, 1: 3, 2: 2, 3: 1}      # M&Ms LV/myo/RV -> project RV/myo/LV
@@ -41,18 +41,25 @@ def _metadata_path(root: Path, d: DataConfig) -> Path:
 
 
 def read_metadata(path: Path) -> dict[str, dict[str, str]]:
-    """{case code: row} from the metadata CSV, with its columns checked."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in reader.fieldnames or []]
-        missing = [c for c in COLUMNS if c not in fields]
-        if missing:
-            raise DataError(f"{path}: missing columns {', '.join(missing)}")
-        rows = {}
-        for row in reader:
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            if row["External code"]:
-                rows[row["External code"]] = row
+    """{case code: row} from the metadata CSV, with its columns checked; a file that is not
+    a UTF-8 CSV is one DataError naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh, restval="")   # short rows: empty cells
+            fields = [f.strip() for f in reader.fieldnames or []]
+            missing = [c for c in COLUMNS if c not in fields]
+            if missing:
+                raise DataError(f"{path}: missing columns {', '.join(missing)}")
+            rows = {}
+            for row in reader:   # cells beyond the header come as a list under key None
+                row = {(k or "").strip(): v.strip() for k, v in row.items()
+                       if isinstance(v, str)}
+                if row.get("External code"):
+                    rows[row["External code"]] = row
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except (csv.Error, OSError) as err:
+        raise DataError(f"{path}: not a readable CSV ({str(err)[:80]})") from None
     return rows
 
 
@@ -75,10 +82,10 @@ def list_cases(root: Path, d: DataConfig) -> tuple[list[CaseRef], list[DataError
 
 def _frame(row: dict, key: str, meta_path: Path, code: str) -> int:
     try:
-        return int(float(row[key]))
+        return frame_number(row[key], first=0)
     except ValueError:
-        raise DataError(f"{meta_path}: case '{code}' has {key}={row[key]!r}, "
-                        f"not a frame index") from None
+        raise DataError(f"{meta_path}: case '{code}' has {key}={row[key][:40]!r}, "
+                        f"not a frame index (a whole number >= 0)") from None
 
 
 def _case(folder: Path, meta: dict, meta_path: Path) -> CaseRef:
