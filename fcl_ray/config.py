@@ -178,7 +178,8 @@ class FinetuneConfig:
     upper_bound: bool = False       # also fine-tune from random init with every training label
     concurrency: int = 1            # local fine-tunes run at once inside each client actor
     # Fine-tune from this encoder instead of pre-training: an MLflow model URI,
-    # models:/<name>/<version or @alias> or runs:/<run id>/<path> (see README, "Results dashboard").
+    # models:/<name>/<version>, models:/<name>@<alias> or models:/<logged model id> (m-...);
+    # runs:/<run id>/<path> is still read but MLflow 3 deprecates it for models.
     encoder: Optional[str] = None
 
 
@@ -316,7 +317,7 @@ def _check_clients_per_round(value: Union[int, float, None], clients: int,
 def _check_encoder_uri(uri: Optional[str], key: str) -> None:
     _check(uri is None or bool(ENCODER_URI.match(uri)), key,
            f"expected an MLflow model URI: models:/<name>/<version>, models:/<name>@<alias>, "
-           f"models:/<logged model id> or runs:/<run id>/<path>; got {uri!r}")
+           f"models:/<logged model id> (or the deprecated runs:/<run id>/<path>); got {uri!r}")
 
 
 def _check_control(cfg: Config) -> None:
