@@ -83,7 +83,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         "table_federated.md/.csv, dice_vs_n.png and "
                         "paired_differences.md/.csv/.png here")
     report.add_argument("--metric", default="dice_mean",
-                        help="column to tabulate (dice_mean, dice_rv, dice_myo, dice_lv, ...)")
+                        help="column to tabulate: dice_mean or dice_<class> (cardiac: dice_rv, "
+                             "dice_myo, dice_lv; Decathlon: its dataset.json labels)")
     report.add_argument("--reference", default=None, metavar="METHOD",
                         help="method the others are compared with, paired over client, fold "
                              "and seed (default: fcl, skipped with a note when absent)")

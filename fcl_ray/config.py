@@ -42,7 +42,9 @@ class DataConfig:
     split_lists: list[list[str]] = field(default_factory=list)  # explicit: case ids per client
     split_seed: int = 0             # random, by_group with site_skew: seed of the deal
     metadata: Optional[str] = None  # M&Ms metadata CSV; None: the one *.csv under root
-    classes: list[str] = field(default_factory=list)  # decathlon: label names/values kept ([]: all)
+    # decathlon: label names/values kept, in this order ([]: all of dataset.json's). The U-Net's
+    # outputs and the dice_<name> columns follow (fcl_ray/data/labels.py); other kinds: cardiac.
+    classes: list[str] = field(default_factory=list)
     phases: Literal["ed", "es", "ed_es"] = "ed"  # synthetic/ACDC/M&Ms: labeled frames per case
     extra_frames: int = 0           # synthetic/ACDC/M&Ms: unlabeled frames per case, pre-training only
     cine_frames: Optional[int] = None  # synthetic: frames per cardiac cycle (null: 12)
@@ -179,7 +181,9 @@ class FinetuneConfig:
     upper_bound: bool = False       # also fine-tune from random init with every training label
     concurrency: int = 1            # local fine-tunes run at once inside each client actor
     # Fine-tune from this encoder instead of pre-training: an MLflow model URI,
-    # models:/<name>/<version or @alias> or runs:/<run id>/<path> (docs/tracking.md).
+    # models:/<name>/<version>, models:/<name>@<alias> or models:/<logged model id> (m-...);
+    # runs:/<run id>/<path> is still read but MLflow 3 deprecates it for models
+    # (docs/tracking.md).
     encoder: Optional[str] = None
 
 
@@ -508,7 +512,7 @@ def _check_clients_per_round(value: Union[int, float, None], clients: int,
 def _check_encoder_uri(uri: Optional[str], key: str) -> None:
     _check(uri is None or bool(ENCODER_URI.match(uri)), key,
            f"expected an MLflow model URI: models:/<name>/<version>, models:/<name>@<alias>, "
-           f"models:/<logged model id> or runs:/<run id>/<path>; got {uri!r}")
+           f"models:/<logged model id> (or the deprecated runs:/<run id>/<path>); got {uri!r}")
 
 
 def _check_control(cfg: Config) -> None:
@@ -610,6 +614,9 @@ def validate(cfg: Config) -> Config:
         _check(d.extra_frames <= cycle - 2, "data.extra_frames",
                f"{d.extra_frames} unlabeled frames asked, but a {cycle}-frame cycle "
                f"(data.cine_frames) has only {cycle - 2} besides ED and ES")
+    _check(not d.classes or d.kind == "decathlon", "data.classes",
+           f"only for data.kind=decathlon (its dataset.json names the labels); "
+           f"data.kind={d.kind} segments the cardiac labels rv, myo, lv; leave it []")
     if d.kind == "decathlon":   # one 3D volume per case: no cine
         _check(d.extra_frames == 0, "data.extra_frames",
                f"data.kind=decathlon has no cine frames; must be 0, got {d.extra_frames}")

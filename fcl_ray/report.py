@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from fcl_ray.config import FINETUNE_MODES, ConfigError
+from fcl_ray.data.labels import MEAN_COLUMN
 from fcl_ray.results import UPPER_BOUND, _method_order
-from fcl_ray.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ControlGate, client_means
+from fcl_ray.statistics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ControlGate, client_means,
+                                sign_flip_min_p)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,8 +40,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     table = mean.copy().astype(object)
     for col in dice_cols:
         table[col] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean[col], std[col])]
-    order = ["dice_rv", "dice_myo", "dice_lv", "dice_mean"]
-    return table[[c for c in order if c in dice_cols] + [c for c in dice_cols if c not in order]]
+    # The classes in the order of the file (label order), their mean last.
+    return table[[c for c in dice_cols if c != MEAN_COLUMN] + [c for c in dice_cols if c == MEAN_COLUMN]]
 
 
 def format_table(results: pd.DataFrame) -> str:
@@ -171,11 +173,28 @@ def paired_markdown(table: pd.DataFrame) -> str:
             "clients": rows["n_clients"].to_numpy(),
             "client-level [95% CI]": [f"[{_signed(lo)}, {_signed(hi)}]" for lo, hi
                                       in zip(rows["client_ci_low"], rows["client_ci_high"])],
-            "client-level p": [_p_text(p) for p in rows["client_p_value"]],
+            "client bootstrap p": [_p_text(p) for p in rows["client_p_value"]],
+            "sign-flip p (smallest possible)": [
+                f"{_p_text(p)} ({_p_text(m)})"
+                for p, m in zip(rows["sign_flip_p"], rows["sign_flip_min_p"])],
         }, index=rows["method"].to_numpy())
         parts.append(f"### {mode} fine-tuning: {reference} minus each method ({metric}, "
                      f"paired over client × fold × seed)\n\n" + to_markdown(cells))
-    return "\n".join(parts)
+    return "\n".join(parts) + "\n" + what_to_quote(table)
+
+
+def what_to_quote(table: pd.DataFrame) -> str:
+    """Which figures of the paired table to quote, why, and the smallest p the exact
+    sign-flip test can reach with the table's numbers of clients."""
+    floors = ", ".join(f"{c} clients: 2/2^{c} = {sign_flip_min_p(c):.3g}"
+                       for c in sorted(set(table["n_clients"].astype(int))))
+    return ("Quote the client-level 95% CI and the sign-flip p. A client's folds share its "
+            "patients and scanner, so the clients, not the (client, fold, seed) pairs, are the "
+            "independent units: the per-pair BCa CI and Wilcoxon p treat correlated pairs as "
+            "independent and overstate precision, and the client bootstrap p can fall below "
+            "what so few clients can show. The exact sign-flip test enumerates all 2^C sign "
+            f"patterns of the C clients; its smallest attainable p is 2/2^C ({floors}), so a "
+            "p at that floor is the strongest evidence this run can give.\n")
 
 
 def ranking_line(results: pd.DataFrame, reference: str = "fcl", baseline: str = "random",
@@ -196,7 +215,9 @@ def ranking_line(results: pd.DataFrame, reference: str = "fcl", baseline: str = 
     low, high = r["client_ci_low"], r["client_ci_high"]
     figures = (f"{reference} minus {baseline} ({mode}, N={int(r['n_labeled'])}): "
                f"{_signed(r['mean_diff'])}, client-level 95% CI [{_signed(low)}, "
-               f"{_signed(high)}] over {int(r['n_clients'])} clients, {int(r['n_pairs'])} pairs")
+               f"{_signed(high)}], sign-flip p {_p_text(r['sign_flip_p'])} (at least "
+               f"{_p_text(r['sign_flip_min_p'])}) over {int(r['n_clients'])} clients, "
+               f"{int(r['n_pairs'])} pairs")
     if pd.isna(low) or low <= 0 <= high:
         return (f"{figures}\nA run of this size cannot rank them: the CI contains 0. Ranking "
                 f"needs more clients and folds, and a benchmark whose positive control passes "
@@ -224,7 +245,10 @@ def plot_paired_differences(table: pd.DataFrame, path: str | Path) -> Path:
             if sel.empty:
                 continue
             x = [ns.index(n) + (i - (len(methods) - 1) / 2) * width for n in sel["n_labeled"]]
-            yerr = [sel["mean_diff"] - sel["ci_low"], sel["ci_high"] - sel["mean_diff"]]
+            # Clipped at 0: equal differences give a CI equal to the mean up to rounding,
+            # and matplotlib refuses a negative error bar.
+            yerr = [(sel["mean_diff"] - sel["ci_low"]).clip(lower=0),
+                    (sel["ci_high"] - sel["mean_diff"]).clip(lower=0)]
             ax.errorbar(x, sel["mean_diff"], yerr=yerr, fmt="o", ms=4, capsize=3, label=method,
                         color=f"C{i % 10}")   # the same colour for a method in every panel
         ax.axhline(0, color="black", linewidth=1)
@@ -255,11 +279,12 @@ def write_paired_report(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / "paired_differences.md", out / "paired_differences.csv"
-    md.write_text(f"Paired differences over (client, fold, seed): mean, percentile bootstrap "
-                  f"95% CI ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}), two-sided "
-                  f"Wilcoxon signed-rank p (zero_method=pratt); client-level: the same mean "
-                  f"with a two-stage bootstrap (clients, then their folds) CI and its two-sided "
-                  f"bootstrap p, the interval to quote (a client's folds share its patients)"
+    md.write_text(f"Paired differences over (client, fold, seed): mean, BCa bootstrap 95% CI "
+                  f"(scipy.stats.bootstrap, {BOOTSTRAP_RESAMPLES} resamples, seed "
+                  f"{BOOTSTRAP_SEED}), two-sided Wilcoxon signed-rank p (zero_method=pratt); "
+                  f"client-level: the same mean with a two-stage bootstrap (clients, then "
+                  f"their folds) CI and its two-sided bootstrap p, and the exact two-sided "
+                  f"sign-flip permutation p over clients (scipy.stats.permutation_test)"
                   f"\n\n" + paired_markdown(table))
     table.to_csv(csv, index=False, float_format="%.6g")
     return [md, csv, plot_paired_differences(table, out / "paired_differences.png")]

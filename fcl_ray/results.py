@@ -17,10 +17,18 @@ from typing import Iterable, Optional, Sequence
 import pandas as pd
 
 from fcl_ray.config import FINETUNE_MODES, ConfigError
+from fcl_ray.data.labels import CARDIAC_CLASSES, MEAN_COLUMN, dice_columns
 
-RESULT_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client",
-                  "dice_mean", "dice_rv", "dice_myo", "dice_lv"]
 KEY_COLUMNS = ["method", "finetune_mode", "n_labeled", "fold", "client"]
+
+
+def result_columns(classes=CARDIAC_CLASSES) -> list[str]:
+    """The leading columns of a results.csv: the keys, dice_mean, then dice_<class> in
+    label order (``fcl_ray/data/labels.py``); other columns (steps, seconds...) follow."""
+    return KEY_COLUMNS + [MEAN_COLUMN, *dice_columns(classes)]
+
+
+RESULT_COLUMNS = result_columns()   # the cardiac default (rv, myo, lv)
 # probes.csv beside results.csv (probes.enabled): one value per encoder, fold, client, probe.
 PROBE_COLUMNS = ["method", "fold", "client", "probe", "value"]
 # Written by the driver (experiment.seed); results concatenated from several seeds are told
@@ -42,7 +50,8 @@ def _method_order(methods: Iterable[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- reading
 def is_dice_column(column: str) -> bool:
-    """dice_mean, dice_rv, ... and the validation Dice of ``finetune.budget=converge``."""
+    """dice_mean, dice_<class> (dice_rv, ...) and the validation Dice of
+    ``finetune.budget=converge``."""
     return column.startswith("dice_") or column == "val_dice"
 
 

@@ -1,9 +1,10 @@
 """Paired statistics of a results set (pure: pandas, NumPy, SciPy; no Ray, no plotting).
 
 ``paired_differences`` compares a reference method (FCL by default) with each other method on
-the units both were run on (client, fold, seed): mean difference, a bootstrap 95 % CI and a
-Wilcoxon signed-rank p-value per fine-tuning mode and N, and the client-level (two-stage)
-bootstrap CI and p. ``client_means`` is the per-client value the paper's tables average.
+the units both were run on (client, fold, seed): mean difference, a BCa bootstrap 95 % CI
+(SciPy) and a Wilcoxon signed-rank p-value per fine-tuning mode and N, the client-level
+(two-stage) bootstrap CI and p, and an exact client-level sign-flip permutation p (SciPy).
+``client_means`` is the per-client value the paper's tables average.
 ``positive_control`` and ``control_gate``: the positive control minus random init, and whether
 the benchmark can detect a good encoder at all.
 """
@@ -32,27 +33,78 @@ def client_means(results: pd.DataFrame, metric: str = "dice_mean") -> pd.DataFra
 UNIT_COLUMNS = ["client", "fold", SEED_COLUMN]
 PAIRED_COLUMNS = ["finetune_mode", "n_labeled", "reference", "method", "n_pairs",
                   "reference_mean", "method_mean", "mean_diff", "ci_low", "ci_high", "p_value",
-                  "n_clients", "client_ci_low", "client_ci_high", "client_p_value"]
+                  "n_clients", "client_ci_low", "client_ci_high", "client_p_value",
+                  "sign_flip_p", "sign_flip_min_p"]
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 # Differences are rounded before the test so that float noise (1e-17) is not a "difference".
 _DIFF_DECIMALS = 12
 
 
+# Above this many clients the sign-flip test draws BOOTSTRAP_RESAMPLES patterns at random
+# instead of enumerating all 2^C (2^16 = 65,536 patterns is still instant).
+EXACT_SIGN_FLIP_CLIENTS = 16
+
+
 def bootstrap_ci(diffs: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
                  seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``diffs`` (units resampled with replacement).
+    """BCa bootstrap CI of the mean of ``diffs`` (units resampled with replacement), by
+    ``scipy.stats.bootstrap``: bias-corrected and accelerated, SciPy's default, which keeps
+    its coverage closer to ``level`` than the percentile interval on few, skewed pairs.
 
-    A fresh Generator per call, so a row's interval does not depend on the rows before it.
+    When BCa is undefined (a jackknife with no spread, e.g. one unit off a constant) the
+    percentile interval of the same resamples is returned. A fresh Generator per call, so a
+    row's interval does not depend on the rows before it.
     """
+    import warnings
+
+    from scipy.stats import bootstrap
+
     diffs = np.asarray(diffs, dtype=float)
     if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
         return float(diffs[0]), float(diffs[0])     # every resample has the same mean
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():   # a degenerate BCa warns and gives NaN: next method
+            warnings.simplefilter("ignore")
+            ci = bootstrap((diffs,), np.mean, n_resamples=resamples, confidence_level=level,
+                           method=method, rng=np.random.default_rng(seed)).confidence_interval
+        if np.isfinite(ci.low) and np.isfinite(ci.high):
+            break
+    return float(ci.low), float(ci.high)
+
+
+def sign_flip_min_p(n_clients: int) -> float:
+    """The smallest two-sided p the exact client-level sign-flip test can give with
+    ``n_clients`` clients: 2 / 2^C (0.125 with 4 clients, 0.031 with 6)."""
+    return min(1.0, 2.0 / 2 ** n_clients)
+
+
+def sign_flip_p(diffs: np.ndarray, clients: np.ndarray, seed: int = BOOTSTRAP_SEED) -> float:
+    """Two-sided p of the client-level sign-flip permutation test of the mean difference.
+
+    Under "no difference" each client's differences are as likely to be flipped in sign as
+    not (a client's folds flip together: they share its patients), so the mean difference
+    is compared with its value under all 2^C sign patterns of the C clients' sums, by
+    ``scipy.stats.permutation_test`` (exact enumeration up to ``EXACT_SIGN_FLIP_CLIENTS``
+    clients). Honest about few clients: p cannot go below :func:`sign_flip_min_p`. All
+    differences zero, or a single client (its two patterns are as extreme) -> 1.0.
+    """
+    from scipy.stats import permutation_test
+
+    diffs, clients = np.round(np.asarray(diffs, dtype=float), _DIFF_DECIMALS), np.asarray(clients)
+    if np.all(diffs == 0):
+        return 1.0
+    sums = np.array([diffs[clients == c].sum() for c in np.unique(clients)])
+    if len(sums) < 2:
+        return 1.0
+    n_units = len(diffs)
+    exact = len(sums) <= EXACT_SIGN_FLIP_CLIENTS
+    result = permutation_test(
+        (sums,), lambda x, axis: np.sum(x, axis=axis) / n_units, vectorized=True,
+        permutation_type="samples", alternative="two-sided",
+        n_resamples=np.inf if exact else BOOTSTRAP_RESAMPLES,
+        rng=None if exact else np.random.default_rng(seed))
+    return float(min(1.0, result.pvalue))
 
 
 def client_bootstrap(diffs: np.ndarray, clients: np.ndarray,
@@ -65,7 +117,8 @@ def client_bootstrap(diffs: np.ndarray, clients: np.ndarray,
     units; this interval respects that, and is wider than :func:`bootstrap_ci` when clients
     differ. Returns (low, high, p): p is the two-sided bootstrap p-value, twice the smaller
     share of resampled means on either side of 0 (at least 1/resamples). With few clients
-    the resampled means take few distinct values, so read it as coarse.
+    the resampled means take few distinct values and the p can fall far below what C
+    clients can show (:func:`sign_flip_p` is the honest test); the interval is percentile.
     """
     diffs, clients = np.asarray(diffs, dtype=float), np.asarray(clients)
     if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
@@ -112,10 +165,12 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
     """Reference minus each other method, paired over (client, fold, seed), per mode and N.
 
     Columns: ``PAIRED_COLUMNS``. mean_diff > 0 means the reference is better. The CI is a
-    percentile bootstrap (``BOOTSTRAP_RESAMPLES`` resamples of the units, fixed seed, so the
-    table is reproducible) that treats units as independent, although the folds of one
-    client share its patients; p_value: see ``wilcoxon_p``. The ``client_*`` columns resample
-    clients, then their folds (:func:`client_bootstrap`): the interval to quote. ``upper_bound`` rows are left
+    BCa bootstrap (:func:`bootstrap_ci`, ``BOOTSTRAP_RESAMPLES`` resamples of the units,
+    fixed seed, so the table is reproducible) that treats units as independent, although the
+    folds of one client share its patients; p_value: see ``wilcoxon_p``. The ``client_*``
+    columns resample clients, then their folds (:func:`client_bootstrap`): the interval to
+    quote. ``sign_flip_p``: the exact client-level sign-flip test (:func:`sign_flip_p`), the
+    p to quote; ``sign_flip_min_p`` the smallest it can be with that many clients. ``upper_bound`` rows are left
     out (their N is the whole training set). A (mode, N) that one of the two methods was not
     run at is not compared; those settings are listed in ``table.attrs['not_compared']``.
     ``pairs="all"``: a unit run by one method and not by the other raises ConfigError naming
@@ -164,14 +219,17 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
                 low, high = bootstrap_ci(diffs)
                 clients = ref_units.index.get_level_values("client").to_numpy()
                 c_low, c_high, c_p = client_bootstrap(diffs, clients)
+                n_clients = len(set(clients.tolist()))
                 rows.append({"finetune_mode": mode, "n_labeled": int(n), "reference": reference,
                              "method": method, "n_pairs": len(diffs),
                              "reference_mean": float(ref_units.mean()),
                              "method_mean": float(other.mean()),
                              "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high,
                              "p_value": wilcoxon_p(diffs),
-                             "n_clients": len(set(clients.tolist())), "client_ci_low": c_low,
-                             "client_ci_high": c_high, "client_p_value": c_p})
+                             "n_clients": n_clients, "client_ci_low": c_low,
+                             "client_ci_high": c_high, "client_p_value": c_p,
+                             "sign_flip_p": sign_flip_p(diffs, clients),
+                             "sign_flip_min_p": sign_flip_min_p(n_clients)})
     table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
     table.attrs["not_compared"] = not_compared
     table.attrs["metric"] = metric

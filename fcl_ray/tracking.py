@@ -95,7 +95,7 @@ def config_tags(cfg: Config) -> dict[str, str]:
 def encoder_label(uri: str) -> str:
     """The method name the result rows of a fine-tune from ``uri`` carry:
     ``models:/cardiac-fcl/3`` -> ``cardiac-fcl-v3``, ``models:/cardiac-fcl@best`` ->
-    ``cardiac-fcl-best``; an unregistered model (``runs:/...``, ``models:/m-<id>``) ->
+    ``cardiac-fcl-best``; an unregistered model (``models:/m-<id>``, ``runs:/...``) ->
     ``pretrained``."""
     match = re.match(r"^models:/([^/@]+)(?:/([^/]+)|@([^/]+))$", uri)
     if match is None:

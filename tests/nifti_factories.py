@@ -125,8 +125,12 @@ def write_mnms_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def write_decathlon(root: Path, n_cases: int = 4, seed: int = 0) -> Path:
-    """Task02_Heart: dataset.json, imagesTr/la_XXX.nii.gz, labelsTr/la_XXX.nii.gz (1 = LA)."""
+def write_decathlon(root: Path, n_cases: int = 4, seed: int = 0,
+                    labels: tuple[str, ...] = ("left atrium",)) -> Path:
+    """Task02_Heart: dataset.json, imagesTr/la_XXX.nii.gz, labelsTr/la_XXX.nii.gz (1 = LA).
+
+    ``labels``: the foreground names of dataset.json; label 1 is the heart's inner cavity,
+    2 its wall, 3 the chamber beside it (at most three)."""
     rng = np.random.default_rng(seed)
     training = []
     for i in range(n_cases):
@@ -135,11 +139,14 @@ def write_decathlon(root: Path, n_cases: int = 4, seed: int = 0) -> Path:
         img, lab = heart(shape, rng)
         spacing = (1.25, 1.25, 1.37 + 0.2 * i)
         save(root / "imagesTr" / f"{name}.nii.gz", img, affine(spacing))
-        save(root / "labelsTr" / f"{name}.nii.gz", (lab == 3).astype(np.uint8), affine(spacing))
+        mask = np.zeros_like(lab)
+        for value, structure in zip(range(1, len(labels) + 1), (3, 2, 1)):
+            mask[lab == structure] = value
+        save(root / "labelsTr" / f"{name}.nii.gz", mask, affine(spacing), np.uint8)
         training.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
     (root / "imagesTs").mkdir(exist_ok=True)
     (root / "dataset.json").write_text(json.dumps({
         "name": "LeftAtrium", "modality": {"0": "MRI"},
-        "labels": {"0": "background", "1": "left atrium"},
+        "labels": {"0": "background", **{str(i): n for i, n in enumerate(labels, 1)}},
         "numTraining": n_cases, "training": training, "test": []}, indent=1))
     return root

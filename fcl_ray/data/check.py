@@ -55,7 +55,12 @@ def preflight(cfg: Config) -> None:
 
 def check_dataset(cfg: Config, out: Callable[[str], None] = print) -> None:
     """Read every case of every client (through the cache) and print the report."""
+    from fcl_ray.data.labels import class_names, dice_columns
+
     d = cfg.data
+    classes = class_names(d)   # a data.classes naming no label stops here (one line)
+    out(f"classes: {', '.join(f'{i} {name}' for i, name in enumerate(classes, 1))} "
+        f"(results columns {', '.join(dice_columns(classes))})")
     if d.kind == "synthetic":
         return _synthetic(cfg, out)
     from fcl_ray.data.readers import check_counts, client_cases, load_case

@@ -25,7 +25,8 @@ from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import SUPERVISED_ENCODER, has_pretraining
-from fcl_ray.results import PROBE_COLUMNS, RESULT_COLUMNS, UPPER_BOUND
+from fcl_ray.data.labels import agreed_classes
+from fcl_ray.results import PROBE_COLUMNS, UPPER_BOUND, result_columns
 from fcl_ray.tracking import (TrackingContext, make_tracker, method_rows,
                               remember_run, run_to_continue)
 
@@ -119,9 +120,11 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
     out_dir = Path(cfg.experiment.output_dir)
     results_path = out_dir / "results.csv"
     infos = gather([c.info.remote() for c in clients])
+    classes = agreed_classes([info["classes"] for info in infos])   # the Dice columns
     for info in infos:
         log(f"client {info['client']}: {info['patients']} patients, {info['volumes']} volumes, "
             f"{info['slices']} slices on {info['device']}")
+    log(f"segmenting {', '.join(classes)} (labels 1-{len(classes)})")
     log(f"federation ready in {time.perf_counter() - wall:.1f}s")
     report({"phase": "ready", "clients": infos, "client_handles": clients,
             "coordinator": coordinator})
@@ -164,8 +167,9 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
             rows += _finetune_local(cfg, coordinator, local_queue, fold, log, report, eta)
             write_csv_atomic(pd.DataFrame(rows), results_path)
     results = _in_grid_order(pd.DataFrame(rows), methods, cfg.finetune.modes)
-    extra = [c for c in results.columns if c not in RESULT_COLUMNS]
-    results = results[[c for c in RESULT_COLUMNS if c in results.columns] + extra]
+    leading = result_columns(classes)
+    extra = [c for c in results.columns if c not in leading]
+    results = results[[c for c in leading if c in results.columns] + extra]
     write_csv_atomic(results, results_path)
     _log_final(results, tracker)
     for artifact in [results_path, out_dir / "probes.csv", out_dir / "rounds.jsonl",

@@ -22,6 +22,7 @@ from fcl_ray.methods.weights import FlatWeights, WeightLayout  # noqa: E402
 from fcl_ray.methods.bank import merge_remote  # noqa: E402
 from fcl_ray.config_io import from_dict  # noqa: E402
 from fcl_ray.data import load_client_volumes, patient_of  # noqa: E402
+from fcl_ray.data.labels import class_names, network_outputs  # noqa: E402
 from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
 from fcl_ray.data.split import patient_split  # noqa: E402
 from fcl_ray.methods.evaluate import dice_per_volume, mean_dice, summarise_dice  # noqa: E402
@@ -74,6 +75,10 @@ class ClientSite:
         self.client_id = client_id
         self.device = pick_device(num_gpus)
         volumes = load_client_volumes(self.cfg, client_id)
+        # What this site segments (its own dataset.json for Decathlon): the U-Net's outputs
+        # and the Dice columns follow it.
+        self.classes = class_names(self.cfg.data, client_id)
+        self.n_outputs = network_outputs(self.classes)
         self.volume_ids = [v.volume_id for v in volumes]   # <case>:<frame>, several per patient
         self.has_label = [v.label is not None for v in volumes]   # extra cine frames: no mask
         self.slices = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
@@ -129,7 +134,8 @@ class ClientSite:
         return {"client": self.client_id,
                 "patients": len({patient_of(v) for v in self.volume_ids}),
                 "volumes": len(self.volume_ids),
-                "slices": len(self.slices), "device": str(self.device), "pid": os.getpid()}
+                "slices": len(self.slices), "device": str(self.device), "pid": os.getpid(),
+                "classes": list(self.classes)}
 
     def _require_set_up(self, state, what: str) -> None:
         """A round or save call needs the phase's set-up; a process Ray restarted since then
@@ -271,7 +277,7 @@ class ClientSite:
         trainer.train(self.cfg.pretrain.probe_steps)
         validation = self.slices.select_volumes([self._split(fold).validation])
         return {"client": self.client_id,
-                **summarise_dice(dice_per_volume(trainer.unet, validation))}
+                **self._dice(trainer.unet, validation)}
 
     def finish_pretraining(self, global_weights: Optional[np.ndarray]) -> dict:
         """Adopt the final global weights (if federated) and hand out the encoder."""
@@ -332,7 +338,7 @@ class ClientSite:
         return probes.segmentation_probe(self._frozen_encoder(encoder_state),
                                          self.slices.select_volumes(split.labeled),
                                          self.slices.select_volumes(split.test),
-                                         steps=steps, seed=seed)
+                                         n_classes=self.n_outputs, steps=steps, seed=seed)
 
     # ------------------------------------------------------------------ fine-tuning
     def _new_trainer(self, encoder_state, fold: int, n_labeled: int, purpose: int = 2,
@@ -343,7 +349,8 @@ class ClientSite:
             n_labeled = self.labelable_patients(fold)
         split = self._split(fold, n_labeled)
         unet = init_unet(self.cfg.model.features, state_from_numpy(encoder_state),
-                         seed=self.cfg.experiment.seed, device=self.device)
+                         seed=self.cfg.experiment.seed, device=self.device,
+                         out_channels=self.n_outputs)
         if self.cfg.model.channels_last:
             unet = unet.to(memory_format=torch.channels_last)
         ft = self.cfg.finetune
@@ -354,9 +361,13 @@ class ClientSite:
                                    encoder_lr_scale=ft.encoder_lr_scale,
                                    encoder_warmup_steps=ft.encoder_warmup_steps)
 
+    def _dice(self, unet: torch.nn.Module, volumes) -> dict:
+        """dice_<class> of each of this site's classes and dice_mean, on ``volumes``."""
+        return summarise_dice(dice_per_volume(unet, volumes, self.n_outputs), self.classes)
+
     def _evaluate(self, unet: torch.nn.Module, fold: int) -> dict:
         test = self.slices.select_volumes(self._split(fold).test)
-        return {"client": self.client_id, **summarise_dice(dice_per_volume(unet, test))}
+        return {"client": self.client_id, **self._dice(unet, test)}
 
     def _validation_slices(self, fold: int):
         """This client's validation patients (training pool, never the test fold, never
@@ -368,7 +379,8 @@ class ClientSite:
         """Train until this client's validation Dice stops improving (finetune keys)."""
         ft = self.cfg.finetune
         validation = self._validation_slices(fold)
-        return train_to_convergence(trainer, lambda: mean_dice(trainer.unet, validation),
+        return train_to_convergence(trainer, lambda: mean_dice(trainer.unet, validation,
+                                                                self.n_outputs),
                                     ft.eval_every, ft.patience, ft.max_steps)
 
     def finetune_local(self, encoder_state: Optional[dict], fold: int, n_labeled: int) -> dict:
@@ -420,7 +432,7 @@ class ClientSite:
         """Validation Dice of the global U-Net on this client's validation patients (the
         next round loads the global weights again, so loading them here changes nothing)."""
         self.ft_weights.load(global_weights)
-        return mean_dice(self.trainer.unet, self.validation)
+        return mean_dice(self.trainer.unet, self.validation, self.n_outputs)
 
     def finish_federated_finetune(self, global_weights: np.ndarray, fold: int,
                                   n_labeled: int = 0) -> dict:

@@ -6,9 +6,9 @@ import torch
 from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
 
+from fcl_ray.data.labels import CARDIAC_CLASSES, CARDIAC_OUTPUTS, MEAN_COLUMN, dice_columns
 from fcl_ray.data.slices import SliceSet
 
-CLASS_NAMES = ("rv", "myo", "lv")   # ACDC labels 1, 2, 3
 PREDICT_CHUNK = 64                  # slices per forward pass when predicting
 
 
@@ -30,7 +30,8 @@ def predict_slices(unet: torch.nn.Module, images: torch.Tensor,
         unet.train(was_training)
 
 
-def dice_per_volume(unet: torch.nn.Module, test: SliceSet, n_classes: int = 4) -> np.ndarray:
+def dice_per_volume(unet: torch.nn.Module, test: SliceSet,
+                    n_classes: int = CARDIAC_OUTPUTS) -> np.ndarray:
     """(V, n_classes-1) Dice of every test volume, computed in 3D over its slices.
 
     A structure absent from the ground truth but predicted scores 0 (a false positive is an
@@ -55,14 +56,23 @@ def dice_per_volume(unet: torch.nn.Module, test: SliceSet, n_classes: int = 4) -
     return np.stack(scores)
 
 
-def summarise_dice(per_volume: np.ndarray, class_names=CLASS_NAMES) -> dict[str, float]:
-    """Mean over volumes per structure, plus their mean: {'dice_rv': .., 'dice_mean': ..}."""
+def summarise_dice(per_volume: np.ndarray, classes=CARDIAC_CLASSES) -> dict[str, float]:
+    """Mean over volumes per structure, plus their mean: {'dice_rv': .., 'dice_mean': ..}
+    (column names from :func:`fcl_ray.data.labels.column_name`)."""
+    if per_volume.shape[1] != len(classes):   # zip would drop a class without a word
+        raise ValueError(f"{per_volume.shape[1]} Dice per volume for {len(classes)} classes "
+                         f"({', '.join(classes)})")
     per_class = np.nanmean(per_volume, axis=0)
-    out = {f"dice_{name}": float(d) for name, d in zip(class_names, per_class)}
-    out["dice_mean"] = float(np.nanmean(per_class))
+    out = {column: float(d) for column, d in zip(dice_columns(classes), per_class)}
+    out[MEAN_COLUMN] = mean_over_classes(per_volume)
     return out
 
 
-def mean_dice(unet: torch.nn.Module, volumes: SliceSet) -> float:
+def mean_over_classes(per_volume: np.ndarray) -> float:
+    """The mean over structures of their mean over volumes (NaN cells left out)."""
+    return float(np.nanmean(np.nanmean(per_volume, axis=0)))
+
+
+def mean_dice(unet: torch.nn.Module, volumes: SliceSet, n_classes: int = CARDIAC_OUTPUTS) -> float:
     """Mean Dice over structures of ``volumes`` (the early-stopping score)."""
-    return summarise_dice(dice_per_volume(unet, volumes))["dice_mean"]
+    return mean_over_classes(dice_per_volume(unet, volumes, n_classes))

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import torch
 from monai.losses import DiceCELoss
 
+from fcl_ray.data.labels import CARDIAC_OUTPUTS
 from fcl_ray.methods.augment import segmentation_augment
 from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
 from fcl_ray.data.slices import SliceSet
@@ -17,17 +18,18 @@ from fcl_ray.methods.models import (autocast, build_unet, encoder_and_decoder_pa
 _GLOBAL_RNG_LOCK = threading.Lock()
 
 
-def init_unet(features, encoder_state: Optional[dict], seed: int,
-              device: torch.device) -> torch.nn.Module:
+def init_unet(features, encoder_state: Optional[dict], seed: int, device: torch.device,
+              out_channels: int = CARDIAC_OUTPUTS) -> torch.nn.Module:
     """A U-Net whose random part is drawn from ``seed`` (so pre-trained and random-init runs
-    share the same decoder init) and whose encoder is ``encoder_state`` when given.
+    share the same decoder init) and whose encoder is ``encoder_state`` when given;
+    ``out_channels``: background + the classes.
 
     Thread-safe: MONAI layers draw their init from torch's one global generator, so
     concurrent fine-tunes in one actor (``finetune.concurrency`` > 1) take turns here;
     otherwise one thread's seed could be consumed by another's layers."""
     with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = build_unet(features)
+        unet = build_unet(features, out_channels)
     if encoder_state is not None:
         load_encoder_into_unet(unet, encoder_state)
     return unet.to(device)

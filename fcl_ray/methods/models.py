@@ -13,11 +13,15 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
 from torch import nn
 
+from fcl_ray.data.labels import CARDIAC_OUTPUTS
+
 ENCODER_PREFIXES = ("conv_0.", "down_1.", "down_2.", "down_3.", "down_4.")
 
 
-def build_unet(features: Sequence[int], out_channels: int = 4) -> BasicUNet:
-    """The full segmentation network (MONAI BasicUNet, 2D, one input channel)."""
+def build_unet(features: Sequence[int], out_channels: int = CARDIAC_OUTPUTS) -> BasicUNet:
+    """The full segmentation network (MONAI BasicUNet, 2D, one input channel); its
+    ``out_channels`` are background + the classes (``fcl_ray.data.labels.network_outputs``).
+    The output layer is built last, so the other layers' seeded init does not depend on it."""
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=out_channels,
                      features=tuple(features))
 

@@ -31,7 +31,8 @@ from monai.losses import DiceCELoss
 from torch import nn
 
 from fcl_ray.data.slices import SliceSet
-from fcl_ray.methods.evaluate import dice_per_volume, summarise_dice
+from fcl_ray.data.labels import CARDIAC_OUTPUTS
+from fcl_ray.methods.evaluate import dice_per_volume, mean_over_classes
 from fcl_ray.methods.models import Encoder, ProjectionHead
 
 # Probe names: the ``probe`` column of probes.csv.
@@ -206,7 +207,8 @@ class HypercolumnProbe(nn.Module):
         return self.classify(self.levels(images), images.shape[-2:])
 
 
-def segmentation_probe(encoder: Encoder, labeled: SliceSet, test: SliceSet, n_classes: int = 4,
+def segmentation_probe(encoder: Encoder, labeled: SliceSet, test: SliceSet,
+                       n_classes: int = CARDIAC_OUTPUTS,
                        steps: int = 200, seed: int = 0, lr: float = SEGMENTATION_LR,
                        batch_size: int = SEGMENTATION_BATCH) -> float:
     """Mean foreground Dice on ``test`` of a per-pixel linear classifier on the frozen
@@ -227,4 +229,4 @@ def segmentation_probe(encoder: Encoder, labeled: SliceSet, test: SliceSet, n_cl
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-    return summarise_dice(dice_per_volume(probe, test, n_classes))["dice_mean"]
+    return mean_over_classes(dice_per_volume(probe, test, n_classes))

@@ -145,6 +145,24 @@ def cluster_spec_errors(spec: dict) -> list[str]:
     return errors
 
 
+def autoscaler_errors(spec: dict) -> list[str]:
+    """Where label scheduling meets autoscaling: a worker group with Ray node labels that the
+    autoscaler may grow needs autoscaler v2 (v1 scales on resources only and never adds a
+    pod for a label_selector) and a Ray that scales for labels (2.51)."""
+    if not spec.get("enableInTreeAutoscaling"):
+        return []
+    grows = [g.get("groupName", "?") for g in spec.get("workerGroupSpecs", [])
+             if g.get("labels") and g.get("maxReplicas", 0) > g.get("minReplicas", 0)]
+    errors = []
+    if grows and (spec.get("autoscalerOptions") or {}).get("version") != "v2":
+        errors.append(f"groups {', '.join(grows)} are pinned by labels and autoscaled, but "
+                      f"autoscalerOptions.version is not v2")
+    if grows and _version(spec.get("rayVersion", "")) < (2, 51, 0):
+        errors.append(f"label-based autoscaling needs rayVersion 2.51.0 or later, got "
+                      f"{spec.get('rayVersion')!r}")
+    return errors
+
+
 def manifest_errors(manifest: dict) -> list[str]:
     """KubeRay's ValidateRayCluster*/ValidateRayJob* rules for one manifest."""
     name = manifest["metadata"]["name"]
@@ -234,6 +252,17 @@ def test_operator_rules_refuse_the_old_manifest_shapes():
 def _ray_specs() -> list[tuple[str, dict]]:
     specs = [(p.name, d["spec"]) for p, d in _manifests("RayCluster")]
     return specs + [(p.name, d["spec"]["rayClusterSpec"]) for p, d in _manifests("RayJob")]
+
+
+def test_label_pinned_autoscaled_groups_use_autoscaler_v2():
+    specs = _ray_specs()
+    assert any(g.get("labels") for _, s in specs for g in s["workerGroupSpecs"])   # it applies
+    for name, spec in specs:
+        assert not autoscaler_errors(spec), (name, autoscaler_errors(spec))
+    v1 = copy.deepcopy(specs[0][1])
+    del v1["autoscalerOptions"]["version"]
+    v1["rayVersion"] = "2.50.0"
+    assert len(autoscaler_errors(v1)) == 2, autoscaler_errors(v1)
 
 
 def _containers(spec: dict) -> list[dict]:

@@ -105,7 +105,8 @@ def test_every_mode_n_and_method_gets_a_row_and_the_upper_bound_none():
     assert list(table.columns) == ["finetune_mode", "n_labeled", "reference", "method", "n_pairs",
                                    "reference_mean", "method_mean", "mean_diff", "ci_low",
                                    "ci_high", "p_value", "n_clients", "client_ci_low",
-                                   "client_ci_high", "client_p_value"]
+                                   "client_ci_high", "client_p_value", "sign_flip_p",
+                                   "sign_flip_min_p"]
     assert table.attrs["not_compared"] == []
     with pytest.raises(ConfigError, match="upper_bound cannot"):
         paired_differences(results, reference="upper_bound")
@@ -297,3 +298,57 @@ def test_ranking_line_says_whether_a_run_can_rank_fcl_and_random():
     clear = ranking_line(_results([0.10, 0.12, 0.09, 0.11, 0.10, 0.13]))
     assert "The CI excludes 0" in clear and "+0.108" in clear
     assert ranking_line(_results([0.1], method="local_cl")) == ""   # no random rows
+
+
+def test_sign_flip_test_is_exact_over_clients_and_states_its_floor():
+    """All 2^C sign patterns of the clients' sums: with every client better the p is the
+    floor 2/2^C (0.125 with 4 clients, 1/32 with 6), where the client bootstrap claims more."""
+    from itertools import product
+
+    from fcl_ray.statistics import client_bootstrap, sign_flip_min_p, sign_flip_p
+
+    four = np.repeat(np.arange(4), 2)
+    steady = 0.05 + 0.001 * np.arange(8)
+    assert sign_flip_p(steady, four) == sign_flip_min_p(4) == 0.125
+    assert client_bootstrap(steady, four)[2] < 0.125            # what it overstated
+    six = np.repeat(np.arange(6), 2)
+    assert sign_flip_p(0.05 + 0.001 * np.arange(12), six) == pytest.approx(1 / 32)
+    mixed = np.array([0.1, -0.02, 0.03, 0.05, -0.01, 0.04, 0.0, -0.09])
+    sums = np.array([mixed[four == c].sum() for c in range(4)])
+    brute = np.mean([abs(np.dot(signs, sums)) >= abs(sums.sum()) - 1e-12
+                     for signs in product((1, -1), repeat=4)])
+    assert sign_flip_p(mixed, four) == pytest.approx(brute) and brute > 0.125
+    assert sign_flip_p(np.zeros(8), four) == 1.0
+
+
+def test_bca_interval_comes_from_scipy():
+    from scipy.stats import bootstrap
+
+    from fcl_ray.statistics import bootstrap_ci
+
+    diffs = np.array([0.01, 0.02, 0.02, 0.03, 0.05, 0.09, 0.0, 0.04])
+    ci = bootstrap((diffs,), np.mean, n_resamples=10_000, method="BCa",
+                   rng=np.random.default_rng(0)).confidence_interval
+    assert bootstrap_ci(diffs) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    # BCa undefined (every jackknife mean but one alike): the percentile interval instead
+    low, high = bootstrap_ci(np.array([0.05] * 7 + [0.06]))
+    assert 0.05 <= low <= high <= 0.06
+
+
+def test_report_says_what_to_quote_and_the_smallest_p(tmp_path):
+    from fcl_ray.report import paired_markdown
+
+    text = paired_markdown(paired_differences(_results(0.05, units=_units(clients=4))))
+    assert "| 0.125 (0.125) |" in text
+    assert "Quote the client-level 95% CI and the sign-flip p" in text
+    assert "4 clients: 2/2^4 = 0.125" in text
+
+
+def test_paired_plot_with_equal_differences(tmp_path):
+    """Every difference equal: the CI equals the mean up to rounding (a negative error bar
+    by one ulp crashed matplotlib)."""
+    from fcl_ray.report import plot_paired_differences
+
+    table = paired_differences(_results(0.1))
+    table["ci_low"] = np.nextafter(table["mean_diff"], 1)      # one ulp above, as rounding gave
+    assert plot_paired_differences(table, tmp_path / "p.png").stat().st_size > 0

@@ -9,8 +9,9 @@ Layout (as distributed)::
 
 Only the ``training`` list has masks, so only it is read. Classes: ``data.classes`` names the
 labels to keep (by name or value, e.g. ``[left atrium]``); they become 1..k in that order and
-every other label becomes background. Empty keeps every foreground label. The model has four
-outputs, so at most three classes. Multi-modal images (4D) use their first modality.
+every other label becomes background. Empty keeps every foreground label. The U-Net gets one
+output per kept class plus background (``fcl_ray/data/labels.py``). Multi-modal images (4D)
+use their first modality.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from fcl_ray.data.readers.common import (CaseRef, RawFrame, check_image, check_l
                                          read_nifti, remap)
 
 CARDIAC = False
-MAX_CLASSES = 3
 
 
 def _dataset_json(root: Path) -> tuple[Path, dict]:
@@ -92,15 +92,13 @@ def label_table(spec: dict, path: Path, wanted: list[str]) -> tuple[dict[int, in
             keep.append(value)
     else:
         keep = foreground
-    if len(keep) > MAX_CLASSES:
-        raise DataError(f"{path}: {len(keep)} foreground classes, the model segments at most "
-                        f"{MAX_CLASSES}; pick some with data.classes")
     table = {v: 0 for v in names}
     table.update({v: i + 1 for i, v in enumerate(keep)})
     return table, [names[v] for v in keep]
 
 
 def class_names(root: Path, d: DataConfig) -> list[str]:
+    """The names of the kept classes (label 1 first), from ``root``'s dataset.json."""
     path, spec = _dataset_json(root)
     return label_table(spec, path, d.classes)[1]
 
