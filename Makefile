@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # constraints.txt pins torch to the CPU build that lies on disk here; pyproject keeps a range.
 PIP    := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: run test test-fast setup clean
+.PHONY: run test test-fast setup setup-flower clean
 
 $(BIN)/fcl-ray: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(BIN)/fcl-ray: pyproject.toml constraints.txt
 	touch $@
 
 setup: $(BIN)/fcl-ray
+
+setup-flower: setup  ## the optional Flower runtime (fcl-ray deploy, tests/integration/test_flower_loopback.py)
+	$(PIP) -e '.[test,flower]'
 
 # --overwrite: a second `make run` moves the first one's files to runs/quickstart/previous-<time>/
 run: setup           ## quickstart federation on the embedded synthetic data -> Dice table
