@@ -145,3 +145,31 @@ def test_cli_deploy_without_the_extra_or_certs_exits_2(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["fcl-ray: error: fcl-ray deploy needs Flower, which is not installed: "
                    "pip install 'fcl-ray[flower]'"]
+
+
+def test_the_coordinator_drops_refused_late_and_impostor_sites(monkeypatch):
+    """A site's refusal (an Error reply), its silence and an update claiming another site
+    leave it out of the round, each with its reason; the rest count, in site order."""
+    server = pytest.importorskip("fcl_ray.flower.server_app")
+    from flwr.app import Error, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    # Messages are made inside a run: the ids Flower's process sets for a ServerApp.
+    for name, value in (("_run_id", 7), ("_node_id", 1), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value, raising=False)
+
+    from fcl_ray.federation.strategy import Strategy
+    from fcl_ray.flower import records
+
+    def reply(content):
+        asked = Message(RecordDict(), dst_node_id=1, message_type="query")
+        return Message(content, reply_to=asked)
+
+    replies = {2: reply(records.update_records(_update(client=2))),
+               0: reply(records.update_records(_update(client=0))),
+               1: reply(Error(code=1001, reason="refused at the site before sending: x")),
+               4: reply(records.update_records(_update(client=0)))}   # site 4 posing as 0
+    updates, dropped = server.collect_updates(replies, [0, 1, 2, 3, 4], Strategy(CONTRACT))
+    assert [u.client for u in updates] == [0, 2]
+    assert dropped[1] == "failed: refused at the site before sending: x"
+    assert dropped[3].startswith("late") and "sent an update as client 0" in dropped[4]
