@@ -180,8 +180,11 @@ def write_deployment(cfg: Config, out: Path, host: str, port: int = DEFAULT_PORT
                   'root-certificates = "$PWD/certificates/ca.crt"', "EOF"]
     written.append(_script(coord / "register.sh", connection + [
         f"flwr supernode register site-keys/site-{s}.pub {CONNECTION}" for s in range(sites)]))
+    # flwr run exits 0 whatever the ServerApp did: the study's own last words say how it ended.
     written.append(_script(coord / "run.sh", connection + [
-        f'exec flwr run app {CONNECTION} --stream "$@"']))
+        f'flwr run app {CONNECTION} --stream "$@" 2>&1 | tee run.log',
+        "if grep -q '^fcl-ray: error:' run.log; then exit 2; fi",
+        "if grep -q '^fcl-ray: federation stopped:' run.log; then exit 1; fi"]))
     for site in range(sites):
         bundle = out / "sites" / f"site-{site}"
         root = roots.get(site, f"/path/to/site-{site}/data")

@@ -39,6 +39,10 @@ class FlowerFederationError(RuntimeError):
     """The federation cannot go on (a site refused to join, too few sites answered)."""
 
 
+class SiteRefused(FlowerFederationError):
+    """A SuperNode refused to join: its node config does not fit the study (bad input)."""
+
+
 class Sites:
     """The study's sites as Flower nodes: which node plays which site, and one task sent to
     several sites at once."""
@@ -66,7 +70,7 @@ class Sites:
             if reply is None:
                 raise FlowerFederationError(f"SuperNode {node} did not answer who it is")
             if reply.has_error():
-                raise FlowerFederationError(f"SuperNode {node} refused: {reply.error.reason}")
+                raise SiteRefused(f"SuperNode {node} refused: {reply.error.reason}")
             site = int(reply.content.config_records[R.RESULT]["site"])
             if site in self.nodes:
                 raise FlowerFederationError(f"SuperNodes {self.nodes[site]} and {node} both "
@@ -293,9 +297,14 @@ def main(grid: Grid, context: Context) -> None:
     cfg = from_dict(json.loads(context.run_config["study"]))
     log = lambda line: print(f"fcl-ray: {line}", flush=True)   # noqa: E731  (the run's log)
     sites = Sites(grid, cfg.data.clients, float(cfg.federation.round_timeout_s or 600), log)
+    # One line first (coordinator/run.sh turns it into its exit code: 2 for bad input at a
+    # site, 1 for a federation that could not go on), then Flower marks the run failed.
     try:
         sites.connect(float(context.run_config.get("wait-s", 300)))
         FlowerStudy(cfg, sites, log).run()
+    except SiteRefused as err:
+        log(f"error: {err}")
+        raise
     except (FlowerFederationError, MessageError) as err:
         log(f"federation stopped: {err}")
         raise

@@ -75,3 +75,21 @@ def test_a_tiny_study_on_loopback_flower_gives_rays_rows_and_weights(ray_session
         assert np.array_equal(flower_state[name], ray_state[name]), name
     dice = [c for c in RESULT_COLUMNS if c.startswith("dice")]
     assert rows[dice].values.tolist() == ray_rows[dice].values.tolist()
+
+
+def test_a_site_without_its_data_root_refuses_at_its_supernode(tmp_path):
+    """Bad input at a site: its SuperNode refuses before any data is read, and the study
+    stops with one line naming the site and the folder (coordinator/run.sh exits 2)."""
+    cfg = load_config(None, STUDY + [f"experiment.output_dir={tmp_path / 'out'}"])
+    (tmp_path / "site-0").mkdir()
+    port, deployment = free_port(), tmp_path / "deployment"
+    write_deployment(cfg, deployment, "127.0.0.1", port,
+                     {0: str(tmp_path / "site-0"), 1: str(tmp_path / "nowhere")},
+                     bind="127.0.0.1", supernode_port=free_port())
+    with federation(deployment, cfg.data.clients, port):
+        run = run_study(deployment, timeout=240)
+    assert run.returncode == 2, run.stdout[-3000:]
+    said = [line for line in run.stdout.splitlines() if line.startswith("fcl-ray: error:")]
+    assert len(said) == 1 and "refused: site 1: data-root" in said[0] \
+        and f"{tmp_path / 'nowhere'}' does not exist" in said[0]
+    assert not (tmp_path / "out" / "results.csv").exists()
