@@ -17,8 +17,6 @@ from flwr.clientapp import ClientApp
 from fcl_ray.flower import records as R
 from fcl_ray.flower.nodes import site_settings
 
-REFUSED = 1001   # Error code of a reply the site refused to send (contract, node config)
-
 app = ClientApp()
 
 
@@ -65,5 +63,5 @@ def handle(msg: Message, context: Context) -> Message:
 
         content = _task_reply(SiteRunner(cfg_dict, settings), task, msg.content)
     except (ConfigError, MessageError) as err:   # refused here: nothing of it is sent
-        return Message(Error(code=REFUSED, reason=str(err)), reply_to=msg)
+        return Message(Error(code=R.REFUSED, reason=str(err)), reply_to=msg)
     return Message(content, reply_to=msg)

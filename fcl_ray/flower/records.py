@@ -24,6 +24,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from fcl_ray.federation.strategy import SharedFeatures
 from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
 
+REFUSED = 1001   # Error code of a reply the site refused to send (contract, node config)
 TASK, WEIGHTS, POOL, UPDATE, SHARED, METRICS, RESULT = (
     "task", "weights", "pool", "update", "shared", "metrics", "result")
 

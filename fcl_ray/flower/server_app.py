@@ -70,11 +70,13 @@ class Sites:
             if reply is None:
                 raise FlowerFederationError(f"SuperNode {node} did not answer who it is")
             if reply.has_error():
-                raise SiteRefused(f"SuperNode {node} refused: {reply.error.reason}")
+                bad_input = reply.error.code == R.REFUSED   # else its ClientApp crashed
+                raise (SiteRefused if bad_input else FlowerFederationError)(
+                    f"SuperNode {node} refused: {reply.error.reason}")
             site = int(reply.content.config_records[R.RESULT]["site"])
             if site in self.nodes:
-                raise FlowerFederationError(f"SuperNodes {self.nodes[site]} and {node} both "
-                                            f"say they are site {site}")
+                raise SiteRefused(f"SuperNodes {self.nodes[site]} and {node} both say they "
+                                  f"are site {site}")
             self.nodes[site] = node
         missing = sorted(set(range(self.clients)) - set(self.nodes))
         if missing:

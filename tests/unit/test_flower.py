@@ -167,7 +167,7 @@ def test_the_coordinator_drops_refused_late_and_impostor_sites(monkeypatch):
 
     replies = {2: reply(records.update_records(_update(client=2))),
                0: reply(records.update_records(_update(client=0))),
-               1: reply(Error(code=1001, reason="refused at the site before sending: x")),
+               1: reply(Error(code=records.REFUSED, reason="refused at the site before sending: x")),
                4: reply(records.update_records(_update(client=0)))}   # site 4 posing as 0
     updates, dropped = server.collect_updates(replies, [0, 1, 2, 3, 4], Strategy(CONTRACT))
     assert [u.client for u in updates] == [0, 2]
