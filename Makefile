@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # constraints.txt pins torch to the CPU build that lies on disk here; pyproject keeps a range.
 PIP    := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: run test test-fast setup docs clean floors
+.PHONY: run test test-fast setup setup-flower docs clean floors
 
 # Extras: test (the suite, the notebook runner), docs (make docs; tests/unit/test_docs.py).
 $(BIN)/fcl-ray: pyproject.toml constraints.txt
@@ -16,6 +16,9 @@ $(BIN)/fcl-ray: pyproject.toml constraints.txt
 	touch $@
 
 setup: $(BIN)/fcl-ray
+
+setup-flower: setup  ## the optional Flower runtime (fcl-ray deploy, tests/integration/test_flower_loopback.py)
+	$(PIP) -e '.[test,flower]'
 
 # --overwrite: a second `make run` moves the first one's files to runs/quickstart/previous-<time>/
 run: setup           ## quickstart federation on the embedded synthetic data -> Dice table

@@ -133,7 +133,24 @@ def _build_parser() -> argparse.ArgumentParser:
                        "(federation.clients_per_actor = C / this)")
     bench.add_argument("--clients-per-round", type=int, default=16,
                        help="--scale: clients sampled per round in the sampled rows")
-    for command in (run, show, report, data, check, sweep, bench):
+    deploy = sub.add_parser("deploy", help="write what each party of a Flower deployment runs "
+                            "(SuperLink, one SuperNode per site, TLS certificates, SuperNode "
+                            "keys, README) into --out (needs the 'flower' extra)")
+    deploy.add_argument("config", help="experiment YAML of the study")
+    deploy.add_argument("--out", required=True, metavar="DIR", help="an empty folder")
+    deploy.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key")
+    deploy.add_argument("--host", default="localhost",
+                        help="the SuperLink's address as the sites reach it (in its certificate)")
+    deploy.add_argument("--port", type=int, default=9092, help="the SuperLink's HTTPS port")
+    deploy.add_argument("--bind", default="0.0.0.0", help="the address the SuperLink listens on")
+    deploy.add_argument("--data-root", dest="data_roots", action="append", default=[],
+                        metavar="SITE=PATH", help="a site's data folder on its own host")
+    deploy.add_argument("--supernode-port", type=int, default=9094,
+                        help="site i's SuperNode serves its ClientApps on this port + i")
+    deploy.add_argument("--certs", metavar="DIR", help="use this CA and server certificate "
+                        "(ca.crt, server.pem, server.key) instead of making new ones")
+    for command in (run, show, report, data, check, sweep, bench, deploy):
         _add_log_flags(command, default=argparse.SUPPRESS)
     return parser
 
@@ -217,6 +234,21 @@ def _bench_scale(args, clients: list[int], steps: list[int], out: Path) -> int:
     return 1 if failed else 0
 
 
+def _deploy(args) -> int:
+    from fcl_ray.flower import require_flower
+
+    require_flower("fcl-ray deploy")
+    from fcl_ray.config_io import load_config
+    from fcl_ray.flower.deploy import parse_site_roots, write_deployment
+
+    cfg = load_config(args.config, args.overrides)
+    paths = write_deployment(cfg, Path(args.out), args.host, args.port,
+                             parse_site_roots(args.data_roots), args.bind,
+                             args.supernode_port, Path(args.certs) if args.certs else None)
+    print(f"wrote {len(paths)} files under {args.out}; read {paths[0]} first")
+    return 0
+
+
 def _sweep(args) -> int:
     from fcl_ray.api import run_sweep_file
 
@@ -295,7 +327,7 @@ def _report(args) -> int:
 
 
 COMMANDS = {"run": _run, "config": _show_config, "report": _report, "data": _data,
-            "sweep": _sweep, "bench": _bench}
+            "sweep": _sweep, "bench": _bench, "deploy": _deploy}
 
 
 def _federation_error() -> type:

@@ -1,0 +1,67 @@
+"""The ClientApp each site's SuperNode runs: one FCL message in, one reply out.
+
+The study's config comes with the run (``run_config["study"]``, written by
+``fcl-ray deploy``); which site this is and where its data live come from the SuperNode's
+own ``--node-config``, checked here first (:func:`~fcl_ray.flower.nodes.site_settings`):
+a node config that does not fit the study is refused at the site with one line. The site's
+state between rounds lives on its own disk (:mod:`fcl_ray.flower.site_runner`); what the
+reply carries was checked against the message contract before it was built.
+"""
+from __future__ import annotations
+
+import json
+
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fcl_ray.flower import records as R
+from fcl_ray.flower.nodes import site_settings
+
+app = ClientApp()
+
+
+def _task_reply(runner, task: dict, content: RecordDict) -> RecordDict:
+    """Run ``task`` on ``runner``; its reply's records."""
+    kind, method = task["kind"], task.get("method", "")
+    fold, n = int(task.get("fold", 0)), int(task.get("n_labeled", 0))
+    weights = R.weights_from(content)
+    if kind == "start_pretraining":
+        return RecordDict({R.RESULT: R.scalars_record(runner.start_pretraining(method, fold))})
+    if kind == "pretrain_round":
+        return R.update_records(runner.pretrain_round(method, fold, int(task["round"]),
+                                                      weights, R.pool_from(content)))
+    if kind == "finish_pretraining":
+        return RecordDict({R.RESULT: R.scalars_record(
+            runner.finish_pretraining(method, fold, weights))})
+    if kind == "start_finetune":
+        return RecordDict({R.RESULT: R.scalars_record(runner.start_finetune(method, fold, n))})
+    if kind == "finetune_round":
+        return R.update_records(runner.finetune_round(method, fold, n, weights))
+    if kind == "finish_finetune":
+        return RecordDict({R.RESULT: R.scalars_record(
+            runner.finish_finetune(method, fold, n, weights))})
+    if kind == "finetune_local":
+        return RecordDict({R.RESULT: R.scalars_record(runner.finetune_local(method, fold, n))})
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+@app.query()
+def handle(msg: Message, context: Context) -> Message:
+    """Every task of the study arrives as a ``query`` message with a ``task`` record."""
+    from fcl_ray.config import ConfigError
+    from fcl_ray.methods.messages import MessageError
+
+    cfg_dict = json.loads(context.run_config["study"])
+    task = dict(msg.content.config_records[R.TASK])
+    try:
+        settings = site_settings(context.node_config, cfg_dict["data"]["clients"])
+        if task["kind"] == "hello":   # before any data is read: who am I, is my config sane
+            return Message(RecordDict({R.RESULT: ConfigRecord(
+                {"site": settings.site, "data_root": str(settings.data_root)})}), reply_to=msg)
+        # Here, not at the top: torch and MONAI load once the node config is known good.
+        from fcl_ray.flower.site_runner import SiteRunner
+
+        content = _task_reply(SiteRunner(cfg_dict, settings), task, msg.content)
+    except (ConfigError, MessageError) as err:   # refused here: nothing of it is sent
+        return Message(Error(code=R.REFUSED, reason=str(err)), reply_to=msg)
+    return Message(content, reply_to=msg)

@@ -1,0 +1,106 @@
+"""FCL's messages as Flower records, and the message contract checked at the site.
+
+A round's payloads travel as typed records of a :class:`flwr.app.RecordDict`:
+
+- ``task`` (ConfigRecord): what the site is asked to do (kind, method, fold, round, N);
+- ``weights`` (ArrayRecord): the flat weight vector, one float32 array;
+- ``pool`` (ArrayRecord): the shared features of the last round, ``features.<site>`` (n, d)
+  float32 and ``partitions.<site>`` (n,) integer labels, one pair per site;
+- ``update`` (ConfigRecord) + ``weights`` + ``shared`` (ArrayRecord with ``features`` and
+  ``partitions``) + ``metrics`` (MetricRecord): a site's answer to a round;
+- ``result`` (ConfigRecord): scalars only (an evaluation's Dice, a phase's sizes).
+
+:func:`checked_update` runs :func:`fcl_ray.methods.messages.check_update` at the site,
+before the reply is built: an update that breaks the contract (an image-sized array, a
+wrong shape, NaN) never leaves the site. The coordinator checks again on arrival.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from fcl_ray.federation.strategy import SharedFeatures
+from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
+
+REFUSED = 1001   # Error code of a reply the site refused to send (contract, node config)
+TASK, WEIGHTS, POOL, UPDATE, SHARED, METRICS, RESULT = (
+    "task", "weights", "pool", "update", "shared", "metrics", "result")
+
+
+def weights_record(weights: np.ndarray) -> ArrayRecord:
+    return ArrayRecord({"weights": Array(np.ascontiguousarray(weights))})
+
+
+def weights_from(content: RecordDict) -> Optional[np.ndarray]:
+    """The weight vector of a message, or None when it carries none."""
+    if WEIGHTS not in content.array_records:
+        return None
+    return content.array_records[WEIGHTS]["weights"].numpy()
+
+
+def pool_record(pool: SharedFeatures) -> ArrayRecord:
+    arrays = {}
+    for site, (features, partitions) in sorted(pool.items()):
+        arrays[f"features.{site}"] = Array(np.ascontiguousarray(features))
+        arrays[f"partitions.{site}"] = Array(np.ascontiguousarray(partitions))
+    return ArrayRecord(arrays)
+
+
+def pool_from(content: RecordDict) -> Optional[SharedFeatures]:
+    """The feature pool of a message (None when empty), by site id."""
+    if POOL not in content.array_records:
+        return None
+    record = content.array_records[POOL]
+    sites = sorted(int(key.split(".", 1)[1]) for key in record if key.startswith("features."))
+    return {s: (record[f"features.{s}"].numpy(), record[f"partitions.{s}"].numpy())
+            for s in sites} or None
+
+
+def checked_update(update: ClientUpdate, contract: Contract) -> ClientUpdate:
+    """``update`` if it honours ``contract``; else MessageError, raised at the site so that
+    nothing of it is sent."""
+    try:
+        return check_update(update, contract)
+    except MessageError as err:
+        raise MessageError(f"refused at the site before sending: {err}") from None
+
+
+def update_records(update: ClientUpdate) -> RecordDict:
+    """A site's (checked) update as records."""
+    content = RecordDict({
+        UPDATE: ConfigRecord({"client": update.client, "n_samples": update.n_samples}),
+        WEIGHTS: weights_record(update.weights),
+        METRICS: MetricRecord({k: float(v) for k, v in update.metrics.items()})})
+    if update.features is not None:
+        content[SHARED] = ArrayRecord({"features": Array(update.features),
+                                       "partitions": Array(update.partitions)})
+    return content
+
+
+def update_from(content: RecordDict) -> ClientUpdate:
+    """The :class:`ClientUpdate` a reply carries (checked by the coordinator's strategy)."""
+    head = content.config_records[UPDATE]
+    shared = content.array_records.get(SHARED)
+    return ClientUpdate(client=int(head["client"]), weights=weights_from(content),
+                        n_samples=int(head["n_samples"]),
+                        features=None if shared is None else shared["features"].numpy(),
+                        partitions=None if shared is None else shared["partitions"].numpy(),
+                        metrics=dict(content.metric_records[METRICS]))
+
+
+def scalars_record(values: Mapping) -> ConfigRecord:
+    """Scalars (numbers, strings, booleans, None dropped) as a record; anything else is
+    refused at the site (a result must not smuggle an array out)."""
+    record = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, (bool, int, float, str)):
+            raise MessageError(f"refused at the site before sending: result {key!r} is a "
+                               f"{type(value).__name__}, not a scalar")
+        record[key] = value
+    return ConfigRecord(record)

@@ -1,0 +1,312 @@
+"""The ServerApp the SuperLink runs: the study's round policy over Flower messages.
+
+The decisions are the Ray runtime's, from the same Ray-free module
+(:mod:`fcl_ray.federation.strategy`): who takes part in a round, which updates count,
+FedAvg in site order, the feature pool broadcast to the next round, the bytes moved. Only
+the transport differs: each task is a ``query`` message to the SuperNodes of the sites
+(:class:`Sites`), and a site's refusal, failure or silence is a dropped site, as a dead or
+late actor is on Ray.
+
+The coordinator keeps global state only: the global weights and the feature pool per round
+(``<output_dir>/checkpoints``), results.csv and rounds.jsonl. Each site's bank, optimiser,
+networks and encoders stay on the site's disk.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fcl_ray.config import Config
+from fcl_ray.config_io import dump_yaml, from_dict
+from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointStore,
+                                           coordinator_arrays, phase_name)
+from fcl_ray.federation.strategy import (Strategy, generator_state, participant_generator,
+                                         sample_participants)
+from fcl_ray.flower import records as R
+from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError
+from fcl_ray.results import RESULT_COLUMNS
+
+app = ServerApp()
+
+
+class FlowerFederationError(RuntimeError):
+    """The federation cannot go on (a site refused to join, too few sites answered)."""
+
+
+class SiteRefused(FlowerFederationError):
+    """A SuperNode refused to join: its node config does not fit the study (bad input)."""
+
+
+class Sites:
+    """The study's sites as Flower nodes: which node plays which site, and one task sent to
+    several sites at once."""
+
+    def __init__(self, grid: Grid, clients: int, timeout_s: float,
+                 log: Callable[[str], None] = print):
+        self.grid, self.clients, self.timeout_s, self.log = grid, clients, timeout_s, log
+        self.nodes: dict[int, int] = {}   # site -> node id
+
+    def connect(self, wait_s: float) -> None:
+        """Wait until a SuperNode has joined for every site; ask each which site it is (its
+        node config is checked at the site; a refusal stops the study, one line)."""
+        deadline = time.monotonic() + wait_s
+        while len(list(self.grid.get_node_ids())) < self.clients:
+            if time.monotonic() > deadline:
+                raise FlowerFederationError(
+                    f"only {len(list(self.grid.get_node_ids()))} of {self.clients} SuperNodes "
+                    f"connected within {wait_s:.0f}s")
+            time.sleep(1.0)
+        nodes = sorted(self.grid.get_node_ids())
+        replies = self._send([(node, RecordDict({R.TASK: ConfigRecord({"kind": "hello"})}))
+                              for node in nodes])
+        for node in nodes:
+            reply = replies.get(node)
+            if reply is None:
+                raise FlowerFederationError(f"SuperNode {node} did not answer who it is")
+            if reply.has_error():
+                bad_input = reply.error.code == R.REFUSED   # else its ClientApp crashed
+                raise (SiteRefused if bad_input else FlowerFederationError)(
+                    f"SuperNode {node} refused: {reply.error.reason}")
+            site = int(reply.content.config_records[R.RESULT]["site"])
+            if site in self.nodes:
+                raise SiteRefused(f"SuperNodes {self.nodes[site]} and {node} both say they "
+                                  f"are site {site}")
+            self.nodes[site] = node
+        missing = sorted(set(range(self.clients)) - set(self.nodes))
+        if missing:
+            raise FlowerFederationError(f"no SuperNode for site(s) {missing}")
+        self.log(f"sites joined: {', '.join(f'site {s} = node {n}' for s, n in sorted(self.nodes.items()))}")
+
+    def _send(self, messages: list[tuple[int, RecordDict]]) -> dict[int, Message]:
+        out = [Message(content, dst_node_id=node, message_type="query")
+               for node, content in messages]
+        replies = self.grid.send_and_receive(out, timeout=self.timeout_s)
+        return {reply.metadata.src_node_id: reply for reply in replies}
+
+    def ask(self, sites: list[int], task: dict, weights: Optional[np.ndarray] = None,
+            pool: Optional[dict] = None) -> dict[int, Message]:
+        """Send ``task`` (with the global weights and the feature pool, if any) to ``sites``;
+        their replies by site (a site missing from the answer did not reply in time)."""
+        def content() -> RecordDict:   # one RecordDict per message (Flower owns it once sent)
+            records = RecordDict({R.TASK: ConfigRecord(task)})
+            if weights is not None:
+                records[R.WEIGHTS] = R.weights_record(weights)
+            if pool:
+                records[R.POOL] = R.pool_record(pool)
+            return records
+
+        replies = self._send([(self.nodes[s], content()) for s in sites])
+        site_of = {node: site for site, node in self.nodes.items()}
+        return {site_of[node]: reply for node, reply in replies.items() if node in site_of}
+
+    def ask_all(self, task: dict, weights: Optional[np.ndarray] = None) -> list[dict]:
+        """A task every site must answer (a phase's set-up, an evaluation): the results in
+        site order; any site missing stops the study."""
+        replies = self.ask(list(range(self.clients)), task, weights)
+        results = []
+        for site in range(self.clients):
+            reply = replies.get(site)
+            if reply is None:
+                raise FlowerFederationError(f"{task['kind']}: site {site} did not answer "
+                                            f"within {self.timeout_s:.0f}s")
+            if reply.has_error():
+                raise FlowerFederationError(f"{task['kind']}: site {site}: {reply.error.reason}")
+            results.append(dict(reply.content.config_records[R.RESULT]))
+        return results
+
+
+def collect_updates(replies: dict[int, Message], sampled: list[int],
+                    strategy: Strategy) -> tuple[list[ClientUpdate], dict[int, str]]:
+    """The updates that count (checked again here) and why each other sampled site has none."""
+    answers, dropped = {}, {}
+    for site in sampled:
+        reply = replies.get(site)
+        if reply is None:
+            dropped[site] = "late (no reply before the deadline)"
+        elif reply.has_error():
+            dropped[site] = f"failed: {reply.error.reason[:200]}"
+        else:
+            try:
+                answers[site] = R.update_from(reply.content)
+            except (KeyError, TypeError, ValueError) as err:
+                dropped[site] = f"rejected: unreadable update ({err})"
+    updates, rejected = strategy.select(answers)
+    return updates, {**dropped, **rejected}
+
+
+class FlowerStudy:
+    """The study of ``cfg`` over ``sites``: pre-training rounds, then fine-tuning, with the
+    rows and round records the Ray runtime writes."""
+
+    def __init__(self, cfg: Config, sites: Sites, log: Callable[[str], None] = print):
+        self.cfg, self.sites, self.log = cfg, sites, log
+        self.out = Path(cfg.experiment.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        fed = cfg.federation
+        root = fed.checkpoint_dir or str(self.out / "checkpoints")
+        self.store = CheckpointStore(root) if fed.checkpoint_every else None
+        self.rows: list[dict] = []
+
+    def _strategy(self, infos: list[dict], federated: bool = True) -> Strategy:
+        contract = Contract(n_weights=int(infos[0]["n_weights"]),
+                            feature_dim=infos[0].get("feature_dim"),
+                            partitions=self.cfg.data.partitions,
+                            max_features=self.cfg.pretrain.exchange_size)
+        return Strategy(contract, federated, self.cfg.federation.min_clients)
+
+    def _round(self, strategy: Strategy, sampled: list[int], task: dict,
+               weights: Optional[np.ndarray], pool: Optional[dict] = None
+               ) -> tuple[list[ClientUpdate], dict]:
+        """One round, retried over the same sites while fewer than ``min_clients`` count."""
+        fed = self.cfg.federation
+        attempts = []
+        for _ in range(fed.round_retries + 1):
+            updates, dropped = collect_updates(self.sites.ask(sampled, task, weights, pool),
+                                               sampled, strategy)
+            attempts.append(dropped)
+            if strategy.enough(updates):
+                break
+        else:
+            raise FlowerFederationError(
+                f"{task['kind']} {task.get('round', '')}: only {len(updates)} of {len(sampled)} "
+                f"sites answered (federation.min_clients={fed.min_clients}); dropped: {dropped}")
+        return updates, {"sampled": sampled, "participants": [u.client for u in updates],
+                         "dropped": {str(k): v for k, v in dropped.items()},
+                         "retries": len(attempts) - 1}
+
+    def _record(self, record: dict) -> None:
+        with (self.out / "rounds.jsonl").open("a") as handle:
+            handle.write(json.dumps(record, default=float) + "\n")
+
+    # ------------------------------------------------------------------ pre-training
+    def pretrain(self, method: str, fold: int) -> Optional[np.ndarray]:
+        """``pretrain.rounds`` rounds of ``method``; the final global weights (None for a
+        method whose weights stay at each site)."""
+        p, fed = self.cfg.pretrain, self.cfg.federation
+        base = {"method": method, "fold": fold}
+        infos = self.sites.ask_all({"kind": "start_pretraining", **base})
+        strategy = self._strategy(infos, bool(infos[0]["federated"]))
+        rng = participant_generator(self.cfg.experiment.seed, fold)
+        global_weights, pool = None, {}
+        for r in range(1, p.rounds + 1):
+            start = time.perf_counter()
+            sampled = sample_participants(self.cfg.data.clients, fed.clients_per_round, rng)
+            updates, stats = self._round(strategy, sampled,
+                                         {"kind": "pretrain_round", "round": r, **base},
+                                         global_weights, pool)
+            global_weights = strategy.aggregate(updates, global_weights)
+            stats |= strategy.traffic(updates, global_weights, pool, p.remote_sample)
+            pool = strategy.feature_pool(updates)
+            self._checkpoint(phase_name(method, fold), r, global_weights, pool,
+                             generator_state(rng))
+            stats["round_seconds"] = time.perf_counter() - start
+            self._record({**base, "phase": "pretrain", "round": r, **stats,
+                          "clients": [{"client": u.client, **u.metrics} for u in updates]})
+            losses = " ".join(f"site {u.client} loss {u.metrics['loss']:.4f}" for u in updates)
+            self.log(f"[{method}] fold {fold} round {r}/{p.rounds}: {losses}; "
+                     f"{len(updates)}/{len(sampled)} sites, {stats['round_seconds']:.1f}s"
+                     + "".join(f"; site {s} left out: {why}" for s, why in stats["dropped"].items()))
+        final = global_weights if strategy.federated else None
+        self.sites.ask_all({"kind": "finish_pretraining", **base}, final)
+        return final
+
+    def _checkpoint(self, phase: str, round_index: int, global_weights, pool, rng_state) -> None:
+        """The coordinator's global state only (the sites keep theirs on their disks)."""
+        every = self.cfg.federation.checkpoint_every
+        if self.store is None or round_index % every:
+            return
+        path = self.store.round_dir(phase, round_index)
+        self.store.save_arrays(f"{path}/{COORDINATOR_FILE}",
+                               coordinator_arrays(round_index, global_weights, pool, rng_state))
+        self.store.mark_complete(phase, round_index)
+
+    # ------------------------------------------------------------------ fine-tuning
+    def _rows(self, method: str, mode: str, fold: int, n: int, results: list[dict]) -> None:
+        rows = [{"method": method, "finetune_mode": mode, "n_labeled": n, "fold": fold,
+                 "seed": self.cfg.experiment.seed, **r} for r in results]
+        dice = np.mean([r["dice_mean"] for r in results])
+        self.log(f"[{method}] {mode} fine-tuning, N={n}, fold {fold}: mean Dice {dice:.3f}")
+        self.rows += rows
+
+    def finetune_federated(self, method: str, fold: int, n: int) -> None:
+        ft = self.cfg.finetune
+        base = {"method": method, "fold": fold, "n_labeled": n}
+        strategy = self._strategy(self.sites.ask_all({"kind": "start_finetune", **base}))
+        everyone = list(range(self.cfg.data.clients))
+        global_weights = None
+        for r in range(1, ft.rounds + 1):
+            start = time.perf_counter()
+            updates, stats = self._round(strategy, everyone,
+                                         {"kind": "finetune_round", "round": r, **base},
+                                         global_weights)
+            global_weights = strategy.aggregate(updates, global_weights)
+            stats |= strategy.traffic(updates, global_weights)
+            stats["round_seconds"] = time.perf_counter() - start
+            self._record({**base, "phase": "finetune", "round": r, **stats})
+        results = self.sites.ask_all({"kind": "finish_finetune", **base}, global_weights)
+        np.save(self.out / f"global-{method}-fold{fold}-n{n}.npy", global_weights)
+        self._rows(method, "federated", fold, n,
+                   [{**r, "steps": ft.rounds * ft.local_steps} for r in results])
+
+    def finetune_local(self, method: str, fold: int, n: int) -> None:
+        self._rows(method, "local", fold, n, self.sites.ask_all(
+            {"kind": "finetune_local", "method": method, "fold": fold, "n_labeled": n}))
+
+    # ------------------------------------------------------------------ the study
+    def run(self) -> list[dict]:
+        """Every fold: each method pre-trained (if it has pre-training), then fine-tuned in
+        each mode and label budget; results.csv is rewritten after each method."""
+        from fcl_ray.methods import has_pretraining
+        from fcl_ray.tracking import method_rows
+
+        (self.out / "config.yaml").write_text(dump_yaml(self.cfg))
+        (self.out / "rounds.jsonl").unlink(missing_ok=True)
+        methods, modes = method_rows(self.cfg), self.cfg.finetune.modes
+        for fold in self.cfg.finetune.folds:
+            for method in methods:
+                if has_pretraining(method):
+                    self.pretrain(method, fold)
+                for n in self.cfg.finetune.n_labeled:
+                    if "federated" in modes:
+                        self.finetune_federated(method, fold, n)
+                    if "local" in modes:
+                        self.finetune_local(method, fold, n)
+                write_results(self.rows, methods, modes, self.out / "results.csv")
+        self.log(f"results written to {self.out / 'results.csv'}")
+        return self.rows
+
+
+def write_results(rows: list[dict], methods: list[str], modes: list[str], path: Path) -> None:
+    """results.csv as the Ray driver writes it: grid order, the result columns first, atomic."""
+    import pandas as pd
+
+    from fcl_ray.federation.driver import _in_grid_order, write_csv_atomic
+
+    table = _in_grid_order(pd.DataFrame(rows), methods, modes)
+    table = table[[c for c in RESULT_COLUMNS if c in table.columns]
+                  + [c for c in table.columns if c not in RESULT_COLUMNS]]
+    write_csv_atomic(table, path)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = from_dict(json.loads(context.run_config["study"]))
+    log = lambda line: print(f"fcl-ray: {line}", flush=True)   # noqa: E731  (the run's log)
+    sites = Sites(grid, cfg.data.clients, float(cfg.federation.round_timeout_s or 600), log)
+    # One line first (coordinator/run.sh turns it into its exit code: 2 for bad input at a
+    # site, 1 for a federation that could not go on), then Flower marks the run failed.
+    try:
+        sites.connect(float(context.run_config.get("wait-s", 300)))
+        FlowerStudy(cfg, sites, log).run()
+    except SiteRefused as err:
+        log(f"error: {err}")
+        raise
+    except (FlowerFederationError, MessageError) as err:
+        log(f"federation stopped: {err}")
+        raise

@@ -1,0 +1,132 @@
+"""A site's side of the Flower runtime: the same :class:`ClientSite` as on Ray, with its
+state on the site's own disk.
+
+Flower runs a ClientApp in a fresh process for every message, so nothing survives in
+memory between rounds. Each call rebuilds the site (its data, the phase's networks, drawn
+from the same seeds as on Ray) and restores what training changed from the site's state
+folder: the method's checkpoint state (networks, optimiser, bank, generator; what
+``--resume`` restores on Ray), the fine-tuning trainer, the final encoders. None of it is
+sent anywhere: the coordinator holds only global state.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from fcl_ray.federation.checkpoint import CheckpointStore, phase_name
+from fcl_ray.federation.site import ClientSite
+from fcl_ray.methods.messages import ClientUpdate, Contract
+from fcl_ray.flower.nodes import SiteSettings, site_config
+from fcl_ray.flower.records import checked_update
+
+
+class SiteRunner:
+    """One message's work at one site (``cfg_dict``: the study; ``settings``: the node's)."""
+
+    def __init__(self, cfg_dict: dict, settings: SiteSettings):
+        self.settings = settings
+        self.site = ClientSite(site_config(cfg_dict, settings), settings.site, settings.threads)
+        self.cfg = self.site.cfg
+        self.store = CheckpointStore(str(settings.state_dir / self.cfg.experiment.name))
+
+    def _file(self, *parts: str) -> str:
+        return "/".join([self.store.root.rstrip("/"), *parts])
+
+    # ------------------------------------------------------------------ pre-training
+    def _pretrain_dir(self, method: str, fold: int) -> str:
+        return self._file("pretrain", phase_name(method, fold))
+
+    def _contract(self, info: dict) -> Contract:
+        """What this site may send in the phase (the coordinator expects the same)."""
+        return Contract(n_weights=info["n_weights"], feature_dim=info["feature_dim"],
+                        partitions=self.cfg.data.partitions,
+                        max_features=self.cfg.pretrain.exchange_size)
+
+    def start_pretraining(self, method: str, fold: int) -> dict:
+        info = self.site.start_pretraining(method, fold)
+        self.site.save_state(self.store.url, self._pretrain_dir(method, fold))
+        return info
+
+    def _resume_pretraining(self, method: str, fold: int) -> dict:
+        info = self.site.start_pretraining(method, fold)   # same seeds as the first call
+        if not self.site.load_state(self.store.url, self._pretrain_dir(method, fold)):
+            raise RuntimeError(f"site {self.settings.site}: no pre-training state of "
+                               f"{method} fold {fold} under {self.store.root}")
+        return info
+
+    def pretrain_round(self, method: str, fold: int, round_index: int,
+                       global_weights: Optional[np.ndarray], pool: Optional[dict]) -> ClientUpdate:
+        info = self._resume_pretraining(method, fold)
+        update = self.site.pretrain_round(global_weights, pool, round_index)
+        update = checked_update(update, self._contract(info))
+        self.site.save_state(self.store.url, self._pretrain_dir(method, fold))
+        return update
+
+    def finish_pretraining(self, method: str, fold: int,
+                           global_weights: Optional[np.ndarray]) -> dict:
+        """Adopt the final global weights; the encoder stays on this site's disk."""
+        self._resume_pretraining(method, fold)
+        encoder = self.site.finish_pretraining(global_weights)
+        self.store.save(self._encoder_file(method, fold),
+                        {k: torch.from_numpy(np.array(v)) for k, v in encoder.items()})
+        return {"encoder_tensors": len(encoder)}
+
+    def _encoder_file(self, method: str, fold: int) -> str:
+        return self._file("encoders", f"{method}-fold{fold}.pt")
+
+    def encoder(self, method: str, fold: int) -> Optional[dict]:
+        """This site's encoder of ``method`` (None: random init, for methods without one)."""
+        file = self._encoder_file(method, fold)
+        if not self.store.fs.exists(file):
+            from fcl_ray.methods import has_pretraining
+            if has_pretraining(method):
+                raise RuntimeError(f"site {self.settings.site}: no encoder of {method} fold "
+                                   f"{fold} in {file}: pre-train it first")
+            return None
+        return {k: v.numpy() for k, v in self.store.load(file).items()}
+
+    # ------------------------------------------------------------------ fine-tuning
+    def _trainer_file(self, method: str, fold: int, n_labeled: int) -> str:
+        return self._file("finetune", f"{method}-fold{fold}-n{n_labeled}",
+                          f"client-{self.settings.site}.pt")
+
+    def _save_trainer(self, method: str, fold: int, n_labeled: int) -> None:
+        trainer = self.site.trainer
+        self.store.save(self._trainer_file(method, fold, n_labeled), {
+            "unet": trainer.unet.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": None if trainer.scheduler is None else trainer.scheduler.state_dict(),
+            "gen": trainer.gen.get_state(), "steps_done": trainer.steps_done})
+
+    def _resume_finetune(self, method: str, fold: int, n_labeled: int) -> dict:
+        info = self.site.start_federated_finetune(self.encoder(method, fold), fold, n_labeled)
+        state = self.store.load(self._trainer_file(method, fold, n_labeled))
+        trainer = self.site.trainer
+        trainer.unet.load_state_dict(state["unet"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        if trainer.scheduler is not None:
+            trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.gen.set_state(state["gen"])
+        trainer.steps_done = state["steps_done"]
+        return info
+
+    def start_finetune(self, method: str, fold: int, n_labeled: int) -> dict:
+        info = self.site.start_federated_finetune(self.encoder(method, fold), fold, n_labeled)
+        self._save_trainer(method, fold, n_labeled)
+        return info
+
+    def finetune_round(self, method: str, fold: int, n_labeled: int,
+                       global_weights: Optional[np.ndarray]) -> ClientUpdate:
+        info = self._resume_finetune(method, fold, n_labeled)
+        update = checked_update(self.site.finetune_round(global_weights), self._contract(info))
+        self._save_trainer(method, fold, n_labeled)
+        return update
+
+    def finish_finetune(self, method: str, fold: int, n_labeled: int,
+                        global_weights: np.ndarray) -> dict:
+        self._resume_finetune(method, fold, n_labeled)
+        return self.site.finish_federated_finetune(global_weights, fold, n_labeled)
+
+    def finetune_local(self, method: str, fold: int, n_labeled: int) -> dict:
+        return self.site.finetune_local(self.encoder(method, fold), fold, n_labeled)

@@ -1,0 +1,175 @@
+"""The Flower runtime's pure parts: a site's node config, the records and the contract
+checked at the site, and the files `fcl-ray deploy` writes (no network, no processes)."""
+import json
+import stat
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+
+from fcl_ray.cli import main
+from fcl_ray.config import ConfigError
+from fcl_ray.config_io import from_dict, load_config
+from fcl_ray.flower.deploy import check_flower_study, parse_site_roots, write_deployment
+from fcl_ray.flower.nodes import SiteConfigError, site_config, site_settings
+from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError
+
+from conftest import TINY
+
+STUDY = TINY + ["pretrain.methods=[fcl]", "finetune.modes=[federated]"]
+
+
+# ----------------------------------------------------------------------------- node config
+def test_a_site_reads_its_node_config(tmp_path):
+    settings = site_settings({"site": 1, "data-root": str(tmp_path), "threads": 2}, clients=2)
+    assert (settings.site, settings.data_root, settings.threads) == (1, tmp_path, 2)
+    assert settings.state_dir == tmp_path / "fcl-ray-state"   # on the site's own disk
+
+
+@pytest.mark.parametrize("node_config,message", [
+    ({"site": 2}, "site=2 is not a site of this study (an integer in [0, 2))"),
+    ({"site": "0"}, "site='0' is not a site"),
+    ({"site": 0, "data-root": "/no/such/folder"}, "data-root '/no/such/folder' does not exist"),
+    ({"site": 0}, "needs data-root"),
+    ({"site": 0, "data_root": "x"}, "unknown key(s) ['data_root']"),
+    ({"site": 0, "DATA": 1, "threads": 0}, "unknown key(s)"),
+])
+def test_a_node_config_that_does_not_fit_is_refused_in_one_line(node_config, message):
+    with pytest.raises(SiteConfigError, match=None) as err:
+        site_settings(node_config, clients=2)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_real_dataset_is_read_from_the_sites_own_root(tmp_path):
+    cfg = {"data": {"kind": "acdc", "client_roots": ["/a", "/b"]}}
+    settings = site_settings({"site": 1, "data-root": str(tmp_path)}, clients=2)
+    assert site_config(cfg, settings)["data"]["client_roots"] == ["/a", str(tmp_path)]
+    assert cfg["data"]["client_roots"] == ["/a", "/b"]   # the study's config is untouched
+    phantom = {"data": {"kind": "synthetic"}}
+    assert site_config(phantom, settings) == phantom
+
+
+# ----------------------------------------------------------------------------- records
+def _update(**changes):
+    base = dict(client=0, weights=np.arange(10, dtype=np.float32), n_samples=3,
+                features=np.ones((4, 16), np.float32), partitions=np.array([0, 1, 1, 0]),
+                metrics={"loss": 0.5})
+    return ClientUpdate(**{**base, **changes})
+
+
+CONTRACT = Contract(n_weights=10, feature_dim=16, partitions=2, max_features=8)
+
+
+def test_an_image_sized_array_is_refused_at_the_site():
+    records = pytest.importorskip("fcl_ray.flower.records")
+    for bad in (np.zeros((4, 32 * 32), np.float32),     # a 32x32 slice per row
+                np.zeros((4, 1, 32, 32), np.float32)):  # or the slices themselves
+        with pytest.raises(MessageError, match="refused at the site before sending: "
+                                               "client 0: features must be float32"):
+            records.checked_update(_update(features=bad), CONTRACT)
+    with pytest.raises(MessageError, match="refused at the site"):
+        records.scalars_record({"dice_mean": 0.5, "mask": np.zeros((32, 32))})
+
+
+def test_records_carry_an_update_and_the_pool_unchanged():
+    records = pytest.importorskip("fcl_ray.flower.records")
+    update = records.checked_update(_update(), CONTRACT)
+    back = records.update_from(records.update_records(update))
+    assert back.client == 0 and back.n_samples == 3 and back.metrics == {"loss": 0.5}
+    for name in ("weights", "features", "partitions"):
+        sent, got = getattr(update, name), getattr(back, name)
+        assert got.dtype == sent.dtype and np.array_equal(got, sent)
+    from flwr.app import RecordDict
+
+    pool = {0: (update.features, update.partitions), 1: (update.features[:2], update.partitions[:2])}
+    got = records.pool_from(RecordDict({records.POOL: records.pool_record(pool)}))
+    assert sorted(got) == [0, 1] and all(np.array_equal(got[s][i], pool[s][i])
+                                         for s in pool for i in (0, 1))
+    assert records.pool_from(RecordDict({})) is None
+
+
+# ----------------------------------------------------------------------------- deploy
+def test_deploy_writes_what_each_party_runs(tmp_path):
+    cfg = load_config(None, STUDY)
+    out = tmp_path / "deploy"
+    written = write_deployment(cfg, out, "coord.example.org", 9092, {1: "/data/site one"})
+    assert written[0] == out / "README.md" and all(p.is_file() for p in written)
+    link = (out / "coordinator" / "superlink.sh").read_text()
+    assert "--ssl-certfile certificates/server.pem" in link and "--enable-supernode-auth" in link
+    register = (out / "coordinator" / "register.sh").read_text()
+    assert register.count("flwr supernode register site-keys/site-") == 2
+    node = (out / "sites" / "site-1" / "supernode.sh").read_text()
+    assert "--superlink coord.example.org:9092" in node and "--root-certificates ca.crt" in node
+    assert "--node-config 'site=1 data-root=\"/data/site one\"'" in node
+    key = out / "sites" / "site-1" / "site-1.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    # The site's private key exists only in its bundle; the coordinator gets public keys.
+    assert not list((out / "issuer").rglob("site-1"))
+    assert [p.name for p in (out / "coordinator").rglob("*.key")] == ["server.key"]
+    assert (out / "coordinator" / "site-keys" / "site-1.pub").read_text().startswith("ecdsa-sha2")
+    # The app carries the study; a relative output_dir lands under the coordinator's folder.
+    app = tomllib.loads((out / "coordinator" / "app" / "pyproject.toml").read_text())
+    study = from_dict(json.loads(app["tool"]["flwr"]["app"]["config"]["study"]))
+    assert study.pretrain == cfg.pretrain and study.data == cfg.data
+    assert study.experiment.output_dir == str((out / "coordinator" / cfg.experiment.output_dir).resolve())
+    assert app["tool"]["flwr"]["app"]["components"]["clientapp"] == "fcl_ray.flower.client_app:app"
+
+
+def test_deploy_refuses_bad_input_in_one_line(tmp_path):
+    cfg = load_config(None, STUDY)
+    with pytest.raises(ConfigError, match=r"--data-root: site\(s\) \[5\] are not sites"):
+        write_deployment(cfg, tmp_path / "a", "localhost", site_roots={5: "/x"})
+    with pytest.raises(ConfigError, match="--certs .*: missing ca.crt, server.pem, server.key"):
+        write_deployment(cfg, tmp_path / "b", "localhost", certs=tmp_path / "nocerts")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "old").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        write_deployment(cfg, tmp_path / "c", "localhost")
+    with pytest.raises(ConfigError, match="expected SITE=PATH"):
+        parse_site_roots(["site0=/x"])
+    with pytest.raises(ConfigError, match="probes.enabled: the Flower runtime supports only"):
+        check_flower_study(load_config(None, STUDY + ["probes.enabled=true"]))
+
+
+def test_cli_deploy_without_the_extra_or_certs_exits_2(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("flwr")
+    args = ["deploy", "experiments/quickstart.yaml", "--out", str(tmp_path / "d"),
+            "--set", "finetune.budget=steps", "--set", "pretrain.probe_every=0",
+            "--certs", str(tmp_path / "missing")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--certs" in err[0] and "missing ca.crt" in err[0]
+    monkeypatch.setitem(sys.modules, "flwr", None)   # as if the extra were not installed
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fcl-ray: error: fcl-ray deploy needs Flower, which is not installed: "
+                   "pip install 'fcl-ray[flower]'"]
+
+
+def test_the_coordinator_drops_refused_late_and_impostor_sites(monkeypatch):
+    """A site's refusal (an Error reply), its silence and an update claiming another site
+    leave it out of the round, each with its reason; the rest count, in site order."""
+    server = pytest.importorskip("fcl_ray.flower.server_app")
+    from flwr.app import Error, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    # Messages are made inside a run: the ids Flower's process sets for a ServerApp.
+    for name, value in (("_run_id", 7), ("_node_id", 1), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value, raising=False)
+
+    from fcl_ray.federation.strategy import Strategy
+    from fcl_ray.flower import records
+
+    def reply(content):
+        asked = Message(RecordDict(), dst_node_id=1, message_type="query")
+        return Message(content, reply_to=asked)
+
+    replies = {2: reply(records.update_records(_update(client=2))),
+               0: reply(records.update_records(_update(client=0))),
+               1: reply(Error(code=records.REFUSED, reason="refused at the site before sending: x")),
+               4: reply(records.update_records(_update(client=0)))}   # site 4 posing as 0
+    updates, dropped = server.collect_updates(replies, [0, 1, 2, 3, 4], Strategy(CONTRACT))
+    assert [u.client for u in updates] == [0, 2]
+    assert dropped[1] == "failed: refused at the site before sending: x"
+    assert dropped[3].startswith("late") and "sent an update as client 0" in dropped[4]
