@@ -18,7 +18,7 @@ $(BIN)/fcl-ray: pyproject.toml constraints.txt
 setup: $(BIN)/fcl-ray
 
 setup-flower: setup  ## the optional Flower runtime (fcl-ray deploy, tests/integration/test_flower_loopback.py)
-	$(PIP) -e '.[test,flower]'
+	$(PIP) -e '.[test,docs,flower]'
 
 # --overwrite: a second `make run` moves the first one's files to runs/quickstart/previous-<time>/
 run: setup           ## quickstart federation on the embedded synthetic data -> Dice table
