@@ -275,6 +275,12 @@ def _run(args) -> int:
     line = ranking_line(outcome.table)
     if line:
         print("\n" + line)
+    from fcl_ray.privacy.budget import summary_lines
+
+    privacy = summary_lines(outcome.output_dir)
+    if privacy:
+        print(f"\nPrivacy of the feature exchange ({outcome.output_dir / 'privacy.json'}):")
+        print("\n".join(privacy))
     return 0
 
 

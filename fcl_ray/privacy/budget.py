@@ -114,10 +114,7 @@ class PhaseBudget:
 
     def line(self) -> str:
         """One line for the log: epsilon per site at the end of the phase."""
-        eps = ", ".join(f"{e:.3g}" for e in self.epsilons().values())
-        return (f"[{self.label}] privacy: epsilon per site {eps} at delta "
-                f"{self.cfg.privacy.delta:g} (unit {self.cfg.privacy.unit}, "
-                f"{self.rounds_done} rounds" + (f"; {self.stopped})" if self.stopped else ")"))
+        return f"[{self.label}] privacy: " + _phase_line(self.summary())
 
     def write_summary(self, out_dir: str | Path, key: str) -> Path:
         """Merge this phase's summary into ``<out_dir>/privacy.json`` under ``key``."""
@@ -128,3 +125,19 @@ class PhaseBudget:
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(tmp, path)
         return path
+
+
+def summary_lines(out_dir: str | Path) -> list[str]:
+    """One line per pre-training phase of ``<out_dir>/privacy.json`` (none without it): the
+    privacy figures ``fcl-ray run`` prints under its Dice table."""
+    path = Path(out_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return []
+    return [f"{phase}: {_phase_line(s)}" for phase, s in json.loads(path.read_text()).items()]
+
+
+def _phase_line(s: dict) -> str:
+    """A phase's summary (:meth:`PhaseBudget.summary`) in words."""
+    eps = ", ".join(f"{c['epsilon']:.3g}" for c in s["clients"].values())
+    return (f"epsilon per site {eps} at delta {s['delta']:g} (unit {s['unit']}, "
+            f"{s['rounds']} rounds" + (f"; {s['stopped']})" if s["stopped"] else ")"))

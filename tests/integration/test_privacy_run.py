@@ -26,8 +26,10 @@ def test_budget_stops_pretraining_and_epsilon_is_recorded(ray_session, tiny_over
                                   "privacy.feature_noise_multiplier=1.0",
                                   "privacy.max_epsilon=8"]
     assert main(["run", quickstart] + [a for o in overrides for a in ("--set", o)]) == 0
-    err = capsys.readouterr().err
-    assert "stopped before round 3 of 3" in err
+    printed = capsys.readouterr()
+    assert "stopped before round 3 of 3" in printed.err
+    assert "Privacy of the feature exchange" in printed.out   # under the Dice table
+    assert "fcl/fold0: epsilon per site" in printed.out
     out = tmp_path / "out"
     rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
