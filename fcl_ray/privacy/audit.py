@@ -19,6 +19,7 @@ score (AUC 0.5). Pure functions over tensors (torch + MONAI, no Ray), then :func
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -168,8 +169,18 @@ def audit_data(cfg, client: int = 0, fold: int = 0) -> AuditData:
                              patients=[patient_of(v) for v in ids])
     split = patient_split(ids, [v.label is not None for v in volumes], cfg.data.folds, fold,
                           0, cfg.experiment.seed, client)
-    return AuditData(control_slices(cfg), site.select_volumes(split.train),
+    return AuditData(control_slices(_phantom(cfg)), site.select_volumes(split.train),
                      site.select_volumes(split.test))
+
+
+def _phantom(cfg):
+    """``cfg`` itself on the phantom; for data on disk, the phantom at the same image size and
+    partitions (the control's loader would otherwise read the target's own dataset)."""
+    if cfg.data.kind == "synthetic":
+        return cfg
+    data = dataclasses.replace(cfg.data, kind="synthetic", root=None, client_roots=[],
+                               split="random", site_skew=None, phases="ed", extra_frames=0)
+    return dataclasses.replace(cfg, data=data)
 
 
 def release_network(cfg, state: Optional[dict], seed: int) -> EmbeddingNet:

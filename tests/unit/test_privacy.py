@@ -248,3 +248,14 @@ def test_cli_exit_code_2_for_bad_privacy_input(capsys):
                  "privacy.feature_epsilon=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "privacy.delta" in err
+
+
+def test_privacy_runs_let_client_actors_import_the_accountant(monkeypatch):
+    from fcl_ray.federation.cluster import client_runtime_env
+    from fcl_ray.federation.lean import BLOCK_VARIABLE
+
+    monkeypatch.delenv("FCL_RAY_LEAN_ACTORS", raising=False)
+    lean = client_runtime_env()["runtime_env"]["env_vars"][BLOCK_VARIABLE].split(",")
+    private = client_runtime_env(True)["runtime_env"]["env_vars"][BLOCK_VARIABLE].split(",")
+    assert "scipy.signal" in lean and "scipy.signal" not in private   # dp-accounting needs it
+    assert "mlflow" in private
