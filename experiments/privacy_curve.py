@@ -45,6 +45,19 @@ def _local_dice(results: Path, method: str) -> float:
     return float(rows[rows["n_labeled"] == rows["n_labeled"].min()]["dice_mean"].mean())
 
 
+def _release_network_file(folder: Path) -> Path:
+    """Client 0's last checkpoint (its momentum network, projection head included, computed
+    the shared rows), or without checkpoints the encoder file (the audit then draws a head)."""
+    phase = folder / "checkpoints" / f"{FCL}-fold0"
+    latest = phase / "LATEST"
+    if latest.is_file():
+        done = json.loads(latest.read_text())["round"]
+        checkpoint = phase / f"round-{done:04d}" / "client-0.pt"
+        if checkpoint.is_file():
+            return checkpoint
+    return folder / "encoders" / f"{FCL}-fold0.pt"
+
+
 def _epsilons(folder: Path) -> list[float]:
     """Each site's final epsilon (fold 0's pre-training), or [] without privacy."""
     path = folder / "privacy.json"
@@ -61,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/privacy_curve")
     parser.add_argument("--decoder-steps", default="300")
     parser.add_argument("--segmenter-steps", default="200")
+    parser.add_argument("--no-audit", action="store_true", help="Dice and epsilon only")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -79,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                                                     else float("inf")),
                "epsilon_per_site": " ".join(f"{e:.3g}" for e in eps),
                "dice_local_n1": _local_dice(folder / "results.csv", method)}
-        if method == FCL:
+        if method == FCL and not args.no_audit:
             _fcl_ray("privacy-audit", args.config, *common, "--encoder",
-                     str(folder / "encoders" / f"{FCL}-fold0.pt"), "--multipliers",
+                     str(_release_network_file(folder)), "--multipliers",
                      f"{z or 0:g}", "--out", str(folder / "audit"),
                      "--decoder-steps", args.decoder_steps,
                      "--segmenter-steps", args.segmenter_steps)
