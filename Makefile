@@ -12,7 +12,7 @@ $(BIN)/fcl-ray: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,docs]'
+	$(PIP) -e '.[test,docs,privacy]'
 	touch $@
 
 setup: $(BIN)/fcl-ray

@@ -150,7 +150,26 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="site i's SuperNode serves its ClientApps on this port + i")
     deploy.add_argument("--certs", metavar="DIR", help="use this CA and server certificate "
                         "(ca.crt, server.pem, server.key) instead of making new ones")
-    for command in (run, show, report, data, check, sweep, bench, deploy):
+    audit = sub.add_parser("privacy-audit", help="what the exchanged features reveal: an "
+                           "honest-but-curious coordinator inverts a site's (noised) rows back "
+                           "to slices and tests membership, at several noise multipliers, "
+                           "against sharing nothing (docs/privacy.md)")
+    audit.add_argument("config", help="experiment YAML (its data, model, pretrain.rounds, "
+                       "pretrain.exchange_size and privacy.unit/delta are used)")
+    audit.add_argument("--encoder", metavar="FILE", help="the encoder the coordinator holds: "
+                       "a run's encoders/<method>-fold<k>.pt or a client checkpoint file "
+                       "(default: random init)")
+    audit.add_argument("--multipliers", default="0,0.5,1,2",
+                       help="noise multipliers to audit, e.g. 0,0.5,1,2")
+    audit.add_argument("--client", type=int, default=0, help="the target site")
+    audit.add_argument("--fold", type=int, default=0, help="whose pool is the target's")
+    audit.add_argument("--decoder-steps", type=int, default=300)
+    audit.add_argument("--segmenter-steps", type=int, default=200)
+    audit.add_argument("--out", metavar="DIR", help="folder for privacy_audit.csv/.md "
+                       "(default: <output_dir>/privacy_audit)")
+    audit.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config key")
+    for command in (run, show, report, data, check, sweep, bench, deploy, audit):
         _add_log_flags(command, default=argparse.SUPPRESS)
     return parser
 
@@ -292,6 +311,12 @@ def _run(args) -> int:
     line = ranking_line(outcome.table)
     if line:
         print("\n" + line)
+    from fcl_ray.privacy.budget import summary_lines
+
+    privacy = summary_lines(outcome.output_dir)
+    if privacy:
+        print(f"\nPrivacy of the feature exchange ({outcome.output_dir / 'privacy.json'}):")
+        print("\n".join(privacy))
     return 0
 
 
@@ -326,8 +351,34 @@ def _report(args) -> int:
     return 0
 
 
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} '{text}': expected comma-separated numbers") from None
+    if not values or not all(v >= 0 and v < float("inf") for v in values):
+        raise ConfigError(f"{what} '{text}': expected finite numbers >= 0")
+    return values
+
+
+def _privacy_audit(args) -> int:
+    from fcl_ray.config_io import load_config
+    from fcl_ray.privacy.audit_cli import audit_command
+
+    cfg = load_config(args.config, args.overrides)
+    multipliers = _float_list(args.multipliers, "--multipliers")
+    for flag, value in (("--decoder-steps", args.decoder_steps),
+                        ("--segmenter-steps", args.segmenter_steps)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1")
+    print(audit_command(cfg, multipliers, args.encoder, args.client, args.fold,
+                        args.decoder_steps, args.segmenter_steps, args.out), end="")
+    return 0
+
+
 COMMANDS = {"run": _run, "config": _show_config, "report": _report, "data": _data,
-            "sweep": _sweep, "bench": _bench, "deploy": _deploy}
+            "sweep": _sweep, "bench": _bench, "deploy": _deploy,
+            "privacy-audit": _privacy_audit}
 
 
 def _federation_error() -> type:

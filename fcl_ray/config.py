@@ -116,7 +116,9 @@ class PretrainConfig:
     # Remote features each client receives per round at most, drawn per partition from the
     # pool of the other clients' shared features; null: all of them (grows with the clients).
     remote_sample: Optional[int] = None
-    feature_noise: float = 0.0      # Gaussian noise (std) added to shared features, then re-normalised
+    # Gaussian noise (std) added to shared features, then re-normalised. UNACCOUNTED: no
+    # sensitivity bound, no epsilon; for a guarantee use the privacy section instead.
+    feature_noise: float = 0.0
     remote_weight: float = 1.0      # lambda of the structural-matching (remote) loss
     negatives: Literal["other_partitions", "all"] = "other_partitions"  # rule for bank/remote rows
     # In-batch negatives computed at this step (losses.fcl_losses): the batch's momentum keys of
@@ -266,6 +268,31 @@ class ProbesConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differential privacy of the feature exchange (docs/privacy.md): the Gaussian mechanism
+    on the rows a site shares, at the site, with an accountant. Off while neither the
+    multiplier nor the epsilon is set. Needs the optional extra ``fcl-ray[privacy]``."""
+    # Noise std / L2 sensitivity of one unit's rows (>= 0) ...
+    feature_noise_multiplier: Optional[float] = None
+    # ... or the epsilon (> 0) a site may spend over pretrain.rounds rounds, from which each
+    # site calibrates its multiplier (give one of the two).
+    feature_epsilon: Optional[float] = None
+    delta: float = 1e-5             # in (0, 1); below 1 / (privacy units of a site)
+    # What one neighbouring dataset changes: one slice, or one patient (all of its frames and
+    # slices), whose rows a round then shares at most rows_per_patient of.
+    unit: Literal["slice", "patient"] = "slice"
+    rows_per_patient: int = 1
+    # Budget per site (null: none): before a round that would take a site past it, stop
+    # pre-training there (the run goes on with the encoder it has) or warn and go on.
+    max_epsilon: Optional[float] = None
+    on_budget: Literal["stop", "warn"] = "stop"
+
+    @property
+    def enabled(self) -> bool:
+        return self.feature_noise_multiplier is not None or self.feature_epsilon is not None
+
+
+@dataclass
 class Config:
     """Every section; docs/configuration.md lists each key with its default
     (tests/unit/test_docs.py keeps the two in step)."""
@@ -279,6 +306,7 @@ class Config:
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 # ----------------------------------------------------------------------------- ranges
@@ -314,6 +342,7 @@ _STEPS = "optimiser steps; ten million is weeks of GPU time"
 _ROUNDS = "federated rounds; the benchmark uses 10-100"
 _LR = "Adam moves every weight by about lr per step; above 1 training diverges"
 _PATIENTS = "patients per client; no cardiac dataset has that many"
+_EPSILON = "an epsilon above 10 000 promises nothing; leave privacy off instead"
 _BATCH = "a batch this large does not fit any GPU's memory"
 # Every numeric key of the schema (tests/unit/test_bad_input.py checks none is missing).
 # Upper limits are sanity limits: far above any sensible value, low enough that a typo or a
@@ -417,6 +446,14 @@ RANGES: dict[str, Range] = {
                                                   "and Tune generator takes"),
     "probes.steps": _at_least(1, 1_000_000, _STEPS),
     "probes.n_labeled": _at_least(1, 10_000, _PATIENTS),
+    "privacy.feature_noise_multiplier": Range("null or >= 0", 0, 1e6, why="noise a million "
+                                              "times a row's sensitivity shares pure noise"),
+    "privacy.feature_epsilon": _positive(1e4, _EPSILON, "null or > 0"),
+    "privacy.delta": Range("in (0, 1)", 0, 1, low_open=True, high_open=True),
+    "privacy.rows_per_patient": _at_least(1, 10_000, "rows of one patient a round shares",
+                                          allowed="at least 1 (at most "
+                                                     "pretrain.exchange_size)"),
+    "privacy.max_epsilon": _positive(1e4, _EPSILON, "null or > 0"),
 }
 # Lists that must name something, and must not name a thing twice (rows would repeat).
 NON_EMPTY = ("pretrain.methods", "finetune.modes", "finetune.n_labeled", "finetune.folds")
@@ -526,6 +563,70 @@ def _check_control(cfg: Config) -> None:
            f"pretrain.methods asks for {SUPERVISED_ENCODER} on data.kind={cfg.data.kind}, which "
            f"has no patients outside its sites to train it on; set control.encoder to an "
            f"MLflow model URI of an encoder trained with labels elsewhere")
+
+
+def _finite(value: Optional[float], above: float = 0.0, inclusive: bool = False) -> bool:
+    return value is not None and math.isfinite(value) and (
+        value >= above if inclusive else value > above)
+
+
+def planned_population(cfg: Config) -> Optional[int]:
+    """Synthetic data: the most privacy units a site's pre-training pool can hold (the
+    largest training fold, every frame, data.slices_max slices each); None for data on disk,
+    whose counts come from the files."""
+    d = cfg.data
+    if d.kind != "synthetic":
+        return None
+    patients = d.cases_per_client - d.cases_per_client // d.folds
+    if cfg.privacy.unit == "patient":
+        return patients
+    frames = (2 if d.phases == "ed_es" else 1) + d.extra_frames
+    return patients * frames * d.slices_max
+
+
+def _check_privacy(cfg: Config) -> None:
+    """privacy.*: one mechanism, finite positive epsilons, delta in (0, 1), a budget at
+    least one round's spend (synthetic data; data on disk are checked once the sites have
+    loaded their pools, before the first round)."""
+    pr = cfg.privacy
+    z, eps = pr.feature_noise_multiplier, pr.feature_epsilon
+    _check(z is None or _finite(z, 0.0, inclusive=True), "privacy.feature_noise_multiplier",
+           f"must be null or a finite number >= 0, got {z}")
+    _check(eps is None or _finite(eps), "privacy.feature_epsilon",
+           f"must be null or a finite number > 0, got {eps}")
+    _check(z is None or eps is None, "privacy.feature_epsilon",
+           "give privacy.feature_noise_multiplier or privacy.feature_epsilon, not both")
+    _check(_finite(pr.delta) and pr.delta < 1, "privacy.delta",
+           f"must be in (0, 1), got {pr.delta}")
+    _check(pr.max_epsilon is None or _finite(pr.max_epsilon), "privacy.max_epsilon",
+           f"must be null or a finite number > 0, got {pr.max_epsilon}")
+    _check(1 <= pr.rows_per_patient <= cfg.pretrain.exchange_size, "privacy.rows_per_patient",
+           f"must be in [1, pretrain.exchange_size={cfg.pretrain.exchange_size}], "
+           f"got {pr.rows_per_patient}")
+    if not pr.enabled:
+        _check(pr.max_epsilon is None, "privacy.max_epsilon",
+               "a budget needs a mechanism: set privacy.feature_noise_multiplier or "
+               "privacy.feature_epsilon")
+        return
+    from fcl_ray.privacy import require_accounting
+
+    require_accounting("privacy.feature_noise_multiplier" if z is not None
+                       else "privacy.feature_epsilon")
+    _check(cfg.pretrain.feature_noise == 0, "pretrain.feature_noise",
+           "must be 0 with privacy.* set (it is unaccounted noise on top of the accounted "
+           "mechanism; privacy.feature_noise_multiplier sets the noise)")
+    population = planned_population(cfg)
+    if pr.max_epsilon is None or z is None or population is None:
+        return
+    from fcl_ray.privacy.accountant import RoundRelease, round_epsilon
+
+    per_unit = 1 if pr.unit == "slice" else pr.rows_per_patient
+    sampled = min(population, max(1, cfg.pretrain.exchange_size // per_unit))
+    least = round_epsilon(RoundRelease(population, sampled, z), pr.delta)
+    _check(least <= pr.max_epsilon, "privacy.max_epsilon",
+           f"{pr.max_epsilon} is smaller than one round's spend (epsilon {least:.3g} at "
+           f"privacy.delta={pr.delta} with privacy.feature_noise_multiplier={z}); raise it "
+           f"or the multiplier")
 
 
 RANDOM_INIT = "random"   # the no-pre-training baseline: its encoder is drawn from the seed
@@ -702,4 +803,5 @@ def validate(cfg: Config) -> Config:
         _check(0 <= client < d.clients, "faults.delay_seconds",
                f"client {client} / delay {delay}: needs a client id in [0, {d.clients - 1}]")
     _check_probes(cfg)
+    _check_privacy(cfg)
     return cfg

@@ -50,7 +50,7 @@ RESUME_MAY_CHANGE = (
 SAVED_CONFIG = "config.yaml"
 # What a run leaves in its folder; --overwrite moves these aside.
 RUN_FILES = ("results.csv", "probes.csv", SAVED_CONFIG, "rounds.jsonl", "mlflow_run.json",
-             "encoders", "checkpoints", "report")
+             "privacy.json", "encoders", "checkpoints", "report")
 SHOWN = 3   # differing keys named in the message; the rest are counted
 
 

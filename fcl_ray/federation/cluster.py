@@ -34,10 +34,15 @@ from fcl_ray.log import ray_notices_as_info
 CLIENT_ENV = {"MALLOC_ARENA_MAX": "2", BLOCK_VARIABLE: ",".join(NOT_IN_ACTORS)}
 
 
-def client_runtime_env() -> dict:
+def client_runtime_env(privacy: bool = False) -> dict:
+    """The client actors' environment. ``privacy``: the accountant (dp-accounting) imports
+    scipy.signal and scipy.stats, so a run with ``privacy.*`` set leaves them unblocked."""
     if os.environ.get("FCL_RAY_LEAN_ACTORS", "1") == "0":
         return {}
-    return {"runtime_env": {"env_vars": dict(CLIENT_ENV)}}
+    env = dict(CLIENT_ENV)
+    if privacy:
+        env[BLOCK_VARIABLE] = ",".join(m for m in NOT_IN_ACTORS if not m.startswith("scipy."))
+    return {"runtime_env": {"env_vars": env}}
 
 
 class PlacementError(ConfigError):
@@ -224,7 +229,8 @@ def create_federation(cfg: Config, placement_group=None, first_client_bundle: in
     def options(i: int) -> dict:
         return dict(num_cpus=cpus, num_gpus=fed.num_gpus_per_client,
                     max_concurrency=cfg.finetune.concurrency, max_restarts=fed.max_restarts,
-                    **placed(first_client_bundle + i), **pinned(i), **client_runtime_env())
+                    **placed(first_client_bundle + i), **pinned(i),
+                    **client_runtime_env(cfg.privacy.enabled))
 
     # A dead client is restarted by Ray (its __init__ reloads its own data); the coordinator
     # then rebuilds its method and it rejoins from the global weights.

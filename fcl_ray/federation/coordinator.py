@@ -221,7 +221,10 @@ class Coordinator:
         start_round = 0
         if resume and self.store is not None:
             start_round = self._restore() or 0
-        return {"slices": sum(i["slices"] for i in infos), "start_round": start_round}
+        return {"slices": sum(i["slices"] for i in infos), "start_round": start_round,
+                # privacy.*: each site's round release, for the driver's accountant
+                "privacy": {cid: i["privacy"] for cid, i in enumerate(infos)
+                            if i.get("privacy") is not None}}
 
     def pretrain_round(self) -> dict:
         """One round of pre-training: the round's sampled clients (all, unless

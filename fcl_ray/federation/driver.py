@@ -26,6 +26,7 @@ from fcl_ray.log import Eta, get_logger, progress
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import SUPERVISED_ENCODER, has_pretraining
 from fcl_ray.data.labels import agreed_classes
+from fcl_ray.privacy.budget import SUMMARY_FILE as PRIVACY_SUMMARY, PhaseBudget
 from fcl_ray.results import PROBE_COLUMNS, UPPER_BOUND, result_columns
 from fcl_ray.tracking import (TrackingContext, make_tracker, method_rows,
                               remember_run, run_to_continue)
@@ -68,6 +69,7 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     probe_rows = _previous_rows(out_dir / "probes.csv") if resume else []
     if not resume:   # a fresh run: no probe rows of an earlier run beside its results
         (out_dir / "probes.csv").unlink(missing_ok=True)
+        (out_dir / PRIVACY_SUMMARY).unlink(missing_ok=True)
     given = control = None
     if cfg.finetune.encoder:   # fine-tune from an MLflow model; a bad URI stops here (exit 2)
         from fcl_ray.encoders import load_encoder
@@ -173,6 +175,7 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
     write_csv_atomic(results, results_path)
     _log_final(results, tracker)
     for artifact in [results_path, out_dir / "probes.csv", out_dir / "rounds.jsonl",
+                     out_dir / PRIVACY_SUMMARY,
                      *sorted(out_dir.glob("encoders/*"))]:
         if artifact.exists():
             tracker.log_artifact(artifact)
@@ -238,7 +241,10 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
         f"{info['slices']} slices, {p.rounds} rounds x {p.local_steps} steps"
         + (f"; resumed after round {first}" if first else ""))
     eta = Eta(p.rounds - first)
+    budget = PhaseBudget.for_phase(cfg, info, method)   # privacy.*: epsilon per site
     for r in range(first, p.rounds):
+        if budget is not None and not budget.may_run_round(r + 1, log):
+            break
         m = await_coordinator(coordinator.pretrain_round.remote(), f"{phase}, round {r + 1}", cfg)
         for c in m["clients"]:
             log(f"  round {r + 1}/{p.rounds} client {c['client']} "
@@ -257,13 +263,15 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
             f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB); "
             f"{eta.step()}")
         health = mean_health(m["clients"])
+        epsilons = budget.after_round(m) if budget is not None else {}
         _append_jsonl(Path(cfg.experiment.output_dir) / "rounds.jsonl",
                       {"method": method, "fold": fold,
                        **{k: m[k] for k in ("round", "sampled", "participants", "dropped",
                                             "retries", "dropped_retried", "bytes_per_client",
                                             "bytes_sent_per_client", "bytes_received_per_client",
                                             "bytes_pool", "round_seconds")},
-                       "health": {str(c["client"]): client_health(c) for c in m["clients"]}})
+                       "health": {str(c["client"]): client_health(c) for c in m["clients"]},
+                       **({"privacy": budget.record(epsilons)} if budget is not None else {})})
         mean_loss = sum(c["loss"] for c in m["clients"]) / len(m["clients"])
         metrics = {"loss": mean_loss, "round_seconds": m["round_seconds"],
                    "bytes_weights": m["bytes_weights"], "bytes_features": m["bytes_features"],
@@ -286,11 +294,16 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
                                for c in m["clients"] for k, v in client_health(c).items()}
                             | {f"{method}/{what}_client{c}": v for what in ("bytes_sent",
                                                                             "bytes_received")
-                               for c, v in m[f"{what}_per_client"].items()},
+                               for c, v in m[f"{what}_per_client"].items()}
+                            | {f"{method}/privacy/epsilon_client{c}": e
+                               for c, e in epsilons.items()},
                             step=fold * p.rounds + r)
         report({"phase": "pretrain", "method": method, "fold": fold, "round": r + 1, **metrics})
         if collapsed:
             _collapse_guard(cfg, method, fold, r + 1, health)
+    if budget is not None:
+        log(budget.line())
+        budget.write_summary(cfg.experiment.output_dir, f"{method}/fold{fold}")
     await_coordinator(coordinator.finish_pretraining.remote(method), f"{phase}, finishing", cfg)
     _save_encoders(cfg, coordinator, method, fold)
 

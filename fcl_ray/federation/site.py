@@ -165,9 +165,11 @@ class ClientSite:
         self.profile.setdefault("method_seconds", time.perf_counter() - start)
         self.profile.setdefault("rss_after_method_mb", resident_mb())
         shares = self.method.shares_features
+        release = getattr(self.method, "release", None)   # privacy.*: each round's release
         return {"slices": len(pool), "n_weights": self.weights.layout.total,
                 "feature_dim": self.cfg.model.projection_dim if shares else None,
-                "federated": self.method.federated}
+                "federated": self.method.federated,
+                "privacy": None if release is None else release.as_dict()}
 
     def _load_global(self, global_weights: np.ndarray) -> None:
         """The global weights into the method's networks: one copy into the flat buffer, then

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -15,6 +16,8 @@ from fcl_ray.data.slices import SliceSet
 from fcl_ray.methods.health import network_health
 from fcl_ray.methods.models import EmbeddingNet, autocast
 from fcl_ray.methods.schedules import momentum_at
+from fcl_ray.privacy.mechanism import (add_noise, choose_units, embed_rows, noise_std,
+                                       planned_release, units_of)
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (M, d) embeddings, (M,) partition labels
 
@@ -300,6 +303,8 @@ class MomentumBankMethod(PretrainMethod):
         # rounds (start_round sets it from the round, so it survives resume and restarts).
         self.momentum_step = torch.zeros((), dtype=torch.long)
         self._fill_bank()
+        # privacy.*: what each round releases (None: the bank sample, as without privacy).
+        self.release = private_release(cfg, slices) if self.shares_features else None
 
     def networks(self) -> dict[str, nn.Module]:
         nets = {"main": self.net}
@@ -341,10 +346,44 @@ class MomentumBankMethod(PretrainMethod):
 
     def _bank_sample_to_share(self) -> tuple[np.ndarray, np.ndarray]:
         """A random subset of the bank (the paper's K sampling), optionally blurred by
-        Gaussian noise (``pretrain.feature_noise``) before it leaves the site."""
+        Gaussian noise (``pretrain.feature_noise``, unaccounted) before it leaves the site;
+        with ``privacy.*`` set, the accounted release of :meth:`_private_sample_to_share`."""
+        if self.release is not None:
+            return self._private_sample_to_share()
         p = self.cfg.pretrain
         feats, parts = sample_features(*self.bank.contents(), p.exchange_size, self.gen)
-        if p.feature_noise > 0:
-            noise = torch.randn(feats.shape, generator=self.gen).to(feats.device)
-            feats = torch.nn.functional.normalize(feats + p.feature_noise * noise, dim=1)
+        feats = add_noise(feats, p.feature_noise, self.gen)
         return feats.cpu().numpy().astype(np.float32), parts.cpu().numpy().astype(np.int16)
+
+    def _private_sample_to_share(self) -> tuple[np.ndarray, np.ndarray]:
+        """The Gaussian mechanism of :mod:`fcl_ray.privacy.mechanism`, here at the site: the
+        round's units drawn without replacement from the pool, one row per chosen slice from
+        the momentum network (eval mode, no augmentation), noise, re-normalised."""
+        pr = self.cfg.privacy
+        per_unit = 1 if pr.unit == "slice" else pr.rows_per_patient
+        units = units_of(pr.unit, len(self.slices), self.slices.patient)
+        idx = choose_units(units, self.release.sampled, per_unit, self.gen)
+        rows = embed_rows(self.momentum_net, self.slices.images[idx.to(self.device)])
+        rows = add_noise(rows, noise_std(self.release.noise_multiplier, pr.unit,
+                                         pr.rows_per_patient), self.gen)
+        return (rows.cpu().numpy().astype(np.float32),
+                self.slices.partition[idx.to(self.slices.partition.device)].cpu().numpy()
+                .astype(np.int16))
+
+
+def private_release(cfg: Config, slices: SliceSet):
+    """The round release of ``privacy.*`` for a site holding ``slices`` (its noise
+    multiplier given, or calibrated from ``privacy.feature_epsilon`` over
+    ``pretrain.rounds`` rounds for this site's own pool), or None with privacy off."""
+    pr = cfg.privacy
+    if not pr.enabled:
+        return None
+    planned = planned_release(pr.unit, len(slices), slices.patient, cfg.pretrain.exchange_size,
+                              pr.rows_per_patient, pr.feature_noise_multiplier or 0.0)
+    if pr.feature_epsilon is None:
+        return planned
+    from fcl_ray.privacy.accountant import calibrate_noise_multiplier
+
+    z = calibrate_noise_multiplier(pr.feature_epsilon, pr.delta, cfg.pretrain.rounds,
+                                   planned.population, planned.sampled)
+    return dataclasses.replace(planned, noise_multiplier=z)

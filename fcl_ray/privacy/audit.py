@@ -1,0 +1,264 @@
+"""What the exchanged features reveal, measured: an honest-but-curious coordinator's attack.
+
+The coordinator holds the global encoder (FedAvg sends it every round) and the rows a site
+shares (:mod:`fcl_ray.privacy.mechanism`), and knows the configured noise. On auxiliary
+patients it may lawfully have (other phantom sites, drawn from another seed, as the positive
+control's, :func:`fcl_ray.methods.control.control_slices`), it
+
+- trains an *inversion decoder* from (noised) rows back to slices, then reconstructs the
+  target site's slices from that site's noised rows: SSIM and PSNR against the true slices,
+  and the Dice of the heart that a segmenter (trained on the auxiliary patients) finds in
+  each reconstruction, against the true mask;
+- runs a *membership* test: over the rounds' releases, a patient scores the highest cosine
+  between one of its slices' rows and any released row; AUC of members (the site's
+  pre-training pool) against non-members (its test-fold patients).
+
+The baseline, sharing nothing: the auxiliary patients' mean slice of each partition (the
+partition labels are shared in the clear) as the reconstruction, and a constant membership
+score (AUC 0.5). Pure functions over tensors (torch + MONAI, no Ray), then :func:`run_audit`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from monai.metrics import DiceMetric, PSNRMetric, SSIMMetric, compute_roc_auc
+from monai.networks.blocks import Convolution, UpSample
+from torch import nn
+
+from fcl_ray.data.slices import SliceSet
+from fcl_ray.methods.models import EmbeddingNet
+from fcl_ray.privacy.mechanism import (add_noise, choose_units, embed_rows, noise_std,
+                                       planned_release, units_of)
+
+BASELINE = "share nothing"
+
+
+class InversionDecoder(nn.Module):
+    """A row (d,) -> a slice (1, S, S) in [0, 1]: a linear map to a 4x4 grid of ``width``
+    channels, then 2x transposed-convolution upsamplings (MONAI blocks) to S x S."""
+
+    def __init__(self, dim: int, image_size: int, width: int = 64):
+        super().__init__()
+        ups = int(math.log2(image_size // 4))
+        if 4 * 2 ** ups != image_size:
+            raise ValueError(f"image size {image_size} is not 4 x a power of 2")
+        self.width = width
+        self.project = nn.Linear(dim, width * 16)
+        blocks, ch = [], width
+        for _ in range(ups):
+            out = max(8, ch // 2)
+            blocks += [UpSample(2, ch, out, scale_factor=2, mode="deconv"),
+                       Convolution(2, out, out, act="PRELU", norm="INSTANCE")]
+            ch = out
+        blocks.append(Convolution(2, ch, 1, kernel_size=1, conv_only=True))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        x = self.project(rows).view(len(rows), self.width, 4, 4)
+        return torch.sigmoid(self.blocks(x))
+
+
+def train_inversion(rows: torch.Tensor, images: torch.Tensor, std: float, steps: int,
+                    generator: torch.Generator, batch_size: int = 32,
+                    lr: float = 2e-3) -> InversionDecoder:
+    """A decoder from rows (clean, (N, d)) of ``images`` (N, 1, S, S) to the images, trained
+    on rows noised as the site noises them (fresh noise of ``std`` every step: the attacker
+    knows the configured multiplier). Mean squared error, Adam."""
+    decoder = InversionDecoder(rows.shape[1], images.shape[-1])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
+    for _ in range(steps):
+        idx = torch.randint(len(rows), (min(batch_size, len(rows)),), generator=generator)
+        loss = nn.functional.mse_loss(decoder(add_noise(rows[idx], std, generator)), images[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return decoder.eval()
+
+
+@torch.no_grad()
+def reconstruct(decoder: InversionDecoder, rows: torch.Tensor) -> torch.Tensor:
+    return decoder(rows)
+
+
+def partition_means(images: torch.Tensor, partitions: torch.Tensor,
+                    wanted: torch.Tensor) -> torch.Tensor:
+    """The baseline reconstruction: for each of ``wanted`` partitions, the mean of the
+    ``images`` of that partition (all images' mean where a partition has none)."""
+    overall = images.mean(0)
+    means = {int(p): images[partitions == p].mean(0) for p in partitions.unique()}
+    return torch.stack([means.get(int(p), overall) for p in wanted])
+
+
+def image_quality(reconstructed: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Mean SSIM and PSNR (MONAI, intensities in [0, 1]) over the slices."""
+    ssim = SSIMMetric(spatial_dims=2, data_range=1.0, win_size=7)(reconstructed, truth)
+    psnr = PSNRMetric(max_val=1.0)(reconstructed.clamp(0, 1), truth)
+    return {"ssim": float(ssim.mean()), "psnr": float(psnr[torch.isfinite(psnr)].mean())}
+
+
+def heart_dice(segmenter: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Dice of the heart (every non-background label) that ``segmenter`` finds in
+    ``images``, against ``labels``, over all slices together (one number)."""
+    from fcl_ray.methods.evaluate import predict_slices
+
+    predicted = (predict_slices(segmenter, images) > 0).float()
+    truth = (labels > 0).float()
+    metric = DiceMetric(include_background=True, reduction="mean", ignore_empty=False)
+    return float(metric(predicted[None, None], truth[None, None]).mean())
+
+
+def train_segmenter(aux: SliceSet, features: list[int], steps: int, seed: int) -> nn.Module:
+    """A U-Net trained with labels on the auxiliary slices (the fine-tuning trainer)."""
+    from fcl_ray.methods.finetune import SegmentationTrainer, init_unet
+
+    unet = init_unet(features, None, seed=seed, device=torch.device("cpu"))
+    SegmentationTrainer(unet, aux, 8, 1e-3, torch.Generator().manual_seed(seed)).train(steps)
+    return unet.eval()
+
+
+def membership_scores(rows: torch.Tensor, patients: torch.Tensor,
+                      released: torch.Tensor) -> dict[int, float]:
+    """Each patient's score: the highest cosine between one of its slices' (clean) rows and
+    any released row. Rows are unit length, so the dot product is the cosine."""
+    best = (rows @ released.T).max(1).values
+    return {int(p): float(best[patients == p].max()) for p in patients.unique()}
+
+
+def auc(member_scores: list[float], outsider_scores: list[float]) -> float:
+    """Membership AUC (MONAI's ROC AUC): 0.5 is a guess, 1 a perfect test."""
+    scores = torch.tensor(member_scores + outsider_scores, dtype=torch.float64)
+    truth = torch.tensor([1] * len(member_scores) + [0] * len(outsider_scores))
+    return float(compute_roc_auc(scores, truth))
+
+
+def released_rows(rows: torch.Tensor, units: list[torch.Tensor], sampled: int,
+                  rows_per_unit: int, std: float, rounds: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """What a site releases over ``rounds`` rounds, as the mechanism draws it, from its
+    pool's precomputed clean ``rows``."""
+    picked = [add_noise(rows[choose_units(units, sampled, rows_per_unit, generator)], std,
+                        generator) for _ in range(rounds)]
+    return torch.cat(picked)
+
+
+@dataclass
+class AuditData:
+    """The attacker's auxiliary slices and the target site's pool and outsiders."""
+    aux: SliceSet
+    pool: SliceSet        # the target site's pre-training pool: what its rows come from
+    outsiders: SliceSet   # its test-fold patients: never in the pool
+
+
+def audit_data(cfg, client: int = 0, fold: int = 0) -> AuditData:
+    """Auxiliary slices (:func:`~fcl_ray.methods.control.control_slices`) and the target
+    site's pool and test-fold patients, split as the site splits them."""
+    from fcl_ray.data import load_client_volumes, patient_of
+    from fcl_ray.data.slices import volumes_to_slices
+    from fcl_ray.data.split import patient_split
+    from fcl_ray.methods.control import control_slices
+
+    volumes = load_client_volumes(cfg, client)
+    ids = [v.volume_id for v in volumes]
+    site = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
+                             cfg.data.partitions, normalise=cfg.data.normalise,
+                             patients=[patient_of(v) for v in ids])
+    split = patient_split(ids, [v.label is not None for v in volumes], cfg.data.folds, fold,
+                          0, cfg.experiment.seed, client)
+    return AuditData(control_slices(_phantom(cfg)), site.select_volumes(split.train),
+                     site.select_volumes(split.test))
+
+
+def _phantom(cfg):
+    """``cfg`` itself on the phantom; for data on disk, the phantom at the same image size and
+    partitions (the control's loader would otherwise read the target's own dataset)."""
+    if cfg.data.kind == "synthetic":
+        return cfg
+    data = dataclasses.replace(cfg.data, kind="synthetic", root=None, client_roots=[],
+                               split="random", site_skew=None, phases="ed", extra_frames=0)
+    return dataclasses.replace(cfg, data=data)
+
+
+def release_network(cfg, state: Optional[dict], seed: int) -> EmbeddingNet:
+    """The network whose rows a site shares (encoder + projection head). ``state``: an
+    encoder file's tensors (the head then starts from ``seed``: encoder files hold no head),
+    a full encoder + head state (``encoder.*``, ``head.*``), a client checkpoint (its
+    ``momentum_net``, the network that computes the shared rows), or None (random init)."""
+    m = cfg.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = EmbeddingNet(m.features, m.projection_hidden, m.projection_dim, m.head_norm)
+    if state is None:
+        return net.eval()
+    if "momentum_net" in state:
+        state = state["momentum_net"]
+    if any(k.startswith("client") for k in state):   # one encoder per client: the first
+        state = state[sorted(state)[0]]
+    if any(k.startswith("head.") for k in state):
+        net.load_state_dict(state)
+    else:
+        net.encoder.load_state_dict(state)
+    return net.eval()
+
+
+def run_audit(cfg, multipliers: list[float], state: Optional[dict] = None, client: int = 0,
+              fold: int = 0, decoder_steps: int = 300, segmenter_steps: int = 200,
+              log=lambda line: None) -> list[dict]:
+    """One row per noise multiplier, plus the baseline's: epsilon over pretrain.rounds
+    rounds (for the target site's pool, privacy.delta), SSIM, PSNR, heart Dice of the
+    reconstructions, membership AUC."""
+    from fcl_ray.privacy.accountant import epsilon
+
+    pr, seed = cfg.privacy, cfg.experiment.seed
+    data = audit_data(cfg, client, fold)
+    labeled = data.pool.select_volumes(
+        [v for v in data.pool.volume.unique().tolist()
+         if bool((data.pool.labels[data.pool.volume == v] > 0).any())])
+    log(f"audit: {len(data.aux)} auxiliary slices; target client {client}: "
+        f"{len(data.pool)} pool slices ({len(labeled)} with masks), "
+        f"{len(data.outsiders)} outsider slices")
+    net = release_network(cfg, state, seed)
+    aux_rows = embed_rows(net, data.aux.images)
+    pool_rows, target_rows = embed_rows(net, data.pool.images), embed_rows(net, labeled.images)
+    outsider_rows = embed_rows(net, data.outsiders.images)
+    segmenter = train_segmenter(data.aux, cfg.model.features, segmenter_steps, seed)
+    per_unit = 1 if pr.unit == "slice" else pr.rows_per_patient
+    units = units_of(pr.unit, len(data.pool), data.pool.patient)
+    members = membership_scores  # the test's score function, for both sides
+    rows = []
+    baseline = partition_means(data.aux.images, data.aux.partition, labeled.partition)
+    no_release = torch.zeros(1, pool_rows.shape[1])   # nothing shared: every score equal
+    rows.append({"multiplier": None, "setting": BASELINE, "epsilon": 0.0,
+                 **image_quality(baseline, labeled.images),
+                 "heart_dice": heart_dice(segmenter, baseline, labeled.labels),
+                 "membership_auc": _membership(members, pool_rows, data, outsider_rows,
+                                               no_release)})
+    for z in multipliers:
+        release = planned_release(pr.unit, len(data.pool), data.pool.patient,
+                                  cfg.pretrain.exchange_size, pr.rows_per_patient, z)
+        std = noise_std(z, pr.unit, pr.rows_per_patient)
+        gen = torch.Generator().manual_seed(seed)
+        decoder = train_inversion(aux_rows, data.aux.images, std, decoder_steps, gen)
+        recon = reconstruct(decoder, add_noise(target_rows, std, gen))
+        shared = released_rows(pool_rows, units, release.sampled, per_unit, std,
+                               cfg.pretrain.rounds, gen)
+        row = {"multiplier": z, "setting": f"noise multiplier {z:g}",
+               "epsilon": epsilon({release: cfg.pretrain.rounds}, pr.delta),
+               **image_quality(recon, labeled.images),
+               "heart_dice": heart_dice(segmenter, recon, labeled.labels),
+               "membership_auc": _membership(members, pool_rows, data, outsider_rows, shared)}
+        log(f"audit: multiplier {z:g}: epsilon {row['epsilon']:.3g}, SSIM {row['ssim']:.3f}, "
+            f"PSNR {row['psnr']:.2f}, heart Dice {row['heart_dice']:.3f}, "
+            f"membership AUC {row['membership_auc']:.3f}")
+        rows.append(row)
+    return rows
+
+
+def _membership(score, pool_rows, data: AuditData, outsider_rows, released) -> float:
+    inside = score(pool_rows, data.pool.patient, released)
+    outside = score(outsider_rows, data.outsiders.patient, released)
+    return auc(list(inside.values()), list(outside.values()))
