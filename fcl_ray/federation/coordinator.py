@@ -36,7 +36,7 @@ from fcl_ray.federation.strategy import (SharedFeatures, Strategy, generator_sta
                                          participant_generator, restore_generator,
                                          sample_participants)
 from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
-from fcl_ray.methods.messages import ALL_LABELED, ClientNotReady, ClientUpdate, Contract
+from fcl_ray.protocol.messages import ALL_LABELED, ClientNotReady, ClientUpdate, Contract
 
 
 def _queue_weight(n_labeled: int) -> float:

@@ -18,7 +18,7 @@ import torch
 from fcl_ray.config import RANDOM_INIT, Config
 from fcl_ray.config_io import dump_yaml
 from fcl_ray.dashboard import log_dataset_early, publish_run
-from fcl_ray.methods.messages import ALL_LABELED
+from fcl_ray.protocol.messages import ALL_LABELED
 from fcl_ray.federation.cluster import (as_finished, await_coordinator, gather,
                                         running_federation)
 from fcl_ray.federation.coordinator import FederationError

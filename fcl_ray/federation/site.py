@@ -18,7 +18,7 @@ from typing import Optional  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fcl_ray.methods.weights import FlatWeights, WeightLayout  # noqa: E402
+from fcl_ray.protocol.weights import FlatWeights, WeightLayout  # noqa: E402
 from fcl_ray.methods.bank import merge_remote  # noqa: E402
 from fcl_ray.config_io import from_dict  # noqa: E402
 from fcl_ray.data import load_client_volumes, patient_of  # noqa: E402
@@ -27,7 +27,7 @@ from fcl_ray.data.split import patient_split  # noqa: E402
 from fcl_ray.methods.evaluate import dice_per_volume, mean_dice, summarise_dice  # noqa: E402
 from fcl_ray.methods.finetune import (SegmentationTrainer, init_unet,  # noqa: E402
                                       train_to_convergence)
-from fcl_ray.methods.messages import ALL_LABELED, ClientNotReady, ClientUpdate  # noqa: E402
+from fcl_ray.protocol.messages import ALL_LABELED, ClientNotReady, ClientUpdate  # noqa: E402
 from fcl_ray.methods import get_method_class  # noqa: E402
 from fcl_ray.methods import probes  # noqa: E402
 from fcl_ray.methods.control import control_trainer, encoder_half  # noqa: E402

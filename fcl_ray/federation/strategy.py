@@ -14,8 +14,8 @@ from typing import Optional, Union
 import numpy as np
 
 from fcl_ray.config import participants_per_round
-from fcl_ray.methods.aggregation import fedavg
-from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
+from fcl_ray.protocol.aggregation import fedavg
+from fcl_ray.protocol.messages import ClientUpdate, Contract, MessageError, check_update
 
 SharedFeatures = dict[int, tuple[np.ndarray, np.ndarray]]   # client -> (features, partitions)
 PARTICIPATION_SALT = 21   # keeps the participant stream apart from every other seeded stream

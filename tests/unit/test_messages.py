@@ -5,7 +5,7 @@ import torch
 
 from fcl_ray.config_io import load_config, to_dict
 from fcl_ray.federation.site import ClientSite
-from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
+from fcl_ray.protocol.messages import ClientUpdate, Contract, MessageError, check_update
 
 from conftest import TINY
 

@@ -5,9 +5,9 @@ import torch
 from fcl_ray.federation.strategy import (Strategy, generator_state, participant_generator,
                                          received_feature_bytes, restore_generator,
                                          sample_participants)
-from fcl_ray.methods.aggregation import fedavg
+from fcl_ray.protocol.aggregation import fedavg
 from fcl_ray.methods.bank import merge_remote
-from fcl_ray.methods.messages import ClientUpdate, Contract
+from fcl_ray.protocol.messages import ClientUpdate, Contract
 
 CONTRACT = Contract(n_weights=6, feature_dim=4, partitions=2, max_features=8)
 
