@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Union, get_args
 
 from fcl_ray.errors import FclRayError
 
@@ -180,6 +180,11 @@ class FinetuneConfig:
     encoder: Optional[str] = None
 
 
+# federation.strategy values; fcl_ray/core/strategy.py REGISTRY maps each to its class.
+StrategyName = Literal["fedavg", "fedprox"]
+STRATEGIES = get_args(StrategyName)
+
+
 @dataclass
 class FederationConfig:
     address: Optional[str] = None   # Ray address; None starts a local Ray
@@ -210,6 +215,10 @@ class FederationConfig:
     # one after another in a round: the same results with fewer processes, to simulate many
     # clients on one machine (one per site is what a real federation uses).
     clients_per_actor: int = 1
+    # How a round's updates are combined (fcl_ray/core/strategy.py): fedavg, or fedprox (FedAvg
+    # with mu/2 * ||w - w_global||^2 added to every client's local objective; mu below).
+    strategy: StrategyName = "fedavg"
+    proximal_mu: float = 0.0        # fedprox's mu (> 0); must stay 0 with fedavg
 
 
 @dataclass
@@ -309,6 +318,18 @@ def _check_clients_per_round(value: Union[int, float, None], clients: int,
                f"{count}, below federation.min_clients={min_clients}")
     else:
         _check(min_clients <= value <= clients, key, f"must be {allowed}, got {value}")
+
+
+def _check_strategy(fed: FederationConfig) -> None:
+    """federation.proximal_mu: > 0 with fedprox, 0 otherwise (a mu that nothing reads)."""
+    mu = fed.proximal_mu
+    if fed.strategy == "fedprox":
+        _check(math.isfinite(mu) and mu > 0, "federation.proximal_mu",
+               f"must be a number > 0 with federation.strategy=fedprox (e.g. 0.01), got {mu}")
+    else:
+        _check(mu == 0, "federation.proximal_mu",
+               f"is only read with federation.strategy=fedprox; got {mu} with "
+               f"federation.strategy={fed.strategy}")
 
 
 def _check_encoder_uri(uri: Optional[str], key: str) -> None:
@@ -530,6 +551,7 @@ def validate(cfg: Config) -> Config:
            "(federation.client_resources / client_labels): a site's clients run on its own node")
     _check(fed.placement_timeout_s > 0, "federation.placement_timeout_s",
            f"must be > 0 seconds, got {fed.placement_timeout_s}")
+    _check_strategy(fed)
     for key in ("round_retries", "max_restarts", "checkpoint_every"):
         _check(getattr(fed, key) >= 0, f"federation.{key}", f"must be >= 0, got {getattr(fed, key)}")
     _check(p.feature_noise >= 0, "pretrain.feature_noise", f"must be >= 0, got {p.feature_noise}")
