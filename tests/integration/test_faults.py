@@ -137,7 +137,7 @@ def test_too_few_clients_stops_the_run_with_its_checkpoint(ray_session, tiny_ove
 
 def test_coordinator_death_fails_fast_and_resume_finishes(ray_session, tiny_overrides):
     cfg = _cfg(tiny_overrides, "pretrain.rounds=3", "pretrain.methods=[fcl]")
-    kill_coordinator = Saboteur(1, lambda h: ray.kill(h["coordinator"]))
+    kill_coordinator = Saboteur(1, lambda h: ray.kill(h.coordinator))
     with pytest.raises(FederationError, match="coordinator died .* --resume"):
         run_experiment(cfg, log=lambda line: None, reporter=kill_coordinator)
     lines = []
