@@ -177,7 +177,7 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
                 "finetune_round_s": statistics.median(ft_walls[1:]),
                 "time_to_first_round_s": first_round,
                 "bytes_per_round_mb": statistics.median(
-                    (s["bytes_weights"] + s["bytes_features"]) / 1e6 for s in steady),
+                    (s.traffic.bytes_weights + s.traffic.bytes_features) / 1e6 for s in steady),
                 "peak_memory_mb_per_client": peak}
 
 
