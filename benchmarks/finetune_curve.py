@@ -17,7 +17,7 @@ import time
 from fcl_ray.config_io import load_config, to_dict
 from fcl_ray.federation.site import ClientSite
 from fcl_ray.methods.evaluate import mean_dice
-from fcl_ray.methods.messages import ALL_LABELED
+from fcl_ray.protocol.messages import ALL_LABELED
 
 
 def learning_curve(site: ClientSite, fold: int, n_labeled: int, horizon: int, steps: int,

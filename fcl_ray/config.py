@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Union, get_args
 
 from fcl_ray.errors import FclRayError
 
@@ -189,6 +189,11 @@ class FinetuneConfig:
     encoder: Optional[str] = None
 
 
+# federation.strategy values; fcl_ray/core/strategy.py REGISTRY maps each to its class.
+StrategyName = Literal["fedavg", "fedprox"]
+STRATEGIES = get_args(StrategyName)
+
+
 @dataclass
 class FederationConfig:
     address: Optional[str] = None   # Ray address; None starts a local Ray
@@ -219,6 +224,10 @@ class FederationConfig:
     # one after another in a round: the same results with fewer processes, to simulate many
     # clients on one machine (one per site is what a real federation uses).
     clients_per_actor: int = 1
+    # How a round's updates are combined (fcl_ray/core/strategy.py): fedavg, or fedprox (FedAvg
+    # with mu/2 * ||w - w_global||^2 added to every client's local objective; mu below).
+    strategy: StrategyName = "fedavg"
+    proximal_mu: float = 0.0        # fedprox's mu (> 0); must stay 0 with fedavg
 
 
 @dataclass
@@ -446,6 +455,9 @@ RANGES: dict[str, Range] = {
                                                   "and Tune generator takes"),
     "probes.steps": _at_least(1, 1_000_000, _STEPS),
     "probes.n_labeled": _at_least(1, 10_000, _PATIENTS),
+    "federation.proximal_mu": Range(">= 0 (> 0 with federation.strategy=fedprox)", 0, 1e4,
+                                    why="a proximal weight this large pins every client to "
+                                        "the global model"),
     "privacy.feature_noise_multiplier": Range("null or >= 0", 0, 1e6, why="noise a million "
                                               "times a row's sensitivity shares pure noise"),
     "privacy.feature_epsilon": _positive(1e4, _EPSILON, "null or > 0"),
@@ -544,6 +556,18 @@ def _check_clients_per_round(value: Union[int, float, None], clients: int,
                f"{count}, below federation.min_clients={min_clients}")
     else:
         _check(min_clients <= value <= clients, key, f"must be {allowed}, got {value}")
+
+
+def _check_strategy(fed: FederationConfig) -> None:
+    """federation.proximal_mu: > 0 with fedprox, 0 otherwise (a mu that nothing reads)."""
+    mu = fed.proximal_mu
+    if fed.strategy == "fedprox":
+        _check(math.isfinite(mu) and mu > 0, "federation.proximal_mu",
+               f"must be a number > 0 with federation.strategy=fedprox (e.g. 0.01), got {mu}")
+    else:
+        _check(mu == 0, "federation.proximal_mu",
+               f"is only read with federation.strategy=fedprox; got {mu} with "
+               f"federation.strategy={fed.strategy}")
 
 
 def _check_encoder_uri(uri: Optional[str], key: str) -> None:
@@ -799,6 +823,7 @@ def validate(cfg: Config) -> Config:
     _check(fed.clients_per_actor == 1 or not (fed.client_resources or fed.client_labels),
            "federation.clients_per_actor", "must be 1 when clients are pinned to sites "
            "(federation.client_resources / client_labels): a site's clients run on its own node")
+    _check_strategy(fed)
     for client, delay in cfg.faults.delay_seconds.items():
         _check(0 <= client < d.clients, "faults.delay_seconds",
                f"client {client} / delay {delay}: needs a client id in [0, {d.clients - 1}]")

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 import pandas as pd
 
 from fcl_ray.config import Config
+from fcl_ray.core import metrics as names
 from fcl_ray.config_io import to_dict
 
 
@@ -30,7 +31,7 @@ from fcl_ray.config_io import to_dict
 def client_dice_metrics(results: pd.DataFrame, metric: str = "dice_mean") -> dict[str, float]:
     """``dice/<method>/<mode>/N<n>/client<i>``: each client's Dice, averaged over folds."""
     means = results.groupby(["method", "finetune_mode", "n_labeled", "client"])[metric].mean()
-    return {f"dice/{m}/{mode}/N{n}/client{c}": float(v) for (m, mode, n, c), v in means.items()}
+    return {names.client_dice(m, mode, n, c): float(v) for (m, mode, n, c), v in means.items()}
 
 
 def plot_client_dice(results: pd.DataFrame, path: str | Path,

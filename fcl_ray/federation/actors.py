@@ -44,8 +44,8 @@ class ClientActor:
         return self.site.start_pretraining(method_name, fold)
 
     def pretrain_round(self, global_weights, shared: Optional[dict],
-                       round_index: Optional[int] = None):
-        return self.site.pretrain_round(global_weights, shared, round_index)
+                       round_index: Optional[int] = None, config: Optional[dict] = None):
+        return self.site.pretrain_round(global_weights, shared, round_index, config)
 
     def save_state(self, store_root: str, path: str) -> None:
         return self.site.save_state(store_root, path)
@@ -81,8 +81,8 @@ class ClientActor:
                                  n_labeled: int) -> dict:
         return self.site.start_federated_finetune(encoder_state, fold, n_labeled)
 
-    def finetune_round(self, global_weights):
-        return self.site.finetune_round(global_weights)
+    def finetune_round(self, global_weights, config: Optional[dict] = None):
+        return self.site.finetune_round(global_weights, config)
 
     def validate_global(self, global_weights, fold: int) -> float:
         return self.site.validate_global(global_weights, fold)

@@ -153,9 +153,9 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
             if r == 0:
                 first_round = time.perf_counter() - process_start
         steady = stats[1:]
-        exchange = [s["aggregate_seconds"] + max(c["exchange_seconds"] for c in s["clients"])
+        exchange = [s.aggregate_seconds + max(c["exchange_seconds"] for c in s.clients)
                     for s in steady]
-        health = [max(c["health_seconds"] for c in s["clients"]) for s in steady]
+        health = [max(c["health_seconds"] for c in s.clients) for s in steady]
         ray.get(coordinator.start_federated_finetune.remote("random", 0, cfg.finetune.n_labeled[0]))
         ft_walls = []
         for r in range(rounds + 1):
@@ -177,7 +177,7 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
                 "finetune_round_s": statistics.median(ft_walls[1:]),
                 "time_to_first_round_s": first_round,
                 "bytes_per_round_mb": statistics.median(
-                    (s["bytes_weights"] + s["bytes_features"]) / 1e6 for s in steady),
+                    (s.traffic.bytes_weights + s.traffic.bytes_features) / 1e6 for s in steady),
                 "peak_memory_mb_per_client": peak}
 
 

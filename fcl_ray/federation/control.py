@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fcl_ray.config import Config
+from fcl_ray.core import metrics as names
 from fcl_ray.config_io import to_dict
 from fcl_ray.federation.cluster import gather
 from fcl_ray.federation.driver import as_tensors, save_atomic
@@ -90,7 +91,7 @@ def supervised_encoder(cfg: Config, client, tracker, log: Callable[[str], None],
         loss = gather([client.train_supervised_encoder.remote(chunk)])[0]
         done += chunk
         log(f"  step {done}/{c.steps} loss {loss:.4f} ({time.perf_counter() - start:.1f}s)")
-        tracker.log_metrics({f"{SUPERVISED_ENCODER}/train_loss": loss}, step=done)
+        tracker.log_metrics({names.of_method(SUPERVISED_ENCODER, "train_loss"): loss}, step=done)
     state = gather([client.finish_supervised_encoder.remote()])[0]
     path = _save(cfg, state)
     log(f"[{SUPERVISED_ENCODER}] trained in {time.perf_counter() - start:.1f}s; saved to {path}")

@@ -2,9 +2,10 @@
 
 Each round it broadcasts the global weights once (one ``ray.put``, the same reference to
 every client), waits for the clients in parallel up to the round's deadline, and hands what
-arrived to the :class:`~fcl_ray.federation.strategy.Strategy` (which updates count, FedAvg,
-the feature pool, traffic); it keeps the resulting state between rounds, writes the
-checkpoints and returns small per-round metrics to the driver.
+arrived to the phase's :class:`~fcl_ray.core.strategy.Strategy` (which clients a round asks
+and with what config, which updates count, FedAvg, the feature pool, traffic, when federated
+fine-tuning stops); it keeps the resulting state between rounds, writes the checkpoints and
+returns a :class:`~fcl_ray.core.events.RoundReport` per round to the driver.
 
 It only moves and averages NumPy vectors, so it imports neither torch nor MONAI (nor any
 method's module): a lighter process that starts faster, on the cores the clients need at
@@ -30,13 +31,13 @@ from ray.exceptions import RayActorError, RayTaskError
 from fcl_ray.config_io import from_dict
 from fcl_ray.federation.process_memory import peak_resident_mb
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
-                                           checkpoint_root, coordinator_arrays,
-                                           coordinator_state, participant_rng_state, phase_name)
-from fcl_ray.federation.strategy import (SharedFeatures, Strategy, generator_state,
-                                         participant_generator, restore_generator,
-                                         sample_participants)
-from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
-from fcl_ray.methods.messages import ALL_LABELED, ClientNotReady, ClientUpdate, Contract
+                                           checkpoint_root, coordinator_arrays, coordinator_state,
+                                           participant_rng_state, phase_name)
+from fcl_ray.core.events import RoundReport
+from fcl_ray.core.participation import (generator_state, participant_generator,
+                                        restore_generator)
+from fcl_ray.core.strategy import SharedFeatures, Strategy, make_strategy
+from fcl_ray.protocol.messages import ALL_LABELED, ClientNotReady, ClientUpdate, phase_contract
 
 
 def _queue_weight(n_labeled: int) -> float:
@@ -134,10 +135,9 @@ class Coordinator:
         self.rejoins.new_phase(call, args)
         infos = ray.get([getattr(c, call).remote(*a) for c, a in zip(self.clients, args)])
         federated = infos[0]["federated"]
-        contract = Contract(n_weights=infos[0]["n_weights"], feature_dim=infos[0]["feature_dim"],
-                            partitions=self.cfg.data.partitions,
-                            max_features=self.cfg.pretrain.exchange_size)
-        self.strategy = Strategy(contract, federated, self.cfg.federation.min_clients)
+        contract = phase_contract(infos[0], self.cfg.data.partitions,
+                                  self.cfg.pretrain.exchange_size)
+        self.strategy = make_strategy(self.cfg.federation, contract, federated)
         self.global_weights, self.shared, self.round_index = None, {}, 0
         return infos
 
@@ -172,17 +172,20 @@ class Coordinator:
             dropped[refs[ref]] = f"late (deadline {timeout}s)"
         return updates, dropped
 
-    def _round(self, call: str, *args,
-               sampled: Optional[list[int]] = None) -> tuple[list[ClientUpdate], dict]:
-        """Collect from the ``sampled`` clients (default: all), retrying the same ones when
-        fewer than ``min_clients`` answered, and aggregate; returns the updates that counted
-        and the round's metrics."""
+    def _round(self, call: str, *args, rng: Optional[np.random.Generator] = None
+               ) -> tuple[list[ClientUpdate], RoundReport]:
+        """The strategy configures the round (its clients: all, or a sample drawn from
+        ``rng``; their config, sent after ``args``); collect from them, retrying the same
+        ones when fewer than ``min_clients`` answered, and aggregate. Returns the updates
+        that counted and the round's report."""
         fed = self.cfg.federation
         self.round_index += 1
-        sampled = list(range(len(self.clients))) if sampled is None else sampled
+        plan = self.strategy.configure_round(self.round_index, len(self.clients),
+                                             fed.clients_per_round, rng)
+        sampled = plan.clients
         attempts = []
         for _ in range(fed.round_retries + 1):
-            updates, dropped = self._collect(call, sampled, *args)
+            updates, dropped = self._collect(call, sampled, *args, plan.config)
             attempts.append(dropped)
             if self.strategy.enough(updates):
                 break
@@ -193,23 +196,21 @@ class Coordinator:
                 f"(federation.min_clients={fed.min_clients}) in {len(attempts)} "
                 f"attempt(s); dropped: {dropped}")
         start = time.perf_counter()
-        self.global_weights = self.strategy.aggregate(updates, self.global_weights)
-        return updates, {"round": self.round_index,
-                         "sampled": sampled,
-                         "participants": [u.client for u in updates],
-                         "dropped": {str(k): v for k, v in dropped.items()},
-                         "retries": len(attempts) - 1,
-                         # Who was left out of each attempt that had to be retried (a late
-                         # straggler there may answer the retry): else lost from the record.
-                         "dropped_retried": [{str(k): v for k, v in d.items()}
-                                             for d in attempts[:-1]],
-                         "aggregate_seconds": time.perf_counter() - start}
+        self.global_weights = self.strategy.aggregate_updates(updates, self.global_weights)
+        return updates, RoundReport(
+            round=self.round_index, sampled=sampled, participants=[u.client for u in updates],
+            dropped={str(k): v for k, v in dropped.items()}, retries=len(attempts) - 1,
+            # Who was left out of each attempt that had to be retried (a late straggler
+            # there may answer the retry): else lost from the record.
+            dropped_retried=[{str(k): v for k, v in d.items()} for d in attempts[:-1]],
+            aggregate_seconds=time.perf_counter() - start,
+            clients=[{"client": u.client, **u.metrics} for u in updates])
 
     @staticmethod
-    def _metrics(updates: list[ClientUpdate], stats: dict, start: float) -> dict:
-        """What the driver gets back: per-client metrics, the round's stats and time."""
-        stats["round_seconds"] = time.perf_counter() - start
-        return {"clients": [{"client": u.client, **u.metrics} for u in updates], **stats}
+    def _finished(report: RoundReport, start: float) -> RoundReport:
+        """The report as the driver gets it: with the round's wall time."""
+        report.round_seconds = time.perf_counter() - start
+        return report
 
     # ------------------------------------------------------------------ pre-training
     def start_pretraining(self, method: str, fold: int, resume: bool = False) -> dict:
@@ -226,22 +227,20 @@ class Coordinator:
                 "privacy": {cid: i["privacy"] for cid, i in enumerate(infos)
                             if i.get("privacy") is not None}}
 
-    def pretrain_round(self) -> dict:
+    def pretrain_round(self) -> RoundReport:
         """One round of pre-training: the round's sampled clients (all, unless
         ``federation.clients_per_round``) get the global weights and the pool of features
         shared last round; FedAvg and the new pool are over this round's participants."""
         start = time.perf_counter()
-        sampled = sample_participants(len(self.clients), self.cfg.federation.clients_per_round,
-                                      self.participant_rng)
         shared_ref = ray.put(self.shared) if self.shared else None
-        updates, stats = self._round("pretrain_round", shared_ref, self.round_index + 1,
-                                     sampled=sampled)
+        updates, report = self._round("pretrain_round", shared_ref, self.round_index + 1,
+                                      rng=self.participant_rng)
         # Received: the pool this round's clients read (last round's), before it is replaced.
-        stats |= self.strategy.traffic(updates, self.global_weights, self.shared,
-                                       self.cfg.pretrain.remote_sample)
-        self.shared = self.strategy.feature_pool(updates)
+        report.traffic = self.strategy.traffic(updates, self.global_weights, self.shared,
+                                               self.cfg.pretrain.remote_sample)
+        self.shared = self.strategy.aggregate_feature_pool(updates)
         self._checkpoint()
-        return self._metrics(updates, stats, start)
+        return self._finished(report, start)
 
     def _checkpoint(self) -> None:
         """Every ``checkpoint_every`` rounds: clients save their own state, then the
@@ -378,12 +377,12 @@ class Coordinator:
         self._start_phase("start_federated_finetune",
                           [(e, fold, n_labeled) for e in self._encoders(method)])
 
-    def finetune_round(self) -> dict:
-        """One FedAvg round of supervised fine-tuning; returns its timing and traffic."""
+    def finetune_round(self) -> RoundReport:
+        """One round of supervised fine-tuning (all clients); its timing and traffic."""
         start = time.perf_counter()
-        updates, stats = self._round("finetune_round")
-        stats |= self.strategy.traffic(updates, self.global_weights)
-        return self._metrics(updates, stats, start)
+        updates, report = self._round("finetune_round")
+        report.traffic = self.strategy.traffic(updates, self.global_weights)
+        return self._finished(report, start)
 
     def finish_federated_finetune(self, fold: int, n_labeled: int = 0,
                                   outcome: Optional[dict] = None) -> list[dict]:
@@ -402,27 +401,14 @@ class Coordinator:
         return self._mean_over_clients("validate_global", ray.put(self.global_weights), fold)
 
     def finetune_federated(self, method: str, fold: int, n_labeled: int, rounds: int) -> list[dict]:
-        """One federated fine-tuning setting: ``rounds`` FedAvg rounds (``budget=steps``), or
-        until the global model's mean validation Dice stops improving (``converge``; the best
-        global weights are the ones scored on the test folds)."""
-        ft = self.cfg.finetune
+        """One federated fine-tuning setting, its rounds run by the strategy
+        (:meth:`~fcl_ray.core.strategy.Strategy.run_finetune`): ``rounds`` rounds
+        (``budget=steps``), or until the global model's mean validation Dice stops improving
+        (``converge``; the best global weights are the ones scored on the test folds)."""
         self.start_federated_finetune(method, fold, n_labeled)
-        if ft.budget == "steps":
-            for _ in range(rounds):
-                self.finetune_round()
-            return self.finish_federated_finetune(fold, n_labeled,
-                                                  {"steps": rounds * ft.local_steps})
-        max_rounds = -(-ft.max_steps // ft.local_steps)
-        every = -(-ft.eval_every // ft.local_steps)
-        stopper, best, done = EarlyStopping(ft.patience), None, 0
-        for round_ in evaluation_steps(max_rounds, every):
-            for _ in range(round_ - done):
-                self.finetune_round()
-            done = round_
-            if stopper.update(self.validation_dice(fold), done * ft.local_steps):
-                best = self.global_weights.copy()
-            if stopper.should_stop:
-                break
-        self.global_weights = best if best is not None else self.global_weights
-        return self.finish_federated_finetune(fold, n_labeled,
-                                              stopper.summary(done * ft.local_steps))
+        best, outcome = self.strategy.run_finetune(self.cfg.finetune, rounds, self.finetune_round,
+                                                   lambda: self.validation_dice(fold),
+                                                   lambda: self.global_weights)
+        if best is not None:
+            self.global_weights = best
+        return self.finish_federated_finetune(fold, n_labeled, outcome)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,9 +17,12 @@ import pandas as pd
 import torch
 
 from fcl_ray.config import RANDOM_INIT, Config
+from fcl_ray.core import metrics as names
+from fcl_ray.core.events import (FederationReady, PretrainRound, Reporter, RoundReport,
+                                 SettingFinished)
 from fcl_ray.config_io import dump_yaml
 from fcl_ray.dashboard import log_dataset_early, publish_run
-from fcl_ray.methods.messages import ALL_LABELED
+from fcl_ray.protocol.messages import ALL_LABELED
 from fcl_ray.federation.cluster import (as_finished, await_coordinator, gather,
                                         running_federation)
 from fcl_ray.federation.coordinator import FederationError
@@ -30,8 +34,6 @@ from fcl_ray.privacy.budget import SUMMARY_FILE as PRIVACY_SUMMARY, PhaseBudget
 from fcl_ray.results import PROBE_COLUMNS, UPPER_BOUND, result_columns
 from fcl_ray.tracking import (TrackingContext, make_tracker, method_rows,
                               remember_run, run_to_continue)
-
-Reporter = Callable[[dict], None]   # receives per-round and per-setting metrics (e.g. Tune)
 
 
 class CollapseError(FederationError):
@@ -52,8 +54,9 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     """Run the whole experiment of ``cfg``; return (and write) the per-client results.
 
     ``log`` gets the progress lines (default: info lines on stderr, ``fcl_ray/log.py``).
-    ``reporter`` (optional) is called with a dict when the federation is ready, after every
-    pre-training round and after every fine-tuning setting; Ray Tune's trainable uses it.
+    ``reporter`` (optional) is called with an event (:mod:`fcl_ray.core.events`) when the
+    federation is ready, after every pre-training round and after every fine-tuning setting;
+    Ray Tune's trainable uses it.
     ``resume`` keeps the finished (fold, method) results of ``<output_dir>/results.csv`` and
     continues an interrupted pre-training from its last complete checkpoint.
     ``tracking_context`` says where the MLflow run belongs (a sweep's parent run) and receives
@@ -94,8 +97,9 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     status = "FAILED"
     try:
         with running_federation(cfg, placement_group) as (clients, coordinator):
-            results = _run_grid(cfg, clients, coordinator, given, control, done, rows,
-                                tracker, log, report, resume, wall, probe_rows)
+            run = Run(cfg, clients, coordinator, tracker, log, report, resume, wall, given,
+                      control)
+            results = _run_grid(run, done, rows, probe_rows)
             status = "FINISHED"
             return results
     except BaseException as err:
@@ -109,27 +113,45 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
         tracker.end(status)
 
 
-def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, log, report,
-              resume, wall, probe_rows) -> pd.DataFrame:
+@dataclass
+class Run:
+    """What every phase of one run needs: the config, the federation's handles (client
+    actors, coordinator), where metrics and progress go, whether it resumes, and the
+    encoders given from MLflow (``finetune.encoder``: ``given``; ``control.encoder``:
+    ``control``; None: none)."""
+    cfg: Config
+    clients: list
+    coordinator: object
+    tracker: object
+    log: Callable[[str], None]
+    report: Reporter
+    resume: bool = False
+    wall: float = field(default_factory=time.perf_counter)   # when the run started
+    given: Optional[object] = None
+    control: Optional[object] = None
+
+
+def _run_grid(run: Run, done: set, rows: list[dict], probe_rows: list[dict]) -> pd.DataFrame:
     """Every fold: each method is pre-trained (if it needs it), its encoder probed (if
     ``probes.enabled``) and fine-tuned federated; then the local settings of all its methods
     run as one queue per client (largest first), so no client waits for a method's slowest
     client before starting the next. results.csv (and probes.csv) is written after each
     phase, so an interrupted run keeps what is done; ``done`` holds the (fold, method, mode)
     already in it, ``probe_rows`` the probe rows. The positive control's encoder
-    (``control``: from ``control.encoder``, else trained here) is obtained once, before the
-    first fold."""
+    (``run.control``: from ``control.encoder``, else trained here) is obtained once, before
+    the first fold."""
+    cfg, coordinator, tracker, log = run.cfg, run.coordinator, run.tracker, run.log
+    given, control = run.given, run.control
     out_dir = Path(cfg.experiment.output_dir)
     results_path = out_dir / "results.csv"
-    infos = gather([c.info.remote() for c in clients])
+    infos = gather([c.info.remote() for c in run.clients])
     classes = agreed_classes([info["classes"] for info in infos])   # the Dice columns
     for info in infos:
         log(f"client {info['client']}: {info['patients']} patients, {info['volumes']} volumes, "
             f"{info['slices']} slices on {info['device']}")
     log(f"segmenting {', '.join(classes)} (labels 1-{len(classes)})")
-    log(f"federation ready in {time.perf_counter() - wall:.1f}s")
-    report({"phase": "ready", "clients": infos, "client_handles": clients,
-            "coordinator": coordinator})
+    log(f"federation ready in {time.perf_counter() - run.wall:.1f}s")
+    run.report(FederationReady(clients=infos, client_handles=run.clients, coordinator=coordinator))
     if given is not None:
         gather([coordinator.use_encoder.remote(given.label, given.state)])
         log(f"[{given.label}] fine-tuning from {given.uri}; no pre-training")
@@ -143,10 +165,10 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
             log(f"[{SUPERVISED_ENCODER}] the positive control's encoder from {control.uri}")
         else:
             from fcl_ray.federation.control import supervised_encoder
-            state = supervised_encoder(cfg, clients[0], tracker, log, resume)
+            state = supervised_encoder(cfg, run.clients[0], tracker, log, run.resume)
         gather([coordinator.use_encoder.remote(SUPERVISED_ENCODER, state)])
     eta = Eta(len(cfg.finetune.folds) * len(methods) * len(modes))
-    probe = _prober(cfg, coordinator, methods, given, probe_rows, tracker, log)
+    probe = _prober(run, methods, given, probe_rows)
     for fold in cfg.finetune.folds:
         local_queue = []
         if RANDOM_INIT not in methods:   # random init is always there to be probed
@@ -158,15 +180,15 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
                 eta.step(len(modes))
                 continue
             if method not in no_pretraining and has_pretraining(method):
-                _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume)
+                _pretrain(run, method, fold)
             probe(method, fold)
             if "federated" in todo:
-                rows += _finetune_federated(cfg, coordinator, method, fold, log, report, eta)
+                rows += _finetune_federated(run, method, fold, eta)
                 write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
             if "local" in todo:
                 local_queue.append(method)
         if local_queue:
-            rows += _finetune_local(cfg, coordinator, local_queue, fold, log, report, eta)
+            rows += _finetune_local(run, local_queue, fold, eta)
             write_csv_atomic(pd.DataFrame(rows), results_path)
     results = _in_grid_order(pd.DataFrame(rows), methods, cfg.finetune.modes)
     leading = result_columns(classes)
@@ -180,15 +202,16 @@ def _run_grid(cfg, clients, coordinator, given, control, done, rows, tracker, lo
         if artifact.exists():
             tracker.log_artifact(artifact)
     log(f"results written to {results_path}")
-    log(f"wall time {time.perf_counter() - wall:.1f}s")
+    log(f"wall time {time.perf_counter() - run.wall:.1f}s")
     publish_run(cfg, tracker, results, out_dir, log)   # tables, models, data; the link
     return results
 
 
-def _prober(cfg, coordinator, methods, given, probe_rows, tracker,
-            log) -> Callable[[str, int], None]:
+def _prober(run: Run, methods: list[str], given, probe_rows: list[dict]
+            ) -> Callable[[str, int], None]:
     """``probe(method, fold)``: with ``probes.enabled``, probe that encoder unless it is not a
     target or probes.csv already has it, then rewrite probes.csv (``probe_rows`` grows)."""
+    cfg, coordinator, tracker, log = run.cfg, run.coordinator, run.tracker, run.log
     if not cfg.probes.enabled:
         return lambda method, fold: None
     # Here, not at the top: the probes' MONAI loss is loaded only by runs that probe.
@@ -232,10 +255,14 @@ def _previous_rows(path: Path) -> list[dict]:
     return pd.read_csv(path).to_dict("records")
 
 
-def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> None:
-    p = cfg.pretrain
+def _pretrain(run: Run, method: str, fold: int) -> None:
+    """The pre-training rounds of ``method`` on ``fold`` (each configured, collected and
+    aggregated by the coordinator's strategy), logged, tracked and reported round by round;
+    then its final encoder(s) are saved."""
+    cfg, coordinator, log, p = run.cfg, run.coordinator, run.log, run.cfg.pretrain
     phase = f"pre-training {method} (fold {fold})"
-    info = await_coordinator(coordinator.start_pretraining.remote(method, fold, resume), phase, cfg)
+    info = await_coordinator(coordinator.start_pretraining.remote(method, fold, run.resume),
+                             phase, cfg)
     first = info["start_round"]
     log(f"[{method}] pre-training fold {fold}: {cfg.data.clients} clients, "
         f"{info['slices']} slices, {p.rounds} rounds x {p.local_steps} steps"
@@ -243,62 +270,47 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
     eta = Eta(p.rounds - first)
     budget = PhaseBudget.for_phase(cfg, info, method)   # privacy.*: epsilon per site
     for r in range(first, p.rounds):
-        if budget is not None and not budget.may_run_round(r + 1, log):
+        if budget is not None and not budget.may_run_round(r + 1, run.log):
             break
-        m = await_coordinator(coordinator.pretrain_round.remote(), f"{phase}, round {r + 1}", cfg)
-        for c in m["clients"]:
-            log(f"  round {r + 1}/{p.rounds} client {c['client']} "
-                f"loss {c['loss']:.4f} {c['seconds']:.1f}s" + _health_text(c))
-        for attempt, dropped in enumerate(m["dropped_retried"], 1):
-            for client, reason in dropped.items():
-                log(f"  round {r + 1}/{p.rounds} attempt {attempt} (retried): client {client} "
-                    f"left out: {reason}")
-        for client, reason in m["dropped"].items():
-            log(f"  round {r + 1}/{p.rounds} client {client} left out: {reason}")
-        mb = (m["bytes_weights"] + m["bytes_features"]) / 1e6
-        sampled = len(m["sampled"])
-        log(f"  round {r + 1}/{p.rounds} done in {m['round_seconds']:.1f}s with "
-            f"{len(m['participants'])}/{sampled} clients"
-            + (f" sampled of {cfg.data.clients}" if sampled < cfg.data.clients else "") + " "
-            f"(aggregate {m['aggregate_seconds'] * 1e3:.0f} ms, exchanged {mb:.1f} MB); "
-            f"{eta.step()}")
-        health = mean_health(m["clients"])
-        epsilons = budget.after_round(m) if budget is not None else {}
+        m: RoundReport = await_coordinator(coordinator.pretrain_round.remote(),
+                                           f"{phase}, round {r + 1}", cfg)
+        _log_round(run, m, r, eta)
+        health = mean_health(m.clients)
+        traffic = m.traffic
+        epsilons = (budget.after_round(m.round, m.sampled, m.retries)
+                    if budget is not None else {})
         _append_jsonl(Path(cfg.experiment.output_dir) / "rounds.jsonl",
-                      {"method": method, "fold": fold,
-                       **{k: m[k] for k in ("round", "sampled", "participants", "dropped",
-                                            "retries", "dropped_retried", "bytes_per_client",
-                                            "bytes_sent_per_client", "bytes_received_per_client",
-                                            "bytes_pool", "round_seconds")},
-                       "health": {str(c["client"]): client_health(c) for c in m["clients"]},
+                      {"method": method, "fold": fold, "round": m.round, "sampled": m.sampled,
+                       "participants": m.participants, "dropped": m.dropped,
+                       "retries": m.retries, "dropped_retried": m.dropped_retried,
+                       "bytes_per_client": traffic.bytes_per_client,
+                       "bytes_sent_per_client": traffic.bytes_sent_per_client,
+                       "bytes_received_per_client": traffic.bytes_received_per_client,
+                       "bytes_pool": traffic.bytes_pool, "round_seconds": m.round_seconds,
+                       "health": {str(c["client"]): client_health(c) for c in m.clients},
                        **({"privacy": budget.record(epsilons)} if budget is not None else {})})
-        mean_loss = sum(c["loss"] for c in m["clients"]) / len(m["clients"])
-        metrics = {"loss": mean_loss, "round_seconds": m["round_seconds"],
-                   "bytes_weights": m["bytes_weights"], "bytes_features": m["bytes_features"],
-                   "clients_participated": len(m["participants"]),
-                   "clients_sampled": sampled, "bytes_pool": m["bytes_pool"],
-                   **{f"health/{k}": v for k, v in health.items()}}
         collapsed = bool(health) and is_collapsed(health, p.collapse_cosine, p.collapse_rank)
         if health:
-            metrics["collapsed"] = float(collapsed)
             log(f"  round {r + 1}/{p.rounds} health (mean over clients):" + _health_text(
-                {f"health/{k}": v for k, v in health.items()}) + ("  COLLAPSED" if collapsed else ""))
+                {names.health(k): v for k, v in health.items()}) + ("  COLLAPSED" if collapsed else ""))
+        probe_dice = None
         if p.probe_every and ((r + 1) % p.probe_every == 0 or r + 1 == p.rounds):
-            metrics["probe_dice"] = await_coordinator(coordinator.probe.remote(fold, cfg.finetune.n_labeled[0]),
-                                          f"{phase}, probe", cfg)
-            log(f"  round {r + 1}/{p.rounds} probe Dice {metrics['probe_dice']:.3f}")
-        tracker.log_metrics({f"{method}/{k}": v for k, v in metrics.items()}
-                            | {f"{method}/loss_client{c['client']}": c["loss"]
-                               for c in m["clients"]}
-                            | {f"{method}/health/{k}_client{c['client']}": v
-                               for c in m["clients"] for k, v in client_health(c).items()}
-                            | {f"{method}/{what}_client{c}": v for what in ("bytes_sent",
-                                                                            "bytes_received")
-                               for c, v in m[f"{what}_per_client"].items()}
-                            | {f"{method}/privacy/epsilon_client{c}": e
-                               for c, e in epsilons.items()},
-                            step=fold * p.rounds + r)
-        report({"phase": "pretrain", "method": method, "fold": fold, "round": r + 1, **metrics})
+            probe_dice = await_coordinator(coordinator.probe.remote(fold, cfg.finetune.n_labeled[0]),
+                                           f"{phase}, probe", cfg)
+            log(f"  round {r + 1}/{p.rounds} probe Dice {probe_dice:.3f}")
+        event = PretrainRound(method=method, fold=fold, round=r + 1, loss=m.mean_loss(),
+                              round_seconds=m.round_seconds,
+                              bytes_weights=traffic.bytes_weights,
+                              bytes_features=traffic.bytes_features,
+                              clients_participated=len(m.participants),
+                              clients_sampled=len(m.sampled), bytes_pool=traffic.bytes_pool,
+                              health=health, collapsed=collapsed if health else None,
+                              probe_dice=probe_dice)
+        run.tracker.log_metrics(_round_metrics(method, event, m)
+                                | {names.of_client(method, names.PRIVACY_EPSILON, c): e
+                                   for c, e in epsilons.items()},
+                                step=fold * p.rounds + r)
+        run.report(event)
         if collapsed:
             _collapse_guard(cfg, method, fold, r + 1, health)
     if budget is not None:
@@ -308,9 +320,42 @@ def _pretrain(cfg, coordinator, method, fold, tracker, log, report, resume) -> N
     _save_encoders(cfg, coordinator, method, fold)
 
 
+def _log_round(run: Run, m: RoundReport, r: int, eta: Eta) -> None:
+    """A pre-training round's progress lines: each client, who was left out, the round."""
+    rounds, log = run.cfg.pretrain.rounds, run.log
+    for c in m.clients:
+        log(f"  round {r + 1}/{rounds} client {c['client']} "
+            f"loss {c['loss']:.4f} {c['seconds']:.1f}s" + _health_text(c))
+    for attempt, dropped in enumerate(m.dropped_retried, 1):
+        for client, reason in dropped.items():
+            log(f"  round {r + 1}/{rounds} attempt {attempt} (retried): client {client} "
+                f"left out: {reason}")
+    for client, reason in m.dropped.items():
+        log(f"  round {r + 1}/{rounds} client {client} left out: {reason}")
+    mb = (m.traffic.bytes_weights + m.traffic.bytes_features) / 1e6
+    sampled, clients = len(m.sampled), run.cfg.data.clients
+    log(f"  round {r + 1}/{rounds} done in {m.round_seconds:.1f}s with "
+        f"{len(m.participants)}/{sampled} clients"
+        + (f" sampled of {clients}" if sampled < clients else "") + " "
+        f"(aggregate {m.aggregate_seconds * 1e3:.0f} ms, exchanged {mb:.1f} MB); "
+        f"{eta.step()}")
+
+
+def _round_metrics(method: str, event: PretrainRound, m: RoundReport) -> dict[str, float]:
+    """A pre-training round's MLflow metrics: the round's, then each client's."""
+    return ({names.of_method(method, k): v for k, v in event.metrics().items()}
+            | {names.of_client(method, "loss", c["client"]): c["loss"] for c in m.clients}
+            | {names.of_client(method, names.health(k), c["client"]): v
+               for c in m.clients for k, v in client_health(c).items()}
+            | {names.of_client(method, what, c): v
+               for what, per_client in (("bytes_sent", m.traffic.bytes_sent_per_client),
+                                        ("bytes_received", m.traffic.bytes_received_per_client))
+               for c, v in per_client.items()})
+
+
 def client_health(client_metrics: dict) -> dict[str, float]:
     """The health figures of one client's round metrics: {'mean_cosine': .., ...}."""
-    return {k.split("/", 1)[1]: v for k, v in client_metrics.items() if k.startswith("health/")}
+    return names.health_of(client_metrics)
 
 
 def mean_health(clients: list[dict]) -> dict[str, float]:
@@ -327,8 +372,8 @@ def mean_health(clients: list[dict]) -> dict[str, float]:
 def _health_text(metrics: dict) -> str:
     short = {"mean_cosine": "cos", "effective_rank": "rank", "live_units": "live",
              "partition_gap": "gap"}
-    return "".join(f" {short[k]} {metrics[f'health/{k}']:.3f}" for k in short
-                   if f"health/{k}" in metrics)
+    return "".join(f" {short[k]} {metrics[names.health(k)]:.3f}" for k in short
+                   if names.health(k) in metrics)
 
 
 def _collapse_guard(cfg, method: str, fold: int, round_: int, health: dict) -> None:
@@ -396,13 +441,14 @@ def _setting_rows(cfg, method, mode, fold, n, results, log, progress: Eta) -> li
 
 
 def _report_setting(report, method, mode, fold, n, rows) -> None:
-    report({"phase": "finetune", "method": method, "finetune_mode": mode, "n_labeled": n,
-            "fold": fold, "dice_mean": sum(r["dice_mean"] for r in rows) / len(rows)})
+    report(SettingFinished(method=method, finetune_mode=mode, n_labeled=n, fold=fold,
+                           dice_mean=sum(r["dice_mean"] for r in rows) / len(rows)))
 
 
-def _finetune_federated(cfg, coordinator, method, fold, log, report, eta) -> list[dict]:
-    """A method's federated settings, one N after another (each is a run of FedAvg rounds
-    over every client), each logged as it finishes."""
+def _finetune_federated(run: Run, method: str, fold: int, eta: Eta) -> list[dict]:
+    """A method's federated settings, one N after another (each is a run of the strategy's
+    rounds over every client), each logged as it finishes."""
+    cfg, coordinator, log, report = run.cfg, run.coordinator, run.log, run.report
     budgets, encoder = _budgets(cfg, method)
     start = time.perf_counter()
     progress = Eta(len(budgets))
@@ -419,11 +465,12 @@ def _finetune_federated(cfg, coordinator, method, fold, log, report, eta) -> lis
     return rows
 
 
-def _finetune_local(cfg, coordinator, methods, fold, log, report, eta) -> list[dict]:
+def _finetune_local(run: Run, methods: list[str], fold: int, eta: Eta) -> list[dict]:
     """Every local setting (method x N) of a fold in one go: each client actor works
     through its queue without waiting for the driver (``finetune.concurrency`` at once);
     the driver logs each setting as its last client finishes. Rows and reports follow the
     configured order (method, then N), whatever the order the settings finished in."""
+    cfg, coordinator, log, report = run.cfg, run.coordinator, run.log, run.report
     settings = [(method, n) for method in methods for n in _budgets(cfg, method)[0]]
     flat = [(_budgets(cfg, method)[1], n) for method, n in settings]
     start = time.perf_counter()
@@ -446,9 +493,9 @@ def _finetune_local(cfg, coordinator, methods, fold, log, report, eta) -> list[d
 
 def _log_final(results: pd.DataFrame, tracker) -> None:
     setting = results.groupby(["method", "finetune_mode", "n_labeled"])
-    tracker.log_metrics({f"dice_mean/{m}/{mode}/N{n}": v
+    tracker.log_metrics({names.setting("dice_mean", m, mode, n): v
                          for (m, mode, n), v in setting["dice_mean"].mean().items()})
     for column in ("steps", "val_dice"):   # how long fine-tuning ran, how well it validated
         if column in results.columns:
-            tracker.log_metrics({f"{column}/{m}/{mode}/N{n}": v for (m, mode, n), v
+            tracker.log_metrics({names.setting(column, m, mode, n): v for (m, mode, n), v
                                  in setting[column].mean().dropna().items()})

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from fcl_ray.config import RANDOM_INIT, probe_methods
+from fcl_ray.core import metrics as names
 from fcl_ray.federation.cluster import await_coordinator
 from fcl_ray.methods.probes import PROBES, SEGMENTATION_DICE, SiteFeatures, cross_site_probes
 
@@ -52,5 +53,5 @@ def log_probes(rows: list[dict], method: str, fold: int, tracker,
              for probe in PROBES}
     log(f"[{method}] probes fold {fold} (mean over clients): "
         + ", ".join(f"{probe} {value:.3f}" for probe, value in means.items()))
-    tracker.log_metrics({f"probe/{method}/{probe}": v for probe, v in means.items()}, step=fold)
+    tracker.log_metrics({names.probe(method, probe): v for probe, v in means.items()}, step=fold)
     return means

@@ -33,28 +33,29 @@ import ray
 from ray.exceptions import RayError
 
 from fcl_ray.config_io import load_config
+from fcl_ray.core.events import RoundReport
 from fcl_ray.federation.bench import DEFAULT_WORKLOAD, bench_federation
 from fcl_ray.federation.cluster import connect_ray
 from fcl_ray.federation.coordinator import FederationError
 
 
-def critical_path(stats: dict, host_of: dict[int, object]) -> dict:
-    """Split one round (the coordinator's stats, as the driver gets them) into compute,
+def critical_path(stats: RoundReport, host_of: dict[int, object]) -> dict:
+    """Split one round (the coordinator's report, as the driver gets it) into compute,
     exchange, aggregation and waiting along the host whose participants took longest.
     ``host_of`` maps a client id to its process (hosted clients run one after another)."""
     per_host: dict[object, list[float]] = {}
-    for client in stats["clients"]:
+    for client in stats.clients:
         spent = per_host.setdefault(host_of[client["client"]], [0.0, 0.0, 0.0])
         spent[0] += client["compute_seconds"]
         spent[1] += client.get("health_seconds", 0.0)
         spent[2] += client["exchange_seconds"]
     compute, health, exchange = max(per_host.values(), key=sum)
-    aggregation = stats["aggregate_seconds"]
-    wall = stats["round_seconds"]
+    aggregation = stats.aggregate_seconds
+    wall = stats.round_seconds
     return {"compute_s": compute, "health_s": health, "exchange_s": exchange,
             "aggregation_s": aggregation,
             "waiting_s": max(0.0, wall - compute - health - exchange - aggregation),
-            "busiest_host_clients": max((sum(1 for c in stats["clients"]
+            "busiest_host_clients": max((sum(1 for c in stats.clients
                                              if host_of[c["client"]] == h) for h in per_host))}
 
 
@@ -79,24 +80,24 @@ def scale_row(clients: int, clients_per_actor: int, clients_per_round: Optional[
         stats = [ray.get(coordinator.pretrain_round.remote()) for _ in range(rounds + 1)]
         steady = stats[1:]                       # round 1 pays the first-call warm-up
         split = [critical_path(s, host_of) for s in steady]
-        participants = [len(s["participants"]) for s in steady]
-        received = [statistics.mean(s["bytes_received_per_client"].values()) for s in steady]
-        sent = [statistics.mean(s["bytes_sent_per_client"].values()) for s in steady]
+        participants = [len(s.participants) for s in steady]
+        received = [statistics.mean(s.traffic.bytes_received_per_client.values()) for s in steady]
+        sent = [statistics.mean(s.traffic.bytes_sent_per_client.values()) for s in steady]
         hosts = {b["pid"]: b for b in ray.get([h.breakdown.remote() for h in handles])}
         coordinator_info = ray.get(coordinator.process_info.remote())
     return {
         "clients": clients, "clients_per_actor": clients_per_actor,
         "clients_per_round": clients_per_round or clients, "local_steps": local_steps,
         "client_actors": len(hosts), "ready_s": ready_s,
-        "round_s": statistics.median(s["round_seconds"] for s in steady),
-        "rounds_s": [s["round_seconds"] for s in steady],
+        "round_s": statistics.median(s.round_seconds for s in steady),
+        "rounds_s": [s.round_seconds for s in steady],
         "participants": statistics.median(participants),
         **{key: _median_of(split, key) for key in
            ("compute_s", "health_s", "exchange_s", "aggregation_s", "waiting_s",
             "busiest_host_clients")},
         "received_mb_per_client": statistics.median(received) / 1e6,
         "sent_mb_per_client": statistics.median(sent) / 1e6,
-        "pool_mb": statistics.median(s.get("bytes_pool", 0) for s in steady) / 1e6,
+        "pool_mb": statistics.median(s.traffic.bytes_pool or 0 for s in steady) / 1e6,
         "memory_mb_per_client": sum(b["peak_rss_mb"] for b in hosts.values()) / clients,
         "host_peak_mb": sorted(round(b["peak_rss_mb"]) for b in hosts.values()),
         "coordinator_peak_mb": coordinator_info["peak_rss_mb"],

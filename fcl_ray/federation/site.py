@@ -18,7 +18,7 @@ from typing import Optional  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fcl_ray.methods.weights import FlatWeights, WeightLayout  # noqa: E402
+from fcl_ray.protocol.weights import FlatWeights, WeightLayout  # noqa: E402
 from fcl_ray.methods.bank import merge_remote  # noqa: E402
 from fcl_ray.config_io import from_dict  # noqa: E402
 from fcl_ray.data import load_client_volumes, patient_of  # noqa: E402
@@ -28,7 +28,10 @@ from fcl_ray.data.split import patient_split  # noqa: E402
 from fcl_ray.methods.evaluate import dice_per_volume, mean_dice, summarise_dice  # noqa: E402
 from fcl_ray.methods.finetune import (SegmentationTrainer, init_unet,  # noqa: E402
                                       train_to_convergence)
-from fcl_ray.methods.messages import ALL_LABELED, ClientNotReady, ClientUpdate  # noqa: E402
+from fcl_ray.protocol.messages import (ALL_LABELED, ClientNotReady, ClientUpdate,  # noqa: E402
+                                       Contract, check_update, phase_contract)
+from fcl_ray.methods.proximal import proximal_term  # noqa: E402
+from fcl_ray.core import metrics as names  # noqa: E402
 from fcl_ray.methods import get_method_class  # noqa: E402
 from fcl_ray.methods import probes  # noqa: E402
 from fcl_ray.methods.control import control_trainer, encoder_half  # noqa: E402
@@ -95,6 +98,7 @@ class ClientSite:
         self.ft_weights: Optional[FlatWeights] = None   # the federated fine-tuning U-Net
         self.validation = None   # its validation patients' slices (budget=converge)
         self.control: Optional[SegmentationTrainer] = None   # the positive control's U-Net
+        self.contract: Optional[Contract] = None   # what this phase's updates may hold
         # Where this actor's time and memory went (fcl-ray bench prints it).
         self.profile = {"pid": os.getpid(), "import_seconds": IMPORT_SECONDS,
                         "rss_after_imports_mb": RESIDENT_AFTER_IMPORTS_MB,
@@ -166,10 +170,23 @@ class ClientSite:
         self.profile.setdefault("rss_after_method_mb", resident_mb())
         shares = self.method.shares_features
         release = getattr(self.method, "release", None)   # privacy.*: each round's release
-        return {"slices": len(pool), "n_weights": self.weights.layout.total,
-                "feature_dim": self.cfg.model.projection_dim if shares else None,
-                "federated": self.method.federated,
-                "privacy": None if release is None else release.as_dict()}
+        return self._phase({"slices": len(pool), "n_weights": self.weights.layout.total,
+                            "feature_dim": self.cfg.model.projection_dim if shares else None,
+                            "federated": self.method.federated,
+                            "privacy": None if release is None else release.as_dict()})
+
+    def _phase(self, info: dict) -> dict:
+        """Remember the contract of the phase a set-up call starts (the coordinator builds
+        the same one from ``info``); return ``info``."""
+        self.contract = phase_contract(info, self.cfg.data.partitions,
+                                       self.cfg.pretrain.exchange_size)
+        return info
+
+    def _send(self, update: ClientUpdate) -> ClientUpdate:
+        """``update`` if it honours the phase's message contract, checked here, before
+        anything leaves the site (the coordinator checks again on arrival); else
+        :class:`~fcl_ray.protocol.messages.MessageError`: nothing is sent this round."""
+        return check_update(update, self.contract)
 
     def _load_global(self, global_weights: np.ndarray) -> None:
         """The global weights into the method's networks: one copy into the flat buffer, then
@@ -186,10 +203,12 @@ class ClientSite:
             [self.cfg.experiment.seed, self.client_id, 4, self.fold, round_index]))
 
     def pretrain_round(self, global_weights: Optional[np.ndarray], shared: Optional[dict],
-                       round_index: Optional[int] = None) -> ClientUpdate:
+                       round_index: Optional[int] = None,
+                       config: Optional[dict] = None) -> ClientUpdate:
         """Load the global weights, train the local steps, return what the coordinator needs.
         ``round_index``: the federation's round (1-based; default: this client's own count),
-        which picks the health rounds and seeds the remote sample."""
+        which picks the health rounds and seeds the remote sample. ``config``: the round's
+        scalars from the strategy (FedProx's ``proximal_mu``; {} for FedAvg)."""
         start = time.perf_counter()
         self._require_set_up(self.method, "pre-training method")
         method = self.method
@@ -197,6 +216,7 @@ class ClientSite:
         round_index = round_index or self.pretrain_rounds
         if global_weights is not None:
             self._load_global(global_weights)
+        method.proximal = proximal_term(self._shared_parameters(), config)
         method.start_round(round_index)   # step-dependent schedules follow the federation
         p = self.cfg.pretrain
         remote = merge_remote(shared, self.client_id, self.device, p.remote_sample,
@@ -210,7 +230,7 @@ class ClientSite:
         measure = round_index % p.health_every == 0 or round_index == p.rounds
         health_start = time.perf_counter()
         if p.collapse_guard != "off" and measure:   # scalars only: nothing about images
-            metrics.update({f"health/{k}": v for k, v in method.health().items()})
+            metrics.update({names.health(k): v for k, v in method.health().items()})
         metrics["health_seconds"] = time.perf_counter() - health_start
         delay_start = time.perf_counter()
         self._injected_delay()
@@ -222,11 +242,15 @@ class ClientSite:
         # features out) rather than on steps, the health probe or an injected delay.
         metrics["exchange_seconds"] = (metrics["seconds"] - metrics["compute_seconds"]
                                        - metrics["health_seconds"] - delay)
-        return ClientUpdate(client=self.client_id, weights=weights,
-                            n_samples=len(method.slices),
-                            features=None if features is None else features[0],
-                            partitions=None if features is None else features[1],
-                            metrics=metrics)
+        return self._send(ClientUpdate(client=self.client_id, weights=weights,
+                                       n_samples=len(method.slices),
+                                       features=None if features is None else features[0],
+                                       partitions=None if features is None else features[1],
+                                       metrics=metrics))
+
+    def _shared_parameters(self) -> list[torch.nn.Parameter]:
+        """The trained parameters among the weights this method shares (FedProx's term)."""
+        return [t for t in self.weights.tensors.values() if isinstance(t, torch.nn.Parameter)]
 
     def peak_memory_mb(self) -> float:
         """Peak resident memory of this actor's process (MB)."""
@@ -414,21 +438,26 @@ class ClientSite:
         self.validation = self._validation_slices(fold) if self._converge else None
         unet = self.trainer.unet
         self.ft_weights = FlatWeights({"": unet}, WeightLayout(unet.state_dict()))
-        return {"slices": len(self.trainer.labeled), "n_weights": self.ft_weights.layout.total,
-                "feature_dim": None, "federated": True}
+        return self._phase({"slices": len(self.trainer.labeled),
+                            "n_weights": self.ft_weights.layout.total,
+                            "feature_dim": None, "federated": True})
 
-    def finetune_round(self, global_weights: Optional[np.ndarray]) -> ClientUpdate:
+    def finetune_round(self, global_weights: Optional[np.ndarray],
+                       config: Optional[dict] = None) -> ClientUpdate:
+        """Load the global U-Net, train the local steps, return the update; ``config`` as
+        in :meth:`pretrain_round`."""
         self._require_set_up(self.ft_weights, "fine-tuning U-Net")
         if global_weights is not None:
             self.ft_weights.load(global_weights)
+        self.trainer.proximal = proximal_term(self.trainer.unet.parameters(), config)
         compute_start = time.perf_counter()
         loss = self.trainer.train(self.cfg.finetune.local_steps)
         compute = time.perf_counter() - compute_start
         self._injected_delay()
-        return ClientUpdate(client=self.client_id,
-                            weights=self.ft_weights.vector(),
-                            n_samples=len(self.trainer.labeled),
-                            metrics={"loss": loss, "compute_seconds": compute})
+        return self._send(ClientUpdate(client=self.client_id,
+                                       weights=self.ft_weights.vector(),
+                                       n_samples=len(self.trainer.labeled),
+                                       metrics={"loss": loss, "compute_seconds": compute}))
 
     def validate_global(self, global_weights: np.ndarray, fold: int) -> float:
         """Validation Dice of the global U-Net on this client's validation patients (the

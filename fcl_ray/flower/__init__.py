@@ -3,7 +3,7 @@
 A SuperNode at each site runs :mod:`fcl_ray.flower.client_app` around the site's own
 :class:`~fcl_ray.federation.site.ClientSite`; the SuperLink at the coordinator's host runs
 :mod:`fcl_ray.flower.server_app`, which drives the rounds with the Ray runtime's Ray-free
-policy (:mod:`fcl_ray.federation.strategy`). ``fcl-ray deploy`` writes what each party runs
+policy (:mod:`fcl_ray.core.strategy`). ``fcl-ray deploy`` writes what each party runs
 (:mod:`fcl_ray.flower.deploy`); docs/deploy-flower.md walks a consortium through it.
 
 Flower is an optional extra (``pip install 'fcl-ray[flower]'``): nothing outside this

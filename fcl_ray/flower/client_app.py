@@ -49,7 +49,7 @@ def _task_reply(runner, task: dict, content: RecordDict) -> RecordDict:
 def handle(msg: Message, context: Context) -> Message:
     """Every task of the study arrives as a ``query`` message with a ``task`` record."""
     from fcl_ray.config import ConfigError
-    from fcl_ray.methods.messages import MessageError
+    from fcl_ray.protocol.messages import MessageError
 
     cfg_dict = json.loads(context.run_config["study"])
     task = dict(msg.content.config_records[R.TASK])

@@ -10,7 +10,7 @@ A round's payloads travel as typed records of a :class:`flwr.app.RecordDict`:
   ``partitions``) + ``metrics`` (MetricRecord): a site's answer to a round;
 - ``result`` (ConfigRecord): scalars only (an evaluation's Dice, a phase's sizes).
 
-:func:`checked_update` runs :func:`fcl_ray.methods.messages.check_update` at the site,
+:func:`checked_update` runs :func:`fcl_ray.protocol.messages.check_update` at the site,
 before the reply is built: an update that breaks the contract (an image-sized array, a
 wrong shape, NaN) never leaves the site. The coordinator checks again on arrival.
 """
@@ -21,8 +21,8 @@ from typing import Mapping, Optional
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fcl_ray.federation.strategy import SharedFeatures
-from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
+from fcl_ray.core.strategy import SharedFeatures
+from fcl_ray.protocol.messages import ClientUpdate, Contract, MessageError, check_update
 
 REFUSED = 1001   # Error code of a reply the site refused to send (contract, node config)
 TASK, WEIGHTS, POOL, UPDATE, SHARED, METRICS, RESULT = (

@@ -1,7 +1,7 @@
 """The ServerApp the SuperLink runs: the study's round policy over Flower messages.
 
 The decisions are the Ray runtime's, from the same Ray-free module
-(:mod:`fcl_ray.federation.strategy`): who takes part in a round, which updates count,
+(:mod:`fcl_ray.core.strategy`): who takes part in a round, which updates count,
 FedAvg in site order, the feature pool broadcast to the next round, the bytes moved. Only
 the transport differs: each task is a ``query`` message to the SuperNodes of the sites
 (:class:`Sites`), and a site's refusal, failure or silence is a dropped site, as a dead or
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,10 +27,11 @@ from fcl_ray.config import Config
 from fcl_ray.config_io import dump_yaml, from_dict
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointStore,
                                            coordinator_arrays, phase_name)
-from fcl_ray.federation.strategy import (Strategy, generator_state, participant_generator,
-                                         sample_participants)
+from fcl_ray.core.participation import (generator_state, participant_generator,
+                                        sample_participants)
+from fcl_ray.core.strategy import Strategy, make_strategy
 from fcl_ray.flower import records as R
-from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError
+from fcl_ray.protocol.messages import ClientUpdate, MessageError, phase_contract
 from fcl_ray.results import RESULT_COLUMNS
 
 app = ServerApp()
@@ -154,11 +156,10 @@ class FlowerStudy:
         self.rows: list[dict] = []
 
     def _strategy(self, infos: list[dict], federated: bool = True) -> Strategy:
-        contract = Contract(n_weights=int(infos[0]["n_weights"]),
-                            feature_dim=infos[0].get("feature_dim"),
-                            partitions=self.cfg.data.partitions,
-                            max_features=self.cfg.pretrain.exchange_size)
-        return Strategy(contract, federated, self.cfg.federation.min_clients)
+        info = {"n_weights": int(infos[0]["n_weights"]), "feature_dim": infos[0].get("feature_dim")}
+        contract = phase_contract(info, self.cfg.data.partitions,
+                                  self.cfg.pretrain.exchange_size)
+        return make_strategy(self.cfg.federation, contract, federated)
 
     def _round(self, strategy: Strategy, sampled: list[int], task: dict,
                weights: Optional[np.ndarray], pool: Optional[dict] = None
@@ -200,9 +201,9 @@ class FlowerStudy:
             updates, stats = self._round(strategy, sampled,
                                          {"kind": "pretrain_round", "round": r, **base},
                                          global_weights, pool)
-            global_weights = strategy.aggregate(updates, global_weights)
-            stats |= strategy.traffic(updates, global_weights, pool, p.remote_sample)
-            pool = strategy.feature_pool(updates)
+            global_weights = strategy.aggregate_updates(updates, global_weights)
+            stats |= asdict(strategy.traffic(updates, global_weights, pool, p.remote_sample))
+            pool = strategy.aggregate_feature_pool(updates)
             self._checkpoint(phase_name(method, fold), r, global_weights, pool,
                              generator_state(rng))
             stats["round_seconds"] = time.perf_counter() - start
@@ -245,8 +246,8 @@ class FlowerStudy:
             updates, stats = self._round(strategy, everyone,
                                          {"kind": "finetune_round", "round": r, **base},
                                          global_weights)
-            global_weights = strategy.aggregate(updates, global_weights)
-            stats |= strategy.traffic(updates, global_weights)
+            global_weights = strategy.aggregate_updates(updates, global_weights)
+            stats |= asdict(strategy.traffic(updates, global_weights))
             stats["round_seconds"] = time.perf_counter() - start
             self._record({**base, "phase": "finetune", "round": r, **stats})
         results = self.sites.ask_all({"kind": "finish_finetune", **base}, global_weights)

@@ -17,7 +17,7 @@ import torch
 
 from fcl_ray.federation.checkpoint import CheckpointStore, phase_name
 from fcl_ray.federation.site import ClientSite
-from fcl_ray.methods.messages import ClientUpdate, Contract
+from fcl_ray.protocol.messages import ClientUpdate, Contract
 from fcl_ray.flower.nodes import SiteSettings, site_config
 from fcl_ray.flower.records import checked_update
 

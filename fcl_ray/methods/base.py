@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -50,7 +50,8 @@ class PretrainMethod:
     # tests/unit/test_checkpoint.py fails for any state that changes in a round yet is
     # neither here nor in ``not_checkpointed`` (diagnostics that never shape a step).
     checkpointed: tuple[str, ...] = ("gen",)
-    not_checkpointed: tuple[str, ...] = ("step_features",)
+    # ``proximal`` is set again from the global weights at every round's start.
+    not_checkpointed: tuple[str, ...] = ("step_features", "proximal")
 
     def __init__(self, cfg: Config, slices: SliceSet, generator: torch.Generator,
                  device: torch.device):
@@ -64,6 +65,8 @@ class PretrainMethod:
         self.keep_step_features = (cfg.pretrain.health_source == "steps"
                                    and self.health_from_steps)
         self.step_features: Optional[Features] = None   # (B, C, h, w) encoder maps, (B,) partitions
+        # FedProx: the round's proximal term (fcl_ray/methods/proximal.py); None: FedAvg.
+        self.proximal: Optional[Callable[[], torch.Tensor]] = None
 
     # --- what subclasses provide
     def networks(self) -> dict[str, nn.Module]:
@@ -97,11 +100,13 @@ class PretrainMethod:
         return contrastive_view(x, self.gen, self.cfg.pretrain.views, flips)
 
     def train_step(self, remote: Optional[Features]) -> dict[str, float]:
-        """One optimiser step: forward under autocast, backward and step outside it."""
+        """One optimiser step: forward under autocast, backward and step outside it. With
+        :attr:`proximal` (FedProx) its term joins the loss that is minimised; ``loss``
+        reports the method's own loss, comparable across strategies."""
         with autocast(self.device, self.cfg.model.amp):
             loss, metrics = self.compute_loss(remote)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if self.proximal is None else loss + self.proximal()).backward()
         self.optimizer.step()
         return {"loss": loss.item(), **metrics}
 

@@ -9,7 +9,7 @@ from monai.losses import DiceCELoss
 
 from fcl_ray.data.labels import CARDIAC_OUTPUTS
 from fcl_ray.methods.augment import segmentation_augment
-from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
+from fcl_ray.core.early_stopping import EarlyStopping, evaluation_steps
 from fcl_ray.data.slices import SliceSet
 from fcl_ray.methods.models import (autocast, build_unet, encoder_and_decoder_parameters,
                                     load_encoder_into_unet)
@@ -63,6 +63,8 @@ class SegmentationTrainer:
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cosine_steps)
                           if cosine_steps > 0 else None)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        # FedProx: the round's proximal term (fcl_ray/methods/proximal.py); None: FedAvg.
+        self.proximal: Optional[Callable[[], torch.Tensor]] = None
 
     def train(self, steps: int) -> float:
         """Run ``steps`` optimiser steps; return the mean loss."""
@@ -80,7 +82,7 @@ class SegmentationTrainer:
             with autocast(device, self.amp):
                 loss = self.loss_fn(self.unet(x).float(), y[:, None])
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if self.proximal is None else loss + self.proximal()).backward()
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()

@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 from monai.metrics import DiceMetric, PSNRMetric, SSIMMetric, compute_roc_auc
 from monai.networks.blocks import Convolution, UpSample

@@ -83,14 +83,14 @@ class PhaseBudget:
             self.warned = True
         return True
 
-    def after_round(self, round_metrics: dict) -> dict[int, float]:
-        """Count the round's releases (every sampled site, once per attempt); the epsilon
-        of every site so far."""
-        attempts = 1 + round_metrics.get("retries", 0)
-        for client in round_metrics["sampled"]:
+    def after_round(self, round_number: int, sampled: list[int],
+                    retries: int = 0) -> dict[int, float]:
+        """Count round ``round_number``'s releases (every sampled site, once per attempt:
+        ``1 + retries``); the epsilon of every site so far."""
+        for client in sampled:
             if client in self.ledger.planned:
-                self.ledger.record(client, attempts)
-        self.rounds_done = round_metrics["round"]
+                self.ledger.record(client, 1 + retries)
+        self.rounds_done = round_number
         return self.epsilons()
 
     def epsilons(self) -> dict[int, float]:

@@ -15,6 +15,7 @@ import yaml
 from ray.tune import Callback
 
 from fcl_ray.config import ConfigError
+from fcl_ray.core import metrics as names
 from fcl_ray.config_io import flatten, to_dict
 from fcl_ray.federation.cluster import connect_ray, disconnect_ray
 from fcl_ray.log import driver_level, progress
@@ -206,7 +207,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, tracking_uri: Optional[str]
                    "dice_mean": metrics.get("dice_mean", float("nan")),
                    "rounds_done": metrics.get("rounds_done", 0),
                    "collapsed": metrics.get("collapsed", 0.0),
-                   "mean_cosine": metrics.get("health/mean_cosine", float("nan")),
+                   "mean_cosine": metrics.get(names.health("mean_cosine"), float("nan")),
                    "clients_in_pg": metrics.get("clients_in_pg", float("nan")),
                    "error": _last_line(result.error) if result.error else ""}
             errors += bool(result.error)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fcl_ray.config import Config
+from fcl_ray.core import metrics as names
+from fcl_ray.core.events import Event, FederationReady, PretrainRound, SettingFinished
 from fcl_ray.config_io import from_dict, to_dict
 from fcl_ray.log import get_logger, progress, setup_worker_logging
 from fcl_ray.sweep.spec import SweepSpec, apply_values
@@ -147,10 +149,10 @@ def run_trial(config: dict, setup: dict) -> None:
                                       "trial_name": ctx.get_trial_name()},
                                 run_id=resumed.get("mlflow_run_id"))
 
-    def check_placement(m: dict) -> None:
-        """The trial's client actors (handles from the 'ready' report) are in its group."""
-        handles = m.get("client_handles") or []
-        coordinator = m.get("coordinator")
+    def check_placement(m: FederationReady) -> None:
+        """The trial's client actors (handles from the 'ready' event) are in its group."""
+        handles = m.client_handles or []
+        coordinator = m.coordinator
         if pg is None:
             checked.update(placement_group="none", clients_in_pg=0, coordinator_in_pg=0)
         else:
@@ -180,39 +182,38 @@ def run_trial(config: dict, setup: dict) -> None:
                  f"{checked['clients_in_pg']}/{len(handles)} client actors and "
                  f"{checked['coordinator_in_pg']} coordinator inside")
 
-    def reporter(m: dict) -> None:
-        if m["phase"] == "ready":
+    def reporter(m: Event) -> None:
+        if isinstance(m, FederationReady):
             check_placement(m)
             return
-        if m["phase"] == "pretrain":
+        if isinstance(m, PretrainRound):
             latest["rounds_done"] += 1
-            latest.update(loss=m["loss"], round=m["round"], round_seconds=m["round_seconds"])
-            latest.update({k: v for k, v in m.items() if k.startswith("health/")})
-            if "probe_dice" in m:
-                latest["probe_dice"] = m["probe_dice"]
-            due = metric in m or "probe_dice" in m
-            if m.get("collapsed"):
+            latest.update(loss=m.loss, round=m.round, round_seconds=m.round_seconds)
+            latest.update({names.health(k): v for k, v in m.health.items()})
+            if m.probe_dice is not None:
+                latest["probe_dice"] = m.probe_dice
+            due = metric in m.metrics() or m.probe_dice is not None
+            if m.collapsed:
                 # A collapsed representation: report at once, as the worst score, so the
                 # COLLAPSE_STOPPER ends this trial the way ASHA ends a weak one.
                 latest["collapsed"] = 1.0
                 latest[metric] = float("-inf") if setup.get("mode", "max") == "max" \
                     else float("inf")
                 due = True
-        elif m["phase"] == "finetune":
-            latest["dice_mean"] = m["dice_mean"]
-            latest[f"dice_mean/{m['method']}/{m['finetune_mode']}/N{m['n_labeled']}"] = \
-                m["dice_mean"]
+        elif isinstance(m, SettingFinished):
+            latest["dice_mean"] = m.dice_mean
+            latest[m.metric_name()] = m.dice_mean
             due = True
         else:
             return
-        latest["phase"] = m["phase"]
+        latest["phase"] = m.phase
         if child_run.run_id:   # the driver's CloseChildRuns callback ends this run by its id
             latest["mlflow_run_id"] = child_run.run_id
         if not (due and metric in latest):
             return
         folder = None
-        if m["phase"] == "pretrain":   # the round checkpoint goes with the report
-            folder = pack_checkpoint(cfg, m["method"], m["fold"], m["round"],
+        if isinstance(m, PretrainRound):   # the round checkpoint goes with the report
+            folder = pack_checkpoint(cfg, m.method, m.fold, m.round,
                                      {"mlflow_run_id": child_run.run_id,
                                       "rounds_done": latest["rounds_done"]})
         try:
@@ -304,7 +305,7 @@ def plot_run_history(uri: str, run_id: str, cfg: Config, path: Path) -> Optional
     drawn = False
     for ax, (key, title) in zip(axes, panels):
         for method in cfg.pretrain.methods:
-            history = client.get_metric_history(run_id, f"{method}/{key}")
+            history = client.get_metric_history(run_id, names.of_method(method, key))
             if history:
                 history.sort(key=lambda m: m.step)
                 ax.plot([m.step + 1 for m in history], [m.value for m in history],

@@ -35,11 +35,11 @@ def test_same_seeds_same_final_weights_with_two_clients_per_actor(ray_session, t
     pd.testing.assert_frame_equal(rows(alone), rows(hosted), check_exact=True)
 
     # Three clients on two actors (2 + 1), every client answered every round.
-    ready = next(r for r in reports if r["phase"] == "ready")
-    handles = ready["client_handles"]
+    ready = next(r for r in reports if r.phase == "ready")
+    handles = ready.client_handles
     assert len(handles) == 3 and len({h._actor_id for h in handles}) == 2
-    rounds = [r for r in reports if r["phase"] == "pretrain"]
-    assert all(r["clients_participated"] == 3 for r in rounds)
+    rounds = [r for r in reports if r.phase == "pretrain"]
+    assert all(r.clients_participated == 3 for r in rounds)
 
 
 def test_client_actors_do_not_load_what_they_do_not_use(ray_session, tiny_overrides):

@@ -19,14 +19,14 @@ def test_tiny_federation_end_to_end(ray_session, tiny_overrides, tmp_path):
                                               "pretrain.probe_every=2", "pretrain.probe_steps=2",
                                               "finetune.upper_bound=true"])
     lines: list[str] = []
-    reports: list[dict] = []
+    reports: list = []
     results = run_experiment(cfg, log=lines.append, reporter=reports.append)
 
     # The reporter saw every round (with the probe at round 2) and every setting.
-    rounds = [r for r in reports if r["phase"] == "pretrain"]
-    assert [r["round"] for r in rounds] == [1, 2]
-    assert "probe_dice" not in rounds[0] and 0 <= rounds[1]["probe_dice"] <= 1
-    assert len([r for r in reports if r["phase"] == "finetune"]) == 3 * 2  # (fcl, random, ub) x modes
+    rounds = [r for r in reports if r.phase == "pretrain"]
+    assert [r.round for r in rounds] == [1, 2]
+    assert rounds[0].probe_dice is None and 0 <= rounds[1].probe_dice <= 1
+    assert len([r for r in reports if r.phase == "finetune"]) == 3 * 2  # (fcl, random, ub) x modes
 
     # One row per (method, mode, N, fold, client), Dice in [0, 1].
     written = pd.read_csv(tmp_path / "out" / "results.csv")
@@ -74,10 +74,10 @@ def test_converged_fine_tuning_records_steps_and_validation(ray_session, tiny_ov
         "finetune.max_steps=8", "finetune.local_steps=2", "tracking.enabled=false",
         "pretrain.probe_every=2"])
     lines: list[str] = []
-    reports: list[dict] = []
+    reports: list = []
     results = run_experiment(cfg, log=lines.append, reporter=reports.append)
     # the probe (the tuning score) is a converged fine-tune scored on the validation patients
-    probes = [r["probe_dice"] for r in reports if "probe_dice" in r]
+    probes = [r.probe_dice for r in reports if getattr(r, "probe_dice", None) is not None]
     assert len(probes) == 1 and 0 <= probes[0] <= 1
     assert len(results) == 2 * 2 * 2                        # (fcl, ub) x modes x clients
     assert results["steps"].between(4, 8).all()            # patience 2 x every 2 steps, at most 8

@@ -40,10 +40,10 @@ class Saboteur:
     def __init__(self, at_round: int, action):
         self.at_round, self.action, self.handles = at_round, action, None
 
-    def __call__(self, metrics: dict) -> None:
-        if metrics["phase"] == "ready":
-            self.handles = metrics
-        elif metrics["phase"] == "pretrain" and metrics["round"] == self.at_round:
+    def __call__(self, event) -> None:
+        if event.phase == "ready":
+            self.handles = event
+        elif event.phase == "pretrain" and event.round == self.at_round:
             self.action(self.handles)
 
 
@@ -55,7 +55,7 @@ def test_client_killed_mid_round_is_dropped_then_rejoins(ray_session, tiny_overr
                "finetune.modes=[local]")
 
     def kill_client_1_during_next_round(handles):
-        pid = handles["clients"][1]["pid"]
+        pid = handles.clients[1]["pid"]
         threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()
 
     results = run_experiment(cfg, log=lambda line: None,
@@ -79,7 +79,7 @@ def test_client_killed_between_rounds_is_rebuilt_and_rejoins(ray_session, tiny_o
                "finetune.modes=[local]", "pretrain.methods=[fcl]")
 
     def kill_client_1_and_wait_for_its_restart(handles):
-        victim, pid = handles["client_handles"][1], handles["clients"][1]["pid"]
+        victim, pid = handles.client_handles[1], handles.clients[1]["pid"]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -116,7 +116,7 @@ def test_too_few_clients_stops_the_run_with_its_checkpoint(ray_session, tiny_ove
         # the client (seen under load) and the run would stop a round later.
         # A call sent right after the kill can even be answered first (seen with a lean,
         # fast coordinator), so ask until the actor is reported dead.
-        victim = handles["client_handles"][1]
+        victim = handles.client_handles[1]
         ray.kill(victim, no_restart=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -137,7 +137,7 @@ def test_too_few_clients_stops_the_run_with_its_checkpoint(ray_session, tiny_ove
 
 def test_coordinator_death_fails_fast_and_resume_finishes(ray_session, tiny_overrides):
     cfg = _cfg(tiny_overrides, "pretrain.rounds=3", "pretrain.methods=[fcl]")
-    kill_coordinator = Saboteur(1, lambda h: ray.kill(h["coordinator"]))
+    kill_coordinator = Saboteur(1, lambda h: ray.kill(h.coordinator))
     with pytest.raises(FederationError, match="coordinator died .* --resume"):
         run_experiment(cfg, log=lambda line: None, reporter=kill_coordinator)
     lines = []

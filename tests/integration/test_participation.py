@@ -31,7 +31,7 @@ def test_resume_mid_run_continues_the_participant_sequence_bitwise(ray_session, 
                                                                    tmp_path):
     reference = load_config(None, tiny_overrides + SAMPLED
                             + [f"experiment.output_dir={tmp_path / 'reference'}"])
-    reports: list[dict] = []
+    reports: list = []
     expected = run_experiment(reference, log=lambda line: None, reporter=reports.append)
     rounds = _rounds(tmp_path / "reference")
     sequence = [r["sampled"] for r in rounds]
@@ -42,8 +42,8 @@ def test_resume_mid_run_continues_the_participant_sequence_bitwise(ray_session, 
         assert sorted(map(int, r["bytes_sent_per_client"])) == r["sampled"]
     # Received: the global weights, and from round 2 on remote_sample rows, not the 8 rows the
     # other sampled client shared.
-    for r, m in zip(rounds, [m for m in reports if m["phase"] == "pretrain"]):
-        down = m["bytes_weights"] // (2 * m["clients_participated"])
+    for r, m in zip(rounds, [m for m in reports if m.phase == "pretrain"]):
+        down = m.bytes_weights // (2 * m.clients_participated)
         features_in = 0 if r["round"] == 1 else 4 * ROW_BYTES
         assert set(r["bytes_received_per_client"].values()) == {down + features_in}, r
         assert r["bytes_pool"] == (0 if r["round"] == 1 else 2 * 8 * ROW_BYTES)
@@ -52,10 +52,10 @@ def test_resume_mid_run_continues_the_participant_sequence_bitwise(ray_session, 
     out = tmp_path / "killed"
     cfg = load_config(None, tiny_overrides + SAMPLED + [f"experiment.output_dir={out}"])
 
-    def kill_coordinator_after_round_2(m: dict, handles: dict = {}) -> None:
-        if m["phase"] == "ready":
-            handles.update(m)
-        elif m["phase"] == "pretrain" and m["round"] == 2:
+    def kill_coordinator_after_round_2(m, handles: dict = {}) -> None:
+        if m.phase == "ready":
+            handles["coordinator"] = m.coordinator
+        elif m.phase == "pretrain" and m.round == 2:
             ray.kill(handles["coordinator"])
 
     with pytest.raises(FederationError, match="coordinator died"):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fcl_ray.methods.aggregation import fedavg
-from fcl_ray.methods.weights import WeightLayout
+from fcl_ray.protocol.aggregation import fedavg
+from fcl_ray.protocol.weights import WeightLayout
 
 
 def test_fedavg_weights_by_samples():

@@ -7,7 +7,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "fcl_ray"
 RAY_ALLOWED = ("federation", "sweep")          # the Ray boundary
 RAY_FREE_INSIDE = {"sweep/spec.py",            # sweep files read without a cluster
-                   "federation/strategy.py",   # the policy, unit-tested without Ray
                    "federation/checkpoint.py"}
 
 
@@ -46,6 +45,66 @@ def test_the_pure_layers_do_not_import_the_federation():
             if bad:
                 offenders.append(f"{path.relative_to(PACKAGE)} imports {bad}")
     assert not offenders, offenders
+
+
+# The runtime-free core (strategy, events, metric names, early stopping, participation) and
+# the wire protocol: every runtime (Ray today, Flower next) builds on them, so they may import
+# no runtime, no MLflow and nothing of a runtime's package, not even inside a function; the
+# core, read by the coordinator, not torch or MONAI either (protocol/weights.py is the sites'
+# flat-weight code and needs torch).
+RUNTIME_FREE = {"core": ("ray", "flwr", "mlflow", "fcl_ray.federation", "fcl_ray.sweep",
+                         "fcl_ray.flower", "torch", "monai"),
+                "protocol": ("ray", "flwr", "mlflow", "fcl_ray.federation", "fcl_ray.sweep",
+                             "fcl_ray.flower", "fcl_ray.core")}
+
+
+def _forbidden(path: Path, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules ``path`` imports that are, or lie under, one of ``prefixes``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found.update(n for n in names for p in prefixes if n == p or n.startswith(p + "."))
+    return sorted(found)
+
+
+def test_the_core_and_the_protocol_import_no_runtime():
+    offenders = {}
+    for package, banned in RUNTIME_FREE.items():
+        files = sorted((PACKAGE / package).rglob("*.py"))
+        assert files, f"fcl_ray/{package}/ is gone"
+        for path in files:
+            bad = _forbidden(path, banned)
+            if bad:
+                offenders[str(path.relative_to(PACKAGE))] = bad
+    assert not offenders, offenders
+
+
+def test_the_runtime_check_sees_a_lazy_or_from_import(tmp_path):
+    sample = tmp_path / "sample.py"
+    for text in ("def f():\n    import flwr.server\n", "from fcl_ray import federation\n",
+                 "from fcl_ray.federation.cluster import gather\n", "import mlflow\n"):
+        sample.write_text(text)
+        assert _forbidden(sample, RUNTIME_FREE["core"]), text
+    sample.write_text("import rays_of_light\nfrom fcl_ray.config import Config\n")
+    assert not _forbidden(sample, RUNTIME_FREE["core"])
+
+
+def test_importing_the_core_loads_no_runtime_torch_or_mlflow():
+    import subprocess
+    import sys
+
+    heavy = {"ray", "flwr", "torch", "monai", "mlflow"}
+    code = ("import sys, fcl_ray.core.strategy, fcl_ray.core.events, fcl_ray.core.metrics, "
+            "fcl_ray.protocol.messages, fcl_ray.protocol.aggregation; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=True).stdout.strip()
+    assert out == "[]", f"importing the core loads {out}"
 
 
 def test_the_boundary_check_sees_a_ray_import(tmp_path):

@@ -183,8 +183,8 @@ def test_coordinator_state_round_trips_through_its_array_file(tmp_path):
 
 
 def test_the_participant_generator_state_survives_the_pickle_free_array_file(tmp_path):
-    from fcl_ray.federation.strategy import (generator_state, participant_generator,
-                                             restore_generator, sample_participants)
+    from fcl_ray.core.participation import (generator_state, participant_generator,
+                                            restore_generator, sample_participants)
 
     store = CheckpointStore(str(tmp_path))
     rng = participant_generator(0, 0)

@@ -232,3 +232,29 @@ def test_option_defaults_and_accepted_values():
     assert default.pretrain.health_source == "steps"
     probe = load_config(QUICKSTART, ["pretrain.health_source=probe"])
     assert probe.pretrain.health_source == "probe"
+
+
+# federation.strategy and federation.proximal_mu (issue 30).
+@pytest.mark.parametrize("overrides,message", [
+    (["federation.strategy=fedsgd"],
+     "config key 'federation.strategy': expected one of 'fedavg', 'fedprox', got 'fedsgd'"),
+    (["federation.strategy=fedprox"],
+     "config key 'federation.proximal_mu': must be a number > 0 with "
+     "federation.strategy=fedprox (e.g. 0.01), got 0.0"),
+    (["federation.strategy=fedprox", "federation.proximal_mu=-1"], "got -1"),
+    (["federation.strategy=fedprox", "federation.proximal_mu=nan"], "expected float, got 'nan'"),
+    (["federation.proximal_mu=0.1"],
+     "config key 'federation.proximal_mu': is only read with federation.strategy=fedprox; "
+     "got 0.1 with federation.strategy=fedavg"),
+])
+def test_strategy_keys_are_checked_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(QUICKSTART, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fedprox_with_a_mu_is_accepted_and_fedavg_is_the_default():
+    assert load_config(QUICKSTART).federation.strategy == "fedavg"
+    fed = load_config(QUICKSTART, ["federation.strategy=fedprox",
+                                   "federation.proximal_mu=0.01"]).federation
+    assert (fed.strategy, fed.proximal_mu) == ("fedprox", 0.01)

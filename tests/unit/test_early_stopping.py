@@ -7,7 +7,7 @@ import torch
 
 from fcl_ray.data.slices import SliceSet
 from fcl_ray.data.split import patient_split
-from fcl_ray.methods.early_stopping import EarlyStopping, evaluation_steps
+from fcl_ray.core.early_stopping import EarlyStopping, evaluation_steps
 from fcl_ray.methods.evaluate import dice_per_volume
 from fcl_ray.methods.finetune import SegmentationTrainer, init_unet, train_to_convergence
 

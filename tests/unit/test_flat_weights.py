@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from fcl_ray.methods.aggregation import fedavg
-from fcl_ray.methods.weights import FlatWeights, WeightLayout
+from fcl_ray.protocol.aggregation import fedavg
+from fcl_ray.protocol.weights import FlatWeights, WeightLayout
 
 
 def _nets():

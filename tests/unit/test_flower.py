@@ -13,7 +13,7 @@ from fcl_ray.config import ConfigError
 from fcl_ray.config_io import from_dict, load_config
 from fcl_ray.flower.deploy import check_flower_study, parse_site_roots, write_deployment
 from fcl_ray.flower.nodes import SiteConfigError, site_config, site_settings
-from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError
+from fcl_ray.protocol.messages import ClientUpdate, Contract, MessageError
 
 from conftest import TINY
 
@@ -158,7 +158,7 @@ def test_the_coordinator_drops_refused_late_and_impostor_sites(monkeypatch):
     for name, value in (("_run_id", 7), ("_node_id", 1), ("_task_id", 1)):
         monkeypatch.setattr(TaskIdentity, name, value, raising=False)
 
-    from fcl_ray.federation.strategy import Strategy
+    from fcl_ray.core.strategy import Strategy
     from fcl_ray.flower import records
 
     def reply(content):

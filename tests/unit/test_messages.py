@@ -5,7 +5,7 @@ import torch
 
 from fcl_ray.config_io import load_config, to_dict
 from fcl_ray.federation.site import ClientSite
-from fcl_ray.methods.messages import ClientUpdate, Contract, MessageError, check_update
+from fcl_ray.protocol.messages import ClientUpdate, Contract, MessageError, check_update
 
 from conftest import TINY
 
@@ -65,3 +65,19 @@ def test_a_real_round_sends_nothing_shaped_like_an_image():
     assert all(image_size not in a.shape and image_size ** 2 not in a.shape[1:] for a in arrays
                if a.ndim == 2)
     assert update.features.shape == (cfg.pretrain.exchange_size, cfg.model.projection_dim)
+
+
+def test_the_site_refuses_to_send_an_image_sized_array(monkeypatch):
+    """The contract is checked at the site, before anything leaves it (issue 30): a method
+    that would share image-sized rows gets a MessageError in its own process, so no bytes go
+    out; the coordinator's check on arrival stays as a second line."""
+    torch.set_num_threads(1)
+    cfg = load_config(None, TINY + ["data.image_size=32"])
+    site = ClientSite(to_dict(cfg), client_id=0, num_threads=1)
+    site.start_pretraining("fcl", fold=0)
+    images = site.slices.images[:4].reshape(4, -1).numpy().astype(np.float32)   # (4, 1024)
+    monkeypatch.setattr(site.method, "shared_features",
+                        lambda: (images, np.zeros(4, np.int64)))
+    with pytest.raises(MessageError, match=r"^client 0: features must be float32 "
+                                           r"\(n <= 8, 16\), got float32 \(4, 1024\)"):
+        site.pretrain_round(None, None)

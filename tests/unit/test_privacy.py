@@ -91,7 +91,7 @@ def _cfg(*overrides):
 
 
 def _round(n, sampled=(0, 1), retries=0):
-    return {"round": n, "sampled": list(sampled), "retries": retries}
+    return n, list(sampled), retries
 
 
 @pytest.mark.parametrize("on_budget, rounds_run", [("stop", 2), ("warn", 4)])
@@ -106,7 +106,7 @@ def test_budget_stops_before_the_round_that_would_exceed_it_or_warns(on_budget, 
     for r in range(1, 5):
         if not budget.may_run_round(r, lines.append):
             break
-        budget.after_round(_round(r))
+        budget.after_round(*_round(r))
         ran += 1
     assert ran == rounds_run
     assert budget.epsilons()[0] == pytest.approx(two if on_budget == "stop" else
@@ -120,7 +120,7 @@ def test_budget_stops_before_the_round_that_would_exceed_it_or_warns(on_budget, 
 def test_budget_counts_sampled_clients_and_retries_only():
     release = {"population": 10, "sampled": 8, "noise_multiplier": 1.0}
     budget = PhaseBudget(_cfg(), {0: release, 1: release}, 0, "fcl")
-    budget.after_round(_round(1, sampled=[1], retries=1))
+    budget.after_round(*_round(1, sampled=[1], retries=1))
     eps = budget.epsilons()
     assert eps[0] == 0.0
     assert eps[1] == pytest.approx(epsilon({RoundRelease(**release): 2}, DELTA))

@@ -1,14 +1,17 @@
 """The scale bench's round split (fcl_ray.federation.scale): pure bookkeeping, no Ray."""
 import pytest
 
+from fcl_ray.core.events import RoundReport
 from fcl_ray.federation.scale import critical_path, scale_summary
 
 
 def test_the_busiest_host_sets_the_split():
-    stats = {"round_seconds": 10.0, "aggregate_seconds": 0.5, "clients": [
+    stats = RoundReport(round=1, sampled=[0, 1, 2], participants=[0, 1, 2], dropped={},
+                        retries=0, dropped_retried=[], aggregate_seconds=0.5, round_seconds=10.0,
+                        clients=[
         {"client": 0, "compute_seconds": 2.0, "health_seconds": 0.2, "exchange_seconds": 0.5},
         {"client": 1, "compute_seconds": 3.0, "health_seconds": 0.3, "exchange_seconds": 0.5},
-        {"client": 2, "compute_seconds": 4.0, "health_seconds": 0.5, "exchange_seconds": 1.0}]}
+        {"client": 2, "compute_seconds": 4.0, "health_seconds": 0.5, "exchange_seconds": 1.0}])
     # host A: 6.5 s of calls, host B: 5.5 s; A is the critical path
     split = critical_path(stats, {0: "A", 1: "A", 2: "B"})
     assert split == pytest.approx({"compute_s": 5.0, "health_s": 0.5, "exchange_s": 1.0,

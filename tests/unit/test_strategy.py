@@ -2,12 +2,13 @@
 import numpy as np
 import torch
 
-from fcl_ray.federation.strategy import (Strategy, generator_state, participant_generator,
-                                         received_feature_bytes, restore_generator,
-                                         sample_participants)
-from fcl_ray.methods.aggregation import fedavg
+from fcl_ray.core.participation import (generator_state, participant_generator,
+                                        restore_generator, sample_participants)
+from fcl_ray.core.events import Traffic
+from fcl_ray.core.strategy import Strategy, received_feature_bytes
+from fcl_ray.protocol.aggregation import fedavg
 from fcl_ray.methods.bank import merge_remote
-from fcl_ray.methods.messages import ClientUpdate, Contract
+from fcl_ray.protocol.messages import ClientUpdate, Contract
 
 CONTRACT = Contract(n_weights=6, feature_dim=4, partitions=2, max_features=8)
 
@@ -45,23 +46,23 @@ def test_enough_is_the_min_clients_rule():
 
 def test_aggregate_is_fedavg_by_samples_in_the_given_order():
     updates = [_update(0, n_samples=1, fill=1.0), _update(1, n_samples=3, fill=5.0)]
-    out = Strategy(CONTRACT).aggregate(updates, current=None)
+    out = Strategy(CONTRACT).aggregate_updates(updates, current=None)
     np.testing.assert_array_equal(out, np.full(6, 4.0, np.float32))
     updates = [_update(c, n_samples=c + 1) for c in range(3)]
-    assert np.array_equal(Strategy(CONTRACT).aggregate(updates, None),
+    assert np.array_equal(Strategy(CONTRACT).aggregate_updates(updates, None),
                           fedavg([u.weights for u in updates], [1, 2, 3]))
 
 
 def test_a_local_phase_keeps_the_current_weights():
     current = np.arange(6, dtype=np.float32)
     local = Strategy(CONTRACT, federated=False)
-    assert local.aggregate([_update(0), _update(1)], current) is current
-    assert local.aggregate([_update(0)], None) is None
+    assert local.aggregate_updates([_update(0), _update(1)], current) is current
+    assert local.aggregate_updates([_update(0)], None) is None
 
 
 def test_feature_pool_holds_every_client_that_shared_and_each_reads_the_others():
     updates = [_update(0), _update(1, n_features=0), _update(2, n_features=2)]
-    pool = Strategy.feature_pool(updates)
+    pool = Strategy(CONTRACT).aggregate_feature_pool(updates)
     assert sorted(pool) == [0, 2]
     assert pool[0][0] is updates[0].features and pool[2][1] is updates[2].partitions
     feats, parts = merge_remote(pool, exclude=0)          # what client 0 trains with
@@ -75,40 +76,41 @@ def test_traffic_counts_weights_both_ways_and_the_pool_each_client_read():
     up = {u.client: u.nbytes_features for u in updates}   # 3*4*4+3*2 = 54, 2*16+2*2 = 36, 0
     assert up == {0: 54, 1: 36, 2: 0}
     # The pool this round's clients were sent (last round's), here the same clients' features.
-    pool = Strategy.feature_pool(updates)
+    pool = Strategy(CONTRACT).aggregate_feature_pool(updates)
     stats = Strategy(CONTRACT).traffic(updates, global_weights, pool)
     total = 54 + 36
-    assert stats["bytes_weights"] == 3 * (24 + 24)
-    assert stats["bytes_features"] == total + (total - 54) + (total - 36) + total
-    assert stats["bytes_pool"] == total
-    assert stats["bytes_sent_per_client"] == {"0": 24 + 54, "1": 24 + 36, "2": 24}
-    assert stats["bytes_received_per_client"] == {"0": 24 + 36, "1": 24 + 54, "2": 24 + total}
-    assert stats["bytes_per_client"] == {"0": 48 + 54 + (total - 54),
+    assert stats.bytes_weights == 3 * (24 + 24)
+    assert stats.bytes_features == total + (total - 54) + (total - 36) + total
+    assert stats.bytes_pool == total
+    assert stats.bytes_sent_per_client == {"0": 24 + 54, "1": 24 + 36, "2": 24}
+    assert stats.bytes_received_per_client == {"0": 24 + 36, "1": 24 + 54, "2": 24 + total}
+    assert stats.bytes_per_client == {"0": 48 + 54 + (total - 54),
                                          "1": 48 + 36 + (total - 36),
                                          "2": 48 + total}
     # Round 1: nothing pooled yet, so no features come in.
     first = Strategy(CONTRACT).traffic(updates, global_weights, {})
-    assert first["bytes_features"] == total and first["bytes_received_per_client"]["2"] == 24
+    assert first.bytes_features == total and first.bytes_received_per_client["2"] == 24
 
 
 def test_traffic_with_remote_sample_counts_the_rows_each_client_drew():
     updates = [_update(c, n_features=3) for c in range(4)]   # 3 rows of 4*4+2 = 18 bytes each
-    pool = Strategy.feature_pool(updates)
+    pool = Strategy(CONTRACT).aggregate_feature_pool(updates)
     stats = Strategy(CONTRACT).traffic(updates, np.zeros(6, np.float32), pool, remote_sample=4)
     # 9 remote rows for each, 4 of them drawn: 4 * 18 bytes, not 9 * 18
-    assert stats["bytes_received_per_client"] == {str(c): 24 + 4 * 18 for c in range(4)}
-    assert stats["bytes_pool"] == 4 * 54
+    assert stats.bytes_received_per_client == {str(c): 24 + 4 * 18 for c in range(4)}
+    assert stats.bytes_pool == 4 * 54
     roomy = Strategy(CONTRACT).traffic(updates, np.zeros(6, np.float32), pool, remote_sample=100)
-    assert roomy["bytes_received_per_client"]["0"] == 24 + 3 * 54   # fewer rows than K: all
+    assert roomy.bytes_received_per_client["0"] == 24 + 3 * 54   # fewer rows than K: all
     assert received_feature_bytes(pool, 0, 9) == 9 * 18 == received_feature_bytes(pool, 0)
 
 
 def test_traffic_of_a_local_phase_has_no_download_and_fine_tuning_no_features():
     updates = [_update(0, n_features=0), _update(1, n_features=0)]
     local = Strategy(CONTRACT, federated=False).traffic(updates, None)
-    assert local == {"bytes_weights": 48, "bytes_sent_per_client": {"0": 24, "1": 24},
-                     "bytes_received_per_client": {"0": 0, "1": 0},
-                     "bytes_per_client": {"0": 24, "1": 24}}
+    assert local == Traffic(bytes_weights=48, bytes_sent_per_client={"0": 24, "1": 24},
+                            bytes_received_per_client={"0": 0, "1": 0},
+                            bytes_per_client={"0": 24, "1": 24})
+    assert local.bytes_features is None and local.bytes_pool is None
 
 
 # ----------------------------------------------------------------------------- participation
@@ -146,3 +148,65 @@ def test_generator_state_round_trips_as_a_string_and_continues_the_sequence():
     resumed = participant_generator(7, 0)                    # a new process after a crash
     restore_generator(resumed, saved)
     assert [sample_participants(20, 5, resumed) for _ in range(3)] == expected
+
+
+# ----------------------------------------------------------------------------- the seam (issue 30)
+def test_every_configured_strategy_name_has_a_class_and_builds_from_the_config():
+    from fcl_ray.config import STRATEGIES, FederationConfig
+    from fcl_ray.core.strategy import REGISTRY, FedProx, make_strategy
+
+    assert set(REGISTRY) == set(STRATEGIES) and all(REGISTRY[n].name == n for n in REGISTRY)
+    fedavg = make_strategy(FederationConfig(min_clients=2), CONTRACT, federated=True)
+    assert type(fedavg) is Strategy and fedavg.min_clients == 2
+    prox = make_strategy(FederationConfig(strategy="fedprox", proximal_mu=0.5), CONTRACT, True)
+    assert isinstance(prox, FedProx) and prox.proximal_mu == 0.5
+
+
+def test_a_round_plan_names_the_clients_and_carries_the_strategys_config():
+    from fcl_ray.core.strategy import FedProx
+
+    plan = Strategy(CONTRACT).configure_round(3, clients=4)
+    assert (plan.round, plan.clients, plan.config) == (3, [0, 1, 2, 3], {})
+    rng = participant_generator(0, 0)
+    sampled = Strategy(CONTRACT).configure_round(1, 4, clients_per_round=2, rng=rng)
+    assert sampled.clients == sample_participants(4, 2, participant_generator(0, 0))
+    assert FedProx(CONTRACT, proximal_mu=0.1).configure_round(1, 2).config == {"proximal_mu": 0.1}
+    # Not federated (Local CL): no global model to stay near, so nothing is sent.
+    assert FedProx(CONTRACT, federated=False, proximal_mu=0.1).round_config() == {}
+    # FedProx combines as FedAvg does.
+    updates = [_update(0, n_samples=1), _update(1, n_samples=3)]
+    assert np.array_equal(FedProx(CONTRACT, proximal_mu=0.1).aggregate_updates(updates, None),
+                          Strategy(CONTRACT).aggregate_updates(updates, None))
+
+
+class _Federation:
+    """A stand-in runtime for run_finetune: each round moves the weights one step on."""
+
+    def __init__(self, scores):
+        self.scores, self.rounds, self.weights = list(scores), 0, np.zeros(1, np.float32)
+
+    def round(self):
+        self.rounds += 1
+        self.weights = np.full(1, self.rounds, np.float32)
+
+    def validate(self):
+        return self.scores.pop(0)
+
+
+def test_run_finetune_runs_the_step_budget_or_stops_early_keeping_the_best_weights():
+    from fcl_ray.config import FinetuneConfig
+
+    steps = FinetuneConfig(budget="steps", local_steps=2)
+    fed = _Federation([])
+    best, outcome = Strategy(CONTRACT).run_finetune(steps, 3, fed.round, fed.validate,
+                                                    lambda: fed.weights)
+    assert best is None and fed.rounds == 3 and outcome == {"steps": 6}
+    # converge: validate every 2 rounds (eval_every 4 / local_steps 2) up to 10 rounds; the
+    # scores peak at the first validation, patience 2 stops after the third.
+    converge = FinetuneConfig(budget="converge", local_steps=2, eval_every=4, max_steps=20,
+                              patience=2)
+    fed = _Federation([0.5, 0.4, 0.3, 0.9])
+    best, outcome = Strategy(CONTRACT).run_finetune(converge, 0, fed.round, fed.validate,
+                                                    lambda: fed.weights)
+    assert fed.rounds == 6 and best.tolist() == [2.0]
+    assert outcome == {"steps": 12, "best_step": 4, "val_dice": 0.5}

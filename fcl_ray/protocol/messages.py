@@ -1,9 +1,11 @@
-"""What a client may send the coordinator, checked on arrival. Pure, no Ray.
+"""What a client may send the coordinator, checked twice: at the site before it is sent, and
+on arrival (defence in depth). Pure, no Ray.
 
 Only three kinds of payload ever leave a site: model weights (one flat float vector of the
 agreed length), feature vectors of the configured dimension with their partition labels, and
-scalar metrics. Anything else (an image, a mask, a tensor of the wrong shape) is rejected
-with a message naming the client and the field, and that client sits the round out.
+scalar metrics. Anything else (an image, a mask, a tensor of the wrong shape) is refused with
+a message naming the client and the field: the site does not send it, and the coordinator
+would reject it; either way that client sits the round out.
 """
 from __future__ import annotations
 
@@ -54,6 +56,14 @@ class Contract:
     feature_dim: Optional[int]   # None: the method shares no features
     partitions: int
     max_features: int
+
+
+def phase_contract(info: dict, partitions: int, max_features: int) -> Contract:
+    """The contract of a phase, from what a site's set-up call says it will send
+    (``n_weights``, ``feature_dim``) and the config (``data.partitions``,
+    ``pretrain.exchange_size``): the site and the coordinator build the same one."""
+    return Contract(n_weights=info["n_weights"], feature_dim=info["feature_dim"],
+                    partitions=partitions, max_features=max_features)
 
 
 def check_update(update: object, contract: Contract) -> ClientUpdate:

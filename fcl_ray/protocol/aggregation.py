@@ -1,6 +1,6 @@
 """FedAvg as a pure function of (weight vector, sample count) pairs. NumPy only.
 
-Weights travel as one flat float32 vector per client (:mod:`fcl_ray.methods.weights` builds
+Weights travel as one flat float32 vector per client (:mod:`fcl_ray.protocol.weights` builds
 it from the networks), so averaging is one vectorised operation per client. No torch here:
 the coordinator, which only averages, never imports it.
 """

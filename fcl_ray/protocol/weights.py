@@ -1,7 +1,7 @@
 """A network's weights as one flat float32 vector (what clients send and receive).
 
 A flat vector crosses Ray's object store as a single zero-copy numpy buffer; FedAvg over
-such vectors is :func:`fcl_ray.methods.aggregation.fedavg`.
+such vectors is :func:`fcl_ray.protocol.aggregation.fedavg`.
 """
 from __future__ import annotations
 
