@@ -89,6 +89,15 @@ CHECKS = [
     Check(r"^\.venv/bin/fcl-ray bench --scale ", "config",
           "tests/integration/test_bench.py::test_scale_bench_splits_rounds_and_samples_clients"),
     Check(r"^python benchmarks/gpu_bench\.py ", "help"),
+    Check(r"^pip install 'fcl-ray\[flower\]'$", "shell"),
+    Check(r"^fcl-ray deploy experiments/flower_study\.yaml ", "config",
+          "tests/unit/test_flower.py::test_deploy_writes_what_each_party_runs"),
+    Check(r"^fcl-ray privacy-audit experiments/quickstart\.yaml +--encoder ", "config",
+          not_run="the audit of a finished run's encoder: minutes on 2 cores "
+                  "(tests/unit/test_privacy_audit.py runs its parts)"),
+    Check(r"^python experiments/privacy_curve\.py experiments/benchmark_v2\.yaml ", "help"),
+    Check(r'^TINY="', "shell"),
+    Check(r"\$TINY", "shell"),   # the tiny privacy commands: $TINY is the shell's
     Check(r"^python benchmarks/finetune_speed\.py ", "help"),
     Check(r"^cluster/mlflow-server\.sh (up|down)$", "script", SERVER),
     # cluster/README.md
@@ -256,6 +265,8 @@ def _resolve(args: list[str], ws: Workspace) -> None:
         load_config(parsed.config, parsed.overrides)
     elif parsed.command == "sweep":
         load_sweep(parsed.sweep_config, parsed.overrides)
+    elif parsed.command in ("deploy", "privacy-audit"):
+        load_config(parsed.config, parsed.overrides)
     else:
         assert parsed.command == "bench", parsed
 
