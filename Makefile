@@ -25,7 +25,7 @@ run: setup           ## quickstart federation on the embedded synthetic data -> 
 	$(BIN)/fcl-ray run experiments/quickstart.yaml --overwrite
 
 test: setup          ## the whole test suite (unit, integration, cluster): what CI runs
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup     ## tests/unit only: no Ray, no MLflow server, under a minute
 	$(BIN)/python -m pytest -q tests/unit
