@@ -274,6 +274,10 @@ def run_figures(record: DrillRun, rounds: int, clients: int, tracking_uri: Optio
         "dropped_per_round": {str(r["round"]): r["dropped"] for r in records if r["dropped"]},
         "dropped_retried_per_round": {str(r["round"]): r["dropped_retried"] for r in records
                                       if r.get("dropped_retried")},
+        # each restarted client's return: the round it was back in, rounds it missed, the
+        # round of its own state it restored (None: started afresh, and why)
+        "rejoins": [{"round": r["round"], "client": int(cid), **entry}
+                    for r in records for cid, entry in r.get("rejoined", {}).items()],
         "results_rows": len(results),
         "dice": {_row_label(row): float(row["dice_mean"]) for _, row in results.iterrows()},
         "events": record.events, "drivers": record.drivers, "wall_s": record.wall_s,

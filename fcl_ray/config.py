@@ -214,6 +214,9 @@ class FederationConfig:
     round_timeout_s: Optional[float] = None  # per-round deadline; late updates are dropped
     round_retries: int = 2          # below min_clients: retry the round this often, then stop
     max_restarts: int = 3           # Ray restarts a dead client actor this often
+    # Seconds a round waits for sampled clients still being rebuilt after a restart (they
+    # rejoin at that round instead of a later one); 0: a round never waits for them.
+    rejoin_wait_s: float = 0.0
     checkpoint_every: int = 1       # rounds between checkpoints (0 = off)
     checkpoint_dir: Optional[str] = None  # local path or fsspec URI; None: <output_dir>/checkpoints
     # The clients are reserved as one placement group before any actor starts; if the cluster
@@ -441,6 +444,8 @@ RANGES: dict[str, Range] = {
     "federation.max_restarts": _at_least(0, 1000, "restarts of a client actor; a client that "
                                                   "dies this often will not recover"),
     "federation.checkpoint_every": _at_least(0, 100_000, _ROUNDS),
+    "federation.rejoin_wait_s": Range(">= 0 (seconds)", 0, 86_400,
+                                      why="a day: a client that takes longer will not come"),
     "federation.placement_timeout_s": _positive(86_400, "a day: a reservation that takes longer "
                                                         "will not come", "> 0 seconds"),
     "federation.clients_per_actor": Range("in [1, data.clients]"),
