@@ -98,6 +98,11 @@ class PretrainConfig:
     # patient can meet as "other volumes", or distinct patients with one random frame each
     # (patient). Either draws with replacement when m exceeds the volumes or patients there are.
     batch_by: Literal["volume", "patient"] = "volume"
+    # Salts each client's pre-training generator (batches, views, exchanged rows) and nothing
+    # else: data, splits and initial weights stay. 0: the experiment seed alone (as before).
+    # Two runs differing only here measure how much the results move by chance (the
+    # chaos drill's floor, docs/reliability.md).
+    sampler_seed: int = 0
     lr: float = 1e-3
     # Per-method learning rates chosen by a tuning sweep (method -> lr); others use pretrain.lr.
     lr_per_method: dict[str, float] = field(default_factory=dict)
@@ -388,6 +393,7 @@ RANGES: dict[str, Range] = {
     "model.projection_hidden": _at_least(1, 65_536, "width of a projection-head layer"),
     "model.projection_dim": _at_least(1, 65_536, "width of a projection-head layer"),
     "pretrain.rounds": _at_least(1, 100_000, _ROUNDS),
+    "pretrain.sampler_seed": _SEED,
     "pretrain.local_steps": _at_least(1, 1_000_000, _STEPS),
     "pretrain.volumes_per_batch": _at_least(1, 4096, _BATCH),
     "pretrain.lr": _positive(1, _LR),

@@ -162,8 +162,10 @@ class ClientSite:
         start = time.perf_counter()
         pool = self.slices.select_volumes(self._split(fold).train)
         torch.manual_seed(self.cfg.experiment.seed)   # same initial weights at every client
+        salt = self.cfg.pretrain.sampler_seed   # 0: unsalted, the streams of earlier runs
         self.method = get_method_class(method_name)(method_config(self.cfg, method_name), pool,
-                                                    self._generator(1, fold), self.device)
+                                                    self._generator(1, fold, *[salt] * bool(salt)),
+                                                    self.device)
         if self.cfg.model.channels_last:
             for net in self.method.networks().values():
                 net.to(memory_format=torch.channels_last)
