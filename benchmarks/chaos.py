@@ -131,7 +131,7 @@ def one_run(args, name: str, schedule, address: str, extra: tuple[str, ...] = ()
 
 def markdown(summary: dict) -> str:
     a, ref, chaos = summary["args"], summary["fault_free"], summary["chaos"]
-    cmp = summary["comparison"]
+    cmp, floor = summary["comparison"], summary.get("floor_comparison")
     goal = lambda ok: "met" if ok else "**missed**"   # noqa: E731
     kinds = {}
     for e in chaos["events"]:
@@ -158,10 +158,13 @@ def markdown(summary: dict) -> str:
         f"| mean abs Dice difference | | {cmp['mean_abs_dice_diff']:.4f} | <= 0.01: "
         f"{goal(cmp['mean_abs_dice_diff'] <= 0.01)} |",
         *([f"| floor: mean abs Dice difference of a fault-free run with "
-           f"`pretrain.sampler_seed={a['floor_seed']}` | | "
-           f"{summary['floor_comparison']['mean_abs_dice_diff']:.4f} | chaos within it: "
-           f"{goal(cmp['mean_abs_dice_diff'] <= summary['floor_comparison']['mean_abs_dice_diff'])}"
-           f" |"] if "floor_comparison" in summary else []),
+           f"`pretrain.sampler_seed={a['floor_seed']}` | | {floor['mean_abs_dice_diff']:.4f} | "
+           f"chaos within it: {goal(cmp['mean_abs_dice_diff'] <= floor['mean_abs_dice_diff'])} |"]
+          if floor else []),
+        *[f"| mean abs difference of probe {probe} | | {diff:.4f} | "
+          + (f"floor {floor['mean_abs_probe_diff'].get(probe, float('nan')):.4f} |" if floor
+             else "|")
+          for probe, diff in cmp.get("mean_abs_probe_diff", {}).items()],
         f"| rejoins: rounds missed (restored own state) | | "
         + (", ".join(f"{r['rounds_missed']}"
                      + (f" (round {r['restored_round']})" if r["restored_round"] is not None
