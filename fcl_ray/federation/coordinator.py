@@ -58,7 +58,8 @@ class Rejoins:
     if the phase has one: the client restores its state from there right after the set-up
     (:meth:`~fcl_ray.federation.site.ClientSite.rejoin`) and rejoins at the first round
     after that has finished. A set-up that fails is sent again at once. ``checkpoint_of(cid)``
-    says where a client's state is: (round folder, round, "") or (None, None, why none)."""
+    says where a client's state is: (the phase's checkpoint folder, the round its state was
+    saved in if known, "") or (None, None, why there is none)."""
 
     def __init__(self, clients: list, store_url: Optional[str],
                  checkpoint_of: Callable[[int], tuple[Optional[str], Optional[int], str]]):
@@ -86,10 +87,10 @@ class Rejoins:
             self._send(cid)
 
     def _send(self, cid: int) -> None:
-        path, last, why = self.checkpoint_of(cid)
-        self.restoring[cid] = (last, why)
+        phase, saved_in, why = self.checkpoint_of(cid)
+        self.restoring[cid] = (saved_in, why) if phase else (None, why or "no checkpoint")
         self.pending[cid] = self.clients[cid].rejoin.remote(
-            self.call, self.args[cid], self.store_url if path else None, path)
+            self.call, self.args[cid], self.store_url if phase else None, phase)
 
     def _collect(self, round_index: int) -> None:
         """Take in the finished set-ups; a failed one is sent again at once."""
@@ -108,10 +109,12 @@ class Rejoins:
                 continue
             self.waiting.discard(cid)
             self.errors.pop(cid, None)
-            last, why = self.restoring.pop(cid)
+            saved_in, why = self.restoring.pop(cid)
             restored = answer["restored"]
             self.back[cid] = {"rounds_missed": round_index - self.died_at.pop(cid),
-                              "restored_round": last if restored else None,
+                              # the round its state is from (a carried-forward file's is older
+                              # than its folder's; after a --resume only the folder's is known)
+                              "restored_round": (saved_in or answer["round"]) if restored else None,
                               **({} if restored else {"fresh_start": why or answer["why"]})}
 
     def poll(self, round_index: int, wait_s: float = 0.0, of: Iterable[int] = ()) -> dict[int, str]:
@@ -128,8 +131,9 @@ class Rejoins:
                 for cid in self.waiting}
 
     def _plan(self, cid: int) -> str:
-        last, why = self.restoring.get(cid, (None, ""))
-        return f", restoring its round-{last} state" if last is not None else f", fresh: {why}"
+        saved_in, why = self.restoring.get(cid, (None, ""))
+        return (f", fresh: {why}" if why else ", restoring its own state"
+                + (f" of round {saved_in}" if saved_in else ""))
 
     def rejoined(self) -> dict[str, dict]:
         """The clients back since the last call: {id: {rounds_missed, restored_round, and
@@ -297,6 +301,9 @@ class Coordinator:
                                                self.cfg.pretrain.remote_sample)
         self.shared = self.strategy.aggregate_feature_pool(updates)
         self._checkpoint()
+        # A set-up sent the moment a death was seen can fail (Ray had not begun the restart
+        # yet): send it again now, not at the next round's start.
+        self.rejoins.poll(self.round_index + 1)
         return self._finished(report, start)
 
     def _checkpoint(self) -> None:
@@ -344,8 +351,9 @@ class Coordinator:
             return None
 
     def _own_checkpoint(self, cid: int) -> tuple[Optional[str], Optional[int], str]:
-        """Where client ``cid``'s own last state of the phase is, for its rebuild: (round
-        folder, the round the state was saved in, ""), or (None, None, why there is none)."""
+        """Whether client ``cid`` has its own state of the phase to restore: (the phase,
+        the round the state was saved in or None if unknown (after a --resume), ""), or
+        (None, None, why not). The client reads the newest round itself, when it is up."""
         if not self.checkpointed:
             return None, None, "this phase's client state is not checkpointed"
         if self.store is None:
@@ -353,11 +361,10 @@ class Coordinator:
         last = self._latest()
         if last is None:
             return None, None, "no checkpoint yet"
-        path = self.store.round_dir(self.phase, last)
-        if not self.store.fs.exists(f"{path}/{client_file(cid)}"):
+        if not self.store.fs.exists(f"{self.store.round_dir(self.phase, last)}/"
+                                    f"{client_file(cid)}"):
             return None, None, f"the round-{last} checkpoint holds no state of it"
-        # after a --resume the coordinator does not know: the folder's round
-        return path, self.saved_round.get(cid, last), ""
+        return self.phase, self.saved_round.get(cid), ""
 
     def _restore(self) -> Optional[int]:
         last = self.store.latest(self.phase)

@@ -292,26 +292,35 @@ class ClientSite:
         return True
 
     def rejoin(self, setup: str, args: tuple, store_root: Optional[str] = None,
-               path: Optional[str] = None) -> dict:
+               phase: Optional[str] = None) -> dict:
         """Rebuild a client Ray restarted: the phase's set-up call ``setup`` with ``args``,
-        then, with ``path`` (a round checkpoint of the phase), its own state from there (what
-        ``--resume`` restores: networks, optimiser, bank, momentum network, RNG). Returns
-        ``{"restored": bool, "why": ...}``; a state that cannot be read leaves the fresh
-        set-up (the coordinator records why) rather than keeping the client out."""
-        from fcl_ray.federation.checkpoint import CheckpointError
+        then, with ``phase`` (its folder in the store at ``store_root``), its own state from
+        the phase's newest complete round checkpoint (what ``--resume`` restores: networks,
+        optimiser, bank, momentum network, RNG). The newest is looked up here, when the
+        restarted process is up, not when the call was sent: older rounds are deleted as
+        the federation goes on. Returns ``{"restored": bool, "round": the checkpoint's round
+        or None, "why": why nothing was restored}``; a state that cannot be read leaves the
+        fresh set-up rather than keeping the client out."""
+        from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore
 
         if setup not in SETUP_CALLS:
             raise ValueError(f"'{setup}' is not a phase's set-up call ({', '.join(SETUP_CALLS)})")
         getattr(self, setup)(*args)
-        if path is None:
-            return {"restored": False, "why": "no checkpoint to restore"}
+        if phase is None:
+            return {"restored": False, "round": None, "why": "no checkpoint to restore"}
+        last = None
         try:
-            restored = self.load_state(store_root, path)
+            store = CheckpointStore(store_root)
+            last = store.latest(phase)
+            if last is None:
+                return {"restored": False, "round": None, "why": "no checkpoint yet"}
+            restored = self.load_state(store_root, store.round_dir(phase, last))
         # unreadable, or a state that does not fit the method (missing keys, other shapes)
         except (CheckpointError, ValueError, KeyError, RuntimeError) as err:
             getattr(self, setup)(*args)   # a half-restored state would be neither: start fresh
-            return {"restored": False, "why": str(err).splitlines()[0][:200]}
-        return {"restored": restored, "why": "" if restored else "no state of it in the checkpoint"}
+            return {"restored": False, "round": last, "why": str(err).splitlines()[0][:200]}
+        return {"restored": restored, "round": last,
+                "why": "" if restored else f"the round-{last} checkpoint holds no state of it"}
 
     def probe(self, global_weights: Optional[np.ndarray], fold: int, n_labeled: int) -> dict:
         """Quality signal of the current encoder, on training patients only (never the test

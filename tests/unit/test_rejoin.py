@@ -9,21 +9,22 @@ from fcl_ray.federation.checkpoint import CheckpointStore, client_file
 from fcl_ray.federation.site import ClientSite
 
 SETUP = ("start_pretraining", ("fcl", 0))
+PHASE = "fcl-fold0"
 
 
 def _site() -> ClientSite:
     return ClientSite(to_dict(load_config(None, TINY)), client_id=1, num_threads=1)
 
 
-def _trained_and_saved(store: CheckpointStore) -> tuple[ClientSite, str]:
-    """A client that ran two rounds and saved its state into round 2's folder."""
+def _trained_and_saved(store: CheckpointStore) -> ClientSite:
+    """A client that ran two rounds and saved its state into round 2's checkpoint."""
     site = _site()
     site.start_pretraining(*SETUP[1])
     for r in (1, 2):
         site.pretrain_round(None, None, r)
-    path = store.round_dir("fcl-fold0", 2)
-    site.save_state(store.url, path)
-    return site, path
+    site.save_state(store.url, store.round_dir(PHASE, 2))
+    store.mark_complete(PHASE, 2)
+    return site
 
 
 def _adam_steps(method) -> list[float]:
@@ -32,9 +33,9 @@ def _adam_steps(method) -> list[float]:
 
 def test_a_rebuilt_client_continues_from_its_own_checkpoint(tmp_path):
     store = CheckpointStore(str(tmp_path / "checkpoints"))
-    before, path = _trained_and_saved(store)
+    before = _trained_and_saved(store)
     rebuilt = _site()   # the new process Ray started
-    assert rebuilt.rejoin(*SETUP, store.url, path) == {"restored": True, "why": ""}
+    assert rebuilt.rejoin(*SETUP, store.url, PHASE) == {"restored": True, "round": 2, "why": ""}
     old, new = before.method, rebuilt.method
     assert _adam_steps(new) == _adam_steps(old) and _adam_steps(new)[0] == 4   # 2 rounds x 2
     for name in ("net", "momentum_net"):
@@ -49,16 +50,19 @@ def test_a_rebuilt_client_continues_from_its_own_checkpoint(tmp_path):
 
 
 def test_without_a_checkpoint_or_with_a_bad_one_it_starts_afresh(tmp_path):
-    fresh = _site().rejoin(*SETUP)
-    assert fresh == {"restored": False, "why": "no checkpoint to restore"}
-    store = CheckpointStore(str(tmp_path / "checkpoints"))
-    path = store.round_dir("fcl-fold0", 1)
-    store.write_bytes(f"{path}/{client_file(1)}", b"not a checkpoint")
     site = _site()
-    answer = site.rejoin(*SETUP, store.url, path)
+    assert site.rejoin(*SETUP) == {"restored": False, "round": None,
+                                   "why": "no checkpoint to restore"}
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    assert site.rejoin(*SETUP, store.url, PHASE)["why"] == "no checkpoint yet"
+    store.write_bytes(f"{store.round_dir(PHASE, 1)}/{client_file(0)}", b"someone else's")
+    store.mark_complete(PHASE, 1)
+    assert site.rejoin(*SETUP, store.url, PHASE)["why"] == ("the round-1 checkpoint holds no "
+                                                            "state of it")
+    store.write_bytes(f"{store.round_dir(PHASE, 1)}/{client_file(1)}", b"not a checkpoint")
+    answer = site.rejoin(*SETUP, store.url, PHASE)
     assert not answer["restored"] and answer["why"].startswith("checkpoint '")
     assert _adam_steps(site.method) == []   # set up afresh, not half restored
-    assert not site.rejoin(*SETUP, store.url, store.round_dir("fcl-fold0", 9))["restored"]
 
 
 def test_rejoin_runs_only_a_phase_set_up_call():
