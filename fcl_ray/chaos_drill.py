@@ -37,6 +37,7 @@ from fcl_ray.chaos import KILL_CLIENT, KILL_DRIVER, STRAGGLE, ChaosEvent
 
 CLIENT_TITLE = b"ray::ClientActor"   # Ray's process title of a client actor (+ ".<method>")
 RESULT_KEY = ["method", "finetune_mode", "n_labeled", "fold", "client"]
+PROBE_KEY = ["method", "fold", "client", "probe"]   # a probes.csv row
 
 
 class DrillError(RuntimeError):
@@ -265,6 +266,8 @@ def run_figures(record: DrillRun, rounds: int, clients: int, tracking_uri: Optio
                 drops[kind] = drops.get(kind, 0) + 1
     results_path = record.out_dir / "results.csv"
     results = pd.read_csv(results_path) if results_path.exists() else pd.DataFrame()
+    probes_path = record.out_dir / "probes.csv"   # probes.enabled=true only
+    probes = pd.read_csv(probes_path) if probes_path.exists() else pd.DataFrame()
     figures = {
         "rounds_completed": len(completed), "rounds": rounds,
         "rounds_recorded_twice": len(records) - len(completed),
@@ -274,8 +277,14 @@ def run_figures(record: DrillRun, rounds: int, clients: int, tracking_uri: Optio
         "dropped_per_round": {str(r["round"]): r["dropped"] for r in records if r["dropped"]},
         "dropped_retried_per_round": {str(r["round"]): r["dropped_retried"] for r in records
                                       if r.get("dropped_retried")},
+        # each restarted client's return: the round it was back in, rounds it missed, the
+        # round of its own state it restored (None: started afresh, and why)
+        "rejoins": [{"round": r["round"], "client": int(cid), **entry}
+                    for r in records for cid, entry in r.get("rejoined", {}).items()],
         "results_rows": len(results),
         "dice": {_row_label(row): float(row["dice_mean"]) for _, row in results.iterrows()},
+        "probes": {"/".join(f"{k}={row[k]}" for k in PROBE_KEY): float(row["value"])
+                   for _, row in probes.iterrows()},
         "events": record.events, "drivers": record.drivers, "wall_s": record.wall_s,
     }
     if tracking_uri:
@@ -292,6 +301,11 @@ def compare(reference: dict, chaos: dict) -> dict:
     rows missing, MLflow status and metric keys."""
     common = sorted(set(reference["dice"]) & set(chaos["dice"]))
     diffs = {k: chaos["dice"][k] - reference["dice"][k] for k in common}
+    ref_probes, chaos_probes = reference.get("probes", {}), chaos.get("probes", {})
+    probe_diffs: dict[str, list[float]] = {}   # by probe: |difference| per common row
+    for key in sorted(set(ref_probes) & set(chaos_probes)):
+        probe_diffs.setdefault(key.rsplit("probe=", 1)[1], []).append(
+            abs(chaos_probes[key] - ref_probes[key]))
     ref_keys = set().union(*(r["metric_keys"] for r in reference.get("mlflow", [])))
     chaos_keys = set().union(*(r["metric_keys"] for r in chaos.get("mlflow", [])))
 
@@ -307,6 +321,7 @@ def compare(reference: dict, chaos: dict) -> dict:
         "dice_diff": diffs,
         "mean_abs_dice_diff": (sum(abs(d) for d in diffs.values()) / len(diffs)
                                if diffs else float("nan")),
+        "mean_abs_probe_diff": {probe: sum(d) / len(d) for probe, d in probe_diffs.items()},
         "rows_missing": sorted(set(reference["dice"]) - set(chaos["dice"])),
         "rows_extra": sorted(set(chaos["dice"]) - set(reference["dice"])),
         "mlflow_runs": len(chaos.get("mlflow", [])),

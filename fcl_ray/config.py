@@ -98,6 +98,11 @@ class PretrainConfig:
     # patient can meet as "other volumes", or distinct patients with one random frame each
     # (patient). Either draws with replacement when m exceeds the volumes or patients there are.
     batch_by: Literal["volume", "patient"] = "volume"
+    # Salts each client's pre-training generator (batches, views, exchanged rows) and nothing
+    # else: data, splits and initial weights stay. 0: the experiment seed alone (as before).
+    # Two runs differing only here measure how much the results move by chance (the
+    # chaos drill's floor, docs/reliability.md).
+    sampler_seed: int = 0
     lr: float = 1e-3
     # Per-method learning rates chosen by a tuning sweep (method -> lr); others use pretrain.lr.
     lr_per_method: dict[str, float] = field(default_factory=dict)
@@ -214,6 +219,9 @@ class FederationConfig:
     round_timeout_s: Optional[float] = None  # per-round deadline; late updates are dropped
     round_retries: int = 2          # below min_clients: retry the round this often, then stop
     max_restarts: int = 3           # Ray restarts a dead client actor this often
+    # Seconds a round waits for sampled clients still being rebuilt after a restart (they
+    # rejoin at that round instead of a later one); 0: a round never waits for them.
+    rejoin_wait_s: float = 0.0
     checkpoint_every: int = 1       # rounds between checkpoints (0 = off)
     checkpoint_dir: Optional[str] = None  # local path or fsspec URI; None: <output_dir>/checkpoints
     # The clients are reserved as one placement group before any actor starts; if the cluster
@@ -385,6 +393,7 @@ RANGES: dict[str, Range] = {
     "model.projection_hidden": _at_least(1, 65_536, "width of a projection-head layer"),
     "model.projection_dim": _at_least(1, 65_536, "width of a projection-head layer"),
     "pretrain.rounds": _at_least(1, 100_000, _ROUNDS),
+    "pretrain.sampler_seed": _SEED,
     "pretrain.local_steps": _at_least(1, 1_000_000, _STEPS),
     "pretrain.volumes_per_batch": _at_least(1, 4096, _BATCH),
     "pretrain.lr": _positive(1, _LR),
@@ -441,6 +450,8 @@ RANGES: dict[str, Range] = {
     "federation.max_restarts": _at_least(0, 1000, "restarts of a client actor; a client that "
                                                   "dies this often will not recover"),
     "federation.checkpoint_every": _at_least(0, 100_000, _ROUNDS),
+    "federation.rejoin_wait_s": Range(">= 0 (seconds)", 0, 86_400,
+                                      why="a day: a client that takes longer will not come"),
     "federation.placement_timeout_s": _positive(86_400, "a day: a reservation that takes longer "
                                                         "will not come", "> 0 seconds"),
     "federation.clients_per_actor": Range("in [1, data.clients]"),

@@ -36,7 +36,10 @@ class RoundReport:
     ``sampled``: the clients asked; ``participants``: those whose updates counted (client
     order); ``dropped``: {client: why} of the last attempt; ``dropped_retried``: the same for
     each earlier attempt that had to be retried; ``clients``: each participant's scalar
-    metrics with its ``client`` id."""
+    metrics with its ``client`` id; ``rejoined``: the clients rebuilt after a restart that
+    are back from this round on, {client: {"rounds_missed": rounds since the one it died
+    in, "restored_round": the round checkpoint it restored its own state from, or None with
+    "fresh_start": why it started afresh}}."""
     round: int
     sampled: list[int]
     participants: list[int]
@@ -47,6 +50,7 @@ class RoundReport:
     clients: list[dict[str, Any]] = field(default_factory=list)
     traffic: Optional[Traffic] = None
     round_seconds: float = 0.0
+    rejoined: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def mean_loss(self) -> float:
         return sum(c["loss"] for c in self.clients) / len(self.clients)

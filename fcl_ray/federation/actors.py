@@ -53,6 +53,10 @@ class ClientActor:
     def load_state(self, store_root: str, path: str) -> bool:
         return self.site.load_state(store_root, path)
 
+    def rejoin(self, setup: str, args: tuple, store_root: Optional[str] = None,
+               phase: Optional[str] = None) -> dict:
+        return self.site.rejoin(setup, args, store_root, phase)
+
     def probe(self, global_weights, fold: int, n_labeled: int) -> dict:
         return self.site.probe(global_weights, fold, n_labeled)
 

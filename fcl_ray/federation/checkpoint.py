@@ -42,6 +42,11 @@ def phase_name(method: str, fold: int) -> str:
 COORDINATOR_FILE = "coordinator.npz"
 
 
+def client_file(client_id: int) -> str:
+    """The name of one client's own state in a round folder."""
+    return f"client-{client_id}.pt"
+
+
 def coordinator_arrays(round_index: int, global_weights: Optional[np.ndarray],
                        shared: dict[int, tuple[np.ndarray, np.ndarray]],
                        participant_rng: Optional[str] = None) -> dict[str, np.ndarray]:
@@ -157,6 +162,15 @@ class CheckpointStore:
                     f"it could run code){': ' + why if why else ''}") from None
             first = (lines or [type(err).__name__])[0][:200]
             raise CheckpointError(f"checkpoint '{path}': cannot be read: {first}") from None
+
+    def carry_forward(self, source: str, target: str) -> bool:
+        """Copy a file of an earlier round into a new round's folder (a client that could not
+        save this round keeps its last state in the newest checkpoint, which older rounds'
+        folders do not outlive); False if ``source`` is not there."""
+        if not self.fs.exists(source):
+            return False
+        self.write_bytes(target, self._read(source))
+        return True
 
     def save_arrays(self, path: str, arrays: dict[str, np.ndarray]) -> None:
         """Write named NumPy arrays (``np.savez``: no pickle, no torch)."""

@@ -13,8 +13,9 @@ start-up (tests/unit/test_architecture.py checks this).
 
 Faults are values, not crashes: a client that died, failed, sent a bad message or missed the
 deadline sits the round out and is recorded. Ray restarts a dead client actor (its
-``max_restarts``); before the next round the coordinator sets its phase up again
-(:class:`Rejoins`), and it continues from the global weights. Fewer than
+``max_restarts``); as soon as the death is seen the coordinator sets its phase up again and
+the client restores its own last round checkpoint (:class:`Rejoins`), then rejoins from the
+global weights (``federation.rejoin_wait_s``: how long a round waits for it). Fewer than
 ``federation.min_clients`` valid answers: the round is retried ``federation.round_retries``
 times, then :class:`FederationError` stops the run with the last checkpoint intact.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import ray
@@ -31,8 +32,8 @@ from ray.exceptions import RayActorError, RayTaskError
 from fcl_ray.config_io import from_dict
 from fcl_ray.federation.process_memory import peak_resident_mb
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
-                                           checkpoint_root, coordinator_arrays, coordinator_state,
-                                           participant_rng_state, phase_name)
+                                           checkpoint_root, client_file, coordinator_arrays,
+                                           coordinator_state, participant_rng_state, phase_name)
 from fcl_ray.core.events import RoundReport
 from fcl_ray.core.participation import (generator_state, participant_generator,
                                         restore_generator)
@@ -50,50 +51,100 @@ class FederationError(RuntimeError):
 
 
 class Rejoins:
-    """Clients Ray restarted, rebuilt for the current phase without holding up a round: the
-    phase's set-up call is sent again, and a client rejoins at the first round after it has
-    finished."""
+    """Clients Ray restarted, rebuilt for the current phase without holding up a round.
 
-    def __init__(self, clients: list):
+    As soon as a client's death is seen it is sent the phase's set-up call again (Ray holds
+    the call until the restarted process is up) with where its own last round checkpoint is,
+    if the phase has one: the client restores its state from there right after the set-up
+    (:meth:`~fcl_ray.federation.site.ClientSite.rejoin`) and rejoins at the first round
+    after that has finished. A set-up that fails is sent again at once. ``checkpoint_of(cid)``
+    says where a client's state is: (the phase's checkpoint folder, the round its state was
+    saved in if known, "") or (None, None, why there is none)."""
+
+    def __init__(self, clients: list, store_url: Optional[str],
+                 checkpoint_of: Callable[[int], tuple[Optional[str], Optional[int], str]]):
         self.clients = clients
+        self.store_url, self.checkpoint_of = store_url, checkpoint_of
         self.call, self.args = "", []     # the phase's set-up call, its arguments per client
-        self.waiting: set[int] = set()    # restarted clients not rebuilt yet
-        self.pending: dict[int, ray.ObjectRef] = {}
-        self.errors: dict[int, str] = {}  # why a restarted client's last set-up failed
+        self.new_phase("", [])
 
     def new_phase(self, call: str, args: list[tuple]) -> None:
         self.call, self.args = call, args
-        self.waiting, self.pending = set(), {}
+        self.waiting: set[int] = set()    # restarted clients not rebuilt yet
+        self.pending: dict[int, ray.ObjectRef] = {}
+        self.errors: dict[int, str] = {}  # why a restarted client's last set-up failed
+        self.died_at: dict[int, int] = {}   # the round in which each death was seen
+        self.restoring: dict[int, tuple[Optional[int], str]] = {}   # (round, why none)
+        self.back: dict[int, dict] = {}   # rebuilt, not reported yet: rounds missed, restored
 
-    def died(self, cid: int) -> None:
+    def died(self, cid: int, round_index: int) -> None:
+        """``cid`` died (or was restarted) in round ``round_index``: rebuild it now."""
+        if cid not in self.waiting:
+            self.died_at[cid] = round_index
         self.waiting.add(cid)
+        self.back.pop(cid, None)
+        if cid not in self.pending:
+            self._send(cid)
 
-    def poll(self) -> dict[int, str]:
-        """Send the set-up to restarted clients, collect the finished ones; returns
-        {id: why} for the clients not back yet."""
-        for cid in self.waiting - set(self.pending):
-            self.pending[cid] = getattr(self.clients[cid], self.call).remote(*self.args[cid])
+    def _send(self, cid: int) -> None:
+        phase, saved_in, why = self.checkpoint_of(cid)
+        self.restoring[cid] = (saved_in, why) if phase else (None, why or "no checkpoint")
+        self.pending[cid] = self.clients[cid].rejoin.remote(
+            self.call, self.args[cid], self.store_url if phase else None, phase)
+
+    def _collect(self, round_index: int) -> None:
+        """Take in the finished set-ups; a failed one is sent again at once."""
+        if not self.pending:
+            return
         done, _ = ray.wait(list(self.pending.values()), num_returns=len(self.pending), timeout=0)
         for cid, ref in list(self.pending.items()):
-            if ref in done:
-                del self.pending[cid]
-                try:
-                    ray.get(ref)
-                    self.waiting.discard(cid)
-                    self.errors.pop(cid, None)
-                except (RayActorError, RayTaskError) as err:   # sent again next round
-                    self.errors[cid] = str(err).strip().splitlines()[-1][:200]
-        return {cid: "rejoining after a restart" + (f" (last try: {self.errors[cid]})"
-                                                    if cid in self.errors else "")
+            if ref not in done:
+                continue
+            del self.pending[cid]
+            try:
+                answer = ray.get(ref)
+            except (RayActorError, RayTaskError) as err:
+                self.errors[cid] = str(err).strip().splitlines()[-1][:200]
+                self._send(cid)
+                continue
+            self.waiting.discard(cid)
+            self.errors.pop(cid, None)
+            saved_in, why = self.restoring.pop(cid)
+            restored = answer["restored"]
+            self.back[cid] = {"rounds_missed": round_index - self.died_at.pop(cid),
+                              # the round its state is from (a carried-forward file's is older
+                              # than its folder's; after a --resume only the folder's is known)
+                              "restored_round": (saved_in or answer["round"]) if restored else None,
+                              **({} if restored else {"fresh_start": why or answer["why"]})}
+
+    def poll(self, round_index: int, wait_s: float = 0.0, of: Iterable[int] = ()) -> dict[int, str]:
+        """Before round ``round_index``: take in the rebuilt clients, waiting up to ``wait_s``
+        seconds for those of ``of`` still being rebuilt; returns {id: why} for the clients
+        not back yet."""
+        deadline = time.monotonic() + wait_s
+        self._collect(round_index)
+        while self.waiting & set(of) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            self._collect(round_index)
+        return {cid: "rejoining after a restart" + self._plan(cid)
+                + (f" (last try: {self.errors[cid]})" if cid in self.errors else "")
                 for cid in self.waiting}
 
-    def wait_for_all(self, timeout_s: float = 300.0) -> None:
+    def _plan(self, cid: int) -> str:
+        saved_in, why = self.restoring.get(cid, (None, ""))
+        return (f", fresh: {why}" if why else ", restoring its own state"
+                + (f" of round {saved_in}" if saved_in else ""))
+
+    def rejoined(self) -> dict[str, dict]:
+        """The clients back since the last call: {id: {rounds_missed, restored_round, and
+        fresh_start (why nothing was restored) when restored_round is None}}."""
+        back, self.back = self.back, {}
+        return {str(cid): entry for cid, entry in sorted(back.items())}
+
+    def wait_for_all(self, round_index: int, timeout_s: float = 300.0) -> None:
         """Before a phase every client must take part in (final encoder, fine-tuning): wait
         until restarted clients are rebuilt; a client that cannot come back stops us."""
-        deadline = time.monotonic() + timeout_s
-        while self.waiting and time.monotonic() < deadline:
-            self.poll()
-            time.sleep(0.5)
+        self.poll(round_index, timeout_s, of=range(len(self.clients)))
         if self.waiting:
             raise FederationError(f"clients {sorted(self.waiting)} did not come back "
                                   f"within {timeout_s:.0f}s after dying")
@@ -108,10 +159,15 @@ class Coordinator:
         fed = self.cfg.federation
         root = checkpoint_root(self.cfg)
         self.store = CheckpointStore(root) if fed.checkpoint_every else None
-        self.rejoins = Rejoins(clients)
+        self.rejoins = Rejoins(clients, self.store.url if self.store else None,
+                               self._own_checkpoint)
         self.encoders: dict[str, list] = {}            # method -> per-client encoder refs
         # The current phase: its policy and the state it carries from round to round.
         self.phase = ""
+        self.checkpointed = False     # whether the phase's client state is checkpointed
+        # The round each client last saved its state in (a client that could not save has
+        # its older file carried forward: the state it restores is from this round).
+        self.saved_round: dict[int, int] = {}
         self.strategy: Optional[Strategy] = None
         self.global_weights: Optional[np.ndarray] = None
         self.shared: SharedFeatures = {}
@@ -128,11 +184,13 @@ class Coordinator:
                                         & {"torch", "monai"})}
 
     # ------------------------------------------------------------------ rounds
-    def _start_phase(self, call: str, args: list[tuple]) -> list[dict]:
+    def _start_phase(self, call: str, args: list[tuple], checkpointed: bool) -> list[dict]:
         """Run the set-up call on every client (``args[cid]`` its arguments), remember it to
-        rebuild restarted clients, and start the phase's strategy from round 0. The clients'
-        answers say what they will send, and whether their weights are averaged."""
+        rebuild restarted clients (``checkpointed``: from their own round checkpoints), and
+        start the phase's strategy from round 0. The clients' answers say what they will
+        send, and whether their weights are averaged."""
         self.rejoins.new_phase(call, args)
+        self.checkpointed, self.saved_round = checkpointed, {}
         infos = ray.get([getattr(c, call).remote(*a) for c, a in zip(self.clients, args)])
         federated = infos[0]["federated"]
         contract = phase_contract(infos[0], self.cfg.data.partitions,
@@ -145,9 +203,10 @@ class Coordinator:
                  *args) -> tuple[list[ClientUpdate], dict[int, str]]:
         """One attempt: call every available client of ``sampled``, keep the valid, timely
         updates. Clients not sampled get no call at all."""
-        timeout = self.cfg.federation.round_timeout_s
-        dropped = {cid: why for cid, why in self.rejoins.poll().items()   # restarted, not
-                   if cid in sampled}                                     # rebuilt yet
+        fed = self.cfg.federation
+        timeout = fed.round_timeout_s
+        rejoining = self.rejoins.poll(self.round_index, fed.rejoin_wait_s, of=sampled)
+        dropped = {cid: why for cid, why in rejoining.items() if cid in sampled}
         weights_ref = ray.put(self.global_weights) if self.global_weights is not None else None
         refs = {getattr(self.clients[cid], call).remote(weights_ref, *args): cid
                 for cid in sampled if cid not in dropped}
@@ -159,11 +218,11 @@ class Coordinator:
                 answers[cid] = ray.get(ref)
             except RayActorError:
                 dropped[cid] = "died"
-                self.rejoins.died(cid)
+                self.rejoins.died(cid, self.round_index)
             except RayTaskError as err:
                 if isinstance(err.cause, ClientNotReady):   # died between rounds, restarted
                     dropped[cid] = "died"
-                    self.rejoins.died(cid)
+                    self.rejoins.died(cid, self.round_index)
                     continue
                 dropped[cid] = f"failed: {str(err.cause).splitlines()[0][:200]}"
         updates, rejected = self.strategy.select(answers)
@@ -204,7 +263,8 @@ class Coordinator:
             # there may answer the retry): else lost from the record.
             dropped_retried=[{str(k): v for k, v in d.items()} for d in attempts[:-1]],
             aggregate_seconds=time.perf_counter() - start,
-            clients=[{"client": u.client, **u.metrics} for u in updates])
+            clients=[{"client": u.client, **u.metrics} for u in updates],
+            rejoined=self.rejoins.rejoined())
 
     @staticmethod
     def _finished(report: RoundReport, start: float) -> RoundReport:
@@ -217,7 +277,8 @@ class Coordinator:
         """Set every client up for ``method``; with ``resume``, continue from the last
         complete checkpoint of this phase. Returns sizes and the round to start from."""
         self.phase = phase_name(method, fold)
-        infos = self._start_phase("start_pretraining", [(method, fold)] * len(self.clients))
+        infos = self._start_phase("start_pretraining", [(method, fold)] * len(self.clients),
+                                  checkpointed=True)
         self.participant_rng = participant_generator(self.cfg.experiment.seed, fold)
         start_round = 0
         if resume and self.store is not None:
@@ -240,6 +301,9 @@ class Coordinator:
                                                self.cfg.pretrain.remote_sample)
         self.shared = self.strategy.aggregate_feature_pool(updates)
         self._checkpoint()
+        # A set-up sent the moment a death was seen can fail (Ray had not begun the restart
+        # yet): send it again now, not at the next round's start.
+        self.rejoins.poll(self.round_index + 1)
         return self._finished(report, start)
 
     def _checkpoint(self) -> None:
@@ -251,21 +315,56 @@ class Coordinator:
         path = self.store.round_dir(self.phase, self.round_index)
         saves = {cid: self.clients[cid].save_state.remote(self.store.url, path)
                  for cid in range(len(self.clients)) if cid not in self.rejoins.waiting}
+        saved = set()
         for cid, save in saves.items():
             try:
                 ray.get(save)
+                saved.add(cid)
+                self.saved_round[cid] = self.round_index
             except RayTaskError as err:   # a save that fails would make resuming inexact
                 if isinstance(err.cause, ClientNotReady):   # restarted since the round: it
-                    self.rejoins.died(cid)                  # has nothing to save; rebuild it
+                    self.rejoins.died(cid, self.round_index)   # has nothing to save
                     continue
                 raise FederationError(f"checkpoint of round {self.round_index} failed: "
                                       f"{str(err.cause).splitlines()[0]}") from None
-            except RayActorError:         # died since the round: it restarts from the
-                pass                      # global weights, in this run as after a resume
+            except RayActorError:         # died since the round: rebuild it
+                self.rejoins.died(cid, self.round_index)
+        # A client that could not save (dead, being rebuilt) keeps its last saved state in
+        # this round too: what it restores when it is rebuilt, or on --resume.
+        previous = self._latest()
+        for cid in sorted(set(range(len(self.clients))) - saved):
+            if previous is not None:
+                self.store.carry_forward(
+                    f"{self.store.round_dir(self.phase, previous)}/{client_file(cid)}",
+                    f"{path}/{client_file(cid)}")
         self.store.save_arrays(f"{path}/{COORDINATOR_FILE}",
                                coordinator_arrays(self.round_index, self.global_weights, self.shared,
                                                   generator_state(self.participant_rng)))
         self.store.mark_complete(self.phase, self.round_index)
+
+    def _latest(self) -> Optional[int]:
+        """The phase's last complete round checkpoint; None if none (or an unreadable
+        pointer: the resume refuses that one, a live run just has nothing to restore)."""
+        try:
+            return self.store.latest(self.phase)
+        except CheckpointError:
+            return None
+
+    def _own_checkpoint(self, cid: int) -> tuple[Optional[str], Optional[int], str]:
+        """Whether client ``cid`` has its own state of the phase to restore: (the phase,
+        the round the state was saved in or None if unknown (after a --resume), ""), or
+        (None, None, why not). The client reads the newest round itself, when it is up."""
+        if not self.checkpointed:
+            return None, None, "this phase's client state is not checkpointed"
+        if self.store is None:
+            return None, None, "checkpoints are off (federation.checkpoint_every=0)"
+        last = self._latest()
+        if last is None:
+            return None, None, "no checkpoint yet"
+        if not self.store.fs.exists(f"{self.store.round_dir(self.phase, last)}/"
+                                    f"{client_file(cid)}"):
+            return None, None, f"the round-{last} checkpoint holds no state of it"
+        return self.phase, self.saved_round.get(cid), ""
 
     def _restore(self) -> Optional[int]:
         last = self.store.latest(self.phase)
@@ -310,7 +409,7 @@ class Coordinator:
         return float(np.nanmean(scores)) if scores else float("nan")
 
     def finish_pretraining(self, method: str) -> None:
-        self.rejoins.wait_for_all()
+        self.rejoins.wait_for_all(self.round_index + 1)
         weights_ref = ray.put(self.global_weights) if self.strategy.federated else None
         calls = [c.finish_pretraining.remote(weights_ref) for c in self.clients]
         ray.wait(calls, num_returns=len(calls))        # every client has released its method
@@ -375,7 +474,8 @@ class Coordinator:
         """Every client builds its U-Net from its own encoder (the same one unless
         pre-training was local) and the same seeded decoder."""
         self._start_phase("start_federated_finetune",
-                          [(e, fold, n_labeled) for e in self._encoders(method)])
+                          [(e, fold, n_labeled) for e in self._encoders(method)],
+                          checkpointed=False)   # fine-tuning rounds save no client state
 
     def finetune_round(self) -> RoundReport:
         """One round of supervised fine-tuning (all clients); its timing and traffic."""
@@ -389,7 +489,7 @@ class Coordinator:
         """Dice of the final global U-Net on every client's test fold; ``outcome`` (steps
         run, validation Dice) is added to every client's row."""
         weights_ref = ray.put(self.global_weights)
-        self.rejoins.wait_for_all()
+        self.rejoins.wait_for_all(self.round_index + 1)
         results = ray.get([c.finish_federated_finetune.remote(weights_ref, fold, n_labeled)
                            for c in self.clients])
         self.global_weights = None

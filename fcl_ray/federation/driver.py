@@ -283,6 +283,7 @@ def _pretrain(run: Run, method: str, fold: int) -> None:
                       {"method": method, "fold": fold, "round": m.round, "sampled": m.sampled,
                        "participants": m.participants, "dropped": m.dropped,
                        "retries": m.retries, "dropped_retried": m.dropped_retried,
+                       "rejoined": m.rejoined,
                        "bytes_per_client": traffic.bytes_per_client,
                        "bytes_sent_per_client": traffic.bytes_sent_per_client,
                        "bytes_received_per_client": traffic.bytes_received_per_client,

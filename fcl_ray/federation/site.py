@@ -67,6 +67,10 @@ def state_from_numpy(state: Optional[dict]) -> Optional[dict[str, torch.Tensor]]
     return None if state is None else {k: torch.as_tensor(np.array(v)) for k, v in state.items()}
 
 
+# The calls that set a client up for a phase: what a restarted client is rebuilt with.
+SETUP_CALLS = ("start_pretraining", "start_federated_finetune")
+
+
 class ClientSite:
     """One client of the federation: its shard, its method and fine-tuning (no Ray here; the
     :class:`~fcl_ray.federation.actors.ClientActor` shell runs it as an actor)."""
@@ -158,8 +162,10 @@ class ClientSite:
         start = time.perf_counter()
         pool = self.slices.select_volumes(self._split(fold).train)
         torch.manual_seed(self.cfg.experiment.seed)   # same initial weights at every client
+        salt = self.cfg.pretrain.sampler_seed   # 0: unsalted, the streams of earlier runs
         self.method = get_method_class(method_name)(method_config(self.cfg, method_name), pool,
-                                                    self._generator(1, fold), self.device)
+                                                    self._generator(1, fold, *[salt] * bool(salt)),
+                                                    self.device)
         if self.cfg.model.channels_last:
             for net in self.method.networks().values():
                 net.to(memory_format=torch.channels_last)
@@ -266,23 +272,55 @@ class ClientSite:
 
     def save_state(self, store_root: str, path: str) -> None:
         """Write this client's pre-training state into a round checkpoint."""
-        from fcl_ray.federation.checkpoint import CheckpointStore   # fsspec: only when used
+        # fsspec: imported only when used
+        from fcl_ray.federation.checkpoint import CheckpointStore, client_file
 
         self._require_set_up(self.method, "pre-training state")
-        CheckpointStore(store_root).save(f"{path}/client-{self.client_id}.pt",
+        CheckpointStore(store_root).save(f"{path}/{client_file(self.client_id)}",
                                          self.method.checkpoint_state())
 
     def load_state(self, store_root: str, path: str) -> bool:
         """Restore the state saved by :meth:`save_state`; False if this client has none
         (it died before that round's checkpoint) and starts from the global weights."""
-        from fcl_ray.federation.checkpoint import CheckpointStore
+        from fcl_ray.federation.checkpoint import CheckpointStore, client_file
 
         store = CheckpointStore(store_root)
-        file = f"{path}/client-{self.client_id}.pt"
+        file = f"{path}/{client_file(self.client_id)}"
         if not store.fs.exists(file):
             return False
         self.method.load_checkpoint_state(store.load(file))
         return True
+
+    def rejoin(self, setup: str, args: tuple, store_root: Optional[str] = None,
+               phase: Optional[str] = None) -> dict:
+        """Rebuild a client Ray restarted: the phase's set-up call ``setup`` with ``args``,
+        then, with ``phase`` (its folder in the store at ``store_root``), its own state from
+        the phase's newest complete round checkpoint (what ``--resume`` restores: networks,
+        optimiser, bank, momentum network, RNG). The newest is looked up here, when the
+        restarted process is up, not when the call was sent: older rounds are deleted as
+        the federation goes on. Returns ``{"restored": bool, "round": the checkpoint's round
+        or None, "why": why nothing was restored}``; a state that cannot be read leaves the
+        fresh set-up rather than keeping the client out."""
+        from fcl_ray.federation.checkpoint import CheckpointError, CheckpointStore
+
+        if setup not in SETUP_CALLS:
+            raise ValueError(f"'{setup}' is not a phase's set-up call ({', '.join(SETUP_CALLS)})")
+        getattr(self, setup)(*args)
+        if phase is None:
+            return {"restored": False, "round": None, "why": "no checkpoint to restore"}
+        last = None
+        try:
+            store = CheckpointStore(store_root)
+            last = store.latest(phase)
+            if last is None:
+                return {"restored": False, "round": None, "why": "no checkpoint yet"}
+            restored = self.load_state(store_root, store.round_dir(phase, last))
+        # unreadable, or a state that does not fit the method (missing keys, other shapes)
+        except (CheckpointError, ValueError, KeyError, RuntimeError) as err:
+            getattr(self, setup)(*args)   # a half-restored state would be neither: start fresh
+            return {"restored": False, "round": last, "why": str(err).splitlines()[0][:200]}
+        return {"restored": restored, "round": last,
+                "why": "" if restored else f"the round-{last} checkpoint holds no state of it"}
 
     def probe(self, global_weights: Optional[np.ndarray], fold: int, n_labeled: int) -> dict:
         """Quality signal of the current encoder, on training patients only (never the test
