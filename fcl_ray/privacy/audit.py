@@ -20,7 +20,6 @@ score (AUC 0.5). Pure functions over tensors (torch + MONAI, no Ray), then :func
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -38,16 +37,17 @@ BASELINE = "share nothing"
 
 
 class InversionDecoder(nn.Module):
-    """A row (d,) -> a slice (1, S, S) in [0, 1]: a linear map to a 4x4 grid of ``width``
-    channels, then 2x transposed-convolution upsamplings (MONAI blocks) to S x S."""
+    """A row (d,) -> a slice (1, S, S) in [0, 1]: a linear map to a small grid of ``width``
+    channels (S / 2^k, the smallest of at least 3 pixels: 4 for 32 or 64 px, 3 for 48 px),
+    then k 2x transposed-convolution upsamplings (MONAI blocks) to S x S."""
 
     def __init__(self, dim: int, image_size: int, width: int = 64):
         super().__init__()
-        ups = int(math.log2(image_size // 4))
-        if 4 * 2 ** ups != image_size:
-            raise ValueError(f"image size {image_size} is not 4 x a power of 2")
-        self.width = width
-        self.project = nn.Linear(dim, width * 16)
+        ups = 0
+        while image_size % 2 ** (ups + 1) == 0 and image_size // 2 ** (ups + 1) >= 3:
+            ups += 1
+        self.width, self.base = width, image_size // 2 ** ups
+        self.project = nn.Linear(dim, width * self.base ** 2)
         blocks, ch = [], width
         for _ in range(ups):
             out = max(8, ch // 2)
@@ -58,7 +58,7 @@ class InversionDecoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        x = self.project(rows).view(len(rows), self.width, 4, 4)
+        x = self.project(rows).view(len(rows), self.width, self.base, self.base)
         return torch.sigmoid(self.blocks(x))
 
 
