@@ -35,6 +35,15 @@ def test_ray_is_imported_only_in_federation_and_sweep():
     assert not offenders, f"`import ray` outside federation/ and sweep/: {offenders}"
 
 
+def test_flower_is_imported_only_in_its_runtime():
+    """flwr is an optional extra: the Flower runtime (fcl_ray/flower/) is its only importer,
+    so the Ray install never needs it (cli.py reaches the runtime lazily, through it)."""
+    offenders = [path.relative_to(PACKAGE).as_posix() for path in sorted(PACKAGE.rglob("*.py"))
+                 if not path.relative_to(PACKAGE).as_posix().startswith("flower/")
+                 and any(n == "flwr" or n.startswith("flwr.") for n in _imported_modules(path))]
+    assert not offenders, f"`import flwr` outside fcl_ray/flower/: {offenders}"
+
+
 def test_the_pure_layers_do_not_import_the_federation():
     """methods/ and data/ are plain PyTorch/numpy: usable and testable without Ray."""
     offenders = []
