@@ -162,11 +162,15 @@ def test_the_api_names_stay_functions_beside_the_modules_of_the_same_name():
 
 
 def _readme_python() -> list[str]:
-    """The ```python blocks of the README and of the docs site's pages."""
+    """The ```python blocks of the README and of the docs site's pages (a block inside a list
+    item is indented; it is dedented here)."""
+    import textwrap
+
     blocks = []
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = page.read_text()
-        blocks += [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+        blocks += [textwrap.dedent(block.split("```", 1)[0].rsplit("\n", 1)[0] + "\n")
+                   for block in text.split("```python\n")[1:]]
     return blocks
 
 
