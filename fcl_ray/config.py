@@ -499,14 +499,14 @@ def shown(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _numbers(value):
+def numbers_in(value):
     """The numbers a key holds: the value itself, a list's items, a mapping's values."""
     if isinstance(value, (list, tuple)):
         for item in value:
-            yield from _numbers(item)
+            yield from numbers_in(item)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _numbers(item)
+            yield from numbers_in(item)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         yield value
 
@@ -530,7 +530,7 @@ def check_ranges(cfg: Config) -> None:
     :data:`NON_EMPTY` non-empty without repeats: the per-key half of :func:`validate`."""
     for key, allowed in RANGES.items():
         section, name = key.split(".")
-        for value in _numbers(getattr(getattr(cfg, section), name)):
+        for value in numbers_in(getattr(getattr(cfg, section), name)):
             _check_range(key, value, allowed)
     for key in NON_EMPTY:
         section, name = key.split(".")

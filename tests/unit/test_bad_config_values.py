@@ -10,7 +10,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from fcl_ray.config import RANGES, Config, ConfigError
+from fcl_ray.config import RANGES, Config, ConfigError, numbers_in
 from fcl_ray.config_io import load_config, to_dict
 
 
@@ -51,17 +51,6 @@ VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=4),
                             max_size=3))
 
 
-def _numbers(value):
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _numbers(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _numbers(item)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        yield value
-
-
 def _in_range(value, r) -> bool:
     if isinstance(value, float) and not math.isfinite(value):
         return False
@@ -83,9 +72,9 @@ def _check_outcome(tree: dict, keys: list[str]) -> None:
     event("accepted")
     flat = {f"{s}.{k}": v for s, section in to_dict(cfg).items() for k, v in section.items()}
     # Independent of RANGES: nothing non-finite or astronomically large gets through.
-    assert all(abs(v) < 2**33 for v in _numbers(flat) if v == v), flat
+    assert all(abs(v) < 2**33 for v in numbers_in(flat) if v == v), flat
     for key, r in RANGES.items():
-        assert all(_in_range(v, r) for v in _numbers(flat[key])), (key, flat[key])
+        assert all(_in_range(v, r) for v in numbers_in(flat[key])), (key, flat[key])
 
 
 @settings(max_examples=1000, deadline=None)
