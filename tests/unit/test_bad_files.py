@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fcl_ray.config import DataConfig
+from fcl_ray.config import Config, DataConfig
 from fcl_ray.config_io import load_config
 from fcl_ray.errors import FclRayError
 
@@ -69,7 +69,8 @@ def _sections_with(tree):
 def test_a_config_file_is_read_or_refused_naming_it_or_its_key(tmp_path, data):
     path = tmp_path / "experiment.yaml"
     path.write_bytes(data)
-    _outcome(lambda: load_config(path), path, path.name, "config key")
+    cfg = _outcome(lambda: load_config(path), path, path.name, "config key")
+    assert cfg is None or isinstance(cfg, Config)   # read: a whole, validated Config
 
 
 def test_a_billion_laughs_config_is_refused_not_expanded(tmp_path):
@@ -94,11 +95,12 @@ def test_a_billion_laughs_config_is_refused_not_expanded(tmp_path):
         "num_samples": LEAVES, "tracking": YAML_TREES, "overrides": YAML_TREES,
         "storage_path": LEAVES}).map(_yaml)))
 def test_a_sweep_file_is_read_or_refused_naming_it_or_its_key(tmp_path, data):
-    from fcl_ray.sweep.spec import load_sweep
+    from fcl_ray.sweep.spec import SweepSpec, load_sweep
 
     path = tmp_path / "sweep.yaml"
     path.write_bytes(data)
-    _outcome(lambda: load_sweep(path), path, path.name, "sweep key", "config key")
+    spec = _outcome(lambda: load_sweep(path), path, path.name, "sweep key", "config key")
+    assert spec is None or isinstance(spec, SweepSpec)
 
 
 # ----------------------------------------------------------------------------- datasets
