@@ -17,7 +17,7 @@ import torch
 
 from fcl_ray.federation.checkpoint import CheckpointStore, phase_name
 from fcl_ray.federation.site import ClientSite
-from fcl_ray.protocol.messages import ClientUpdate, Contract
+from fcl_ray.protocol.messages import ClientUpdate, Contract, phase_contract
 from fcl_ray.flower.nodes import SiteSettings, site_config
 from fcl_ray.flower.records import checked_update
 
@@ -39,10 +39,8 @@ class SiteRunner:
         return self._file("pretrain", phase_name(method, fold))
 
     def _contract(self, info: dict) -> Contract:
-        """What this site may send in the phase (the coordinator expects the same)."""
-        return Contract(n_weights=info["n_weights"], feature_dim=info["feature_dim"],
-                        partitions=self.cfg.data.partitions,
-                        max_features=self.cfg.pretrain.exchange_size)
+        """What this site may send in the phase (the coordinator builds the same one)."""
+        return phase_contract(info, self.cfg.data.partitions, self.cfg.pretrain.exchange_size)
 
     def start_pretraining(self, method: str, fold: int) -> dict:
         info = self.site.start_pretraining(method, fold)
