@@ -307,9 +307,7 @@ def _pretrain(run: Run, method: str, fold: int) -> None:
                               clients_sampled=len(m.sampled), bytes_pool=traffic.bytes_pool,
                               health=health, collapsed=collapsed if health else None,
                               probe_dice=probe_dice)
-        run.tracker.log_metrics(_round_metrics(method, event, m)
-                                | {names.of_client(method, names.PRIVACY_EPSILON, c): e
-                                   for c, e in epsilons.items()},
+        run.tracker.log_metrics(_round_metrics(method, event, m, epsilons),
                                 step=fold * p.rounds + r)
         run.report(event)
         if collapsed:
@@ -342,8 +340,10 @@ def _log_round(run: Run, m: RoundReport, r: int, eta: Eta) -> None:
         f"{eta.step()}")
 
 
-def _round_metrics(method: str, event: PretrainRound, m: RoundReport) -> dict[str, float]:
-    """A pre-training round's MLflow metrics: the round's, then each client's."""
+def _round_metrics(method: str, event: PretrainRound, m: RoundReport,
+                   epsilons: dict[int, float]) -> dict[str, float]:
+    """A pre-training round's MLflow metrics: the round's, then each client's (with its
+    privacy epsilon so far when ``privacy.*`` is on)."""
     return ({names.of_method(method, k): v for k, v in event.metrics().items()}
             | {names.of_client(method, "loss", c["client"]): c["loss"] for c in m.clients}
             | {names.of_client(method, names.health(k), c["client"]): v
@@ -351,7 +351,8 @@ def _round_metrics(method: str, event: PretrainRound, m: RoundReport) -> dict[st
             | {names.of_client(method, what, c): v
                for what, per_client in (("bytes_sent", m.traffic.bytes_sent_per_client),
                                         ("bytes_received", m.traffic.bytes_received_per_client))
-               for c, v in per_client.items()})
+               for c, v in per_client.items()}
+            | {names.of_client(method, names.PRIVACY_EPSILON, c): e for c, e in epsilons.items()})
 
 
 def client_health(client_metrics: dict) -> dict[str, float]:
