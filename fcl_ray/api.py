@@ -59,7 +59,6 @@ def run(config_or_path: Union[str, Path, Config, dict, None] = None,
     (its files are moved into ``previous-<time>/``). A SIGINT (a notebook's interrupt) or
     SIGTERM stops the run with :class:`~fcl_ray.errors.RunInterrupted`; finished results
     are kept and ``resume=True`` continues them."""
-    from fcl_ray.config import ConfigError
     from fcl_ray.config_io import load_config
     from fcl_ray.durable import check_durable_outputs
     from fcl_ray.log import get_logger, progress
@@ -70,18 +69,13 @@ def run(config_or_path: Union[str, Path, Config, dict, None] = None,
     # Which code runs: in a `ray job submit --working-dir .` job, the uploaded checkout (Ray
     # puts it first on every worker's PYTHONPATH), not the copy installed on the nodes.
     log.debug(f"fcl_ray code from {Path(__file__).resolve().parent}")
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other: give one")
     overrides = _overrides(overrides)
     cfg = load_config(config_or_path, overrides)   # first: a bad config fails in ~1 s
     check_durable_outputs(cfg)   # in a Ray job: no outputs inside its temporary working dir
     check_run_outputs(cfg)       # folders writable, the MLflow store's scheme known
-    # Before Ray: no resume with another config, no silent replacing of finished results.
+    # Before Ray: no resume with another config (or a garbage checkpoint pointer), no
+    # silent replacing of finished results.
     prepare_output_dir(cfg, resume, overwrite, log=progress)
-    if resume:   # a garbage LATEST pointer: one line now, not an error in the coordinator
-        from fcl_ray.federation.checkpoint import check_resumable, checkpoint_root
-
-        check_resumable(checkpoint_root(cfg))
     source = config_or_path if isinstance(config_or_path, (str, Path)) else \
         "(defaults)" if config_or_path is None else f"(a {type(config_or_path).__name__})"
     log.debug(f"config {source} with {len(overrides)} override(s), output in "

@@ -147,12 +147,19 @@ def move_aside(out_dir: Path, now: Optional[float] = None) -> Optional[Path]:
 
 def prepare_output_dir(cfg: Config, resume: bool, overwrite: bool,
                        log: Callable[[str], None]) -> None:
-    """The output folder checks of ``fcl-ray run``, before anything starts: ``--resume``
-    needs the saved config; a folder with results needs ``--resume`` or ``--overwrite``;
-    ``--overwrite`` moves the earlier files aside."""
+    """The output folder checks of ``fcl-ray run`` (and of a Flower study's ``run.sh``),
+    before anything starts: ``--resume`` needs the saved config and readable checkpoint
+    pointers; a folder with results needs ``--resume`` or ``--overwrite``; ``--overwrite``
+    moves the earlier files aside."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: give one")
     out_dir = Path(cfg.experiment.output_dir)
     if resume:
         check_resume(cfg)
+        # A garbage LATEST pointer: one line now, not an error inside the coordinator.
+        from fcl_ray.federation.checkpoint import check_resumable, checkpoint_root
+
+        check_resumable(checkpoint_root(cfg))
         return
     if overwrite:
         moved = move_aside(out_dir)

@@ -89,6 +89,31 @@ def participant_rng_state(arrays: dict[str, np.ndarray], path: str = "coordinato
     return str(saved)
 
 
+def restore_coordinator(store: "CheckpointStore", phase: str, participant_rng
+                        ) -> Optional[tuple[int, Optional[np.ndarray], dict, str]]:
+    """The coordinator's state of ``phase``'s last complete round checkpoint in ``store``:
+    (round, global weights, feature pool, the round's folder), with ``participant_rng`` set
+    to the saved participant generator; None when the phase has no checkpoint. A file that
+    cannot be read is one :class:`CheckpointError` naming it."""
+    from fcl_ray.core.participation import restore_generator
+
+    last = store.latest(phase)
+    if last is None:
+        return None
+    path = store.round_dir(phase, last)
+    file = f"{path}/{COORDINATOR_FILE}"
+    arrays = store.load_arrays(file)
+    round_index, global_weights, shared = coordinator_state(arrays, file)
+    saved_rng = participant_rng_state(arrays, file)
+    if saved_rng is not None:   # None: written before sampling existed; fresh stream
+        try:
+            restore_generator(participant_rng, saved_rng)
+        except (ValueError, TypeError, KeyError) as err:
+            raise CheckpointError(f"checkpoint '{file}': participant_rng is not a "
+                                  f"generator state ({type(err).__name__})") from None
+    return round_index, global_weights, shared, path
+
+
 class CheckpointError(ConfigError):
     """A checkpoint file that cannot be read safely (or at all): bad input, exit 2."""
 

@@ -33,10 +33,9 @@ from fcl_ray.config_io import from_dict
 from fcl_ray.federation.process_memory import peak_resident_mb
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointError, CheckpointStore,
                                            checkpoint_root, client_file, coordinator_arrays,
-                                           coordinator_state, participant_rng_state, phase_name)
+                                           phase_name, restore_coordinator)
 from fcl_ray.core.events import RoundReport
-from fcl_ray.core.participation import (generator_state, participant_generator,
-                                        restore_generator)
+from fcl_ray.core.participation import generator_state, participant_generator
 from fcl_ray.core.strategy import SharedFeatures, Strategy, make_strategy
 from fcl_ray.protocol.messages import ALL_LABELED, ClientNotReady, ClientUpdate, phase_contract
 
@@ -367,27 +366,17 @@ class Coordinator:
         return self.phase, self.saved_round.get(cid), ""
 
     def _restore(self) -> Optional[int]:
-        last = self.store.latest(self.phase)
-        if last is None:
+        restored = restore_coordinator(self.store, self.phase, self.participant_rng)
+        if restored is None:
             return None
-        path = self.store.round_dir(self.phase, last)
-        file = f"{path}/{COORDINATOR_FILE}"
-        arrays = self.store.load_arrays(file)
-        self.round_index, self.global_weights, self.shared = coordinator_state(arrays, file)
-        saved_rng = participant_rng_state(arrays, file)
-        if saved_rng is not None:   # None: written before sampling existed; fresh stream
-            try:
-                restore_generator(self.participant_rng, saved_rng)
-            except (ValueError, TypeError, KeyError) as err:
-                raise CheckpointError(f"checkpoint '{file}': participant_rng is not a "
-                                      f"generator state ({type(err).__name__})") from None
+        self.round_index, self.global_weights, self.shared, path = restored
         try:
             ray.get([c.load_state.remote(self.store.url, path) for c in self.clients])
         except RayTaskError as err:   # a client's file refused: the same one line
             if isinstance(err.cause, CheckpointError):
                 raise CheckpointError(str(err.cause)) from None
             raise
-        return last
+        return self.round_index
 
     def probe(self, fold: int, n_labeled: int) -> float:
         """Mean over clients of the probe Dice of the current global encoder."""

@@ -25,7 +25,8 @@ def _finished(out: Path, *overrides: str) -> dict[str, bytes]:
     (out / "results.csv").write_text("method,finetune_mode,n_labeled,fold,client,dice_mean\n"
                                      "fcl,local,1,0,0,0.5\n")
     (out / "rounds.jsonl").write_text('{"round": 1}\n')
-    (out / "checkpoints" / "fcl-fold0").mkdir(parents=True)
+    (out / "checkpoints" / "fcl-fold0" / "round-0001").mkdir(parents=True)
+    (out / "checkpoints" / "fcl-fold0" / "round-0001" / "coordinator.npz").write_bytes(b"")
     (out / "checkpoints" / "fcl-fold0" / "LATEST").write_text('{"round": 1}')
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
