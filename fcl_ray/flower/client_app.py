@@ -26,13 +26,15 @@ def _task_reply(runner, task: dict, content: RecordDict) -> RecordDict:
     fold, n = int(task.get("fold", 0)), int(task.get("n_labeled", 0))
     weights = R.weights_from(content)
     if kind == "start_pretraining":
-        return RecordDict({R.RESULT: R.scalars_record(runner.start_pretraining(method, fold))})
+        return RecordDict({R.RESULT: R.scalars_record(runner.start_pretraining(
+            method, fold, bool(task.get("resume", False))))})
     if kind == "pretrain_round":
         return R.update_records(runner.pretrain_round(method, fold, int(task["round"]),
-                                                      weights, R.pool_from(content)))
+                                                      weights, R.pool_from(content),
+                                                      int(task.get("keep_from", 0))))
     if kind == "finish_pretraining":
         return RecordDict({R.RESULT: R.scalars_record(
-            runner.finish_pretraining(method, fold, weights))})
+            runner.finish_pretraining(method, fold, weights, int(task["round"])))})
     if kind == "start_finetune":
         return RecordDict({R.RESULT: R.scalars_record(runner.start_finetune(method, fold, n))})
     if kind == "finetune_round":

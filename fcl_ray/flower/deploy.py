@@ -80,6 +80,8 @@ clientapp = "fcl_ray.flower.client_app:app"
 
 [tool.flwr.app.config]
 wait-s = {wait_s}
+resume = false
+overwrite = false
 study = {json.dumps(study)}
 """
 
@@ -184,11 +186,22 @@ def write_deployment(cfg: Config, out: Path, host: str, port: int = DEFAULT_PORT
                   'root-certificates = "$PWD/certificates/ca.crt"', "EOF"]
     written.append(_script(coord / "register.sh", connection + [
         f"flwr supernode register site-keys/site-{s}.pub {CONNECTION}" for s in range(sites)]))
+    # `run.sh --resume` / `--overwrite` as `fcl-ray run`'s flags: the run config's booleans.
     # flwr run exits 0 whatever the ServerApp did: the study's own last words say how it ended.
     written.append(_script(coord / "run.sh", connection + [
-        f'flwr run app {CONNECTION} --stream "$@" 2>&1 | tee run.log',
+        "args=()",
+        'for arg in "$@"; do',
+        '  case "$arg" in',
+        "    --resume) args+=(--run-config resume=true) ;;",
+        "    --overwrite) args+=(--run-config overwrite=true) ;;",
+        '    *) args+=("$arg") ;;',
+        "  esac",
+        "done",
+        f'flwr run app {CONNECTION} --stream ${{args[@]+"${{args[@]}}"}} 2>&1 | tee run.log',
         "if grep -q '^fcl-ray: error:' run.log; then exit 2; fi",
-        "if grep -q '^fcl-ray: federation stopped:' run.log; then exit 1; fi"]))
+        "if grep -q '^fcl-ray: federation stopped:' run.log; then exit 1; fi",
+        # Stopped from outside (flwr stop, the SuperLink's host went down): not finished.
+        "if ! grep -q '^fcl-ray: results written to' run.log; then exit 1; fi"]))
     for site in range(sites):
         bundle = out / "sites" / f"site-{site}"
         root = roots.get(site, f"/path/to/site-{site}/data")

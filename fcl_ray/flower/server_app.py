@@ -10,6 +10,11 @@ late actor is on Ray.
 The coordinator keeps global state only: the global weights and the feature pool per round
 (``<output_dir>/checkpoints``), results.csv and rounds.jsonl. Each site's bank, optimiser,
 networks and encoders stay on the site's disk.
+
+``coordinator/run.sh --resume`` (the run config's ``resume``) continues a study the way
+``fcl-ray run --resume`` does: finished (fold, method, mode) rows are kept and skipped, an
+interrupted pre-training goes on after its last complete round checkpoint (each site from
+its own state of that round), with the same checks of the output folder first.
 """
 from __future__ import annotations
 
@@ -23,10 +28,10 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fcl_ray.config import Config
+from fcl_ray.config import Config, ConfigError
 from fcl_ray.config_io import dump_yaml, from_dict
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointStore,
-                                           coordinator_arrays, phase_name)
+                                           coordinator_arrays, phase_name, restore_coordinator)
 from fcl_ray.core.participation import (generator_state, participant_generator,
                                         sample_participants)
 from fcl_ray.core.strategy import Strategy, make_strategy
@@ -86,10 +91,15 @@ class Sites:
         self.log(f"sites joined: {', '.join(f'site {s} = node {n}' for s, n in sorted(self.nodes.items()))}")
 
     def _send(self, messages: list[tuple[int, RecordDict]]) -> dict[int, Message]:
+        """The replies by the node each message went to. By the message replied to, not by
+        the reply's sender: for a node that went offline (missed heartbeats) the SuperLink
+        itself replies, with an error, and that must count as the site's failure."""
         out = [Message(content, dst_node_id=node, message_type="query")
                for node, content in messages]
         replies = self.grid.send_and_receive(out, timeout=self.timeout_s)
-        return {reply.metadata.src_node_id: reply for reply in replies}
+        node_of = {message.metadata.message_id: node for message, (node, _) in zip(out, messages)}
+        return {node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id): reply
+                for reply in replies}
 
     def ask(self, sites: list[int], task: dict, weights: Optional[np.ndarray] = None,
             pool: Optional[dict] = None) -> dict[int, Message]:
@@ -144,10 +154,11 @@ def collect_updates(replies: dict[int, Message], sampled: list[int],
 
 class FlowerStudy:
     """The study of ``cfg`` over ``sites``: pre-training rounds, then fine-tuning, with the
-    rows and round records the Ray runtime writes."""
+    rows and round records the Ray runtime writes; ``resume`` continues an interrupted one."""
 
-    def __init__(self, cfg: Config, sites: Sites, log: Callable[[str], None] = print):
-        self.cfg, self.sites, self.log = cfg, sites, log
+    def __init__(self, cfg: Config, sites: Sites, log: Callable[[str], None] = print,
+                 resume: bool = False):
+        self.cfg, self.sites, self.log, self.resume = cfg, sites, log, resume
         self.out = Path(cfg.experiment.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         fed = cfg.federation
@@ -191,21 +202,33 @@ class FlowerStudy:
         method whose weights stay at each site)."""
         p, fed = self.cfg.pretrain, self.cfg.federation
         base = {"method": method, "fold": fold}
-        infos = self.sites.ask_all({"kind": "start_pretraining", **base})
-        strategy = self._strategy(infos, bool(infos[0]["federated"]))
         rng = participant_generator(self.cfg.experiment.seed, fold)
-        global_weights, pool = None, {}
-        for r in range(1, p.rounds + 1):
+        first, global_weights, pool = 0, None, {}
+        if self.resume and self.store is not None:
+            restored = restore_coordinator(self.store, phase_name(method, fold), rng)
+            if restored is not None:
+                first, global_weights, pool, _ = restored
+                self.log(f"[{method}] fold {fold}: resumed after round {first}")
+        # Resumed, each site goes on from its own state of round `first` (kept on its disk).
+        infos = self.sites.ask_all({"kind": "start_pretraining", **base, "resume": first > 0})
+        strategy = self._strategy(infos, bool(infos[0]["federated"]))
+        saved = first   # the last complete checkpoint: what a resume would go on from
+        for r in range(first + 1, p.rounds + 1):
             start = time.perf_counter()
             sampled = sample_participants(self.cfg.data.clients, fed.clients_per_round, rng)
+            # The sites keep their states from the last checkpoint's round on (without
+            # checkpoints, from the last round: a site that sat out goes on from its newest).
+            keep_from = saved if self.store is not None else r - 1
             updates, stats = self._round(strategy, sampled,
-                                         {"kind": "pretrain_round", "round": r, **base},
+                                         {"kind": "pretrain_round", "round": r,
+                                          "keep_from": keep_from, **base},
                                          global_weights, pool)
             global_weights = strategy.aggregate_updates(updates, global_weights)
             stats |= asdict(strategy.traffic(updates, global_weights, pool, p.remote_sample))
             pool = strategy.aggregate_feature_pool(updates)
-            self._checkpoint(phase_name(method, fold), r, global_weights, pool,
-                             generator_state(rng))
+            if self._checkpoint(phase_name(method, fold), r, global_weights, pool,
+                                generator_state(rng)):
+                saved = r
             stats["round_seconds"] = time.perf_counter() - start
             self._record({**base, "phase": "pretrain", "round": r, **stats,
                           "clients": [{"client": u.client, **u.metrics} for u in updates]})
@@ -214,18 +237,20 @@ class FlowerStudy:
                      f"{len(updates)}/{len(sampled)} sites, {stats['round_seconds']:.1f}s"
                      + "".join(f"; site {s} left out: {why}" for s, why in stats["dropped"].items()))
         final = global_weights if strategy.federated else None
-        self.sites.ask_all({"kind": "finish_pretraining", **base}, final)
+        self.sites.ask_all({"kind": "finish_pretraining", "round": p.rounds, **base}, final)
         return final
 
-    def _checkpoint(self, phase: str, round_index: int, global_weights, pool, rng_state) -> None:
-        """The coordinator's global state only (the sites keep theirs on their disks)."""
+    def _checkpoint(self, phase: str, round_index: int, global_weights, pool, rng_state) -> bool:
+        """The coordinator's global state only (the sites keep theirs on their disks);
+        False when this round is not checkpointed."""
         every = self.cfg.federation.checkpoint_every
         if self.store is None or round_index % every:
-            return
+            return False
         path = self.store.round_dir(phase, round_index)
         self.store.save_arrays(f"{path}/{COORDINATOR_FILE}",
                                coordinator_arrays(round_index, global_weights, pool, rng_state))
         self.store.mark_complete(phase, round_index)
+        return True
 
     # ------------------------------------------------------------------ fine-tuning
     def _rows(self, method: str, mode: str, fold: int, n: int, results: list[dict]) -> None:
@@ -262,23 +287,34 @@ class FlowerStudy:
     # ------------------------------------------------------------------ the study
     def run(self) -> list[dict]:
         """Every fold: each method pre-trained (if it has pre-training), then fine-tuned in
-        each mode and label budget; results.csv is rewritten after each method."""
+        each mode and label budget; results.csv is rewritten after each method. Resumed,
+        the (fold, method, mode) rows already in results.csv are kept and not run again."""
+        from fcl_ray.federation.driver import _previous_rows
         from fcl_ray.methods import has_pretraining
         from fcl_ray.tracking import method_rows
 
+        results = self.out / "results.csv"
         (self.out / "config.yaml").write_text(dump_yaml(self.cfg))
-        (self.out / "rounds.jsonl").unlink(missing_ok=True)
+        if self.resume:
+            self.rows = _previous_rows(results)
+        else:
+            (self.out / "rounds.jsonl").unlink(missing_ok=True)
+        done = {(int(r["fold"]), r["method"], r["finetune_mode"]) for r in self.rows}
         methods, modes = method_rows(self.cfg), self.cfg.finetune.modes
         for fold in self.cfg.finetune.folds:
             for method in methods:
+                todo = [mode for mode in modes if (fold, method, mode) not in done]
+                if not todo:
+                    self.log(f"[{method}] fold {fold}: results already in {results}, skipped")
+                    continue
                 if has_pretraining(method):
                     self.pretrain(method, fold)
                 for n in self.cfg.finetune.n_labeled:
-                    if "federated" in modes:
+                    if "federated" in todo:
                         self.finetune_federated(method, fold, n)
-                    if "local" in modes:
+                    if "local" in todo:
                         self.finetune_local(method, fold, n)
-                write_results(self.rows, methods, modes, self.out / "results.csv")
+                write_results(self.rows, methods, modes, results)
         self.log(f"results written to {self.out / 'results.csv'}")
         return self.rows
 
@@ -297,15 +333,23 @@ def write_results(rows: list[dict], methods: list[str], modes: list[str], path: 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    from fcl_ray.output_dir import prepare_output_dir
+
     cfg = from_dict(json.loads(context.run_config["study"]))
     log = lambda line: print(f"fcl-ray: {line}", flush=True)   # noqa: E731  (the run's log)
+    # run.sh --resume / --overwrite: the run config's booleans (default false, in the app).
+    resume, overwrite = (bool(context.run_config.get(k, False)) for k in ("resume", "overwrite"))
     sites = Sites(grid, cfg.data.clients, float(cfg.federation.round_timeout_s or 600), log)
-    # One line first (coordinator/run.sh turns it into its exit code: 2 for bad input at a
-    # site, 1 for a federation that could not go on), then Flower marks the run failed.
+    # One line first (coordinator/run.sh turns it into its exit code: 2 for bad input, at
+    # the coordinator or at a site, 1 for a federation that could not go on), then Flower
+    # marks the run failed.
     try:
+        # As `fcl-ray run`, before any site is asked: no resume with another config, no
+        # silent replacing of finished results.
+        prepare_output_dir(cfg, resume, overwrite, log)
         sites.connect(float(context.run_config.get("wait-s", 300)))
-        FlowerStudy(cfg, sites, log).run()
-    except SiteRefused as err:
+        FlowerStudy(cfg, sites, log, resume).run()
+    except (SiteRefused, ConfigError) as err:
         log(f"error: {err}")
         raise
     except (FlowerFederationError, MessageError) as err:

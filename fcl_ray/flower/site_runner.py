@@ -7,19 +7,39 @@ from the same seeds as on Ray) and restores what training changed from the site'
 folder: the method's checkpoint state (networks, optimiser, bank, generator; what
 ``--resume`` restores on Ray), the fine-tuning trainer, the final encoders. None of it is
 sent anywhere: the coordinator holds only global state.
+
+Pre-training state is kept per round (``pretrain/<method>-fold<f>/round-<r>/``): round
+``r`` starts from the site's newest state before ``r``. So a site that sat rounds out (its
+SuperNode was down) goes on from its last round, and a coordinator that resumes from its
+last complete checkpoint finds every site's state of that round, even when a site already
+ran the round after it. Rounds no resume can need any more are deleted.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import torch
 
-from fcl_ray.federation.checkpoint import CheckpointStore, phase_name
+from fcl_ray.federation.checkpoint import CheckpointStore, client_file, phase_name
 from fcl_ray.federation.site import ClientSite
 from fcl_ray.protocol.messages import ClientUpdate, Contract, phase_contract
 from fcl_ray.flower.nodes import SiteSettings, site_config
 from fcl_ray.flower.records import checked_update
+
+
+def newest_round(saved: Iterable[int], at_most: int) -> Optional[int]:
+    """The newest of the ``saved`` rounds that is not after ``at_most`` (None: none is)."""
+    return max((r for r in saved if r <= at_most), default=None)
+
+
+def rounds_to_drop(saved: Iterable[int], keep_from: int) -> list[int]:
+    """The ``saved`` rounds no round can start from any more: those before the newest one
+    at or before ``keep_from`` (the coordinator's last complete checkpoint, where a
+    ``--resume`` would go on from)."""
+    saved = list(saved)
+    base = newest_round(saved, keep_from)
+    return [] if base is None else sorted(r for r in saved if r < base)
 
 
 class SiteRunner:
@@ -35,37 +55,61 @@ class SiteRunner:
         return "/".join([self.store.root.rstrip("/"), *parts])
 
     # ------------------------------------------------------------------ pre-training
-    def _pretrain_dir(self, method: str, fold: int) -> str:
+    def _phase_dir(self, method: str, fold: int) -> str:
         return self._file("pretrain", phase_name(method, fold))
+
+    def _round_dir(self, method: str, fold: int, round_index: int) -> str:
+        return self.store.round_dir(f"pretrain/{phase_name(method, fold)}", round_index)
+
+    def _saved_rounds(self, method: str, fold: int) -> list[int]:
+        """The rounds of the phase this site holds its state of."""
+        files = self.store.fs.glob(f"{self._phase_dir(method, fold)}/round-*/"
+                                   f"{client_file(self.settings.site)}")
+        return sorted(int(f.rsplit("/", 2)[-2].removeprefix("round-")) for f in files)
 
     def _contract(self, info: dict) -> Contract:
         """What this site may send in the phase (the coordinator builds the same one)."""
         return phase_contract(info, self.cfg.data.partitions, self.cfg.pretrain.exchange_size)
 
-    def start_pretraining(self, method: str, fold: int) -> dict:
+    def start_pretraining(self, method: str, fold: int, resume: bool = False) -> dict:
+        """Set the phase up from the seeds and save it as round 0; a fresh phase (not
+        ``resume``) first deletes what an earlier run of it left on this disk."""
         info = self.site.start_pretraining(method, fold)
-        self.site.save_state(self.store.url, self._pretrain_dir(method, fold))
+        phase = self._phase_dir(method, fold)
+        if not resume and self.store.fs.exists(phase):
+            self.store.fs.rm(phase, recursive=True)
+        self.site.save_state(self.store.url, self._round_dir(method, fold, 0))
         return info
 
-    def _resume_pretraining(self, method: str, fold: int) -> dict:
+    def _resume_pretraining(self, method: str, fold: int, after: int) -> dict:
+        """The phase rebuilt from the seeds with this site's newest state up to round
+        ``after``."""
         info = self.site.start_pretraining(method, fold)   # same seeds as the first call
-        if not self.site.load_state(self.store.url, self._pretrain_dir(method, fold)):
+        saved = newest_round(self._saved_rounds(method, fold), after)
+        if saved is None or not self.site.load_state(self.store.url,
+                                                     self._round_dir(method, fold, saved)):
             raise RuntimeError(f"site {self.settings.site}: no pre-training state of "
-                               f"{method} fold {fold} under {self.store.root}")
+                               f"{method} fold {fold} up to round {after} under "
+                               f"{self.store.root}")
         return info
 
     def pretrain_round(self, method: str, fold: int, round_index: int,
-                       global_weights: Optional[np.ndarray], pool: Optional[dict]) -> ClientUpdate:
-        info = self._resume_pretraining(method, fold)
+                       global_weights: Optional[np.ndarray], pool: Optional[dict],
+                       keep_from: int = 0) -> ClientUpdate:
+        """Round ``round_index`` from this site's newest earlier state; its state is saved
+        as that round's, and states older than ``keep_from`` needs are deleted."""
+        info = self._resume_pretraining(method, fold, round_index - 1)
         update = self.site.pretrain_round(global_weights, pool, round_index)
         update = checked_update(update, self._contract(info))
-        self.site.save_state(self.store.url, self._pretrain_dir(method, fold))
+        self.site.save_state(self.store.url, self._round_dir(method, fold, round_index))
+        for old in rounds_to_drop(self._saved_rounds(method, fold), keep_from):
+            self.store.fs.rm(self._round_dir(method, fold, old), recursive=True)
         return update
 
-    def finish_pretraining(self, method: str, fold: int,
-                           global_weights: Optional[np.ndarray]) -> dict:
+    def finish_pretraining(self, method: str, fold: int, global_weights: Optional[np.ndarray],
+                           last_round: int) -> dict:
         """Adopt the final global weights; the encoder stays on this site's disk."""
-        self._resume_pretraining(method, fold)
+        self._resume_pretraining(method, fold, last_round)
         encoder = self.site.finish_pretraining(global_weights)
         self.store.save(self._encoder_file(method, fold),
                         {k: torch.from_numpy(np.array(v)) for k, v in encoder.items()})

@@ -173,3 +173,30 @@ def test_the_coordinator_drops_refused_late_and_impostor_sites(monkeypatch):
     assert [u.client for u in updates] == [0, 2]
     assert dropped[1] == "failed: refused at the site before sending: x"
     assert dropped[3].startswith("late") and "sent an update as client 0" in dropped[4]
+
+
+def test_a_round_starts_from_the_sites_newest_earlier_state_and_old_ones_go():
+    """A site keeps its pre-training state per round: round r starts from its newest state
+    before r (a site that sat rounds out goes on from its last); what a resume from the
+    coordinator's last checkpoint (``keep_from``) can still need is kept."""
+    from fcl_ray.flower.site_runner import newest_round, rounds_to_drop
+
+    assert newest_round([0, 1, 2, 3], 2) == 2
+    assert newest_round([0, 1, 4], 3) == 1          # sat rounds 2 and 3 out
+    assert newest_round([2, 3], 1) is None
+    assert rounds_to_drop([0, 1, 2, 3], 2) == [0, 1]   # round 3 ran, its checkpoint did not
+    assert rounds_to_drop([0, 1, 4], 3) == [0]         # 1 is the newest a resume from 3 needs
+    assert rounds_to_drop([3], 0) == [] and rounds_to_drop([], 5) == []
+
+
+def test_run_sh_takes_fcl_ray_runs_resume_and_overwrite_flags(tmp_path):
+    """``coordinator/run.sh --resume`` / ``--overwrite`` become the app's run config (whose
+    defaults are false); other arguments go to ``flwr run`` as they are."""
+    write_deployment(load_config(None, STUDY), tmp_path / "d", "localhost")
+    run = (tmp_path / "d" / "coordinator" / "run.sh").read_text()
+    assert "--resume) args+=(--run-config resume=true)" in run
+    assert "--overwrite) args+=(--run-config overwrite=true)" in run
+    assert '*) args+=("$arg")' in run
+    app = tomllib.loads((tmp_path / "d" / "coordinator" / "app" / "pyproject.toml").read_text())
+    config = app["tool"]["flwr"]["app"]["config"]
+    assert config["resume"] is False and config["overwrite"] is False
