@@ -1,11 +1,13 @@
 """A real Flower deployment on 127.0.0.1, from the files ``fcl-ray deploy`` writes: the
 SuperLink (TLS, SuperNode authentication), the sites' key registration, one SuperNode per
 site, then the study's ``flwr run``. Every process runs in its own session and is stopped
-(its whole process group) on the way out."""
+(its whole process group) on the way out; a site's SuperNode can be killed and started
+again in between."""
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,32 +57,86 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
     raise RuntimeError(f"the SuperLink did not listen on {port} within {timeout}s")
 
 
-@contextlib.contextmanager
-def federation(deployment: Path, sites: int, port: int) -> Iterator[list[subprocess.Popen]]:
-    """Start the SuperLink and the sites' SuperNodes of ``deployment``; yield the SuperNode
-    processes; stop everything afterwards."""
-    started: list[subprocess.Popen] = []
+def _launch(command: list[str], log: Path) -> subprocess.Popen:
+    """``command`` in its own session, its output appended to ``log``."""
+    with open(log, "ab") as handle:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=_env(),
+                                start_new_session=True)
 
-    def launch(script: Path, name: str) -> subprocess.Popen:
-        log = open(deployment / f"{name}.log", "wb")
-        process = subprocess.Popen(["bash", str(script)], stdout=log, stderr=subprocess.STDOUT,
-                                   env=_env(), start_new_session=True)
-        started.append(process)
+
+class Federation:
+    """The running parties of a loopback deployment: the SuperLink and each site's
+    SuperNode (``supernodes[site]``)."""
+
+    def __init__(self, deployment: Path):
+        self.deployment = deployment
+        self.started: list[subprocess.Popen] = []
+        self.supernodes: dict[int, subprocess.Popen] = {}
+
+    def launch(self, script: Path, name: str) -> subprocess.Popen:
+        process = _launch(["bash", str(script)], self.deployment / f"{name}.log")
+        self.started.append(process)
         return process
 
+    def start_supernode(self, site: int) -> None:
+        """Site ``site``'s ``supernode.sh``, as its operator runs it (again, after a kill)."""
+        self.supernodes[site] = self.launch(
+            self.deployment / "sites" / f"site-{site}" / "supernode.sh", f"site-{site}")
+
+    def kill_supernode(self, site: int) -> None:
+        """SIGKILL to the SuperNode's process group (its ClientApp too): a crashed host."""
+        process = self.supernodes[site]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def federation(deployment: Path, sites: int, port: int) -> Iterator[Federation]:
+    """Start the SuperLink and the sites' SuperNodes of ``deployment``; stop everything
+    afterwards."""
+    parties = Federation(deployment)
     try:
-        link = launch(deployment / "coordinator" / "superlink.sh", "superlink")
+        link = parties.launch(deployment / "coordinator" / "superlink.sh", "superlink")
         _wait_for_port(port, link, deployment / "superlink.log")
         subprocess.run(["bash", str(deployment / "coordinator" / "register.sh")], env=_env(),
                        check=True, capture_output=True, timeout=60)
-        yield [launch(deployment / "sites" / f"site-{s}" / "supernode.sh", f"site-{s}")
-               for s in range(sites)]
+        for site in range(sites):
+            parties.start_supernode(site)
+        yield parties
     finally:
-        for process in reversed(started):
+        for process in reversed(parties.started):
             _stop(process)
 
 
-def run_study(deployment: Path, timeout: float) -> subprocess.CompletedProcess:
+def start_study(deployment: Path, *flags: str) -> subprocess.Popen:
+    """``coordinator/run.sh`` with ``flags`` in the background; its log in ``study.log``."""
+    (deployment / "study.log").unlink(missing_ok=True)
+    return _launch(["bash", str(deployment / "coordinator" / "run.sh"), *flags],
+                   deployment / "study.log")
+
+
+def finish_study(study: subprocess.Popen, deployment: Path,
+                 timeout: float) -> subprocess.CompletedProcess:
+    """Wait for a :func:`start_study` run to end (stopped past ``timeout``); its log."""
+    try:
+        study.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(study)
+        raise
+    return subprocess.CompletedProcess(study.args, study.returncode,
+                                       (deployment / "study.log").read_text(), "")
+
+
+def stop_study(deployment: Path) -> None:
+    """``flwr stop`` of the study's run (its id from the log), as the coordinator's operator
+    would: the ServerApp ends mid-study."""
+    run_id = re.search(r"run_id `(\d+)`", (deployment / "study.log").read_text()).group(1)
+    coordinator = deployment / "coordinator"
+    subprocess.run(["flwr", "stop", run_id, "fcl-ray"], cwd=coordinator, check=True,
+                   env={**_env(), "FLWR_HOME": str(coordinator / "flwr-home")},
+                   capture_output=True, timeout=120)
+
+
+def run_study(deployment: Path, timeout: float, *flags: str) -> subprocess.CompletedProcess:
     """``coordinator/run.sh``: the study, its log streamed until the run ends."""
-    return subprocess.run(["bash", str(deployment / "coordinator" / "run.sh")], env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return finish_study(start_study(deployment, *flags), deployment, timeout)

@@ -1,11 +1,13 @@
 """The same tiny FCL study on a real Flower deployment (127.0.0.1, TLS, SuperNode
-authentication, two SuperNodes) and on Ray: the rows, and the same global weights.
+authentication, two SuperNodes) and on Ray: the rows, and the same global weights; a
+SuperNode killed mid-run is dropped and rejoins; a site without its data refuses.
 
 Bitwise, not within a tolerance: both runtimes call the same ClientSite with the same seeds
 and one torch thread per site, the Flower site restores exactly what the Ray actor keeps in
 memory between rounds (the method's checkpoint state, the trainer), and FedAvg sums the
 updates in site order in both."""
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,8 @@ from fcl_ray.flower.deploy import write_deployment  # noqa: E402
 from fcl_ray.results import RESULT_COLUMNS  # noqa: E402
 
 from conftest import TINY  # noqa: E402
-from flower_loopback import federation, free_port, run_study  # noqa: E402
+from flower_loopback import (federation, finish_study, free_port, run_study,  # noqa: E402
+                             start_study, stop_study)
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +38,29 @@ def _global_state(out) -> dict:
     return store.load_arrays(f"{store.round_dir('fcl-fold0', 2)}/{COORDINATOR_FILE}")
 
 
+def _deployment(cfg, tmp_path, roots=None):
+    """``fcl-ray deploy`` of ``cfg`` on 127.0.0.1 into ``tmp_path/deployment`` (default data
+    roots: a new folder per site); (its folder, the SuperLink's port)."""
+    if roots is None:
+        roots = {site: tmp_path / f"site-{site}" for site in range(cfg.data.clients)}
+        for root in roots.values():
+            root.mkdir()
+    port, deployment = free_port(), tmp_path / "deployment"
+    write_deployment(cfg, deployment, "127.0.0.1", port,
+                     {site: str(root) for site, root in roots.items()}, bind="127.0.0.1",
+                     supernode_port=free_port())
+    return deployment, port
+
+
+def _rounds(out) -> list[dict]:
+    path = out / "rounds.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
 def test_a_tiny_study_on_loopback_flower_gives_rays_rows_and_weights(ray_session, tmp_path):
     cfg = load_config(None, STUDY + [f"experiment.output_dir={tmp_path / 'flower'}"])
-    roots = {}
-    for site in range(cfg.data.clients):
-        (tmp_path / f"site-{site}").mkdir()
-        roots[site] = str(tmp_path / f"site-{site}")
-    port, deployment = free_port(), tmp_path / "deployment"
-    write_deployment(cfg, deployment, "127.0.0.1", port, roots, bind="127.0.0.1",
-                     supernode_port=free_port())
+    deployment, port = _deployment(cfg, tmp_path)
     with federation(deployment, cfg.data.clients, port):
         run = run_study(deployment, timeout=480)
     out = tmp_path / "flower"
@@ -55,25 +72,34 @@ def test_a_tiny_study_on_loopback_flower_gives_rays_rows_and_weights(ray_session
     assert rows[["method", "finetune_mode", "n_labeled", "fold"]].drop_duplicates().values.tolist() \
         == [["fcl", "federated", 1, 0]]
     assert rows["client"].tolist() == [0, 1] and rows["dice_mean"].between(0, 1).all()
-    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
-    pretrain = [r for r in rounds if r["phase"] == "pretrain"]
+    pretrain = [r for r in _rounds(out) if r["phase"] == "pretrain"]
     assert [r["participants"] for r in pretrain] == [[0, 1], [0, 1]]
     assert pretrain[1]["bytes_features"] > 0 and not pretrain[1]["dropped"]
     # Each site's bank, optimiser and networks on its own disk; the coordinator's checkpoints
     # hold global state only.
     for site in range(cfg.data.clients):
         state = tmp_path / f"site-{site}" / "fcl-ray-state" / cfg.experiment.name
-        assert (state / "pretrain" / "fcl-fold0" / f"client-{site}.pt").is_file()
+        # per round, from the coordinator's last checkpoint (round 1) on: what a resume needs
+        phase = state / "pretrain" / "fcl-fold0"
+        assert sorted(p.relative_to(phase).as_posix() for p in phase.rglob("*.pt")) == \
+            [f"round-0001/client-{site}.pt", f"round-0002/client-{site}.pt"]
         assert (state / "encoders" / "fcl-fold0.pt").is_file()
     assert not list((out / "checkpoints").rglob("client-*"))
 
-    ray_cfg = load_config(None, STUDY + [f"experiment.output_dir={tmp_path / 'ray'}"])
-    ray_rows = run_experiment(ray_cfg, log=lambda line: None)
-    flower_state, ray_state = _global_state(out), _global_state(tmp_path / "ray")
+    _assert_rays(out, tmp_path / "ray")
+
+
+def _assert_rays(out, ray_out) -> None:
+    """The Flower study in ``out`` ends with the Ray runtime's global state and Dice, bit
+    for bit (the Ray run of the same study is made here, in ``ray_out``)."""
+    ray_rows = run_experiment(load_config(None, STUDY + [f"experiment.output_dir={ray_out}"]),
+                              log=lambda line: None)
+    flower_state, ray_state = _global_state(out), _global_state(ray_out)
     assert sorted(flower_state) == sorted(ray_state)
     for name in ray_state:   # global weights, each site's shared features and labels
         assert np.array_equal(flower_state[name], ray_state[name]), name
     dice = [c for c in RESULT_COLUMNS if c.startswith("dice")]
+    rows = pd.read_csv(out / "results.csv")
     assert rows[dice].values.tolist() == ray_rows[dice].values.tolist()
 
 
@@ -82,10 +108,8 @@ def test_a_site_without_its_data_root_refuses_at_its_supernode(tmp_path):
     stops with one line naming the site and the folder (coordinator/run.sh exits 2)."""
     cfg = load_config(None, STUDY + [f"experiment.output_dir={tmp_path / 'out'}"])
     (tmp_path / "site-0").mkdir()
-    port, deployment = free_port(), tmp_path / "deployment"
-    write_deployment(cfg, deployment, "127.0.0.1", port,
-                     {0: str(tmp_path / "site-0"), 1: str(tmp_path / "nowhere")},
-                     bind="127.0.0.1", supernode_port=free_port())
+    deployment, port = _deployment(cfg, tmp_path, {0: tmp_path / "site-0",
+                                                   1: tmp_path / "nowhere"})
     with federation(deployment, cfg.data.clients, port):
         run = run_study(deployment, timeout=240)
     assert run.returncode == 2, run.stdout[-3000:]
@@ -93,3 +117,69 @@ def test_a_site_without_its_data_root_refuses_at_its_supernode(tmp_path):
     assert len(said) == 1 and "refused: site 1: data-root" in said[0] \
         and f"{tmp_path / 'nowhere'}' does not exist" in said[0]
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def _wait_for(what: str, ready, study, timeout: float = 600) -> None:
+    """Poll ``ready()`` until it is true; fail if the study ends first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert study.poll() is None, f"the study ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f}s"
+        time.sleep(1.0)
+
+
+def test_a_supernode_killed_mid_run_is_dropped_and_rejoins(tmp_path):
+    """Site 1's SuperNode is SIGKILLed once round 1 is done and started again once a round
+    has gone on without it: it sits that round out, takes part again from its state on its
+    own disk, and the study finishes with every site's rows."""
+    out = tmp_path / "out"
+    cfg = load_config(None, STUDY + ["pretrain.rounds=4", f"experiment.output_dir={out}"])
+    deployment, port = _deployment(cfg, tmp_path)
+    with federation(deployment, cfg.data.clients, port) as parties:
+        study = start_study(deployment)
+        _wait_for("round 1", lambda: any(r["round"] == 1 for r in _rounds(out)), study)
+        parties.kill_supernode(1)
+        _wait_for("a round without site 1",
+                  lambda: any("1" in r["dropped"] for r in _rounds(out)), study)
+        parties.start_supernode(1)
+        run = finish_study(study, deployment, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    pretrain = [r for r in _rounds(out) if r["phase"] == "pretrain"]
+    assert [r["round"] for r in pretrain] == [1, 2, 3, 4]
+    missed = [r["round"] for r in pretrain if 1 not in r["participants"]]
+    back = [r["round"] for r in pretrain if 1 in r["participants"] and r["round"] > missed[0]]
+    assert missed[0] >= 2 and back, pretrain   # sat out, then took part again
+    # Left out as failed, not as late: the SuperLink answers for a node that missed its
+    # heartbeats, and its error counts as that site's.
+    assert all(r["participants"] == [0] and "Node Unavailable" in r["dropped"]["1"]
+               for r in pretrain if r["round"] in missed)
+    rows = pd.read_csv(out / "results.csv")
+    assert rows["client"].tolist() == [0, 1] and rows["dice_mean"].between(0, 1).all()
+
+
+def test_a_stopped_study_resumes_to_rays_weights_and_rows(ray_session, tmp_path):
+    """The study is stopped (``flwr stop``) once round 1 is done and continued with
+    ``run.sh --resume``: pre-training goes on after round 1 (each site from its own state of
+    it) and ends with the global weights and Dice of an uninterrupted run, which the first
+    test shows are Ray's, bit for bit."""
+    out = tmp_path / "out"
+    cfg = load_config(None, STUDY + [f"experiment.output_dir={out}"])
+    deployment, port = _deployment(cfg, tmp_path)
+    with federation(deployment, cfg.data.clients, port):
+        study = start_study(deployment)
+        _wait_for("round 1", lambda: any(r["round"] == 1 for r in _rounds(out)), study)
+        stop_study(deployment)
+        stopped = finish_study(study, deployment, timeout=120)
+        assert stopped.returncode == 1 and not (out / "results.csv").exists(), stopped.stdout[-3000:]
+        assert CheckpointStore(str(out / "checkpoints")).latest("fcl-fold0") == 1
+        run = run_study(deployment, 480, "--resume")
+        # Run again without --resume: refused as `fcl-ray run` refuses, before any site is asked.
+        again = run_study(deployment, 240)
+    assert again.returncode == 2, again.stdout[-3000:]
+    said = [line for line in again.stdout.splitlines() if line.startswith("fcl-ray: error:")]
+    assert len(said) == 1 and "already holds results (results.csv); continue them with " \
+        "--resume" in said[0]
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "fcl-ray: [fcl] fold 0: resumed after round 1" in run.stdout
+    assert [r["round"] for r in _rounds(out) if r["phase"] == "pretrain"] == [1, 2]
+    _assert_rays(out, tmp_path / "ray")
