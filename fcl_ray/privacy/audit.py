@@ -76,8 +76,12 @@ def train_inversion(rows: torch.Tensor, images: torch.Tensor, std: float, steps:
                     lr: float = 2e-3) -> InversionDecoder:
     """A decoder from rows (clean, (N, d)) of ``images`` (N, 1, S, S) to the images, trained
     on rows noised as the site noises them (fresh noise of ``std`` every step: the attacker
-    knows the configured multiplier). Mean squared error, Adam."""
-    decoder = InversionDecoder(rows.shape[1], images.shape[-1])
+    knows the configured multiplier). Mean squared error, Adam. The initial weights come from
+    ``generator``'s seed (torch's global generator is seeded at random in every process, so
+    the audit's figures would differ from one invocation to the next)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(generator.initial_seed())
+        decoder = InversionDecoder(rows.shape[1], images.shape[-1])
     optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
     for _ in range(steps):
         idx = torch.randint(len(rows), (min(batch_size, len(rows)),), generator=generator)

@@ -109,3 +109,14 @@ def test_audit_scores_every_patient_on_the_same_frames():
         for p in group.patient.unique():
             assert len(group.volume[group.patient == p].unique()) == 2   # ED and ES only
     assert len(data.heldout.patient.unique()) == 2
+
+
+def test_inversion_is_the_same_for_the_same_generator_seed():
+    rows = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    images = torch.rand(8, 1, 32, 32)
+    decoders = []
+    for _ in range(2):
+        torch.manual_seed(len(decoders))    # a different global state each time
+        decoders.append(A.train_inversion(rows, images, 0.5, 3,
+                                          torch.Generator().manual_seed(4), batch_size=4))
+    assert torch.equal(A.reconstruct(decoders[0], rows), A.reconstruct(decoders[1], rows))
