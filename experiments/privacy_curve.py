@@ -5,7 +5,8 @@ For one experiment config it runs, each into <out>/<setting>/ with ``fcl-ray run
 no exchange (``fcl_no_exchange``), FCL without noise (no guarantee), and FCL with
 ``privacy.feature_noise_multiplier`` at every ``--multipliers`` value; then
 ``fcl-ray privacy-audit`` on each setting's own pre-trained encoder at its own multiplier
-(no noise: 0). It writes <out>/privacy_curve.csv, .md and .png.
+(no noise: 0; ``--heldout`` passed on: the membership test's extra non-members). It writes
+<out>/privacy_curve.csv, .md and .png.
 
     python experiments/privacy_curve.py experiments/benchmark_v2.yaml \\
         --multipliers 0.5,1,2 --out runs/privacy_curve
@@ -23,7 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from fcl_ray.privacy.audit_cli import COLUMNS, readable
+
 FCL, NO_EXCHANGE = "fcl", "fcl_no_exchange"
+# The audit's membership figures the curve keeps: AUC, TPRs, their CIs, p and the counts.
+MEMBERSHIP_COLUMNS = COLUMNS[COLUMNS.index("membership_auc"):]
 
 
 def _fcl_ray(*args: str) -> None:
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/privacy_curve")
     parser.add_argument("--decoder-steps", default="300")
     parser.add_argument("--segmenter-steps", default="200")
+    parser.add_argument("--heldout", help="the audit's --heldout (default: the audit's)")
     parser.add_argument("--no-audit", action="store_true", help="Dice and epsilon only")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
@@ -98,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
                      str(_release_network_file(folder)), "--multipliers",
                      f"{z or 0:g}", "--out", str(folder / "audit"),
                      "--decoder-steps", args.decoder_steps,
-                     "--segmenter-steps", args.segmenter_steps)
+                     "--segmenter-steps", args.segmenter_steps,
+                     *(["--heldout", args.heldout] if args.heldout is not None else []))
             audit = pd.read_csv(folder / "audit" / "privacy_audit.csv")
             attack = audit[audit["setting"] != "share nothing"].iloc[0]
             baseline = audit[audit["setting"] == "share nothing"].iloc[0]
-            row |= {k: attack[k] for k in ("ssim", "psnr", "heart_dice", "membership_auc")}
+            row |= {k: attack[k] for k in ["ssim", "psnr", "heart_dice", *MEMBERSHIP_COLUMNS]}
             row |= {f"baseline_{k}": baseline[k] for k in ("ssim", "psnr", "heart_dice")}
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -110,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     from fcl_ray.report import to_markdown
 
     command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
+    shown = readable(table) if "membership_auc" in table else table.round(3)
     (out / "privacy_curve.md").write_text(
-        f"Made by `{command}`.\n\n" + to_markdown(table.round(3).set_index("setting"),
-                                                   "setting"))
+        f"Made by `{command}`.\n\n" + to_markdown(shown.set_index("setting"), "setting"))
     _plot(table, out / "privacy_curve.png")
-    print(table.round(3).to_string(index=False))
+    print(shown.to_string(index=False))
     return 0
 
 

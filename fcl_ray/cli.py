@@ -165,6 +165,10 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--fold", type=int, default=0, help="whose pool is the target's")
     audit.add_argument("--decoder-steps", type=int, default=300)
     audit.add_argument("--segmenter-steps", type=int, default=200)
+    audit.add_argument("--heldout", type=int, metavar="N",
+                       help="non-members for the membership test: N more patients of the "
+                       "target site that no run trains on, drawn on the phantom (default 100; "
+                       "data on disk: 0, its test-fold patients only)")
     audit.add_argument("--out", metavar="DIR", help="folder for privacy_audit.csv/.md "
                        "(default: <output_dir>/privacy_audit)")
     audit.add_argument("--set", dest="overrides", action="append", default=[],
@@ -372,7 +376,8 @@ def _privacy_audit(args) -> int:
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1")
     print(audit_command(cfg, multipliers, args.encoder, args.client, args.fold,
-                        args.decoder_steps, args.segmenter_steps, args.out), end="")
+                        args.decoder_steps, args.segmenter_steps, args.out, args.heldout),
+          end="")
     return 0
 
 

@@ -4,7 +4,8 @@
 the units both were run on (client, fold, seed): mean difference, a BCa bootstrap 95 % CI
 (SciPy) and a Wilcoxon signed-rank p-value per fine-tuning mode and N, the client-level
 (two-stage) bootstrap CI and p, and an exact client-level sign-flip permutation p (SciPy).
-``client_means`` is the per-client value the paper's tables average.
+``client_means`` is the per-client value the paper's tables average. ``two_sample_ci``: the
+bootstrap CI of any statistic of two independent samples (the privacy audit's membership AUC).
 ``positive_control`` and ``control_gate``: the positive control minus random init, and whether
 the benchmark can detect a good encoder at all.
 """
@@ -56,18 +57,37 @@ def bootstrap_ci(diffs: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
     percentile interval of the same resamples is returned. A fresh Generator per call, so a
     row's interval does not depend on the rows before it.
     """
+    diffs = np.asarray(diffs, dtype=float)
+    if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
+        return float(diffs[0]), float(diffs[0])     # every resample has the same mean
+    return _scipy_bootstrap((diffs,), np.mean, resamples, seed, level, vectorized=True)
+
+
+def two_sample_ci(first: np.ndarray, second: np.ndarray, statistic,
+                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                  level: float = 0.95) -> tuple[float, float]:
+    """BCa bootstrap CI of ``statistic(first, second)`` (two 1-D samples, e.g. the scores of
+    members and of non-members), each sample resampled with replacement on its own, so every
+    resample keeps both sizes; the percentile interval where BCa is undefined (a statistic
+    constant over the jackknife, e.g. a perfect separation), as :func:`bootstrap_ci`."""
+    samples = (np.asarray(first, dtype=float), np.asarray(second, dtype=float))
+    return _scipy_bootstrap(samples, lambda a, b: statistic(a, b), resamples, seed, level,
+                            vectorized=False)
+
+
+def _scipy_bootstrap(samples: tuple, statistic, resamples: int, seed: int, level: float,
+                     vectorized: bool) -> tuple[float, float]:
+    """``scipy.stats.bootstrap``'s BCa interval, else its percentile interval (NaN BCa)."""
     import warnings
 
     from scipy.stats import bootstrap
 
-    diffs = np.asarray(diffs, dtype=float)
-    if np.all(np.round(diffs - diffs[0], _DIFF_DECIMALS) == 0):
-        return float(diffs[0]), float(diffs[0])     # every resample has the same mean
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():   # a degenerate BCa warns and gives NaN: next method
             warnings.simplefilter("ignore")
-            ci = bootstrap((diffs,), np.mean, n_resamples=resamples, confidence_level=level,
-                           method=method, rng=np.random.default_rng(seed)).confidence_interval
+            ci = bootstrap(samples, statistic, n_resamples=resamples, confidence_level=level,
+                           method=method, vectorized=vectorized, paired=False,
+                           rng=np.random.default_rng(seed)).confidence_interval
         if np.isfinite(ci.low) and np.isfinite(ci.high):
             break
     return float(ci.low), float(ci.high)

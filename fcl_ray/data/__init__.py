@@ -19,26 +19,40 @@ def load_client_volumes(cfg: Config, client: int) -> list[Volume]:
     ``<case>:<frame>`` (``patient001:ED``, ``site00_case003:t05``) so that frames of one
     patient can be grouped (:func:`patient_of`).
     """
-    d = cfg.data
-    if d.kind == "synthetic":
-        from fcl_ray.data.readers.common import phases  # numpy only
-
-        cycle = CINE_FRAMES if d.cine_frames is None else d.cine_frames
-        if d.phantom == "v2":
-            from fcl_ray.data import phantom_v2
-
-            return phantom_v2.make_cine_site(
-                cfg.experiment.seed, client, d.cases_per_client, d.image_size,
-                (d.slices_min, d.slices_max), d.noise, cycle, phases(d), d.extra_frames,
-                phantom_v2.DEFAULT_SITE_SKEW if d.site_skew is None else d.site_skew,
-                tuple(d.phenotypes) or phantom_v2.PHENOTYPES,
-                tuple(d.field_of_view or phantom_v2.DEFAULT_FIELD_OF_VIEW))
-        return make_cine_site(cfg.experiment.seed, client, d.cases_per_client, d.image_size,
-                              (d.slices_min, d.slices_max), d.noise, cycle, phases(d),
-                              d.extra_frames)
+    if cfg.data.kind == "synthetic":
+        return _phantom_site(cfg, client, 0, cfg.data.cases_per_client)
     from fcl_ray.data.readers import load_client  # late: readers import MONAI and nibabel
 
     return load_client(cfg, client)
+
+
+def heldout_volumes(cfg: Config, client: int, count: int) -> list[Volume]:
+    """``count`` phantom patients of site ``client`` that no run ever trains on: cases
+    ``data.cases_per_client`` onward, drawn as the site's own (its scanner, its phenotype mix,
+    the same frames) from their own per-case random streams. The privacy audit's non-members."""
+    if cfg.data.kind != "synthetic":
+        raise ValueError("held-out patients are drawn on the phantom only")
+    return _phantom_site(cfg, client, cfg.data.cases_per_client, count)
+
+
+def _phantom_site(cfg: Config, client: int, first_case: int, cases: int) -> list[Volume]:
+    """Cases ``first_case`` .. ``first_case + cases - 1`` of phantom site ``client``."""
+    from fcl_ray.data.readers.common import phases  # numpy only
+
+    d = cfg.data
+    cycle = CINE_FRAMES if d.cine_frames is None else d.cine_frames
+    if d.phantom == "v2":
+        from fcl_ray.data import phantom_v2
+
+        return phantom_v2.make_cine_site(
+            cfg.experiment.seed, client, cases, d.image_size, (d.slices_min, d.slices_max),
+            d.noise, cycle, phases(d), d.extra_frames,
+            phantom_v2.DEFAULT_SITE_SKEW if d.site_skew is None else d.site_skew,
+            tuple(d.phenotypes) or phantom_v2.PHENOTYPES,
+            tuple(d.field_of_view or phantom_v2.DEFAULT_FIELD_OF_VIEW), first_case)
+    return make_cine_site(cfg.experiment.seed, client, cases, d.image_size,
+                          (d.slices_min, d.slices_max), d.noise, cycle, phases(d),
+                          d.extra_frames, first_case)
 
 
 def patient_of(volume_id: str) -> str:

@@ -314,11 +314,12 @@ def make_cine_site(seed: int, site: int, cases: int, size: int = 48,
                    cycle: int = CINE_FRAMES, phases: Sequence[str] = ("ED",),
                    extra_frames: int = 0, site_skew: float = DEFAULT_SITE_SKEW,
                    phenotypes: Sequence[str] = PHENOTYPES,
-                   field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW) -> list[Volume]:
+                   field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
+                   first_case: int = 0) -> list[Volume]:
     """One site's volumes, ids and order as :func:`fcl_ray.data.synthetic.make_cine_site`."""
     plan = cine_plan(cycle, phases, extra_frames)
     labeled, unlabeled = [], []
-    for case in range(cases):
+    for case in range(first_case, first_case + cases):
         rendered = make_frames(seed, site, case, [f for _, f, _ in plan], cycle, size, slices,
                                noise_scale, site_skew, phenotypes,
                                field_of_view=field_of_view)

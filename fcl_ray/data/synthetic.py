@@ -342,13 +342,14 @@ def cine_plan(cycle: int, phases: Sequence[str], extra_frames: int) -> list[tupl
 def make_cine_site(seed: int, site: int, cases: int, size: int = 64,
                    slices: tuple[int, int] = (8, 12), noise_scale: float = 1.0,
                    cycle: int = CINE_FRAMES, phases: Sequence[str] = ("ED",),
-                   extra_frames: int = 0) -> list[Volume]:
+                   extra_frames: int = 0, first_case: int = 0) -> list[Volume]:
     """One site's volumes the way the real-data readers give them: ids ``<case>:<frame>``
     (``site00_case003:ED``, ``site00_case003:t05``), every patient's labeled phases first
-    (in case order), then the unlabeled extra frames (``label`` None)."""
+    (in case order), then the unlabeled extra frames (``label`` None). Cases ``first_case``
+    to ``first_case + cases - 1``: a case's pixels depend on its own index only."""
     plan = cine_plan(cycle, phases, extra_frames)
     labeled, unlabeled = [], []
-    for case in range(cases):
+    for case in range(first_case, first_case + cases):
         rendered = make_frames(seed, site, case, [f for _, f, _ in plan], cycle, size, slices,
                                noise_scale)
         for (name, _, has_mask), (image, label) in zip(plan, rendered):

@@ -9,13 +9,20 @@ control's, :func:`fcl_ray.methods.control.control_slices`), it
   target site's slices from that site's noised rows: SSIM and PSNR against the true slices,
   and the Dice of the heart that a segmenter (trained on the auxiliary patients) finds in
   each reconstruction, against the true mask;
-- runs a *membership* test: over the rounds' releases, a patient scores the highest cosine
-  between one of its slices' rows and any released row; AUC of members (the site's
-  pre-training pool) against non-members (its test-fold patients).
+- runs a *membership* test (:mod:`fcl_ray.privacy.membership`): over the rounds' releases, a
+  patient scores the highest cosine between one of its slices' rows and any released row;
+  members (the site's pre-training pool) against non-members: its test-fold patients and, on
+  the phantom, ``heldout`` more patients of the same site that no run trains on
+  (:func:`fcl_ray.data.heldout_volumes`). AUC and TPR at a low FPR, with bootstrap CIs over
+  patients, and the counts they rest on. Every patient is scored on its frames with masks
+  (``data.phases``) only: test-fold patients have no others (the split leaves their extra
+  frames out), and a score that is a maximum over more slices would be higher for that
+  reason alone.
 
 The baseline, sharing nothing: the auxiliary patients' mean slice of each partition (the
 partition labels are shared in the clear) as the reconstruction, and a constant membership
-score (AUC 0.5). Pure functions over tensors (torch + MONAI, no Ray), then :func:`run_audit`.
+score (AUC 0.5, TPR = FPR). Pure functions over tensors (torch + MONAI, no Ray), then
+:func:`run_audit`.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from monai.metrics import DiceMetric, PSNRMetric, SSIMMetric, compute_roc_auc
+from monai.metrics import DiceMetric, PSNRMetric, SSIMMetric
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
@@ -32,6 +39,8 @@ from fcl_ray.data.slices import SliceSet
 from fcl_ray.methods.models import EmbeddingNet
 from fcl_ray.privacy.mechanism import (add_noise, choose_units, embed_rows, noise_std,
                                        planned_release, units_of)
+from fcl_ray.privacy.membership import (coarse_note, describe, membership_figures,
+                                        membership_scores)
 
 BASELINE = "share nothing"
 
@@ -67,8 +76,12 @@ def train_inversion(rows: torch.Tensor, images: torch.Tensor, std: float, steps:
                     lr: float = 2e-3) -> InversionDecoder:
     """A decoder from rows (clean, (N, d)) of ``images`` (N, 1, S, S) to the images, trained
     on rows noised as the site noises them (fresh noise of ``std`` every step: the attacker
-    knows the configured multiplier). Mean squared error, Adam."""
-    decoder = InversionDecoder(rows.shape[1], images.shape[-1])
+    knows the configured multiplier). Mean squared error, Adam. The initial weights come from
+    ``generator``'s seed (torch's global generator is seeded at random in every process, so
+    the audit's figures would differ from one invocation to the next)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(generator.initial_seed())
+        decoder = InversionDecoder(rows.shape[1], images.shape[-1])
     optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
     for _ in range(steps):
         idx = torch.randint(len(rows), (min(batch_size, len(rows)),), generator=generator)
@@ -120,21 +133,6 @@ def train_segmenter(aux: SliceSet, features: list[int], steps: int, seed: int) -
     return unet.eval()
 
 
-def membership_scores(rows: torch.Tensor, patients: torch.Tensor,
-                      released: torch.Tensor) -> dict[int, float]:
-    """Each patient's score: the highest cosine between one of its slices' (clean) rows and
-    any released row. Rows are unit length, so the dot product is the cosine."""
-    best = (rows @ released.T).max(1).values
-    return {int(p): float(best[patients == p].max()) for p in patients.unique()}
-
-
-def auc(member_scores: list[float], outsider_scores: list[float]) -> float:
-    """Membership AUC (MONAI's ROC AUC): 0.5 is a guess, 1 a perfect test."""
-    scores = torch.tensor(member_scores + outsider_scores, dtype=torch.float64)
-    truth = torch.tensor([1] * len(member_scores) + [0] * len(outsider_scores))
-    return float(compute_roc_auc(scores, truth))
-
-
 def released_rows(rows: torch.Tensor, units: list[torch.Tensor], sampled: int,
                   rows_per_unit: int, std: float, rounds: int,
                   generator: torch.Generator) -> torch.Tensor:
@@ -147,29 +145,48 @@ def released_rows(rows: torch.Tensor, units: list[torch.Tensor], sampled: int,
 
 @dataclass
 class AuditData:
-    """The attacker's auxiliary slices and the target site's pool and outsiders."""
+    """The attacker's auxiliary slices and the target site's pool and non-members."""
     aux: SliceSet
     pool: SliceSet        # the target site's pre-training pool: what its rows come from
-    outsiders: SliceSet   # its test-fold patients: never in the pool
+    members: SliceSet     # the pool's frames with masks: the slices members are scored on
+    outsiders: SliceSet   # its test-fold patients (frames with masks): never in the pool
+    heldout: Optional[SliceSet] = None   # phantom only: more of its patients (frames with
+    #                                      masks), never trained on
+
+    def nonmember_sets(self) -> list[SliceSet]:
+        return [self.outsiders] + ([self.heldout] if self.heldout is not None else [])
 
 
-def audit_data(cfg, client: int = 0, fold: int = 0) -> AuditData:
-    """Auxiliary slices (:func:`~fcl_ray.methods.control.control_slices`) and the target
-    site's pool and test-fold patients, split as the site splits them."""
-    from fcl_ray.data import load_client_volumes, patient_of
-    from fcl_ray.data.slices import volumes_to_slices
+def audit_data(cfg, client: int = 0, fold: int = 0, heldout: int = 0) -> AuditData:
+    """Auxiliary slices (:func:`~fcl_ray.methods.control.control_slices`), the target
+    site's pool and test-fold patients, split as the site splits them, and on the phantom
+    ``heldout`` more of the site's patients (:func:`~fcl_ray.data.heldout_volumes`; their
+    frames with masks)."""
+    from fcl_ray.data import heldout_volumes, load_client_volumes
     from fcl_ray.data.split import patient_split
     from fcl_ray.methods.control import control_slices
 
     volumes = load_client_volumes(cfg, client)
-    ids = [v.volume_id for v in volumes]
-    site = volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
-                             cfg.data.partitions, normalise=cfg.data.normalise,
-                             patients=[patient_of(v) for v in ids])
-    split = patient_split(ids, [v.label is not None for v in volumes], cfg.data.folds, fold,
-                          0, cfg.experiment.seed, client)
+    site = _site_slices(cfg, volumes)
+    split = patient_split([v.volume_id for v in volumes], [v.label is not None for v in volumes],
+                          cfg.data.folds, fold, 0, cfg.experiment.seed, client)
+    masked = [i for i in split.train if volumes[i].label is not None]
+    # only frames with masks are scored: render no extra frames (each frame is drawn alone)
+    ed_es = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, extra_frames=0))
+    extra = (_site_slices(cfg, [v for v in heldout_volumes(ed_es, client, heldout)
+                                if v.label is not None]) if heldout else None)
     return AuditData(control_slices(_phantom(cfg)), site.select_volumes(split.train),
-                     site.select_volumes(split.test))
+                     site.select_volumes(masked), site.select_volumes(split.test), extra)
+
+
+def _site_slices(cfg, volumes) -> SliceSet:
+    """A site's volumes sliced and normalised as the site does, tagged by patient."""
+    from fcl_ray.data import patient_of
+    from fcl_ray.data.slices import volumes_to_slices
+
+    return volumes_to_slices([v.image for v in volumes], [v.label for v in volumes],
+                             cfg.data.partitions, normalise=cfg.data.normalise,
+                             patients=[patient_of(v.volume_id) for v in volumes])
 
 
 def _phantom(cfg):
@@ -206,58 +223,60 @@ def release_network(cfg, state: Optional[dict], seed: int) -> EmbeddingNet:
 
 def run_audit(cfg, multipliers: list[float], state: Optional[dict] = None, client: int = 0,
               fold: int = 0, decoder_steps: int = 300, segmenter_steps: int = 200,
-              log=lambda line: None) -> list[dict]:
+              log=lambda line: None, heldout: int = 0) -> list[dict]:
     """One row per noise multiplier, plus the baseline's: epsilon over pretrain.rounds
     rounds (for the target site's pool, privacy.delta), SSIM, PSNR, heart Dice of the
-    reconstructions, membership AUC."""
+    reconstructions, and the membership figures
+    (:func:`~fcl_ray.privacy.membership.membership_figures`: AUC, TPR at low FPRs, their
+    CIs, p, and the counts of members and non-members)."""
     from fcl_ray.privacy.accountant import epsilon
 
     pr, seed = cfg.privacy, cfg.experiment.seed
-    data = audit_data(cfg, client, fold)
-    labeled = data.pool.select_volumes(
-        [v for v in data.pool.volume.unique().tolist()
-         if bool((data.pool.labels[data.pool.volume == v] > 0).any())])
+    data = audit_data(cfg, client, fold, heldout)
+    labeled = data.members    # the slices whose reconstruction is scored, too
     log(f"audit: {len(data.aux)} auxiliary slices; target client {client}: "
         f"{len(data.pool)} pool slices ({len(labeled)} with masks), "
-        f"{len(data.outsiders)} outsider slices")
+        f"{len(data.outsiders)} test-fold slices, "
+        f"{0 if data.heldout is None else len(data.heldout)} held-out slices")
     net = release_network(cfg, state, seed)
     aux_rows = embed_rows(net, data.aux.images)
-    pool_rows, target_rows = embed_rows(net, data.pool.images), embed_rows(net, labeled.images)
-    outsider_rows = embed_rows(net, data.outsiders.images)
+    pool_rows, member_rows = embed_rows(net, data.pool.images), embed_rows(net, labeled.images)
+    nonmembers = [(embed_rows(net, s.images), s.patient) for s in data.nonmember_sets()]
     segmenter = train_segmenter(data.aux, cfg.model.features, segmenter_steps, seed)
     per_unit = 1 if pr.unit == "slice" else pr.rows_per_patient
     units = units_of(pr.unit, len(data.pool), data.pool.patient)
-    members = membership_scores  # the test's score function, for both sides
+
+    def membership(released: torch.Tensor) -> dict:
+        inside = membership_scores(member_rows, labeled.patient, released)
+        outside = [score for rows_, patients in nonmembers
+                   for score in membership_scores(rows_, patients, released).values()]
+        return membership_figures(list(inside.values()), outside)
+
     rows = []
     baseline = partition_means(data.aux.images, data.aux.partition, labeled.partition)
     no_release = torch.zeros(1, pool_rows.shape[1])   # nothing shared: every score equal
     rows.append({"multiplier": None, "setting": BASELINE, "epsilon": 0.0,
                  **image_quality(baseline, labeled.images),
                  "heart_dice": heart_dice(segmenter, baseline, labeled.labels),
-                 "membership_auc": _membership(members, pool_rows, data, outsider_rows,
-                                               no_release)})
+                 **membership(no_release)})
+    note = coarse_note(rows[0]["members"], rows[0]["nonmembers"])
+    if note:
+        log(f"audit: {note}")
     for z in multipliers:
         release = planned_release(pr.unit, len(data.pool), data.pool.patient,
                                   cfg.pretrain.exchange_size, pr.rows_per_patient, z)
         std = noise_std(z, pr.unit, pr.rows_per_patient)
         gen = torch.Generator().manual_seed(seed)
         decoder = train_inversion(aux_rows, data.aux.images, std, decoder_steps, gen)
-        recon = reconstruct(decoder, add_noise(target_rows, std, gen))
+        recon = reconstruct(decoder, add_noise(member_rows, std, gen))
         shared = released_rows(pool_rows, units, release.sampled, per_unit, std,
                                cfg.pretrain.rounds, gen)
         row = {"multiplier": z, "setting": f"noise multiplier {z:g}",
                "epsilon": epsilon({release: cfg.pretrain.rounds}, pr.delta),
                **image_quality(recon, labeled.images),
                "heart_dice": heart_dice(segmenter, recon, labeled.labels),
-               "membership_auc": _membership(members, pool_rows, data, outsider_rows, shared)}
+               **membership(shared)}
         log(f"audit: multiplier {z:g}: epsilon {row['epsilon']:.3g}, SSIM {row['ssim']:.3f}, "
-            f"PSNR {row['psnr']:.2f}, heart Dice {row['heart_dice']:.3f}, "
-            f"membership AUC {row['membership_auc']:.3f}")
+            f"PSNR {row['psnr']:.2f}, heart Dice {row['heart_dice']:.3f}, {describe(row)}")
         rows.append(row)
     return rows
-
-
-def _membership(score, pool_rows, data: AuditData, outsider_rows, released) -> float:
-    inside = score(pool_rows, data.pool.patient, released)
-    outside = score(outsider_rows, data.outsiders.patient, released)
-    return auc(list(inside.values()), list(outside.values()))
