@@ -24,21 +24,24 @@ def _task_reply(runner, task: dict, content: RecordDict) -> RecordDict:
     """Run ``task`` on ``runner``; its reply's records."""
     kind, method = task["kind"], task.get("method", "")
     fold, n = int(task.get("fold", 0)), int(task.get("n_labeled", 0))
-    weights = R.weights_from(content)
+    weights, config = R.weights_from(content), R.round_config_from(content)
     if kind == "start_pretraining":
-        return RecordDict({R.RESULT: R.scalars_record(runner.start_pretraining(
-            method, fold, bool(task.get("resume", False))))})
+        return RecordDict({R.RESULT: R.scalars_record(R.release_scalars(runner.start_pretraining(
+            method, fold, bool(task.get("resume", False)))))})
     if kind == "pretrain_round":
         return R.update_records(runner.pretrain_round(method, fold, int(task["round"]),
                                                       weights, R.pool_from(content),
-                                                      int(task.get("keep_from", 0))))
+                                                      int(task.get("keep_from", 0)), config))
     if kind == "finish_pretraining":
         return RecordDict({R.RESULT: R.scalars_record(
             runner.finish_pretraining(method, fold, weights, int(task["round"])))})
     if kind == "start_finetune":
         return RecordDict({R.RESULT: R.scalars_record(runner.start_finetune(method, fold, n))})
     if kind == "finetune_round":
-        return R.update_records(runner.finetune_round(method, fold, n, weights))
+        return R.update_records(runner.finetune_round(method, fold, n, weights, config))
+    if kind == "validate_global":
+        return RecordDict({R.RESULT: R.scalars_record(
+            {"dice_mean": runner.validate_global(method, fold, n, weights)})})
     if kind == "finish_finetune":
         return RecordDict({R.RESULT: R.scalars_record(
             runner.finish_finetune(method, fold, n, weights))})

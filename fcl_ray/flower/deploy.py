@@ -34,13 +34,8 @@ def check_flower_study(cfg: Config) -> None:
     unsupported = [
         (cfg.probes.enabled, "probes.enabled", "false (frozen-encoder probes run on Ray only)"),
         (cfg.finetune.upper_bound, "finetune.upper_bound", "false"),
-        (cfg.finetune.budget != "steps", "finetune.budget", "steps (no early stopping yet)"),
         (bool(cfg.finetune.encoder), "finetune.encoder", "empty (pre-train in the study)"),
         (cfg.pretrain.probe_every > 0, "pretrain.probe_every", "0"),
-        (cfg.federation.strategy != "fedavg", "federation.strategy",
-         "fedavg (a round's config, e.g. FedProx's mu, does not reach Flower sites yet)"),
-        (cfg.privacy.enabled, "privacy.feature_noise_multiplier / privacy.feature_epsilon",
-         "null (the accountant runs on Ray only yet)"),
         ("supervised_encoder" in cfg.pretrain.methods, "pretrain.methods",
          "methods without the positive control (supervised_encoder)"),
         (cfg.data.kind != "synthetic" and bool(cfg.data.root), "data.root",

@@ -3,12 +3,17 @@
 A round's payloads travel as typed records of a :class:`flwr.app.RecordDict`:
 
 - ``task`` (ConfigRecord): what the site is asked to do (kind, method, fold, round, N);
+- ``config`` (ConfigRecord): a round's scalars from the strategy
+  (:meth:`~fcl_ray.core.strategy.Strategy.configure_round`: FedProx's ``proximal_mu``; absent
+  for FedAvg), given to the site's round as the Ray coordinator gives it;
 - ``weights`` (ArrayRecord): the flat weight vector, one float32 array;
 - ``pool`` (ArrayRecord): the shared features of the last round, ``features.<site>`` (n, d)
   float32 and ``partitions.<site>`` (n,) integer labels, one pair per site;
 - ``update`` (ConfigRecord) + ``weights`` + ``shared`` (ArrayRecord with ``features`` and
   ``partitions``) + ``metrics`` (MetricRecord): a site's answer to a round;
-- ``result`` (ConfigRecord): scalars only (an evaluation's Dice, a phase's sizes).
+- ``result`` (ConfigRecord): scalars only (an evaluation's Dice, a phase's sizes; a
+  pre-training set-up's privacy release flattened to ``privacy.<field>``,
+  :func:`release_scalars`).
 
 :func:`checked_update` runs :func:`fcl_ray.protocol.messages.check_update` at the site,
 before the reply is built: an update that breaks the contract (an image-sized array, a
@@ -25,8 +30,30 @@ from fcl_ray.core.strategy import SharedFeatures
 from fcl_ray.protocol.messages import ClientUpdate, Contract, MessageError, check_update
 
 REFUSED = 1001   # Error code of a reply the site refused to send (contract, node config)
-TASK, WEIGHTS, POOL, UPDATE, SHARED, METRICS, RESULT = (
-    "task", "weights", "pool", "update", "shared", "metrics", "result")
+TASK, CONFIG, WEIGHTS, POOL, UPDATE, SHARED, METRICS, RESULT = (
+    "task", "config", "weights", "pool", "update", "shared", "metrics", "result")
+PRIVACY = "privacy."   # prefix of a set-up result's privacy release fields
+
+
+def round_config_from(content: RecordDict) -> dict:
+    """The round's config a message carries ({} when none: FedAvg)."""
+    record = content.config_records.get(CONFIG)
+    return {} if record is None else dict(record)
+
+
+def release_scalars(info: dict) -> dict:
+    """A set-up's info with its ``privacy`` release (a dict, or None) as scalars
+    ``privacy.<field>`` (a result record holds scalars only)."""
+    release = info.get("privacy") or {}
+    return {**{k: v for k, v in info.items() if k != "privacy"},
+            **{PRIVACY + k: v for k, v in release.items()}}
+
+
+def release_of(result: dict) -> Optional[dict]:
+    """The privacy release a set-up's result carries (:func:`release_scalars` undone), or
+    None when the site releases nothing accounted."""
+    release = {k[len(PRIVACY):]: v for k, v in result.items() if k.startswith(PRIVACY)}
+    return release or None
 
 
 def weights_record(weights: np.ndarray) -> ArrayRecord:

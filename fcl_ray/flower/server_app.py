@@ -1,15 +1,18 @@
 """The ServerApp the SuperLink runs: the study's round policy over Flower messages.
 
 The decisions are the Ray runtime's, from the same Ray-free module
-(:mod:`fcl_ray.core.strategy`): who takes part in a round, which updates count,
-FedAvg in site order, the feature pool broadcast to the next round, the bytes moved. Only
+(:mod:`fcl_ray.core.strategy`): who takes part in a round and the config it sends them
+(FedProx's ``proximal_mu``), which updates count, FedAvg in site order, the feature pool
+broadcast to the next round, the bytes moved, when federated fine-tuning stops
+(``finetune.budget=converge``); and, with ``privacy.*``, the Ray driver's accountant
+(:class:`~fcl_ray.privacy.budget.PhaseBudget`: epsilon per site, the budget). Only
 the transport differs: each task is a ``query`` message to the SuperNodes of the sites
 (:class:`Sites`), and a site's refusal, failure or silence is a dropped site, as a dead or
 late actor is on Ray.
 
 The coordinator keeps global state only: the global weights and the feature pool per round
-(``<output_dir>/checkpoints``), results.csv and rounds.jsonl. Each site's bank, optimiser,
-networks and encoders stay on the site's disk.
+(``<output_dir>/checkpoints``), results.csv, rounds.jsonl and privacy.json. Each site's
+bank, optimiser, networks and encoders stay on the site's disk.
 
 ``coordinator/run.sh --resume`` (the run config's ``resume``) continues a study the way
 ``fcl-ray run --resume`` does: finished (fold, method, mode) rows are kept and skipped, an
@@ -32,10 +35,10 @@ from fcl_ray.config import Config, ConfigError
 from fcl_ray.config_io import dump_yaml, from_dict
 from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointStore,
                                            coordinator_arrays, phase_name, restore_coordinator)
-from fcl_ray.core.participation import (generator_state, participant_generator,
-                                        sample_participants)
-from fcl_ray.core.strategy import Strategy, make_strategy
+from fcl_ray.core.participation import generator_state, participant_generator
+from fcl_ray.core.strategy import RoundPlan, Strategy, make_strategy
 from fcl_ray.flower import records as R
+from fcl_ray.privacy.budget import SUMMARY_FILE as PRIVACY_SUMMARY, PhaseBudget
 from fcl_ray.protocol.messages import ClientUpdate, MessageError, phase_contract
 from fcl_ray.results import RESULT_COLUMNS
 
@@ -102,11 +105,14 @@ class Sites:
                 for reply in replies}
 
     def ask(self, sites: list[int], task: dict, weights: Optional[np.ndarray] = None,
-            pool: Optional[dict] = None) -> dict[int, Message]:
-        """Send ``task`` (with the global weights and the feature pool, if any) to ``sites``;
-        their replies by site (a site missing from the answer did not reply in time)."""
+            pool: Optional[dict] = None, config: Optional[dict] = None) -> dict[int, Message]:
+        """Send ``task`` (with the global weights, the feature pool and the round's config,
+        if any) to ``sites``; their replies by site (a site missing from the answer did not
+        reply in time)."""
         def content() -> RecordDict:   # one RecordDict per message (Flower owns it once sent)
             records = RecordDict({R.TASK: ConfigRecord(task)})
+            if config:
+                records[R.CONFIG] = ConfigRecord(config)
             if weights is not None:
                 records[R.WEIGHTS] = R.weights_record(weights)
             if pool:
@@ -116,6 +122,14 @@ class Sites:
         replies = self._send([(self.nodes[s], content()) for s in sites])
         site_of = {node: site for site, node in self.nodes.items()}
         return {site_of[node]: reply for node, reply in replies.items() if node in site_of}
+
+    def mean_dice(self, task: dict, weights: np.ndarray) -> float:
+        """Mean over the sites that answer ``task`` of their ``dice_mean`` (NaN: none did),
+        leaving out sites that fail or are late, as the Ray coordinator's validation does."""
+        scores = [float(reply.content.config_records[R.RESULT]["dice_mean"])
+                  for reply in self.ask(list(range(self.clients)), task, weights).values()
+                  if not reply.has_error()]
+        return float(np.nanmean(scores)) if scores else float("nan")
 
     def ask_all(self, task: dict, weights: Optional[np.ndarray] = None) -> list[dict]:
         """A task every site must answer (a phase's set-up, an evaluation): the results in
@@ -131,6 +145,15 @@ class Sites:
                 raise FlowerFederationError(f"{task['kind']}: site {site}: {reply.error.reason}")
             results.append(dict(reply.content.config_records[R.RESULT]))
         return results
+
+
+def phase_privacy(infos: list[dict], start_round: int) -> dict:
+    """The sites' pre-training set-up results as the Ray coordinator reports a phase to its
+    driver's accountant (:meth:`~fcl_ray.privacy.budget.PhaseBudget.for_phase`): each site's
+    round release (sites releasing nothing left out) and the round it starts after."""
+    releases = {site: R.release_of(info) for site, info in enumerate(infos)}
+    return {"privacy": {site: r for site, r in releases.items() if r is not None},
+            "start_round": start_round}
 
 
 def collect_updates(replies: dict[int, Message], sampled: list[int],
@@ -172,15 +195,16 @@ class FlowerStudy:
                                   self.cfg.pretrain.exchange_size)
         return make_strategy(self.cfg.federation, contract, federated)
 
-    def _round(self, strategy: Strategy, sampled: list[int], task: dict,
+    def _round(self, strategy: Strategy, plan: RoundPlan, task: dict,
                weights: Optional[np.ndarray], pool: Optional[dict] = None
                ) -> tuple[list[ClientUpdate], dict]:
-        """One round, retried over the same sites while fewer than ``min_clients`` count."""
-        fed = self.cfg.federation
+        """One round as the strategy planned it (its sites, its config), retried over the
+        same sites while fewer than ``min_clients`` count."""
+        fed, sampled = self.cfg.federation, plan.clients
         attempts = []
         for _ in range(fed.round_retries + 1):
-            updates, dropped = collect_updates(self.sites.ask(sampled, task, weights, pool),
-                                               sampled, strategy)
+            updates, dropped = collect_updates(
+                self.sites.ask(sampled, task, weights, pool, plan.config), sampled, strategy)
             attempts.append(dropped)
             if strategy.enough(updates):
                 break
@@ -212,14 +236,19 @@ class FlowerStudy:
         # Resumed, each site goes on from its own state of round `first` (kept on its disk).
         infos = self.sites.ask_all({"kind": "start_pretraining", **base, "resume": first > 0})
         strategy = self._strategy(infos, bool(infos[0]["federated"]))
+        # privacy.*: each site's epsilon, by the Ray driver's accountant and budget rules.
+        budget = PhaseBudget.for_phase(self.cfg, phase_privacy(infos, first), method)
         saved = first   # the last complete checkpoint: what a resume would go on from
+        last = first    # the last round run (privacy.on_budget=stop may end the phase early)
         for r in range(first + 1, p.rounds + 1):
+            if budget is not None and not budget.may_run_round(r, self.log):
+                break
             start = time.perf_counter()
-            sampled = sample_participants(self.cfg.data.clients, fed.clients_per_round, rng)
+            plan = strategy.configure_round(r, self.cfg.data.clients, fed.clients_per_round, rng)
             # The sites keep their states from the last checkpoint's round on (without
             # checkpoints, from the last round: a site that sat out goes on from its newest).
             keep_from = saved if self.store is not None else r - 1
-            updates, stats = self._round(strategy, sampled,
+            updates, stats = self._round(strategy, plan,
                                          {"kind": "pretrain_round", "round": r,
                                           "keep_from": keep_from, **base},
                                          global_weights, pool)
@@ -230,14 +259,21 @@ class FlowerStudy:
                                 generator_state(rng)):
                 saved = r
             stats["round_seconds"] = time.perf_counter() - start
+            if budget is not None:   # every site called counts, once per attempt
+                stats["privacy"] = budget.record(
+                    budget.after_round(r, plan.clients, stats["retries"]))
             self._record({**base, "phase": "pretrain", "round": r, **stats,
                           "clients": [{"client": u.client, **u.metrics} for u in updates]})
             losses = " ".join(f"site {u.client} loss {u.metrics['loss']:.4f}" for u in updates)
             self.log(f"[{method}] fold {fold} round {r}/{p.rounds}: {losses}; "
-                     f"{len(updates)}/{len(sampled)} sites, {stats['round_seconds']:.1f}s"
+                     f"{len(updates)}/{len(plan.clients)} sites, {stats['round_seconds']:.1f}s"
                      + "".join(f"; site {s} left out: {why}" for s, why in stats["dropped"].items()))
+            last = r
+        if budget is not None:
+            self.log(budget.line())
+            budget.write_summary(self.out, f"{method}/fold{fold}")
         final = global_weights if strategy.federated else None
-        self.sites.ask_all({"kind": "finish_pretraining", "round": p.rounds, **base}, final)
+        self.sites.ask_all({"kind": "finish_pretraining", "round": last, **base}, final)
         return final
 
     def _checkpoint(self, phase: str, round_index: int, global_weights, pool, rng_state) -> bool:
@@ -261,24 +297,38 @@ class FlowerStudy:
         self.rows += rows
 
     def finetune_federated(self, method: str, fold: int, n: int) -> None:
+        """One federated fine-tuning setting, its rounds run by the strategy
+        (:meth:`~fcl_ray.core.strategy.Strategy.run_finetune`, as on Ray): ``finetune.rounds``
+        rounds, or (``budget=converge``) until the global U-Net's mean validation Dice stops
+        improving, its best weights then scored on the test folds."""
         ft = self.cfg.finetune
         base = {"method": method, "fold": fold, "n_labeled": n}
         strategy = self._strategy(self.sites.ask_all({"kind": "start_finetune", **base}))
-        everyone = list(range(self.cfg.data.clients))
-        global_weights = None
-        for r in range(1, ft.rounds + 1):
+        global_weights, done = None, 0
+
+        def run_round() -> None:
+            nonlocal global_weights, done
+            done += 1
             start = time.perf_counter()
-            updates, stats = self._round(strategy, everyone,
-                                         {"kind": "finetune_round", "round": r, **base},
+            updates, stats = self._round(strategy,
+                                         strategy.configure_round(done, self.cfg.data.clients),
+                                         {"kind": "finetune_round", "round": done, **base},
                                          global_weights)
             global_weights = strategy.aggregate_updates(updates, global_weights)
             stats |= asdict(strategy.traffic(updates, global_weights))
             stats["round_seconds"] = time.perf_counter() - start
-            self._record({**base, "phase": "finetune", "round": r, **stats})
+            self._record({**base, "phase": "finetune", "round": done, **stats})
+
+        def validate() -> float:
+            return self.sites.mean_dice({"kind": "validate_global", **base}, global_weights)
+
+        best, outcome = strategy.run_finetune(ft, ft.rounds, run_round, validate,
+                                              lambda: global_weights)
+        if best is not None:
+            global_weights = best
         results = self.sites.ask_all({"kind": "finish_finetune", **base}, global_weights)
         np.save(self.out / f"global-{method}-fold{fold}-n{n}.npy", global_weights)
-        self._rows(method, "federated", fold, n,
-                   [{**r, "steps": ft.rounds * ft.local_steps} for r in results])
+        self._rows(method, "federated", fold, n, [{**r, **outcome} for r in results])
 
     def finetune_local(self, method: str, fold: int, n: int) -> None:
         self._rows(method, "local", fold, n, self.sites.ask_all(
@@ -297,8 +347,9 @@ class FlowerStudy:
         (self.out / "config.yaml").write_text(dump_yaml(self.cfg))
         if self.resume:
             self.rows = _previous_rows(results)
-        else:
+        else:   # a fresh run: no round records or privacy figures of an earlier one
             (self.out / "rounds.jsonl").unlink(missing_ok=True)
+            (self.out / PRIVACY_SUMMARY).unlink(missing_ok=True)
         done = {(int(r["fold"]), r["method"], r["finetune_mode"]) for r in self.rows}
         methods, modes = method_rows(self.cfg), self.cfg.finetune.modes
         for fold in self.cfg.finetune.folds:

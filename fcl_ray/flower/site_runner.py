@@ -95,11 +95,12 @@ class SiteRunner:
 
     def pretrain_round(self, method: str, fold: int, round_index: int,
                        global_weights: Optional[np.ndarray], pool: Optional[dict],
-                       keep_from: int = 0) -> ClientUpdate:
-        """Round ``round_index`` from this site's newest earlier state; its state is saved
-        as that round's, and states older than ``keep_from`` needs are deleted."""
+                       keep_from: int = 0, config: Optional[dict] = None) -> ClientUpdate:
+        """Round ``round_index`` from this site's newest earlier state (``config``: the
+        round's scalars from the strategy, as on Ray); its state is saved as that round's,
+        and states older than ``keep_from`` needs are deleted."""
         info = self._resume_pretraining(method, fold, round_index - 1)
-        update = self.site.pretrain_round(global_weights, pool, round_index)
+        update = self.site.pretrain_round(global_weights, pool, round_index, config)
         update = checked_update(update, self._contract(info))
         self.site.save_state(self.store.url, self._round_dir(method, fold, round_index))
         for old in rounds_to_drop(self._saved_rounds(method, fold), keep_from):
@@ -159,11 +160,20 @@ class SiteRunner:
         return info
 
     def finetune_round(self, method: str, fold: int, n_labeled: int,
-                       global_weights: Optional[np.ndarray]) -> ClientUpdate:
+                       global_weights: Optional[np.ndarray],
+                       config: Optional[dict] = None) -> ClientUpdate:
         info = self._resume_finetune(method, fold, n_labeled)
-        update = checked_update(self.site.finetune_round(global_weights), self._contract(info))
+        update = checked_update(self.site.finetune_round(global_weights, config),
+                                self._contract(info))
         self._save_trainer(method, fold, n_labeled)
         return update
+
+    def validate_global(self, method: str, fold: int, n_labeled: int,
+                        global_weights: np.ndarray) -> float:
+        """The global U-Net's Dice on this site's validation patients
+        (``finetune.budget=converge``); the saved trainer is left as it was."""
+        self._resume_finetune(method, fold, n_labeled)
+        return self.site.validate_global(global_weights, fold)
 
     def finish_finetune(self, method: str, fold: int, n_labeled: int,
                         global_weights: np.ndarray) -> dict:

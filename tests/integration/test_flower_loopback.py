@@ -1,6 +1,8 @@
 """The same tiny FCL study on a real Flower deployment (127.0.0.1, TLS, SuperNode
-authentication, two SuperNodes) and on Ray: the rows, and the same global weights; a
-SuperNode killed mid-run is dropped and rejoins; a site without its data refuses.
+authentication, two SuperNodes) and on Ray: the rows, the same global weights and the same
+privacy epsilons (FedProx, the Gaussian mechanism on the shared features, fine-tuning to
+convergence); a SuperNode killed mid-run is dropped and rejoins; a site without its data
+refuses.
 
 Bitwise, not within a tolerance: both runtimes call the same ClientSite with the same seeds
 and one torch thread per site, the Flower site restores exactly what the Ray actor keeps in
@@ -29,7 +31,14 @@ pytestmark = pytest.mark.integration
 
 STUDY = TINY + ["pretrain.methods=[fcl]", "finetune.modes=[federated]", "finetune.rounds=1",
                 "federation.num_cpus_per_client=1", "federation.checkpoint_every=1",
-                "tracking.enabled=false"]
+                "tracking.enabled=false",
+                # A round's config (FedProx's mu) reaches the sites; the sites noise their
+                # shared features and the coordinator accounts each one's epsilon.
+                "federation.strategy=fedprox", "federation.proximal_mu=0.01",
+                "privacy.feature_noise_multiplier=2.0"]
+# Early stopping on validation Dice, federated (2 rounds, validated after each) and local.
+CONVERGE = ["finetune.budget=converge", "finetune.modes=[federated,local]",
+            "finetune.max_steps=4", "finetune.eval_every=2", "finetune.patience=1"]
 
 
 def _global_state(out) -> dict:
@@ -59,7 +68,7 @@ def _rounds(out) -> list[dict]:
 
 
 def test_a_tiny_study_on_loopback_flower_gives_rays_rows_and_weights(ray_session, tmp_path):
-    cfg = load_config(None, STUDY + [f"experiment.output_dir={tmp_path / 'flower'}"])
+    cfg = load_config(None, STUDY + CONVERGE + [f"experiment.output_dir={tmp_path / 'flower'}"])
     deployment, port = _deployment(cfg, tmp_path)
     with federation(deployment, cfg.data.clients, port):
         run = run_study(deployment, timeout=480)
@@ -70,11 +79,14 @@ def test_a_tiny_study_on_loopback_flower_gives_rays_rows_and_weights(ray_session
     rows = pd.read_csv(out / "results.csv")
     assert list(rows.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
     assert rows[["method", "finetune_mode", "n_labeled", "fold"]].drop_duplicates().values.tolist() \
-        == [["fcl", "federated", 1, 0]]
-    assert rows["client"].tolist() == [0, 1] and rows["dice_mean"].between(0, 1).all()
+        == [["fcl", "federated", 1, 0], ["fcl", "local", 1, 0]]
+    assert rows["client"].tolist() == [0, 1, 0, 1] and rows["dice_mean"].between(0, 1).all()
+    assert rows["best_step"].isin([2, 4]).all() and rows["val_dice"].between(0, 1).all()
     pretrain = [r for r in _rounds(out) if r["phase"] == "pretrain"]
     assert [r["participants"] for r in pretrain] == [[0, 1], [0, 1]]
     assert pretrain[1]["bytes_features"] > 0 and not pretrain[1]["dropped"]
+    epsilons = [r["privacy"]["epsilon"] for r in pretrain]
+    assert 0 < epsilons[0]["0"] < epsilons[1]["0"] and sorted(epsilons[1]) == ["0", "1"]
     # Each site's bank, optimiser and networks on its own disk; the coordinator's checkpoints
     # hold global state only.
     for site in range(cfg.data.clients):
@@ -86,21 +98,29 @@ def test_a_tiny_study_on_loopback_flower_gives_rays_rows_and_weights(ray_session
         assert (state / "encoders" / "fcl-fold0.pt").is_file()
     assert not list((out / "checkpoints").rglob("client-*"))
 
-    _assert_rays(out, tmp_path / "ray")
+    _assert_rays(out, tmp_path / "ray", CONVERGE)
 
 
-def _assert_rays(out, ray_out) -> None:
-    """The Flower study in ``out`` ends with the Ray runtime's global state and Dice, bit
-    for bit (the Ray run of the same study is made here, in ``ray_out``)."""
-    ray_rows = run_experiment(load_config(None, STUDY + [f"experiment.output_dir={ray_out}"]),
+def _assert_rays(out, ray_out, overrides=()) -> None:
+    """The Flower study in ``out`` ends with the Ray runtime's global state, Dice (and
+    early stopping's steps) and privacy epsilons, bit for bit (the Ray run of the same
+    study, ``STUDY + overrides``, is made here, in ``ray_out``)."""
+    ray_rows = run_experiment(load_config(None, [*STUDY, *overrides,
+                                                 f"experiment.output_dir={ray_out}"]),
                               log=lambda line: None)
     flower_state, ray_state = _global_state(out), _global_state(ray_out)
     assert sorted(flower_state) == sorted(ray_state)
     for name in ray_state:   # global weights, each site's shared features and labels
         assert np.array_equal(flower_state[name], ray_state[name]), name
-    dice = [c for c in RESULT_COLUMNS if c.startswith("dice")]
+    scores = [c for c in RESULT_COLUMNS if c.startswith("dice")] + \
+        [c for c in ("steps", "best_step", "val_dice") if c in ray_rows.columns]
     rows = pd.read_csv(out / "results.csv")
-    assert rows[dice].values.tolist() == ray_rows[dice].values.tolist()
+    assert rows[scores].values.tolist() == ray_rows[scores].values.tolist()
+    # privacy.json: each site's epsilon, releases and noise, as the Ray driver wrote them
+    assert json.loads((out / "privacy.json").read_text()) == \
+        json.loads((ray_out / "privacy.json").read_text())
+    assert [r["privacy"] for r in _rounds(out) if r["phase"] == "pretrain"] == \
+        [r["privacy"] for r in _rounds(ray_out)]
 
 
 def test_a_site_without_its_data_root_refuses_at_its_supernode(tmp_path):

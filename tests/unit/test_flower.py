@@ -89,6 +89,45 @@ def test_records_carry_an_update_and_the_pool_unchanged():
     assert records.pool_from(RecordDict({})) is None
 
 
+def test_a_rounds_config_travels_as_a_record_and_fedavg_sends_none():
+    records = pytest.importorskip("fcl_ray.flower.records")
+    from flwr.app import ConfigRecord, RecordDict
+
+    from fcl_ray.core.strategy import FedProx, Strategy
+
+    plan = FedProx(CONTRACT, proximal_mu=0.25).configure_round(1, 2)
+    sent = RecordDict({records.CONFIG: ConfigRecord(plan.config)})
+    assert records.round_config_from(sent) == {"proximal_mu": 0.25}
+    assert Strategy(CONTRACT).configure_round(1, 2).config == {}
+    assert records.round_config_from(RecordDict({})) == {}
+
+
+def test_a_sites_privacy_release_reaches_the_coordinators_accountant_as_on_ray():
+    """A set-up's release travels as scalars (``privacy.<field>``) and the coordinator hands
+    the driver's accountant what the Ray coordinator hands it: sites that release nothing
+    are left out, a resumed phase counts the rounds before its checkpoint."""
+    records = pytest.importorskip("fcl_ray.flower.records")
+    server = pytest.importorskip("fcl_ray.flower.server_app")
+    from fcl_ray.privacy.accountant import RoundRelease
+    from fcl_ray.privacy.budget import PhaseBudget
+
+    release = RoundRelease(population=40, sampled=8, noise_multiplier=1.5).as_dict()
+    infos = [{"slices": 40, "n_weights": 10, "privacy": release},
+             {"slices": 30, "n_weights": 10, "privacy": None}]
+    sent = [dict(records.scalars_record(records.release_scalars(i))) for i in infos]
+    assert sent[0] == {"slices": 40, "n_weights": 10, "privacy.population": 40,
+                       "privacy.sampled": 8, "privacy.noise_multiplier": 1.5}
+    assert records.release_of(sent[0]) == release and records.release_of(sent[1]) is None
+    phase = server.phase_privacy(sent, start_round=2)
+    assert phase == {"privacy": {0: release}, "start_round": 2}
+    cfg = load_config(None, STUDY + ["privacy.feature_noise_multiplier=1.5"])
+    flower = PhaseBudget.for_phase(cfg, phase, "fcl")
+    ray = PhaseBudget.for_phase(cfg, {"privacy": {0: release}, "start_round": 2}, "fcl")
+    assert flower.summary() == ray.summary() and flower.summary()["clients"]["0"]["releases"] == 2
+    assert server.phase_privacy(sent[1:], 0) == {"privacy": {}, "start_round": 0}
+    assert PhaseBudget.for_phase(cfg, server.phase_privacy(sent[1:], 0), "fcl") is None
+
+
 # ----------------------------------------------------------------------------- deploy
 def test_deploy_writes_what_each_party_runs(tmp_path):
     cfg = load_config(None, STUDY)
@@ -130,6 +169,27 @@ def test_deploy_refuses_bad_input_in_one_line(tmp_path):
         parse_site_roots(["site0=/x"])
     with pytest.raises(ConfigError, match="probes.enabled: the Flower runtime supports only"):
         check_flower_study(load_config(None, STUDY + ["probes.enabled=true"]))
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["finetune.upper_bound=true"], "finetune.upper_bound"),
+    (["pretrain.probe_every=1"], "pretrain.probe_every"),
+    (["pretrain.methods=[fcl,supervised_encoder]"], "pretrain.methods"),
+])
+def test_flower_refuses_what_it_does_not_run_yet_in_one_line(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        check_flower_study(load_config(None, STUDY + overrides))
+    assert str(err.value).startswith(f"{key}: the Flower runtime supports only") \
+        and "\n" not in str(err.value)
+
+
+def test_flower_runs_fedprox_privacy_and_fine_tuning_to_convergence():
+    """What the Flower runtime now runs as Ray does: a round's config (FedProx's mu) reaches
+    the sites, the accountant runs at the coordinator, early stopping in both fine-tunings."""
+    check_flower_study(load_config(None, STUDY + [
+        "federation.strategy=fedprox", "federation.proximal_mu=0.01",
+        "privacy.feature_noise_multiplier=1.0", "privacy.max_epsilon=1000",
+        "finetune.budget=converge", "finetune.modes=[federated,local]"]))
 
 
 def test_cli_deploy_without_the_extra_or_certs_exits_2(tmp_path, monkeypatch, capsys):
