@@ -1,13 +1,16 @@
 """privacy.* on a real federation: epsilon per site per round in rounds.jsonl, MLflow and
 privacy.json, and privacy.max_epsilon stopping pre-training before the round that would
 exceed it while the run goes on to fine-tune."""
+import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from fcl_ray.cli import main
+from fcl_ray.config_io import load_config
 
 
 @pytest.mark.integration
@@ -47,3 +50,21 @@ def test_budget_stops_pretraining_and_epsilon_is_recorded(ray_session, tiny_over
                                                        "fcl/privacy/epsilon_client1")
     assert [m.value for m in history] == pytest.approx(
         [r["privacy"]["epsilon"]["1"] for r in rounds])
+    # experiments/privacy_epsilon_plan.py, which says before a run what it will spend, builds
+    # the same pools and releases as this run (its epsilons follow from the accountant above).
+    plan = _plan_script()
+    threads = torch.get_num_threads()
+    try:
+        planned = plan.site_releases(load_config(quickstart, overrides), fold=0)
+    finally:
+        torch.set_num_threads(threads)   # a ClientSite sets this process's threads
+    assert [(r.population, r.sampled) for r in planned] == [
+        (site["population"], site["sampled"]) for _, site in sorted(summary["clients"].items())]
+
+
+def _plan_script():
+    path = Path(__file__).resolve().parents[2] / "experiments" / "privacy_epsilon_plan.py"
+    spec = importlib.util.spec_from_file_location("privacy_epsilon_plan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

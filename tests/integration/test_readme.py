@@ -96,6 +96,7 @@ CHECKS = [
           not_run="the audit of a finished run's encoder: minutes on 2 cores "
                   "(tests/unit/test_privacy_audit.py runs its parts)"),
     Check(r"^python experiments/privacy_curve\.py experiments/benchmark_v2\.yaml ", "help"),
+    Check(r"^python experiments/privacy_epsilon_plan\.py experiments/benchmark_v2\.yaml ", "help"),
     Check(r'^TINY="', "shell"),
     Check(r"\$TINY", "shell"),   # the tiny privacy commands: $TINY is the shell's
     Check(r"^python benchmarks/finetune_speed\.py ", "help"),
