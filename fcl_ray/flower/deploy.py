@@ -175,7 +175,7 @@ def write_deployment(cfg: Config, out: Path, host: str, port: int = DEFAULT_PORT
     for site, public in enumerate(creds.site_public_keys):
         written.append(_copy(public, coord / "site-keys" / f"site-{site}.pub"))
     # The flwr CLI wants the CA's absolute path: written where the folder now lies.
-    connection = [flwr_home, 'mkdir -p "$FLWR_HOME"', f'cat > "$FLWR_HOME/config.toml" <<EOF',
+    connection = [flwr_home, 'mkdir -p "$FLWR_HOME"', 'cat > "$FLWR_HOME/config.toml" <<EOF',
                   "[superlink]", f'default = "{CONNECTION}"', f"[superlink.{CONNECTION}]",
                   f'address = "{host}:{port}"',
                   'root-certificates = "$PWD/certificates/ca.crt"', "EOF"]

@@ -15,8 +15,8 @@ A round's payloads travel as typed records of a :class:`flwr.app.RecordDict`:
   pre-training set-up's privacy release flattened to ``privacy.<field>``,
   :func:`release_scalars`).
 
-:func:`checked_update` runs :func:`fcl_ray.protocol.messages.check_update` at the site,
-before the reply is built: an update that breaks the contract (an image-sized array, a
+:func:`fcl_ray.flower.site_runner.checked_update` runs
+:func:`fcl_ray.protocol.messages.check_update` at the site, before the reply is built: an update that breaks the contract (an image-sized array, a
 wrong shape, NaN) never leaves the site. The coordinator checks again on arrival.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fcl_ray.core.strategy import SharedFeatures
-from fcl_ray.protocol.messages import ClientUpdate, Contract, MessageError, check_update
+from fcl_ray.protocol.messages import ClientUpdate, MessageError
 
 REFUSED = 1001   # Error code of a reply the site refused to send (contract, node config)
 TASK, CONFIG, WEIGHTS, POOL, UPDATE, SHARED, METRICS, RESULT = (
@@ -83,15 +83,6 @@ def pool_from(content: RecordDict) -> Optional[SharedFeatures]:
     sites = sorted(int(key.split(".", 1)[1]) for key in record if key.startswith("features."))
     return {s: (record[f"features.{s}"].numpy(), record[f"partitions.{s}"].numpy())
             for s in sites} or None
-
-
-def checked_update(update: ClientUpdate, contract: Contract) -> ClientUpdate:
-    """``update`` if it honours ``contract``; else MessageError, raised at the site so that
-    nothing of it is sent."""
-    try:
-        return check_update(update, contract)
-    except MessageError as err:
-        raise MessageError(f"refused at the site before sending: {err}") from None
 
 
 def update_records(update: ClientUpdate) -> RecordDict:

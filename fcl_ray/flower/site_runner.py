@@ -23,9 +23,9 @@ import torch
 
 from fcl_ray.federation.checkpoint import CheckpointStore, client_file, phase_name
 from fcl_ray.federation.site import ClientSite
-from fcl_ray.protocol.messages import ClientUpdate, Contract, phase_contract
+from fcl_ray.protocol.messages import (ClientUpdate, Contract, MessageError, check_update,
+                                       phase_contract)
 from fcl_ray.flower.nodes import SiteSettings, site_config
-from fcl_ray.flower.records import checked_update
 
 
 def newest_round(saved: Iterable[int], at_most: int) -> Optional[int]:
@@ -40,6 +40,15 @@ def rounds_to_drop(saved: Iterable[int], keep_from: int) -> list[int]:
     saved = list(saved)
     base = newest_round(saved, keep_from)
     return [] if base is None else sorted(r for r in saved if r < base)
+
+
+def checked_update(update: ClientUpdate, contract: Contract) -> ClientUpdate:
+    """``update`` if it honours ``contract``; else MessageError, raised at the site so that
+    nothing of it is sent."""
+    try:
+        return check_update(update, contract)
+    except MessageError as err:
+        raise MessageError(f"refused at the site before sending: {err}") from None
 
 
 class SiteRunner:
