@@ -71,8 +71,7 @@ def two_sample_ci(first: np.ndarray, second: np.ndarray, statistic,
     resample keeps both sizes; the percentile interval where BCa is undefined (a statistic
     constant over the jackknife, e.g. a perfect separation), as :func:`bootstrap_ci`."""
     samples = (np.asarray(first, dtype=float), np.asarray(second, dtype=float))
-    return _scipy_bootstrap(samples, lambda a, b: statistic(a, b), resamples, seed, level,
-                            vectorized=False)
+    return _scipy_bootstrap(samples, statistic, resamples, seed, level, vectorized=False)
 
 
 def _scipy_bootstrap(samples: tuple, statistic, resamples: int, seed: int, level: float,

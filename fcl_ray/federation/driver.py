@@ -67,9 +67,9 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     results_path = out_dir / "results.csv"
-    rows = _previous_rows(results_path) if resume else []
+    rows = previous_rows(results_path) if resume else []
     done = {(int(r["fold"]), r["method"], r["finetune_mode"]) for r in rows}
-    probe_rows = _previous_rows(out_dir / "probes.csv") if resume else []
+    probe_rows = previous_rows(out_dir / "probes.csv") if resume else []
     if not resume:   # a fresh run: no probe rows of an earlier run beside its results
         (out_dir / "probes.csv").unlink(missing_ok=True)
         (out_dir / PRIVACY_SUMMARY).unlink(missing_ok=True)
@@ -248,7 +248,7 @@ def _in_grid_order(results: pd.DataFrame, methods: list[str], modes: list[str]) 
     return results.sort_values(by, key=key, kind="stable").reset_index(drop=True)
 
 
-def _previous_rows(path: Path) -> list[dict]:
+def previous_rows(path: Path) -> list[dict]:
     """Rows of an earlier, interrupted run of the same experiment (for --resume)."""
     if not path.is_file():
         return []

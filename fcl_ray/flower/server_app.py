@@ -339,14 +339,14 @@ class FlowerStudy:
         """Every fold: each method pre-trained (if it has pre-training), then fine-tuned in
         each mode and label budget; results.csv is rewritten after each method. Resumed,
         the (fold, method, mode) rows already in results.csv are kept and not run again."""
-        from fcl_ray.federation.driver import _previous_rows
+        from fcl_ray.federation.driver import previous_rows
         from fcl_ray.methods import has_pretraining
         from fcl_ray.tracking import method_rows
 
         results = self.out / "results.csv"
         (self.out / "config.yaml").write_text(dump_yaml(self.cfg))
         if self.resume:
-            self.rows = _previous_rows(results)
+            self.rows = previous_rows(results)
         else:   # a fresh run: no round records or privacy figures of an earlier one
             (self.out / "rounds.jsonl").unlink(missing_ok=True)
             (self.out / PRIVACY_SUMMARY).unlink(missing_ok=True)
