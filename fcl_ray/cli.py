@@ -308,6 +308,8 @@ def _run(args) -> int:
         return stop.exit_code
     from fcl_ray.report import format_table, ranking_line
 
+    if outcome.config.probes.only:   # nothing fine-tuned: the probe table is the output
+        return _print_probes(outcome)
     # The program's output, on stdout; the progress lines above went to stderr.
     print(f"Dice on held-out volumes (mean ± std over {outcome.config.data.clients} clients), "
           f"from {outcome.output_dir / 'results.csv'}:")
@@ -321,6 +323,19 @@ def _run(args) -> int:
     if privacy:
         print(f"\nPrivacy of the feature exchange ({outcome.output_dir / 'privacy.json'}):")
         print("\n".join(privacy))
+    return 0
+
+
+def _print_probes(outcome) -> int:
+    """A ``probes.only`` run's output: its probe table, from probes.csv."""
+    import pandas as pd
+
+    from fcl_ray.report import render_probe_report
+
+    path = outcome.output_dir / "probes.csv"
+    print(f"Frozen-encoder probes of {outcome.config.data.clients} clients, from {path} "
+          f"(probes.only: nothing fine-tuned):")
+    print(render_probe_report(pd.read_csv(path)))
     return 0
 
 

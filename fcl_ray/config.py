@@ -282,6 +282,9 @@ class ProbesConfig:
     methods: list[str] = field(default_factory=list)
     steps: int = 200                # segmentation probe: steps of its 1x1 convolution
     n_labeled: int = 1              # segmentation probe: labeled patients per client
+    # Pre-train and probe every encoder, fine-tune nothing (probes.csv, no results.csv): the
+    # cheap way to compare pre-training choices (issue 28's fidelity ablations).
+    only: bool = False
 
 
 @dataclass
@@ -698,6 +701,8 @@ def _check_probes(cfg: Config) -> None:
            f"data.folds={d.folds})")
     _check(not pr.enabled or d.clients >= 2, "probes.enabled",
            f"the cross-site probes need data.clients >= 2, got {d.clients}")
+    _check(not pr.only or pr.enabled, "probes.only",
+           "probes only (no fine-tuning) needs probes.enabled: true")
 
 
 def validate(cfg: Config) -> Config:

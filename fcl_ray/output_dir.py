@@ -116,15 +116,26 @@ def check_resume(cfg: Config) -> None:
 
 
 def has_results(out_dir: Path) -> bool:
-    """True when ``<out_dir>/results.csv`` holds at least one row under its header."""
-    path = out_dir / "results.csv"
-    if not path.is_file():
-        return False
-    try:
-        with path.open("rb") as handle:
-            return sum(1 for line in handle if line.strip()) > 1
-    except OSError:
-        return True   # unreadable: treat it as results, never overwrite it silently
+    """True when ``<out_dir>`` holds finished rows: results.csv, or probes.csv (a run with
+    ``probes.only`` writes no results.csv)."""
+    return bool(finished_files(out_dir))
+
+
+def finished_files(out_dir: Path) -> list[str]:
+    """The names of ``<out_dir>/results.csv`` and ``probes.csv`` that hold at least one row
+    under their header (an unreadable one counts: it is never overwritten silently)."""
+    found = []
+    for name in ("results.csv", "probes.csv"):
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        try:
+            with path.open("rb") as handle:
+                if sum(1 for line in handle if line.strip()) > 1:
+                    found.append(name)
+        except OSError:
+            found.append(name)
+    return found
 
 
 def move_aside(out_dir: Path, now: Optional[float] = None) -> Optional[Path]:
@@ -166,8 +177,9 @@ def prepare_output_dir(cfg: Config, resume: bool, overwrite: bool,
         if moved is not None:
             log(f"--overwrite: the earlier run's files moved to {moved}")
         return
-    if has_results(out_dir):
+    finished = finished_files(out_dir)
+    if finished:
         raise ConfigError(f"experiment.output_dir '{out_dir}' already holds results "
-                          f"(results.csv); continue them with --resume, start afresh with "
+                          f"({', '.join(finished)}); continue them with --resume, start afresh with "
                           f"--overwrite (the old files are moved aside), or choose another "
                           f"experiment.output_dir")

@@ -182,6 +182,8 @@ def _run_grid(run: Run, done: set, rows: list[dict], probe_rows: list[dict]) -> 
             if method not in no_pretraining and has_pretraining(method):
                 _pretrain(run, method, fold)
             probe(method, fold)
+            if cfg.probes.only:   # pre-train and probe: no fine-tuning, no results.csv
+                continue
             if "federated" in todo:
                 rows += _finetune_federated(run, method, fold, eta)
                 write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
@@ -190,21 +192,37 @@ def _run_grid(run: Run, done: set, rows: list[dict], probe_rows: list[dict]) -> 
         if local_queue:
             rows += _finetune_local(run, local_queue, fold, eta)
             write_csv_atomic(pd.DataFrame(rows), results_path)
+    if cfg.probes.only:
+        return _probes_only_done(run)
     results = _in_grid_order(pd.DataFrame(rows), methods, cfg.finetune.modes)
     leading = result_columns(classes)
     extra = [c for c in results.columns if c not in leading]
     results = results[[c for c in leading if c in results.columns] + extra]
     write_csv_atomic(results, results_path)
     _log_final(results, tracker)
-    for artifact in [results_path, out_dir / "probes.csv", out_dir / "rounds.jsonl",
-                     out_dir / PRIVACY_SUMMARY,
-                     *sorted(out_dir.glob("encoders/*"))]:
-        if artifact.exists():
-            tracker.log_artifact(artifact)
+    _log_run_files(out_dir, tracker)
     log(f"results written to {results_path}")
     log(f"wall time {time.perf_counter() - run.wall:.1f}s")
     publish_run(cfg, tracker, results, out_dir, log)   # tables, models, data; the link
     return results
+
+
+def _log_run_files(out_dir: Path, tracker) -> None:
+    """Put the run's files that exist (results, probes, rounds, privacy, encoders) on its
+    MLflow run."""
+    for artifact in [out_dir / "results.csv", out_dir / "probes.csv", out_dir / "rounds.jsonl",
+                     out_dir / PRIVACY_SUMMARY, *sorted(out_dir.glob("encoders/*"))]:
+        if artifact.exists():
+            tracker.log_artifact(artifact)
+
+
+def _probes_only_done(run: Run) -> pd.DataFrame:
+    """The end of a ``probes.only`` run: its files on the MLflow run, and no result rows."""
+    out_dir = Path(run.cfg.experiment.output_dir)
+    _log_run_files(out_dir, run.tracker)
+    run.log(f"probes written to {out_dir / 'probes.csv'} (probes.only: nothing fine-tuned)")
+    run.log(f"wall time {time.perf_counter() - run.wall:.1f}s")
+    return pd.DataFrame()
 
 
 def _prober(run: Run, methods: list[str], given, probe_rows: list[dict]

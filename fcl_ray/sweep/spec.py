@@ -238,6 +238,10 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
                               "the base experiment (add it to 'overrides', e.g. "
                               "pretrain.probe_every=2)")
 
+    if spec.metric != "probe_dice" and base_cfg.probes.only:
+        raise ConfigError(f"sweep key 'metric': {spec.metric} comes from fine-tuning, which "
+                          f"probes.only turns off in the base experiment; use probe_dice")
+
     for key, minimum in (("num_samples", 1), ("max_concurrent_trials", 0), ("max_failures", 0)):
         value = raw.get(key, getattr(spec, key))
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

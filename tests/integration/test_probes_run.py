@@ -1,4 +1,6 @@
 """probes.enabled in a tiny real federation: probes.csv rows, MLflow metrics, --resume."""
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -52,3 +54,27 @@ def test_probes_of_every_encoder_land_in_probes_csv(ray_session, tiny_overrides,
     key = ["method", "client", "probe"]
     pd.testing.assert_frame_equal(again.sort_values(key).reset_index(drop=True),
                                   probes.sort_values(key).reset_index(drop=True), atol=1e-6)
+
+
+def test_probes_only_pretrains_and_probes_without_fine_tuning(ray_session, tiny_overrides,
+                                                              tmp_path, capsys):
+    """probes.only: probes.csv for random init and fcl, no results.csv, the probe table on
+    stdout; the folder's probes are then finished results that a plain rerun must not drop."""
+    from fcl_ray.cli import main
+
+    overrides = tiny_overrides + ["pretrain.methods=[fcl]", "probes.enabled=true",
+                                  "probes.steps=5", "probes.only=true", "tracking.enabled=false"]
+    quickstart = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml")
+    args = ["run", quickstart] + [a for o in overrides for a in ("--set", o)]
+    assert main(args) == 0
+    out = tmp_path / "out"
+    assert not (out / "results.csv").exists()
+    probes = pd.read_csv(out / "probes.csv")
+    assert set(probes["method"]) == {"random", "fcl"} and len(probes) == 2 * 2 * len(PROBES)
+    printed = capsys.readouterr().out
+    assert "probes.only: nothing fine-tuned" in printed
+    assert "| fcl " in printed and "segmentation_dice" in printed
+
+    assert main(args) == 2   # refused in one line, the probes kept
+    assert "already holds results (probes.csv)" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_csv(out / "probes.csv"), probes)

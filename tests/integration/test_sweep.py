@@ -54,6 +54,8 @@ def sweep(**changes) -> dict:
     ({"resources": {"cpus_per_client": 0}}, "resources.cpus_per_client"),
     ({"resources": {"gpu": 1}}, "resources.gpu"),
     ({"overrides": ["pretrain.probe_every=0"]}, "metric"),
+    ({"metric": "dice_mean", "overrides": ["pretrain.probe_every=1", "probes.enabled=true",
+                                           "probes.only=true"]}, "metric"),
     ({"overrides": ["pretrain.probe_every=1", "pretrain.rounds=0"]}, "pretrain.rounds"),
     ({"base": "nope.yaml"}, "base"),
     ({"storage_path": "nofs://bucket/sweeps"}, "storage_path"),   # no such filesystem

@@ -124,6 +124,13 @@ def test_has_results_needs_a_row(tmp_path):
     assert has_results(tmp_path)
 
 
+def test_probes_of_a_probes_only_run_count_as_results(tmp_path):
+    (tmp_path / "probes.csv").write_text("method,fold,client,probe,value\n")
+    assert not has_results(tmp_path)
+    (tmp_path / "probes.csv").write_text("method,fold,client,probe,value\nfcl,0,0,x,0.5\n")
+    assert has_results(tmp_path)
+
+
 def test_overwrite_moves_the_earlier_files_aside_and_keeps_the_rest(tmp_path):
     out = tmp_path / "out"
     before = _finished(out)

@@ -29,6 +29,7 @@ def test_probes_are_off_by_default_and_every_encoder_when_enabled():
     (["probes.n_labeled=7"], "'probes.n_labeled': 7 labeled patients asked"),
     (["probes.enabled=true", "data.clients=1"], "'probes.enabled': the cross-site probes"),
     (["probes.enabled=maybe"], "'probes.enabled': expected bool"),
+    (["probes.only=true"], "'probes.only': probes only (no fine-tuning) needs probes.enabled: true"),
 ])
 def test_bad_probe_settings_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:
