@@ -74,6 +74,8 @@ CHECKS = [
           not_run="the v1 benchmark: 31-92 minutes a fold on 2 cores"),
     Check(r"fcl-ray run experiments/benchmark_v2\.yaml$", "config",
           not_run="the v2 benchmark (6 sites, control, probes, converged): hours on 2 cores"),
+    Check(r"fcl-ray run experiments/benchmark_v2_paper_scale\.yaml$", "config",
+          not_run="the v2 benchmark at paper scale: a GPU recipe"),
     Check(r"^\.venv/bin/python experiments/phantom_checks\.py ", "help",
           "tests/unit/test_phantom_checks.py::test_checks_print_shortcut_calibration_and_gate"),
     Check(r"fcl-ray report runs/synthetic_benchmark/results\.csv --out ", "run"),
