@@ -33,6 +33,7 @@ def _overrides(overrides: Union[str, Sequence[str]]) -> list[str]:
 class RunResults:
     """What :func:`run` returns."""
     table: pd.DataFrame               # the rows of results.csv: method, mode, N, fold, client
+    #                                   (empty with probes.only: nothing is fine-tuned)
     output_dir: Path                  # experiment.output_dir: results.csv, config.yaml, ...
     run_id: Optional[str]             # the MLflow run; None when tracking is off
     run_url: Optional[str]            # its page in the MLflow UI (a local store: once
@@ -44,6 +45,14 @@ class RunResults:
         from fcl_ray.report import summary_table
 
         return summary_table(self.table)
+
+    def probes(self) -> Optional[pd.DataFrame]:
+        """The frozen-encoder probe rows (``<output_dir>/probes.csv``, written with
+        ``probes.enabled``), or None when the run probed nothing."""
+        import pandas as pd   # here: importing fcl_ray stays light
+
+        path = self.output_dir / "probes.csv"
+        return pd.read_csv(path) if path.is_file() else None
 
 
 def run(config_or_path: Union[str, Path, Config, dict, None] = None,

@@ -328,14 +328,11 @@ def _run(args) -> int:
 
 def _print_probes(outcome) -> int:
     """A ``probes.only`` run's output: its probe table, from probes.csv."""
-    import pandas as pd
-
     from fcl_ray.report import render_probe_report
 
-    path = outcome.output_dir / "probes.csv"
-    print(f"Frozen-encoder probes of {outcome.config.data.clients} clients, from {path} "
-          f"(probes.only: nothing fine-tuned):")
-    print(render_probe_report(pd.read_csv(path)))
+    print(f"Frozen-encoder probes of {outcome.config.data.clients} clients, from "
+          f"{outcome.output_dir / 'probes.csv'} (probes.only: nothing fine-tuned):")
+    print(render_probe_report(outcome.probes()))
     return 0
 
 

@@ -71,6 +71,11 @@ def test_probes_only_pretrains_and_probes_without_fine_tuning(ray_session, tiny_
     assert not (out / "results.csv").exists()
     probes = pd.read_csv(out / "probes.csv")
     assert set(probes["method"]) == {"random", "fcl"} and len(probes) == 2 * 2 * len(PROBES)
+    import fcl_ray
+
+    again = fcl_ray.run(quickstart, overrides, resume=True)   # every probe is there already
+    assert again.table.empty
+    pd.testing.assert_frame_equal(again.probes(), probes)
     printed = capsys.readouterr().out
     assert "probes.only: nothing fine-tuned" in printed
     assert "| fcl " in printed and "segmentation_dice" in printed
