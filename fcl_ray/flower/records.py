@@ -16,8 +16,9 @@ A round's payloads travel as typed records of a :class:`flwr.app.RecordDict`:
   :func:`release_scalars`).
 
 :func:`fcl_ray.flower.site_runner.checked_update` runs
-:func:`fcl_ray.protocol.messages.check_update` at the site, before the reply is built: an update that breaks the contract (an image-sized array, a
-wrong shape, NaN) never leaves the site. The coordinator checks again on arrival.
+:func:`fcl_ray.protocol.messages.check_update` at the site, before the reply is built: an
+update that breaks the contract (an image-sized array, a wrong shape, NaN) never leaves the
+site. The coordinator checks again on arrival.
 """
 from __future__ import annotations
 

@@ -74,6 +74,10 @@ class SweepSpec:
         return join(self.storage_path, self.name)
 
 
+# The metrics a trial reports while it pre-trains (a probes.only base reports no others).
+PRETRAINING_METRICS = ("probe_dice", "loss")
+
+
 def _err(key: str, message: str, where: str = "sweep") -> ConfigError:
     return ConfigError(f"{where} key '{key}': {message}")
 
@@ -238,9 +242,10 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
                               "the base experiment (add it to 'overrides', e.g. "
                               "pretrain.probe_every=2)")
 
-    if spec.metric != "probe_dice" and base_cfg.probes.only:
+    if spec.metric not in PRETRAINING_METRICS and base_cfg.probes.only:
         raise ConfigError(f"sweep key 'metric': {spec.metric} comes from fine-tuning, which "
-                          f"probes.only turns off in the base experiment; use probe_dice")
+                          f"probes.only turns off in the base experiment; use one of "
+                          f"{', '.join(PRETRAINING_METRICS)}")
 
     for key, minimum in (("num_samples", 1), ("max_concurrent_trials", 0), ("max_failures", 0)):
         value = raw.get(key, getattr(spec, key))
