@@ -116,6 +116,11 @@ class PretrainConfig:
     # Local bank capacity per partition; auto = about the slices per partition this client holds,
     # so the sampled dictionary is not mostly copies of the same few slices.
     bank_size: Union[int, Literal["auto"]] = "auto"
+    # What the local bank holds before the first step: every slice's key from the initial
+    # (random) momentum network (filled, so round 1's dictionary is never empty), or nothing
+    # (empty: the bank fills with the steps' own keys; round 1's negatives are the batch's
+    # fresh keys and whatever is already pushed). An issue 28 fidelity ablation.
+    bank_start: Literal["filled", "empty"] = "filled"
     sample_size: int = 512          # K: features drawn from local + remote banks per step
     exchange_size: int = 256        # features each client shares per round (a random subset)
     # Remote features each client receives per round at most, drawn per partition from the

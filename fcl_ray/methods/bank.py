@@ -132,9 +132,13 @@ def merge_remote(shared: dict[int, tuple], exclude: int | None,
 
 
 def concat_banks(pieces: Iterable[tuple[torch.Tensor, torch.Tensor] | None]):
-    """Q = local bank U remote banks, skipping empty pieces."""
-    pieces = [p for p in pieces if p is not None and len(p[0])]
-    return torch.cat([f for f, _ in pieces]), torch.cat([p for _, p in pieces])
+    """Q = local bank U remote banks, skipping empty pieces (all empty: the first piece, a
+    bank that starts empty under ``pretrain.bank_start: empty``)."""
+    given = [p for p in pieces if p is not None]
+    kept = [p for p in given if len(p[0])]
+    if not kept:
+        return given[0]
+    return torch.cat([f for f, _ in kept]), torch.cat([p for _, p in kept])
 
 
 def local_and_remote(local: tuple[torch.Tensor, torch.Tensor],

@@ -307,7 +307,8 @@ class MomentumBankMethod(PretrainMethod):
         # Position in pretrain.momentum_schedule: momentum updates done, over the federation's
         # rounds (start_round sets it from the round, so it survives resume and restarts).
         self.momentum_step = torch.zeros((), dtype=torch.long)
-        self._fill_bank()
+        if cfg.pretrain.bank_start == "filled":
+            self._fill_bank()
         # privacy.*: what each round releases (None: the bank sample, as without privacy).
         self.release = private_release(cfg, slices) if self.shares_features else None
 

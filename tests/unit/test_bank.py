@@ -45,6 +45,12 @@ def test_concat_banks_skips_missing_pieces():
     assert feats.shape == (3, 3) and parts.tolist() == [0, 1, 1]
 
 
+def test_concat_banks_of_an_empty_bank_and_no_remote_rows_is_empty():
+    empty = (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    feats, parts = concat_banks([empty, None])
+    assert feats.shape == (0, 3) and len(parts) == 0
+
+
 def test_partition_quotas_split_k_evenly_and_pass_on_what_a_partition_lacks():
     assert partition_quotas([10, 10, 10, 10], 8) == [2, 2, 2, 2]
     assert partition_quotas([1, 10, 10], 9) == [1, 4, 4]            # partition 0 gives 2 on

@@ -208,6 +208,7 @@ def test_participation_keys_print_one_line_and_exit_2(override, capsys):
      "'finetune.encoder_warmup_steps': must be >= 0 (optimiser steps), got -1"),
     (["finetune.encoder_warmup_steps=2.5"], "'finetune.encoder_warmup_steps': expected int"),
     (["pretrain.batch_by=case"], "'pretrain.batch_by': expected one of 'volume', 'patient'"),
+    (["pretrain.bank_start=random"], "'pretrain.bank_start': expected one of 'filled', 'empty'"),
     (["pretrain.health_source=sometimes"],
      "config key 'pretrain.health_source': expected one of 'steps', 'probe', got 'sometimes'"),
 ])

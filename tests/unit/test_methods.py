@@ -225,3 +225,16 @@ def test_a_bf16_round_trains_and_shares_float32_features(name, slices):
     shared = method.shared_features()
     if shared is not None:
         assert shared[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["fcl", "fedca"])
+def test_a_bank_that_starts_empty_fills_with_the_steps_keys(name, slices):
+    filled = _make(name, slices)
+    assert len(filled.bank) == len(slices)      # default: every slice's initial key
+    empty = _make(name, slices, ["pretrain.bank_start=empty"])
+    assert len(empty.bank) == 0
+    metrics = empty.train_step(None)            # round 1: nothing in the dictionary yet
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert 0 < len(empty.bank) < len(slices)
+    feats, parts = empty.shared_features()       # what it shares comes from its own steps
+    assert 0 < len(feats) <= len(empty.bank) and len(parts) == len(feats)
