@@ -25,6 +25,20 @@ def _ray(args: list[str], env: dict, timeout: int = 120) -> subprocess.Completed
                           timeout=timeout, cwd=REPO)
 
 
+# cluster/local.sh with FCL_PORT_BASE=b: node i takes b + 20 i .. and worker ports
+# b + 1000 + 200 i ..; for a head and 2 sites everything lies in [b, b + 2000).
+PORT_BLOCK = 2000
+
+
+def free_port_outside(start: int, stop: int) -> int:
+    """A free port not in [start, stop): the OS's ephemeral ports overlap the block the
+    cluster's nodes take, and a GCS port among the worker ports stops the head (seen in CI)."""
+    while True:
+        port = free_port()
+        if not start <= port < stop:
+            return port
+
+
 @pytest.fixture
 def local_cluster(tmp_path_factory):
     """A head + 2 site workers on this machine, on their own ports and temp dir (so the
@@ -32,8 +46,12 @@ def local_cluster(tmp_path_factory):
     state = Path(f"/tmp/fclc-{os.getpid()}")   # short: Ray's socket paths have a length limit
     base = random.randrange(30000, 45000, 100)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env |= {"FCL_CLUSTER_DIR": str(state), "FCL_CLUSTER_PORT": str(free_port()),
-            "FCL_DASHBOARD_PORT": str(free_port()), "FCL_PORT_BASE": str(base),
+    gcs_port = free_port_outside(base, base + PORT_BLOCK)
+    dashboard_port = gcs_port
+    while dashboard_port == gcs_port:
+        dashboard_port = free_port_outside(base, base + PORT_BLOCK)
+    env |= {"FCL_CLUSTER_DIR": str(state), "FCL_CLUSTER_PORT": str(gcs_port),
+            "FCL_DASHBOARD_PORT": str(dashboard_port), "FCL_PORT_BASE": str(base),
             "FCL_HEAD_CPUS": "1", "FCL_WORKER_CPUS": "1", "RAY_BIN": str(BIN / "ray")}
     up = subprocess.run(["bash", str(CLUSTER / "local.sh"), "up"], env=env, capture_output=True,
                         text=True, timeout=400)
