@@ -30,13 +30,16 @@ def _ray(args: list[str], env: dict, timeout: int = 120) -> subprocess.Completed
 PORT_BLOCK = 2000
 
 
-def free_port_outside(start: int, stop: int) -> int:
-    """A free port not in [start, stop): the OS's ephemeral ports overlap the block the
-    cluster's nodes take, and a GCS port among the worker ports stops the head (seen in CI)."""
-    while True:
+def free_ports_outside(start: int, stop: int, count: int) -> list[int]:
+    """``count`` distinct free ports not in [start, stop): the OS's ephemeral ports overlap the
+    block the cluster's nodes take, and a GCS port among the worker ports stops the head (seen
+    in CI)."""
+    ports: list[int] = []
+    while len(ports) < count:
         port = free_port()
-        if not start <= port < stop:
-            return port
+        if not start <= port < stop and port not in ports:
+            ports.append(port)
+    return ports
 
 
 @pytest.fixture
@@ -46,10 +49,7 @@ def local_cluster(tmp_path_factory):
     state = Path(f"/tmp/fclc-{os.getpid()}")   # short: Ray's socket paths have a length limit
     base = random.randrange(30000, 45000, 100)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    gcs_port = free_port_outside(base, base + PORT_BLOCK)
-    dashboard_port = gcs_port
-    while dashboard_port == gcs_port:
-        dashboard_port = free_port_outside(base, base + PORT_BLOCK)
+    gcs_port, dashboard_port = free_ports_outside(base, base + PORT_BLOCK, 2)
     env |= {"FCL_CLUSTER_DIR": str(state), "FCL_CLUSTER_PORT": str(gcs_port),
             "FCL_DASHBOARD_PORT": str(dashboard_port), "FCL_PORT_BASE": str(base),
             "FCL_HEAD_CPUS": "1", "FCL_WORKER_CPUS": "1", "RAY_BIN": str(BIN / "ray")}
