@@ -4,7 +4,9 @@ Results are never silently mixed or replaced:
 
 - ``fcl-ray run --resume`` continues a folder only with the config its earlier rows and
   checkpoints were made with (the ``config.yaml`` saved there). Keys that cannot change any
-  results row may differ (:data:`RESUME_MAY_CHANGE`); any other difference is one
+  results row may differ (:data:`RESUME_MAY_CHANGE`), and the grid's lists may grow at their
+  end (:data:`RESUME_MAY_EXTEND`: more methods, label budgets, folds or modes; the finished
+  settings are kept, the new ones run). Any other difference is one
   :class:`~fcl_ray.config.ConfigError` naming the keys, old -> new, and nothing is touched.
 - A plain run into a folder whose ``results.csv`` has rows refuses; ``--overwrite`` moves the
   earlier run's files into ``<output_dir>/previous-<timestamp>/`` (never deletes them).
@@ -47,6 +49,13 @@ RESUME_MAY_CHANGE = (
     "federation.placement_timeout_s", "federation.checkpoint_every",
     "federation.checkpoint_dir", "data.cache", "data.cache_dir",
 )
+# Lists of the grid a resume may extend at their end: every setting (fold, method, mode, N)
+# draws its own seeds (fcl_ray/federation/site.py, `_generator`), pre-training is seeded per
+# (method, fold), and a resume runs only the settings without rows, so settings added at the
+# end leave the finished rows as they are. Not reordered or shortened: the first N is the one
+# `pretrain.probe_every` probes, and rows of a removed entry would lie about the config.
+RESUME_MAY_EXTEND = ("pretrain.methods", "finetune.n_labeled", "finetune.folds",
+                     "finetune.modes")
 SAVED_CONFIG = "config.yaml"
 # What a run leaves in its folder; --overwrite moves these aside.
 RUN_FILES = ("results.csv", "probes.csv", SAVED_CONFIG, "rounds.jsonl", "mlflow_run.json",
@@ -72,12 +81,20 @@ def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def extends(key: str, old: Any, new: Any) -> bool:
+    """True when ``key`` is a grid list (:data:`RESUME_MAY_EXTEND`) and ``new`` is ``old``
+    with entries added at its end."""
+    return (key in RESUME_MAY_EXTEND and isinstance(old, list) and isinstance(new, list)
+            and len(new) > len(old) and _text(new[:len(old)]) == _text(old))
+
+
 def config_differences(saved: Config, new: Config) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) for every key that differs and may not change on a
-    resume, in the schema's order."""
+    resume (nor grows at the end of a grid list), in the schema's order."""
     old, now = _leaves(saved), _leaves(new)
     return [(key, old[key], now[key]) for key in now
-            if _text(old[key]) != _text(now[key]) and not may_change_on_resume(key)]
+            if _text(old[key]) != _text(now[key]) and not may_change_on_resume(key)
+            and not extends(key, old[key], now[key])]
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -110,7 +127,8 @@ def check_resume(cfg: Config) -> None:
                       for key, old, new in differences[:SHOWN])
     more = f" and {len(differences) - SHOWN} more" if len(differences) > SHOWN else ""
     raise ConfigError(f"--resume: {path} was made with another config ({shown}{more}); rows "
-                      f"of two configs would mix. Resume with the saved values, choose "
+                      f"of two configs would mix. Resume with the saved values (the lists "
+                      f"{', '.join(RESUME_MAY_EXTEND)} may only grow at their end), choose "
                       f"another experiment.output_dir, or start afresh with --overwrite (the "
                       f"old files are moved aside)")
 

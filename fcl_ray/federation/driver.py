@@ -57,7 +57,8 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     ``reporter`` (optional) is called with an event (:mod:`fcl_ray.core.events`) when the
     federation is ready, after every pre-training round and after every fine-tuning setting;
     Ray Tune's trainable uses it.
-    ``resume`` keeps the finished (fold, method) results of ``<output_dir>/results.csv`` and
+    ``resume`` keeps the finished settings (fold, method, mode, N) of
+    ``<output_dir>/results.csv``, runs the others (also those a grown grid adds) and
     continues an interrupted pre-training from its last complete checkpoint.
     ``tracking_context`` says where the MLflow run belongs (a sweep's parent run) and receives
     its id; None: a standalone run.
@@ -68,7 +69,7 @@ def run_experiment(cfg: Config, log: Callable[[str], None] = progress,
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     results_path = out_dir / "results.csv"
     rows = previous_rows(results_path) if resume else []
-    done = {(int(r["fold"]), r["method"], r["finetune_mode"]) for r in rows}
+    done = finished_settings(rows)
     probe_rows = previous_rows(out_dir / "probes.csv") if resume else []
     if not resume:   # a fresh run: no probe rows of an earlier run beside its results
         (out_dir / "probes.csv").unlink(missing_ok=True)
@@ -158,8 +159,9 @@ def _run_grid(run: Run, done: set, rows: list[dict], probe_rows: list[dict]) -> 
     methods = method_rows(cfg) + ([UPPER_BOUND] if cfg.finetune.upper_bound else [])
     no_pretraining = {UPPER_BOUND} | ({given.label} if given else set())
     modes = cfg.finetune.modes
-    if SUPERVISED_ENCODER in methods and any((fold, SUPERVISED_ENCODER, mode) not in done
-                                             for fold in cfg.finetune.folds for mode in modes):
+    if SUPERVISED_ENCODER in methods and any(
+            settings_to_run(cfg, done, fold, SUPERVISED_ENCODER).values()
+            for fold in cfg.finetune.folds):
         if control is not None:
             state = control.state
             log(f"[{SUPERVISED_ENCODER}] the positive control's encoder from {control.uri}")
@@ -174,21 +176,22 @@ def _run_grid(run: Run, done: set, rows: list[dict], probe_rows: list[dict]) -> 
         if RANDOM_INIT not in methods:   # random init is always there to be probed
             probe(RANDOM_INIT, fold)
         for method in methods:
-            todo = [mode for mode in modes if (fold, method, mode) not in done]
-            if not todo:
+            todo = settings_to_run(cfg, done, fold, method)   # {mode: [N, ...]}
+            if not any(todo.values()):
                 log(f"[{method}] fold {fold}: results already in {results_path}, skipped")
                 eta.step(len(modes))
                 continue
+            _log_kept_settings(run, method, fold, todo)
             if method not in no_pretraining and has_pretraining(method):
                 _pretrain(run, method, fold)
             probe(method, fold)
             if cfg.probes.only:   # pre-train and probe: no fine-tuning, no results.csv
                 continue
-            if "federated" in todo:
-                rows += _finetune_federated(run, method, fold, eta)
+            if todo.get("federated"):
+                rows += _finetune_federated(run, method, fold, eta, todo["federated"])
                 write_csv_atomic(pd.DataFrame(rows), results_path)   # keep what is done
-            if "local" in todo:
-                local_queue.append(method)
+            if todo.get("local"):
+                local_queue += [(method, n) for n in todo["local"]]
         if local_queue:
             rows += _finetune_local(run, local_queue, fold, eta)
             write_csv_atomic(pd.DataFrame(rows), results_path)
@@ -264,6 +267,29 @@ def _in_grid_order(results: pd.DataFrame, methods: list[str], modes: list[str]) 
         return column.map(rank[column.name]) if column.name in rank else column
 
     return results.sort_values(by, key=key, kind="stable").reset_index(drop=True)
+
+
+def finished_settings(rows: list[dict]) -> set[tuple[int, str, str, int]]:
+    """(fold, method, mode, N) of every setting with rows in ``rows`` (a results.csv's). The
+    upper bound's rows carry each client's own N, so its setting is keyed ALL_LABELED."""
+    return {(int(r["fold"]), r["method"], r["finetune_mode"],
+             ALL_LABELED if r["method"] == UPPER_BOUND else int(r["n_labeled"])) for r in rows}
+
+
+def settings_to_run(cfg, done: set, fold: int, method: str) -> dict[str, list[int]]:
+    """``{mode: [N, ...]}``: the label budgets of ``method`` on ``fold`` that have no rows in
+    ``done`` (:func:`finished_settings`), per configured mode."""
+    budgets = _budgets(cfg, method)[0]
+    return {mode: [n for n in budgets if (fold, method, mode, n) not in done]
+            for mode in cfg.finetune.modes}
+
+
+def _log_kept_settings(run: Run, method: str, fold: int, todo: dict[str, list[int]]) -> None:
+    """On a resume that finished some of a method's settings: one line naming what is kept."""
+    budgets = _budgets(run.cfg, method)[0]
+    kept = [f"{mode} N={n}" for mode, left in todo.items() for n in budgets if n not in left]
+    if kept:
+        run.log(f"[{method}] fold {fold}: {', '.join(kept)} already in results.csv, kept")
 
 
 def previous_rows(path: Path) -> list[dict]:
@@ -465,11 +491,12 @@ def _report_setting(report, method, mode, fold, n, rows) -> None:
                            dice_mean=sum(r["dice_mean"] for r in rows) / len(rows)))
 
 
-def _finetune_federated(run: Run, method: str, fold: int, eta: Eta) -> list[dict]:
-    """A method's federated settings, one N after another (each is a run of the strategy's
-    rounds over every client), each logged as it finishes."""
+def _finetune_federated(run: Run, method: str, fold: int, eta: Eta,
+                        budgets: list[int]) -> list[dict]:
+    """A method's federated settings of label budgets ``budgets``, one N after another (each
+    is a run of the strategy's rounds over every client), each logged as it finishes."""
     cfg, coordinator, log, report = run.cfg, run.coordinator, run.log, run.report
-    budgets, encoder = _budgets(cfg, method)
+    encoder = _budgets(cfg, method)[1]
     start = time.perf_counter()
     progress = Eta(len(budgets))
     rows: list[dict] = []
@@ -485,13 +512,14 @@ def _finetune_federated(run: Run, method: str, fold: int, eta: Eta) -> list[dict
     return rows
 
 
-def _finetune_local(run: Run, methods: list[str], fold: int, eta: Eta) -> list[dict]:
-    """Every local setting (method x N) of a fold in one go: each client actor works
-    through its queue without waiting for the driver (``finetune.concurrency`` at once);
-    the driver logs each setting as its last client finishes. Rows and reports follow the
-    configured order (method, then N), whatever the order the settings finished in."""
+def _finetune_local(run: Run, settings: list[tuple[str, int]], fold: int,
+                    eta: Eta) -> list[dict]:
+    """The local settings ``settings`` ((method, N), in the configured order) of a fold in
+    one go: each client actor works through its queue without waiting for the driver
+    (``finetune.concurrency`` at once); the driver logs each setting as its last client
+    finishes. Rows and reports follow the given order, whatever the order they finished in."""
     cfg, coordinator, log, report = run.cfg, run.coordinator, run.log, run.report
-    settings = [(method, n) for method in methods for n in _budgets(cfg, method)[0]]
+    methods = list(dict.fromkeys(method for method, _ in settings))
     flat = [(_budgets(cfg, method)[1], n) for method, n in settings]
     start = time.perf_counter()
     progress = Eta(len(settings))

@@ -338,8 +338,9 @@ class FlowerStudy:
     def run(self) -> list[dict]:
         """Every fold: each method pre-trained (if it has pre-training), then fine-tuned in
         each mode and label budget; results.csv is rewritten after each method. Resumed,
-        the (fold, method, mode) rows already in results.csv are kept and not run again."""
-        from fcl_ray.federation.driver import previous_rows
+        the settings (fold, method, mode, N) with rows in results.csv are kept and not run
+        again."""
+        from fcl_ray.federation.driver import finished_settings, previous_rows, settings_to_run
         from fcl_ray.methods import has_pretraining
         from fcl_ray.tracking import method_rows
 
@@ -350,20 +351,20 @@ class FlowerStudy:
         else:   # a fresh run: no round records or privacy figures of an earlier one
             (self.out / "rounds.jsonl").unlink(missing_ok=True)
             (self.out / PRIVACY_SUMMARY).unlink(missing_ok=True)
-        done = {(int(r["fold"]), r["method"], r["finetune_mode"]) for r in self.rows}
+        done = finished_settings(self.rows)
         methods, modes = method_rows(self.cfg), self.cfg.finetune.modes
         for fold in self.cfg.finetune.folds:
             for method in methods:
-                todo = [mode for mode in modes if (fold, method, mode) not in done]
-                if not todo:
+                todo = settings_to_run(self.cfg, done, fold, method)   # {mode: [N, ...]}
+                if not any(todo.values()):
                     self.log(f"[{method}] fold {fold}: results already in {results}, skipped")
                     continue
                 if has_pretraining(method):
                     self.pretrain(method, fold)
                 for n in self.cfg.finetune.n_labeled:
-                    if "federated" in todo:
+                    if n in todo.get("federated", []):
                         self.finetune_federated(method, fold, n)
-                    if "local" in todo:
+                    if n in todo.get("local", []):
                         self.finetune_local(method, fold, n)
                 write_results(self.rows, methods, modes, results)
         self.log(f"results written to {self.out / 'results.csv'}")

@@ -1,11 +1,14 @@
 """A finished output folder on a real (tiny) federation: --resume with another label budget and
-a plain second run are refused before anything is touched, --overwrite moves the old files
-aside; and `fcl-ray -q run` prints no Ray notice on stderr."""
+a plain second run are refused before anything is touched, a resume that adds a budget runs
+only that one (and gets a fresh run's rows), --overwrite moves the old files aside; and
+`fcl-ray -q run` prints no Ray notice on stderr."""
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import TINY
@@ -21,7 +24,7 @@ def _args(*overrides: str) -> list[str]:
     return [arg for o in TINY + CHEAP + list(overrides) for arg in ("--set", o)]
 
 
-def test_resume_with_another_budget_and_a_second_run_are_refused(ray_session, tmp_path,
+def test_resume_refuses_another_budget_extends_a_grown_one_and_a_second_run_is_refused(ray_session, tmp_path,
                                                                   capsys):
     out = tmp_path / "out"
     run = ["run", QUICKSTART, *_args(f"experiment.output_dir={out}", "finetune.n_labeled=[1]")]
@@ -35,6 +38,22 @@ def test_resume_with_another_budget_and_a_second_run_are_refused(ray_session, tm
     assert line.startswith("fcl-ray: error: --resume:") and "finetune.n_labeled [1] -> [2]" in line
     assert {name: (out / name).read_bytes() for name in kept} == kept
 
+    # --resume with a budget added at the end of the list: N=1 kept as it was, N=2 run, and
+    # its rows are those of a fresh run of both budgets (every setting draws its own seeds).
+    assert main(run + ["--set", "finetune.n_labeled=[1,2]", "--resume"]) == 0
+    assert "[random] fold 0: local N=1 already in results.csv, kept" in capsys.readouterr().err
+    grown = pd.read_csv(out / "results.csv")
+    assert grown[grown.n_labeled == 1].to_csv(index=False) == \
+        pd.read_csv(io.BytesIO(kept["results.csv"])).to_csv(index=False)
+    fresh = tmp_path / "fresh"
+    assert main(["run", QUICKSTART, *_args(f"experiment.output_dir={fresh}",
+                                          "finetune.n_labeled=[1,2]")]) == 0
+    both = pd.read_csv(fresh / "results.csv")
+    columns = ["method", "n_labeled", "client", "dice_mean", "steps"]
+    assert both[columns].equals(grown[columns]) and set(both.n_labeled) == {1, 2}
+    kept = {name: (out / name).read_bytes() for name in kept}
+    capsys.readouterr()
+
     # The same command again, without --resume: refused, nothing rewritten.
     assert main(run) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
@@ -46,7 +65,7 @@ def test_resume_with_another_budget_and_a_second_run_are_refused(ray_session, tm
     (previous,) = out.glob("previous-*")
     assert {name: (previous / name).read_bytes() for name in kept} == kept
     assert "n_labeled:\n  - 2" in (out / "config.yaml").read_text()
-    assert set(__import__("pandas").read_csv(out / "results.csv")["n_labeled"]) == {2}
+    assert set(pd.read_csv(out / "results.csv")["n_labeled"]) == {2}
 
 
 def test_quiet_run_prints_no_ray_token_notice(tmp_path):

@@ -66,6 +66,9 @@ CHECKS = [
     Check(r"^make docs$", "make", "tests/unit/test_docs.py::test_the_site_builds_in_strict_mode"),
     Check(r"^\.venv/bin/mlflow ui ", "help"),
     Check(r"fcl-ray run experiments/quickstart\.yaml --set pretrain\.rounds=3", "run"),
+    Check(r"fcl-ray run experiments/quickstart\.yaml --set 'finetune\.n_labeled=\[1,2\]' --resume$",
+          "config", "tests/integration/test_output_dir_run.py::"
+          "test_resume_refuses_another_budget_extends_a_grown_one_and_a_second_run_is_refused"),
     Check(r"fcl-ray config ", "run"),
     Check(r"fcl-ray report runs/quickstart/", "run"),
     Check(r"^python -m fcl_ray run experiments/quickstart\.yaml -q$", "config",
