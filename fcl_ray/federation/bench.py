@@ -10,6 +10,10 @@ For a fixed workload it measures, in one run:
   clients) on CPU (or C on GPU); its inverse is the pre-training step rate against the plain
   loop, with the collapse guard's health figures on, read from ``pretrain.health_source``
   (``--set pretrain.health_source=probe`` measures the probe's cost);
+* on CPU, a second pre-training reference that does not assume that ``slots`` processes run
+  ``slots`` times as fast as one: the same plain loop in ``slots`` concurrent processes (each
+  its share of the clients, the actors' threads, rounds started together), timed by its
+  slowest process; ``pretrain_overhead_parallel`` = round time / that;
 * time to first round (process start to the end of round 1), bytes per round, peak memory
   per client actor;
 * where each client actor's start-up went (:meth:`ClientSite.breakdown`): module imports,
@@ -19,7 +23,9 @@ For a fixed workload it measures, in one run:
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import queue
 import statistics
 import time
 from contextlib import contextmanager
@@ -53,6 +59,8 @@ class BenchRow:
     pretrain_round_s: float
     pretrain_reference_s: float
     pretrain_overhead: float
+    pretrain_reference_parallel_s: float   # the plain loop in `slots` processes (CPU; else NaN)
+    pretrain_overhead_parallel: float      # round time / that reference
     exchange_aggregate_fraction: float
     health_source: str                   # pretrain.health_source of the federation's rounds
     health_fraction: float               # of a round: the slowest client's health figures
@@ -90,10 +98,10 @@ def seconds_since_process_start() -> float:
 _IMPORTED_AT = time.perf_counter()
 
 
-def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, float]:
-    """Median seconds of one round of every client's local steps, one client after another
-    in this process: (pre-training, fine-tuning). No Ray, nothing exchanged, no health
-    figures: the plain loop (``health_source=probe`` keeps nothing from the steps)."""
+def _plain_clients(cfg: Config, threads: int) -> tuple[list, list]:
+    """Every client of ``cfg`` built in this process for the plain loop, set up for
+    pre-training, with the remote features the federation would hand each (the loss sees the
+    same sizes). No health figures: ``health_source=probe`` keeps nothing from the steps."""
     # Imported here: MONAI is not loaded before the federation's first round, as in `fcl-ray run`
     from fcl_ray.federation.site import ClientSite
     from fcl_ray.methods.bank import merge_remote
@@ -104,11 +112,18 @@ def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, fl
     clients = [ClientSite(cfg_dict, c, threads, gpus) for c in range(cfg.data.clients)]
     for c in clients:
         c.start_pretraining(cfg.pretrain.methods[0], 0)
-    # Remote features as the federation would hand them over (the loss sees the same sizes).
     shared = {c.client_id: c.method.shared_features() for c in clients}
     remotes = [merge_remote(shared, c.client_id, c.device, cfg.pretrain.remote_sample,
                             c._remote_sample_rng(1)) if c.method.shares_features else None
                for c in clients]
+    return clients, remotes
+
+
+def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, float]:
+    """Median seconds of one round of every client's local steps, one client after another
+    in this process: (pre-training, fine-tuning). No Ray, nothing exchanged, no health
+    figures: the plain loop."""
+    clients, remotes = _plain_clients(cfg, threads)
     pretrain = []
     for r in range(rounds + 1):
         start = time.perf_counter()
@@ -125,6 +140,60 @@ def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, fl
         if r:
             finetune.append(time.perf_counter() - start)
     return statistics.median(pretrain), statistics.median(finetune)
+
+
+def _plain_share(cfg: Config, threads: int, share: list[int], rounds: int, barrier,
+                 durations) -> None:
+    """One process of :func:`parallel_reference_seconds`: pre-training rounds of the clients
+    in ``share`` (every process builds all clients, so remote features have their sizes),
+    each round started with the others at ``barrier``; its round seconds go to ``durations``."""
+    clients, remotes = _plain_clients(cfg, threads)
+    mine = [(clients[i], remotes[i]) for i in share]
+    seconds = []
+    for _ in range(rounds + 1):
+        barrier.wait(timeout=BARRIER_TIMEOUT_S)
+        start = time.perf_counter()
+        for client, remote in mine:
+            client.method.train_round(cfg.pretrain.local_steps, remote)
+        seconds.append(time.perf_counter() - start)
+    durations.put(seconds)
+
+
+BARRIER_TIMEOUT_S = 600.0
+
+
+def _next_result(durations, workers) -> list[float]:
+    """The next process's round seconds; a process that died first is an error, not a hang."""
+    while True:
+        try:
+            return durations.get(timeout=1.0)
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a plain-loop reference process exited with code {dead[0]}")
+
+
+def parallel_reference_seconds(cfg: Config, rounds: int, threads: int, processes: int) -> float:
+    """Median seconds of a pre-training round of the plain loop run by ``processes``
+    concurrent processes (spawned, ``threads`` torch threads each, clients dealt round-robin),
+    a round lasting as long as its slowest process; after a warm-up round. What this machine
+    can do in parallel without Ray, rather than one process's time divided by the slots."""
+    context = multiprocessing.get_context("spawn")   # no fork of a process that holds Ray
+    barrier, durations = context.Barrier(processes), context.Queue()
+    shares = [list(range(p, cfg.data.clients, processes)) for p in range(processes)]
+    workers = [context.Process(target=_plain_share, daemon=True,
+                               args=(cfg, threads, share, rounds, barrier, durations))
+               for share in shares]
+    for worker in workers:
+        worker.start()
+    try:
+        per_process = [_next_result(durations, workers) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+    return statistics.median(max(p[r] for p in per_process) for r in range(1, rounds + 1))
 
 
 @contextmanager
@@ -222,14 +291,21 @@ def run_bench(client_counts: list[int], local_steps: int, rounds: int,
         actors.append({"clients": n, "local_steps": local_steps, "actors": fed.pop("actors"),
                        "coordinator_heavy_modules": fed.pop("coordinator_heavy_modules")})
         ref_pre, ref_ft = reference_seconds(cfg, rounds, threads)
+        processes = int(slots)
+        ref_parallel = (float("nan") if gpu or processes < 1
+                        else parallel_reference_seconds(cfg, rounds, threads, processes))
         row = BenchRow(clients=n, local_steps=local_steps, slots=slots,
+                       pretrain_reference_parallel_s=ref_parallel,
+                       pretrain_overhead_parallel=fed["pretrain_round_s"] / ref_parallel,
                        health_source=cfg.pretrain.health_source,
                        driver_start_s=driver_start, ray_start_s=ray_start,
                        pretrain_reference_s=ref_pre, finetune_reference_s=ref_ft,
                        pretrain_overhead=fed["pretrain_round_s"] / (ref_pre / slots),
                        finetune_overhead=fed["finetune_round_s"] / (ref_ft / slots), **fed)
         log(f"C={n:2d} steps={local_steps}: pre-train round {row.pretrain_round_s:.2f}s "
-            f"(reference {ref_pre:.2f}s / {slots:g} slots -> overhead {row.pretrain_overhead:.2f}, "
+            f"(reference {ref_pre:.2f}s / {slots:g} slots -> overhead {row.pretrain_overhead:.2f}; "
+            f"{processes} concurrent plain processes {ref_parallel:.2f}s -> overhead "
+            f"{row.pretrain_overhead_parallel:.2f}; "
             f"exchange+aggregate {100 * row.exchange_aggregate_fraction:.1f}%, health "
             f"({row.health_source}) {100 * row.health_fraction:.1f}%), fine-tune round "
             f"{row.finetune_round_s:.2f}s (overhead {row.finetune_overhead:.2f}), first round "

@@ -17,7 +17,8 @@ def test_bench_reports_every_figure(ray_session):
                       overrides=TINY_WORKLOAD)
     row = table.iloc[0]
     assert row.clients == 2 and row.slots == 2
-    for column in ("pretrain_round_s", "pretrain_reference_s", "finetune_round_s",
+    for column in ("pretrain_round_s", "pretrain_reference_s", "pretrain_reference_parallel_s",
+                   "finetune_round_s",
                    "finetune_reference_s", "time_to_first_round_s", "bytes_per_round_mb",
                    "peak_memory_mb_per_client", "memory_mb_per_client", "coordinator_peak_mb"):
         assert row[column] > 0, column
@@ -30,6 +31,10 @@ def test_bench_reports_every_figure(ray_session):
     assert row.health_source == "steps" and 0 < row.health_fraction < 1
     assert row.pretrain_overhead == pytest.approx(row.pretrain_round_s
                                                   / (row.pretrain_reference_s / row.slots))
+    # the plain loop again in `slots` concurrent processes (one client each here)
+    assert row.pretrain_reference_parallel_s > 0
+    assert row.pretrain_overhead_parallel == pytest.approx(row.pretrain_round_s
+                                                           / row.pretrain_reference_parallel_s)
 
 
 def test_process_age_is_positive():
