@@ -3,22 +3,17 @@ port, once per test session (shared by the modules that use it) and stopped at t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "cluster" / "mlflow-server.sh"
 _SERVER: dict = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _script(action: str, env: dict) -> subprocess.CompletedProcess:

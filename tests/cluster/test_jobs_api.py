@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
-from mlflow_server import free_port
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"

@@ -24,8 +24,9 @@ from fcl_ray.flower.deploy import write_deployment  # noqa: E402
 from fcl_ray.results import RESULT_COLUMNS  # noqa: E402
 
 from conftest import TINY  # noqa: E402
-from flower_loopback import (federation, finish_study, free_port, run_study,  # noqa: E402
-                             start_study, stop_study)
+from flower_loopback import (federation, finish_study, run_study, start_study,  # noqa: E402
+                             stop_study)
+from ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
