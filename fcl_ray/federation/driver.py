@@ -284,10 +284,16 @@ def settings_to_run(cfg, done: set, fold: int, method: str) -> dict[str, list[in
             for mode in cfg.finetune.modes}
 
 
+def budget_label(n: int) -> str:
+    """A label budget as the log lines write it: the number, or "all" for the upper bound."""
+    return "all" if n == ALL_LABELED else str(n)
+
+
 def _log_kept_settings(run: Run, method: str, fold: int, todo: dict[str, list[int]]) -> None:
     """On a resume that finished some of a method's settings: one line naming what is kept."""
     budgets = _budgets(run.cfg, method)[0]
-    kept = [f"{mode} N={n}" for mode, left in todo.items() for n in budgets if n not in left]
+    kept = [f"{mode} N={budget_label(n)}" for mode, left in todo.items() for n in budgets
+            if n not in left]
     if kept:
         run.log(f"[{method}] fold {fold}: {', '.join(kept)} already in results.csv, kept")
 
@@ -475,7 +481,7 @@ def _setting_rows(cfg, method, mode, fold, n, results, log, progress: Eta) -> li
     its phase (a fold's local settings, a method's federated ones): settings done / total
     and the ETA, as pre-training logs rounds."""
     dice = sum(r["dice_mean"] for r in results) / len(results)
-    label = "all" if n == ALL_LABELED else n
+    label = budget_label(n)
     steps = "" if "steps" not in results[0] else \
         f" after {np.mean([r['steps'] for r in results]):.0f} steps (mean over clients)"
     left = progress.step()

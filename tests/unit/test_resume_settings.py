@@ -66,3 +66,8 @@ def test_a_grown_grid_is_no_difference_but_a_changed_one_is():
     assert config_differences(saved, _cfg("finetune.n_labeled=[2]",
                                           "pretrain.methods=[random,fcl]")) \
         == [("finetune.n_labeled", [1], [2])]
+
+
+def test_the_upper_bounds_budget_is_logged_as_all():
+    from fcl_ray.federation.driver import budget_label
+    assert (budget_label(ALL_LABELED), budget_label(4)) == ("all", "4")
