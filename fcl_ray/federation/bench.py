@@ -142,6 +142,9 @@ def reference_seconds(cfg: Config, rounds: int, threads: int) -> tuple[float, fl
     return statistics.median(pretrain), statistics.median(finetune)
 
 
+BARRIER_TIMEOUT_S = 600.0   # a reference process that waits longer for the others has failed
+
+
 def _plain_share(cfg: Config, threads: int, share: list[int], rounds: int, barrier,
                  durations) -> None:
     """One process of :func:`parallel_reference_seconds`: pre-training rounds of the clients
@@ -157,9 +160,6 @@ def _plain_share(cfg: Config, threads: int, share: list[int], rounds: int, barri
             client.method.train_round(cfg.pretrain.local_steps, remote)
         seconds.append(time.perf_counter() - start)
     durations.put(seconds)
-
-
-BARRIER_TIMEOUT_S = 600.0
 
 
 def _next_result(durations, workers) -> list[float]:

@@ -24,8 +24,8 @@ def _args(*overrides: str) -> list[str]:
     return [arg for o in TINY + CHEAP + list(overrides) for arg in ("--set", o)]
 
 
-def test_resume_refuses_another_budget_extends_a_grown_one_and_a_second_run_is_refused(ray_session, tmp_path,
-                                                                  capsys):
+def test_resume_refuses_another_budget_extends_a_grown_one_and_a_second_run_is_refused(
+        ray_session, tmp_path, capsys):
     out = tmp_path / "out"
     run = ["run", QUICKSTART, *_args(f"experiment.output_dir={out}", "finetune.n_labeled=[1]")]
     assert main(run) == 0
