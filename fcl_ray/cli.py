@@ -95,6 +95,14 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tracking-uri", default=None, help="MLflow store for experiment "
                         "names (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
+    choose = sub.add_parser("choose", help="choose a fine-tuning setting on validation "
+                            "Dice, setting by setting, from run folders that share their "
+                            "encoders and differ in a fine-tuning key (docs/benchmark.md)")
+    choose.add_argument("folders", nargs="+", metavar="RUN_FOLDER",
+                        help="run folders written by 'fcl-ray run', one per candidate")
+    choose.add_argument("--out", metavar="DIR", help="write the chosen rows (results.csv, "
+                        "which 'fcl-ray report' reads), choices.csv/.md and probes.csv here")
+
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate a dataset; print patients per client, "
@@ -173,7 +181,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        "(default: <output_dir>/privacy_audit)")
     audit.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config key")
-    for command in (run, show, report, data, check, sweep, bench, deploy, audit):
+    for command in (run, show, report, choose, data, check, sweep, bench, deploy, audit):
         _add_log_flags(command, default=argparse.SUPPRESS)
     return parser
 
@@ -367,6 +375,20 @@ def _report(args) -> int:
     return 0
 
 
+def _choose(args) -> int:
+    from fcl_ray.outputs import check_folder
+    from fcl_ray.validation_choice import choose
+
+    if args.out:   # before reading anything: a bad --out fails first
+        check_folder("--out", args.out)
+    choice = choose(args.folders)
+    print(choice.text, end="")
+    if args.out:
+        for path in choice.write(args.out):
+            print(f"wrote {path}")
+    return 0
+
+
 def _float_list(text: str, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -395,7 +417,7 @@ def _privacy_audit(args) -> int:
 
 COMMANDS = {"run": _run, "config": _show_config, "report": _report, "data": _data,
             "sweep": _sweep, "bench": _bench, "deploy": _deploy,
-            "privacy-audit": _privacy_audit}
+            "privacy-audit": _privacy_audit, "choose": _choose}
 
 
 def _federation_error() -> type:

@@ -87,6 +87,9 @@ CHECKS = [
     Check(r"tracking\.register_as=cardiac$", "config", REGISTERED),
     Check(r"finetune\.encoder=models:/cardiac-fcl/1 ", "config", REGISTERED),
     Check(r"fcl-ray data check ", "run"),
+    Check(r"fcl-ray (choose|report) runs/benchmark_v2(_chosen)?( |$)", "config",
+          "tests/unit/test_validation_choice.py::"
+          "test_folders_are_labelled_by_the_fine_tuning_key_they_differ_in"),
     Check(r"fcl-ray run experiments/acdc_quick\.yaml ", "config",
           "tests/integration/test_readers_federation.py::test_run_completes_on_each_real_layout"),
     Check(r"^\.venv/bin/fcl-ray bench$", "config",
@@ -273,6 +276,8 @@ def _resolve(args: list[str], ws: Workspace) -> None:
         load_sweep(parsed.sweep_config, parsed.overrides)
     elif parsed.command in ("deploy", "privacy-audit"):
         load_config(parsed.config, parsed.overrides)
+    elif parsed.command in ("choose", "report"):   # a finished run's folders: parsed only
+        pass
     else:
         assert parsed.command == "bench", parsed
 
