@@ -101,12 +101,15 @@ class PretrainRound:
 
 @dataclass(frozen=True)
 class SettingFinished:
-    """A fine-tuning setting (method x mode x N on a fold) finished: its mean Dice over clients."""
+    """A fine-tuning setting (method x mode x N on a fold) finished: its mean Dice over clients
+    on their test patients, and (``finetune.budget=converge``) on their validating patients,
+    the one a choice may be made on."""
     method: str
     finetune_mode: str
     n_labeled: int
     fold: int
     dice_mean: float
+    val_dice: Optional[float] = None
     phase: ClassVar[str] = "finetune"
 
     def metric_name(self) -> str:

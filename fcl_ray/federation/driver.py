@@ -493,8 +493,12 @@ def _setting_rows(cfg, method, mode, fold, n, results, log, progress: Eta) -> li
 
 
 def _report_setting(report, method, mode, fold, n, rows) -> None:
+    validation = [r.get("val_dice") for r in rows]
+    val_dice = (float(np.mean(validation)) if all(v is not None and np.isfinite(v)
+                                                   for v in validation) else None)
     report(SettingFinished(method=method, finetune_mode=mode, n_labeled=n, fold=fold,
-                           dice_mean=sum(r["dice_mean"] for r in rows) / len(rows)))
+                           dice_mean=sum(r["dice_mean"] for r in rows) / len(rows),
+                           val_dice=val_dice))
 
 
 def _finetune_federated(run: Run, method: str, fold: int, eta: Eta,

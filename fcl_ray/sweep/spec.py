@@ -22,6 +22,7 @@ probe steps track downstream Dice at a small fraction of a round's cost.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from fcl_ray.config_io import (flatten, from_dict, load_config, parse_override, 
                                set_dotted, to_dict, unflatten)
 from fcl_ray.outputs import path_problem
 from fcl_ray.sweep.storage import join
+
+log = logging.getLogger(__name__)
 from fcl_ray.tracking import tracking_uri_problem
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
@@ -230,8 +233,8 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
 
     spec.metric = raw.get("metric", "probe_dice")
     if not isinstance(spec.metric, str) or not spec.metric:
-        raise _err("metric", f"expected a metric name (probe_dice, dice_mean, loss), got "
-                             f"{spec.metric!r}")
+        raise _err("metric", f"expected a metric name (probe_dice, val_dice, dice_mean, "
+                             f"loss), got {spec.metric!r}")
     spec.mode = raw.get("mode", "min" if spec.metric == "loss" else "max")
     if spec.mode not in ("min", "max"):
         raise _err("mode", f"expected 'min' or 'max', got {spec.mode!r}")
@@ -242,6 +245,14 @@ def parse_sweep(raw: dict, base_dir: Path = Path("."),
                               "the base experiment (add it to 'overrides', e.g. "
                               "pretrain.probe_every=2)")
 
+    if spec.metric == "val_dice" and base_cfg.finetune.budget != "converge":
+        raise ConfigError("sweep key 'metric': val_dice (the validating patients' Dice) needs "
+                          "finetune.budget=converge in the base experiment (add it to "
+                          "'overrides')")
+    if spec.metric == "dice_mean":   # allowed (a quick look), but not a fair choice
+        log.warning("sweep metric dice_mean is the Dice on the test patients: a setting "
+                    "chosen on it is chosen on the test folds; choose on val_dice "
+                    "(finetune.budget=converge) or probe_dice")
     if spec.metric not in PRETRAINING_METRICS and base_cfg.probes.only:
         raise ConfigError(f"sweep key 'metric': {spec.metric} comes from fine-tuning, which "
                           f"probes.only turns off in the base experiment; use one of "

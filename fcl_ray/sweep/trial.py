@@ -203,6 +203,8 @@ def run_trial(config: dict, setup: dict) -> None:
         elif isinstance(m, SettingFinished):
             latest["dice_mean"] = m.dice_mean
             latest[m.metric_name()] = m.dice_mean
+            if m.val_dice is not None:   # finetune.budget=converge: the validating patients
+                latest["val_dice"] = m.val_dice
             due = True
         else:
             return

@@ -54,6 +54,7 @@ def sweep(**changes) -> dict:
     ({"resources": {"cpus_per_client": 0}}, "resources.cpus_per_client"),
     ({"resources": {"gpu": 1}}, "resources.gpu"),
     ({"overrides": ["pretrain.probe_every=0"]}, "metric"),
+    ({"metric": "val_dice"}, "metric"),   # the defaults' finetune.budget=steps validates nothing
     ({"metric": "dice_mean", "overrides": ["pretrain.probe_every=1", "probes.enabled=true",
                                            "probes.only=true"]}, "metric"),
     ({"overrides": ["pretrain.probe_every=1", "pretrain.rounds=0"]}, "pretrain.rounds"),
@@ -82,6 +83,16 @@ def test_cli_bad_sweep_file_is_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0
     assert "search_space.pretrain.temprature" in run.stderr
+
+
+def test_a_sweep_on_test_dice_is_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="fcl_ray"):
+        parse_sweep(sweep(metric="dice_mean"))
+    assert "chosen on the test folds" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fcl_ray"):
+        parse_sweep(sweep(metric="val_dice", overrides=["finetune.budget=converge"]))
+    assert caplog.text == ""
 
 
 def test_storage_uris_are_kept_as_given():
@@ -239,6 +250,29 @@ def test_collapsed_trial_is_stopped_early(ray_session, tmp_path):
     trials = out.trials.set_index("pretrain.collapse_cosine")
     assert trials.loc[0.5, "iterations"] == 1 and trials.loc[0.5, "collapsed"] == 1.0
     assert trials.loc[1.0, "iterations"] >= 3 and trials.loc[1.0, "probe_dice"] >= 0
+
+
+@pytest.mark.integration
+def test_a_sweep_chooses_on_the_validating_patients_dice(ray_session, tmp_path):
+    """metric val_dice: each trial reports the mean validation Dice of its fine-tuning
+    (finetune.budget=converge), and the best trial is the one with the highest of it."""
+    raw = {
+        "name": "val-sweep", "storage_path": str(tmp_path / "sweeps"),
+        "overrides": TINY + ["pretrain.methods=[local_cl]", "finetune.modes=[local]",
+                             "finetune.budget=converge", "finetune.eval_every=2",
+                             "finetune.patience=1", "finetune.max_steps=4",
+                             f"experiment.output_dir={tmp_path}/x"],
+        "search_space": {"finetune.lr": {"grid": [0.001, 0.01]}},
+        "search": {"algorithm": "grid"}, "scheduler": "none", "metric": "val_dice",
+        "mode": "max", "num_samples": 1, "max_concurrent_trials": 2,
+        "resources": {"cpus_per_client": 0.45, "coordinator_cpus": 0.1},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "val-sweep"},
+    }
+    out = run_sweep(parse_sweep(raw), log=lambda line: None)
+    assert out.errors == 0 and out.trials["val_dice"].between(0, 1).all()
+    best = out.trials.loc[out.trials["val_dice"].idxmax()]
+    assert out.best["trial_id"] == best["trial_id"]
+    assert out.best["config"] == {"finetune.lr": best["finetune.lr"]}
 
 
 @pytest.mark.integration
