@@ -71,8 +71,9 @@ def _is_encoder_key(key: str) -> bool:
 
 def candidate_labels(folders: Sequence[RunFolder]) -> list[str]:
     """A label per folder from the fine-tuning keys in which the folders differ
-    (``finetune.encoder_lr_scale=0.1``); ConfigError when two folders differ in a key that
-    defines the encoders, or do not differ in any fine-tuning key."""
+    (``finetune.encoder_lr_scale=0.1``); folders with the same label are parts of one
+    candidate (e.g. one folder per fold or mode). ConfigError when two folders differ in a
+    key that defines the encoders, or when all of them are one candidate."""
     if len(folders) < 2:
         raise ConfigError("choose: needs two or more run folders (one per candidate setting)")
     first = folders[0]
@@ -87,13 +88,32 @@ def candidate_labels(folders: Sequence[RunFolder]) -> list[str]:
                 f"encoders, so choosing between them is not a fine-tuning choice")
     named = [k for k in differing if k.startswith(CANDIDATE_KEYS) and k not in NOT_A_CANDIDATE]
     labels = [", ".join(f"{k}={f.config.get(k)}" for k in named) for f in folders]
-    for i, label in enumerate(labels):
-        twin = labels.index(label)
-        if twin != i:
-            raise ConfigError(f"choose: run folders '{folders[twin].path}' and "
-                              f"'{folders[i].path}' have the same fine-tuning settings: "
-                              f"nothing to choose between")
+    if len(set(labels)) < 2:
+        raise ConfigError(f"choose: the run folders {', '.join(repr(str(f.path)) for f in folders)} "
+                          f"have the same fine-tuning settings: nothing to choose between")
     return labels
+
+
+def candidate_results(folders: Sequence[RunFolder], labels: Sequence[str]
+                      ) -> list[tuple[str, pd.DataFrame]]:
+    """(label, results) per candidate: the rows of its folders together; ConfigError when two
+    folders of one candidate hold rows of the same setting (which would be chosen?)."""
+    parts: dict[str, list[RunFolder]] = {}
+    for folder, label in zip(folders, labels):
+        parts.setdefault(label, []).append(folder)
+    candidates = []
+    for label, members in parts.items():
+        rows = pd.concat([f.results for f in members], ignore_index=True)
+        twice = rows.duplicated(SETTING_COLUMNS + ["client"])
+        if twice.any():
+            setting = tuple(rows.loc[twice.idxmax(), SETTING_COLUMNS])
+            holders = [str(f.path) for f in members
+                       if (f.results[SETTING_COLUMNS] == list(setting)).all(axis=1).any()]
+            raise ConfigError(f"choose: run folders {', '.join(map(repr, holders))} (the same "
+                              f"fine-tuning settings) both hold rows of "
+                              f"{_setting_text(setting)}")
+        candidates.append((label, rows))
+    return candidates
 
 
 def _setting_text(setting: tuple) -> str:
@@ -191,7 +211,7 @@ def choose(run_folders: Sequence[str | Path]) -> Choice:
     """Read the run folders, check that they share encoders, and choose per setting."""
     folders = [read_run_folder(p) for p in run_folders]
     labels = candidate_labels(folders)
-    results, table = choose_on_validation(list(zip(labels, (f.results for f in folders))))
+    results, table = choose_on_validation(candidate_results(folders, labels))
     probes = [f.probes for f in folders if f.probes is not None]
     merged = (pd.concat(probes, ignore_index=True).drop_duplicates(PROBE_COLUMNS[:4])
               .reset_index(drop=True) if probes else None)

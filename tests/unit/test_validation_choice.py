@@ -90,6 +90,24 @@ def test_folders_are_labelled_by_the_fine_tuning_key_they_differ_in(tmp_path):
     assert pd.read_csv(out / "results.csv")["candidate"].nunique() == 1
 
 
+def test_folders_of_one_candidate_are_put_together(tmp_path, capsys):
+    """A candidate's rows may sit in several folders (one per fold or mode); two of its folders
+    holding the same setting are refused."""
+    fold1 = [dict(r, fold=1) for r in _rows("fcl", [0.4] * 3, [0.4] * 3)]
+    a0 = _folder(tmp_path, "a0", _rows("fcl", [0.6] * 3, [0.4] * 3), "finetune.encoder_lr_scale=0.1")
+    a1 = _folder(tmp_path, "a1", fold1, "finetune.encoder_lr_scale=0.1", "finetune.folds=[1]")
+    b = _folder(tmp_path, "b", _rows("fcl", [0.5] * 3, [0.6] * 3)
+                + [dict(r, val_dice=0.5) for r in fold1], "finetune.encoder_lr_scale=1")
+    choice = choose([a0, a1, b])
+    assert choice.choices.groupby("fold")["candidates"].max().to_dict() == {0: 2, 1: 2}
+    assert choice.results.groupby("fold")["candidate"].first().to_dict() == {
+        0: "finetune.encoder_lr_scale=0.1", 1: "finetune.encoder_lr_scale=1.0"}
+    again = _folder(tmp_path, "again", _rows("fcl", [0.6] * 3, [0.4] * 3),
+                    "finetune.encoder_lr_scale=0.1")
+    assert main(["choose", str(a0), str(again), str(b)]) == 2
+    assert "both hold rows of method fcl" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("overrides_b, message", [
     (["pretrain.rounds=7"], "differ in pretrain.rounds"),
     (["data.noise=0.3"], "differ in data.noise"),
