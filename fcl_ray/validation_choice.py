@@ -96,21 +96,22 @@ def candidate_labels(folders: Sequence[RunFolder]) -> list[str]:
 
 def candidate_results(folders: Sequence[RunFolder], labels: Sequence[str]
                       ) -> list[tuple[str, pd.DataFrame]]:
-    """(label, results) per candidate: the rows of its folders together; ConfigError when two
-    folders of one candidate hold rows of the same setting (which would be chosen?)."""
+    """(label, results) per candidate: the rows of its folders together (a row copied into
+    two of them, as a resumed copy of a folder keeps it, counts once); ConfigError when two
+    folders of one candidate hold different rows of the same setting."""
     parts: dict[str, list[RunFolder]] = {}
     for folder, label in zip(folders, labels):
         parts.setdefault(label, []).append(folder)
     candidates = []
     for label, members in parts.items():
-        rows = pd.concat([f.results for f in members], ignore_index=True)
+        rows = pd.concat([f.results for f in members], ignore_index=True).drop_duplicates()
         twice = rows.duplicated(SETTING_COLUMNS + ["client"])
         if twice.any():
             setting = tuple(rows.loc[twice.idxmax(), SETTING_COLUMNS])
             holders = [str(f.path) for f in members
                        if (f.results[SETTING_COLUMNS] == list(setting)).all(axis=1).any()]
             raise ConfigError(f"choose: run folders {', '.join(map(repr, holders))} (the same "
-                              f"fine-tuning settings) both hold rows of "
+                              f"fine-tuning settings) hold different rows of "
                               f"{_setting_text(setting)}")
         candidates.append((label, rows))
     return candidates

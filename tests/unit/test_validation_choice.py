@@ -102,10 +102,13 @@ def test_folders_of_one_candidate_are_put_together(tmp_path, capsys):
     assert choice.choices.groupby("fold")["candidates"].max().to_dict() == {0: 2, 1: 2}
     assert choice.results.groupby("fold")["candidate"].first().to_dict() == {
         0: "finetune.encoder_lr_scale=0.1", 1: "finetune.encoder_lr_scale=1.0"}
-    again = _folder(tmp_path, "again", _rows("fcl", [0.6] * 3, [0.4] * 3),
+    copy = _folder(tmp_path, "copy", _rows("fcl", [0.6] * 3, [0.4] * 3),
+                   "finetune.encoder_lr_scale=0.1")     # the same rows: counted once
+    assert choose([a0, copy, a1, b]).results.equals(choice.results)
+    other = _folder(tmp_path, "other", _rows("fcl", [0.6] * 3, [0.5] * 3),
                     "finetune.encoder_lr_scale=0.1")
-    assert main(["choose", str(a0), str(again), str(b)]) == 2
-    assert "both hold rows of method fcl" in capsys.readouterr().err
+    assert main(["choose", str(a0), str(other), str(b)]) == 2
+    assert "hold different rows of method fcl" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides_b, message", [
