@@ -35,9 +35,9 @@ from fcl_ray.config_io import (flatten, from_dict, load_config, parse_override, 
                                set_dotted, to_dict, unflatten)
 from fcl_ray.outputs import path_problem
 from fcl_ray.sweep.storage import join
+from fcl_ray.tracking import tracking_uri_problem
 
 log = logging.getLogger(__name__)
-from fcl_ray.tracking import tracking_uri_problem
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 ALGORITHMS = ("random", "grid", "optuna")
