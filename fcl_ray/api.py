@@ -185,19 +185,21 @@ def _report_sources(results_or_paths: Any) -> Union[list[str], pd.DataFrame]:
 
 def report(results_or_paths: Any, reference: Optional[str] = None, pairs: str = "all", *,
            metric: str = "dice_mean", out: Union[str, Path, None] = None,
-           tracking_uri: Optional[str] = None) -> Report:
+           tracking_uri: Optional[str] = None, sites: str = "client") -> Report:
     """The paper's tables, paired statistics (``reference`` minus each method; default fcl,
     skipped with a note when absent) and the probe table, as ``fcl-ray report``.
 
     ``results_or_paths``: what :func:`run` returned, results.csv files or run folders,
     MLflow experiment names (at ``tracking_uri``), or a DataFrame of results rows; a list
     of several. ``pairs``: all (every method must have the reference's units) or common.
-    ``out``: also write the tables, plots and statistics there."""
+    ``sites``: the independent unit of the client-level CI and sign-flip p: "client" (a
+    client id is one site in every seed) or "seed_client" (each seed drew its own sites, as
+    the synthetic phantom does). ``out``: also write the tables, plots and statistics there."""
     from fcl_ray.config import ConfigError
     from fcl_ray.report import paired_markdown, positive_control_markdown, render_probe_report
     from fcl_ray.report import render_report
     from fcl_ray.results import UPPER_BOUND, check_results, load_results, probes_beside
-    from fcl_ray.statistics import control_gate, paired_differences, positive_control
+    from fcl_ray.statistics import SITE_UNITS, control_gate, paired_differences, positive_control
 
     from fcl_ray.outputs import check_folder, check_tracking_store
 
@@ -213,19 +215,21 @@ def report(results_or_paths: Any, reference: Optional[str] = None, pairs: str = 
     tables = render_report(results, metric)   # checks the metric
     if pairs not in ("all", "common"):        # the command line's choices
         raise ConfigError(f"report: pairs must be 'all' or 'common', got {pairs!r}")
+    if sites not in SITE_UNITS:
+        raise ConfigError(f"report: sites must be one of {', '.join(SITE_UNITS)}, got {sites!r}")
     chosen = reference or "fcl"
     paired, notes = None, []
     if reference is None and chosen not in set(results["method"]):
         skipped = f"note: no '{chosen}' rows, paired statistics skipped (choose --reference)"
     else:   # an explicit reference that is missing is an error (exit 2)
-        paired = paired_differences(results, chosen, metric, pairs)
+        paired = paired_differences(results, chosen, metric, pairs, sites)
         skipped = None if not paired.empty else (
             f"note: no method shares a setting with '{chosen}' ({UPPER_BOUND} aside), "
             f"paired statistics skipped")
         notes += [f"note: not compared: {s}" for s in paired.attrs.get("not_compared", [])]
     notes += [skipped] if skipped else []
     dropped = results.attrs.get("duplicates_dropped", 0)
-    control = positive_control(results, pairs=pairs)   # on dice_mean: the gate's unit
+    control = positive_control(results, pairs=pairs, sites=sites)   # dice_mean: the gate's unit
     # written by runs with probes.enabled
     probes = probes_beside(sources) if isinstance(sources, list) else None
     rep = Report(

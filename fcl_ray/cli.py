@@ -92,6 +92,13 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="all: every method must have the reference's (client, fold, seed) "
                              "units (else exit 2); common: pair each method with the reference "
                              "on the units both ran (a grid with fewer folds for some methods)")
+    report.add_argument("--sites", choices=["client", "seed_client"], default="client",
+                        help="the independent unit of the client-level CI and sign-flip p. "
+                             "client: a client id is one site in every seed (data on disk; "
+                             "the default, the cautious one); seed_client: each "
+                             "experiment.seed drew its own sites (the synthetic phantom draws "
+                             "every site's scanner and patients from the seed), so each "
+                             "(seed, client) is a site of its own")
     report.add_argument("--tracking-uri", default=None, help="MLflow store for experiment "
                         "names (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
@@ -358,7 +365,7 @@ def _report(args) -> int:
     if args.out:   # before reading anything: a bad --out fails first
         check_folder("--out", args.out)
     rep = report(args.results, args.reference, args.pairs, metric=args.metric,
-                 tracking_uri=args.tracking_uri)
+                 tracking_uri=args.tracking_uri, sites=args.sites)
     for note in rep.read_notes:
         print(note, file=sys.stderr)
     print(rep.tables, end="")

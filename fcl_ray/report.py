@@ -19,8 +19,8 @@ import pandas as pd
 from fcl_ray.config import FINETUNE_MODES, ConfigError
 from fcl_ray.data.labels import MEAN_COLUMN
 from fcl_ray.results import UPPER_BOUND, _method_order
-from fcl_ray.statistics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ControlGate, client_means,
-                                sign_flip_min_p)
+from fcl_ray.statistics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXACT_SIGN_FLIP_CLIENTS,
+                                ControlGate, client_means, sign_flip_min_p)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -170,7 +170,7 @@ def paired_markdown(table: pd.DataFrame) -> str:
             "difference [95% CI]": [f"{_signed(d)} [{_signed(lo)}, {_signed(hi)}]" for d, lo, hi
                                     in zip(rows["mean_diff"], rows["ci_low"], rows["ci_high"])],
             "Wilcoxon p": [_p_text(p) for p in rows["p_value"]],
-            "clients": rows["n_clients"].to_numpy(),
+            _site_word(table): rows["n_clients"].to_numpy(),
             "client-level [95% CI]": [f"[{_signed(lo)}, {_signed(hi)}]" for lo, hi
                                       in zip(rows["client_ci_low"], rows["client_ci_high"])],
             "client bootstrap p": [_p_text(p) for p in rows["client_p_value"]],
@@ -183,11 +183,25 @@ def paired_markdown(table: pd.DataFrame) -> str:
     return "\n".join(parts) + "\n" + what_to_quote(table)
 
 
+def _site_word(table: pd.DataFrame) -> str:
+    """The paired table's name for its independent units (``sites`` of paired_differences)."""
+    return "sites (seed, client)" if table.attrs.get("sites") == "seed_client" else "clients"
+
+
 def what_to_quote(table: pd.DataFrame) -> str:
     """Which figures of the paired table to quote, why, and the smallest p the exact
     sign-flip test can reach with the table's numbers of clients."""
     floors = ", ".join(f"{c} clients: 2/2^{c} = {sign_flip_min_p(c):.3g}"
                        for c in sorted(set(table["n_clients"].astype(int))))
+    if table.attrs.get("sites") == "seed_client":
+        floors = floors.replace("clients", "sites")
+        return ("Quote the client-level 95% CI and the sign-flip p. Read with --sites "
+                "seed_client: every seed drew its own sites (the synthetic phantom), so each "
+                "(seed, client) is an independent site and its folds are resampled and flipped "
+                "together. Data whose client ids are the same hospitals in every seed must use "
+                "--sites client. The sign-flip test enumerates all 2^C sign patterns of C sites "
+                f"up to {EXACT_SIGN_FLIP_CLIENTS} (smallest attainable p 2/2^C: {floors}) and "
+                f"draws {BOOTSTRAP_RESAMPLES} patterns at random above that.\n")
     return ("Quote the client-level 95% CI and the sign-flip p. A client's folds share its "
             "patients and scanner, so the clients, not the (client, fold, seed) pairs, are the "
             "independent units: the per-pair BCa CI and Wilcoxon p treat correlated pairs as "

@@ -179,8 +179,28 @@ def _units_text(units: pd.DataFrame, limit: int = 3) -> str:
     return ", ".join(shown) + more
 
 
+# What one independent site is, for the client-level statistics. "client": a client id is the
+# same site in every seed (data on disk: seeds change initialisation and sampling, not the
+# hospital), so its seeds and folds are resampled together. "seed_client": every seed drew its
+# own sites (the synthetic phantom draws each site's scanner, phenotype mix and patients from
+# experiment.seed), so (seed, client) pairs are the independent units.
+SITE_UNITS = ("client", "seed_client")
+
+
+def site_labels(units: pd.MultiIndex, sites: str = "client") -> np.ndarray:
+    """The independent site of each (client, fold, seed) unit, as ``SITE_UNITS`` defines it."""
+    if sites not in SITE_UNITS:
+        raise ConfigError(f"report: sites must be one of {', '.join(SITE_UNITS)}, got {sites!r}")
+    clients = units.get_level_values("client").to_numpy()
+    if sites == "client":
+        return clients
+    seeds = units.get_level_values(SEED_COLUMN).to_numpy()
+    return np.array([f"seed {s} client {c}" for s, c in zip(seeds, clients)])
+
+
 def paired_differences(results: pd.DataFrame, reference: str = "fcl",
-                       metric: str = "dice_mean", pairs: str = "all") -> pd.DataFrame:
+                       metric: str = "dice_mean", pairs: str = "all",
+                       sites: str = "client") -> pd.DataFrame:
     """Reference minus each other method, paired over (client, fold, seed), per mode and N.
 
     Columns: ``PAIRED_COLUMNS``. mean_diff > 0 means the reference is better. The CI is a
@@ -194,8 +214,11 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
     run at is not compared; those settings are listed in ``table.attrs['not_compared']``.
     ``pairs="all"``: a unit run by one method and not by the other raises ConfigError naming
     it. ``pairs="common"``: each method is paired with the reference on the units both ran
-    (a grid that ran some methods on fewer folds); ``n_pairs`` says how many.
+    (a grid that ran some methods on fewer folds); ``n_pairs`` says how many. ``sites``: what
+    one independent unit of the client-level statistics is (``SITE_UNITS``); ``n_clients``
+    counts them.
     """
+    site_labels(pd.MultiIndex.from_arrays([[], [], []], names=UNIT_COLUMNS), sites)  # validates
     if pairs not in ("all", "common"):
         raise ConfigError(f"report: pairs must be 'all' or 'common', got {pairs!r}")
     client_means(results, metric)                   # validates the metric
@@ -236,7 +259,7 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
                     ref_units, other = ref, other.reindex(ref.index)
                 diffs = (ref_units - other).to_numpy(float)
                 low, high = bootstrap_ci(diffs)
-                clients = ref_units.index.get_level_values("client").to_numpy()
+                clients = site_labels(ref_units.index, sites)
                 c_low, c_high, c_p = client_bootstrap(diffs, clients)
                 n_clients = len(set(clients.tolist()))
                 rows.append({"finetune_mode": mode, "n_labeled": int(n), "reference": reference,
@@ -252,6 +275,7 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
     table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
     table.attrs["not_compared"] = not_compared
     table.attrs["metric"] = metric
+    table.attrs["sites"] = sites
     return table
 
 
@@ -300,14 +324,14 @@ class ControlGate:
 
 
 def positive_control(results: pd.DataFrame, metric: str = "dice_mean",
-                     pairs: str = "all") -> pd.DataFrame:
+                     pairs: str = "all", sites: str = "client") -> pd.DataFrame:
     """``supervised_encoder`` minus random init per mode and N, paired over (client, fold,
     seed) as :func:`paired_differences` (the other methods' rows are not looked at). Empty
     when the results lack either method."""
     both = results[results["method"].isin([CONTROL_METHOD, CONTROL_BASELINE])]
     if set(both["method"]) != {CONTROL_METHOD, CONTROL_BASELINE}:
         return pd.DataFrame(columns=PAIRED_COLUMNS)
-    return paired_differences(both, CONTROL_METHOD, metric, pairs)
+    return paired_differences(both, CONTROL_METHOD, metric, pairs, sites)
 
 
 def control_gate(table: pd.DataFrame) -> ControlGate:

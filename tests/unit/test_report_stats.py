@@ -352,3 +352,27 @@ def test_paired_plot_with_equal_differences(tmp_path):
     table = paired_differences(_results(0.1))
     table["ci_low"] = np.nextafter(table["mean_diff"], 1)      # one ulp above, as rounding gave
     assert plot_paired_differences(table, tmp_path / "p.png").stat().st_size > 0
+
+
+def test_seeds_that_drew_their_own_sites_count_as_more_sites(tmp_path, capsys):
+    """--sites seed_client: each (seed, client) is an independent site, so three clients over
+    two seeds give six sites and a lower sign-flip floor; the default keeps a client id one
+    site across seeds (the same hospital), whatever the seed."""
+    units = _units(clients=3, folds=1, seeds=(0, 1))
+    results = _results(0.05 + 0.001 * np.arange(len(units)), units=units, seed_column=True)
+    by_client = _row(paired_differences(results))
+    by_seed_site = _row(paired_differences(results, sites="seed_client"))
+    assert by_client.n_clients == 3 and by_client.sign_flip_p == pytest.approx(0.25)
+    assert by_seed_site.n_clients == 6 and by_seed_site.sign_flip_p == pytest.approx(1 / 32)
+    assert by_seed_site.mean_diff == pytest.approx(by_client.mean_diff)
+    with pytest.raises(ConfigError, match="sites must be one of client, seed_client"):
+        paired_differences(results, sites="hospital")
+
+    results.to_csv(tmp_path / "r.csv", index=False)
+    assert main(["report", str(tmp_path / "r.csv"), "--sites", "seed_client"]) == 0
+    out = capsys.readouterr().out
+    assert "| sites (seed, client) |" in out and "Read with --sites seed_client" in out
+    with pytest.raises(SystemExit) as stop:                     # argparse's choices
+        main(["report", str(tmp_path / "r.csv"), "--sites", "hospital"])
+    assert stop.value.code == 2
+    assert "invalid choice: 'hospital'" in capsys.readouterr().err
