@@ -199,7 +199,7 @@ def report(results_or_paths: Any, reference: Optional[str] = None, pairs: str = 
     from fcl_ray.report import paired_markdown, positive_control_markdown, render_probe_report
     from fcl_ray.report import render_report
     from fcl_ray.results import UPPER_BOUND, check_results, load_results, probes_beside
-    from fcl_ray.statistics import SITE_UNITS, control_gate, paired_differences, positive_control
+    from fcl_ray.statistics import check_sites, control_gate, paired_differences, positive_control
 
     from fcl_ray.outputs import check_folder, check_tracking_store
 
@@ -215,8 +215,7 @@ def report(results_or_paths: Any, reference: Optional[str] = None, pairs: str = 
     tables = render_report(results, metric)   # checks the metric
     if pairs not in ("all", "common"):        # the command line's choices
         raise ConfigError(f"report: pairs must be 'all' or 'common', got {pairs!r}")
-    if sites not in SITE_UNITS:
-        raise ConfigError(f"report: sites must be one of {', '.join(SITE_UNITS)}, got {sites!r}")
+    check_sites(sites)
     chosen = reference or "fcl"
     paired, notes = None, []
     if reference is None and chosen not in set(results["method"]):

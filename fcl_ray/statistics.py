@@ -187,10 +187,15 @@ def _units_text(units: pd.DataFrame, limit: int = 3) -> str:
 SITE_UNITS = ("client", "seed_client")
 
 
-def site_labels(units: pd.MultiIndex, sites: str = "client") -> np.ndarray:
-    """The independent site of each (client, fold, seed) unit, as ``SITE_UNITS`` defines it."""
+def check_sites(sites: str) -> None:
+    """ConfigError (one line) unless ``sites`` is one of ``SITE_UNITS``."""
     if sites not in SITE_UNITS:
         raise ConfigError(f"report: sites must be one of {', '.join(SITE_UNITS)}, got {sites!r}")
+
+
+def site_labels(units: pd.MultiIndex, sites: str = "client") -> np.ndarray:
+    """The independent site of each (client, fold, seed) unit, as ``SITE_UNITS`` defines it."""
+    check_sites(sites)
     clients = units.get_level_values("client").to_numpy()
     if sites == "client":
         return clients
@@ -218,7 +223,7 @@ def paired_differences(results: pd.DataFrame, reference: str = "fcl",
     one independent unit of the client-level statistics is (``SITE_UNITS``); ``n_clients``
     counts them.
     """
-    site_labels(pd.MultiIndex.from_arrays([[], [], []], names=UNIT_COLUMNS), sites)  # validates
+    check_sites(sites)
     if pairs not in ("all", "common"):
         raise ConfigError(f"report: pairs must be 'all' or 'common', got {pairs!r}")
     client_means(results, metric)                   # validates the metric

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 
+import fcl_ray
 from fcl_ray.cli import main
 from fcl_ray.config import ConfigError
 from fcl_ray.results import load_results
@@ -365,8 +366,12 @@ def test_seeds_that_drew_their_own_sites_count_as_more_sites(tmp_path, capsys):
     assert by_client.n_clients == 3 and by_client.sign_flip_p == pytest.approx(0.25)
     assert by_seed_site.n_clients == 6 and by_seed_site.sign_flip_p == pytest.approx(1 / 32)
     assert by_seed_site.mean_diff == pytest.approx(by_client.mean_diff)
-    with pytest.raises(ConfigError, match="sites must be one of client, seed_client"):
-        paired_differences(results, sites="hospital")
+    for refused in (lambda: paired_differences(results, sites="hospital"),
+                    lambda: fcl_ray.report(results, sites="hospital")):
+        with pytest.raises(ConfigError, match="sites must be one of client, seed_client, got "
+                                              "'hospital'"):
+            refused()
+    assert "| sites (seed, client) |" in fcl_ray.report(results, sites="seed_client").paired_text
 
     results.to_csv(tmp_path / "r.csv", index=False)
     assert main(["report", str(tmp_path / "r.csv"), "--sites", "seed_client"]) == 0
