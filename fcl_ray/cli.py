@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import fcl_ray
-from fcl_ray.config import ConfigError
+from fcl_ray.config import SITE_UNITS, ConfigError
 from fcl_ray.errors import FclRayError, RunInterrupted
 from fcl_ray.log import LEVELS, progress, setup_logging
 
@@ -92,7 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="all: every method must have the reference's (client, fold, seed) "
                              "units (else exit 2); common: pair each method with the reference "
                              "on the units both ran (a grid with fewer folds for some methods)")
-    report.add_argument("--sites", choices=["client", "seed_client"], default="client",
+    report.add_argument("--sites", choices=SITE_UNITS, default="client",
                         help="the independent unit of the client-level CI and sign-flip p. "
                              "client: a client id is one site in every seed (data on disk; "
                              "the default, the cautious one); seed_client: each "

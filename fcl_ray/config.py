@@ -491,6 +491,12 @@ NON_EMPTY = ("pretrain.methods", "finetune.modes", "finetune.n_labeled", "finetu
 
 
 FINETUNE_MODES = ("local", "federated")
+# `fcl-ray report --sites`: what one independent site of the client-level statistics is.
+# "client": a client id is the same site in every seed (data on disk: seeds change
+# initialisation and sampling, not the hospital). "seed_client": every seed drew its own sites
+# (the synthetic phantom draws each site's scanner, phenotype mix and patients from
+# experiment.seed), so (seed, client) pairs are the independent units.
+SITE_UNITS = ("client", "seed_client")
 ENCODER_URI = re.compile(r"^(models:/[^/@\s]+(/[^/\s]+|@[^/\s]+)?|runs:/[0-9a-zA-Z_-]+/\S+)$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -20,7 +20,7 @@ from fcl_ray.config import FINETUNE_MODES, ConfigError
 from fcl_ray.data.labels import MEAN_COLUMN
 from fcl_ray.results import UPPER_BOUND, _method_order
 from fcl_ray.statistics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXACT_SIGN_FLIP_CLIENTS,
-                                ControlGate, client_means, sign_flip_min_p)
+                                ControlGate, by_seed_site, client_means, sign_flip_min_p)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -184,17 +184,17 @@ def paired_markdown(table: pd.DataFrame) -> str:
 
 
 def _site_word(table: pd.DataFrame) -> str:
-    """The paired table's name for its independent units (``sites`` of paired_differences)."""
-    return "sites (seed, client)" if table.attrs.get("sites") == "seed_client" else "clients"
+    """The paired table's name for its independent units."""
+    return "sites (seed, client)" if by_seed_site(table) else "clients"
 
 
 def what_to_quote(table: pd.DataFrame) -> str:
     """Which figures of the paired table to quote, why, and the smallest p the exact
-    sign-flip test can reach with the table's numbers of clients."""
-    floors = ", ".join(f"{c} clients: 2/2^{c} = {sign_flip_min_p(c):.3g}"
+    sign-flip test can reach with the table's numbers of clients (or sites)."""
+    unit = "sites" if by_seed_site(table) else "clients"
+    floors = ", ".join(f"{c} {unit}: 2/2^{c} = {sign_flip_min_p(c):.3g}"
                        for c in sorted(set(table["n_clients"].astype(int))))
-    if table.attrs.get("sites") == "seed_client":
-        floors = floors.replace("clients", "sites")
+    if by_seed_site(table):
         return ("Quote the client-level 95% CI and the sign-flip p. Read with --sites "
                 "seed_client: every seed drew its own sites (the synthetic phantom), so each "
                 "(seed, client) is an independent site and its folds are resampled and flipped "

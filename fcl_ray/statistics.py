@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fcl_ray.config import FINETUNE_MODES, ConfigError
+from fcl_ray.config import FINETUNE_MODES, SITE_UNITS, ConfigError
 from fcl_ray.methods import SUPERVISED_ENCODER   # a name only: imports no torch
 from fcl_ray.results import SEED_COLUMN, UPPER_BOUND, _method_order, with_seed
 
@@ -179,18 +179,15 @@ def _units_text(units: pd.DataFrame, limit: int = 3) -> str:
     return ", ".join(shown) + more
 
 
-# What one independent site is, for the client-level statistics. "client": a client id is the
-# same site in every seed (data on disk: seeds change initialisation and sampling, not the
-# hospital), so its seeds and folds are resampled together. "seed_client": every seed drew its
-# own sites (the synthetic phantom draws each site's scanner, phenotype mix and patients from
-# experiment.seed), so (seed, client) pairs are the independent units.
-SITE_UNITS = ("client", "seed_client")
-
-
 def check_sites(sites: str) -> None:
     """ConfigError (one line) unless ``sites`` is one of ``SITE_UNITS``."""
     if sites not in SITE_UNITS:
         raise ConfigError(f"report: sites must be one of {', '.join(SITE_UNITS)}, got {sites!r}")
+
+
+def by_seed_site(table: pd.DataFrame) -> bool:
+    """Whether a paired table counted each (seed, client) as a site (``sites="seed_client"``)."""
+    return table.attrs.get("sites") == "seed_client"
 
 
 def site_labels(units: pd.MultiIndex, sites: str = "client") -> np.ndarray:
@@ -351,7 +348,8 @@ def control_gate(table: pd.DataFrame) -> ControlGate:
     r = row.iloc[0]
     diff, low, high = float(r["mean_diff"]), float(r["client_ci_low"]), float(r["client_ci_high"])
     figures = (f"{CONTROL_METHOD} minus random init at {GATE_MODE} N={GATE_N}: {diff:+.3f}, "
-               f"client-level 95% CI [{low:+.3f}, {high:+.3f}], {int(r['n_clients'])} clients")
+               f"client-level 95% CI [{low:+.3f}, {high:+.3f}], {int(r['n_clients'])} "
+               f"{'sites' if by_seed_site(table) else 'clients'}")
     if not low > 0 and not high < 0:   # the CI contains 0 (or is undefined)
         verdict, message = "ci_contains_zero", (
             f"WARNING: this benchmark cannot detect a good encoder (positive control's CI "
