@@ -1,7 +1,7 @@
 """The ClientApp each site's SuperNode runs: one FCL message in, one reply out.
 
 The study's config comes with the run (``run_config["study"]``, written by
-``fcl-ray deploy``); which site this is and where its data live come from the SuperNode's
+``fcl-ray deploy``, with ``run.sh --set`` overrides in ``run_config["set"]``); which site this is and where its data live come from the SuperNode's
 own ``--node-config``, checked here first (:func:`~fcl_ray.flower.nodes.site_settings`):
 a node config that does not fit the study is refused at the site with one line. The site's
 state between rounds lives on its own disk (:mod:`fcl_ray.flower.site_runner`); what the
@@ -9,12 +9,11 @@ reply carries was checked against the message contract before it was built.
 """
 from __future__ import annotations
 
-import json
-
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fcl_ray.flower import records as R
+from fcl_ray.flower.deploy import study_from_run_config
 from fcl_ray.flower.nodes import site_settings
 
 app = ClientApp()
@@ -56,9 +55,10 @@ def handle(msg: Message, context: Context) -> Message:
     from fcl_ray.config import ConfigError
     from fcl_ray.protocol.messages import MessageError
 
-    cfg_dict = json.loads(context.run_config["study"])
     task = dict(msg.content.config_records[R.TASK])
     try:
+        # The study as the ServerApp reads it: the deployed one with run.sh's --set overrides.
+        cfg_dict = study_from_run_config(context.run_config)
         settings = site_settings(context.node_config, cfg_dict["data"]["clients"])
         if task["kind"] == "hello":   # before any data is read: who am I, is my config sane
             return Message(RecordDict({R.RESULT: ConfigRecord(

@@ -17,16 +17,41 @@ import json
 import shlex
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 from fcl_ray.config import Config, ConfigError
-from fcl_ray.config_io import to_dict
+from fcl_ray.config_io import load_config, to_dict
 from fcl_ray.flower.credentials import Credentials, make_credentials
 
 CONNECTION = "fcl-ray"        # the SuperLink connection's name in the coordinator's Flower config
 DEFAULT_PORT = 9092           # the SuperLink's one HTTPS port (Fleet, Control and Runtime APIs)
 DEFAULT_SUPERNODE_PORT = 9094  # each SuperNode's local port for its ClientApp processes
 CERT_FILES = ("ca.crt", "server.pem", "server.key")
+# `run.sh --set KEY=VALUE ...` reaches the apps as one run-config string, the overrides
+# joined by this (Flower's run config holds no lists).
+SET_SEPARATOR = ";"
+# coordinator/run.sh's own flags, as `fcl-ray run`'s: --resume and --overwrite become the run
+# config's booleans, each --set KEY=VALUE one part of its `set` string (study_from_run_config);
+# anything else goes to `flwr run` as it is. A --set that the string cannot carry is one line.
+RUN_SH_ARGUMENTS = r"""args=()
+sets=()
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --resume) args+=(--run-config resume=true) ;;
+    --overwrite) args+=(--run-config overwrite=true) ;;
+    --set)
+      case "${2-}" in
+        *\;*|*\'*) echo "fcl-ray: error: --set '${2-}': one KEY=VALUE without ';' or quotes (') in it, e.g. --set 'finetune.n_labeled=[1,2]'"; exit 2 ;;
+        ?*=*) sets+=("$2"); shift ;;
+        *) echo "fcl-ray: error: --set '${2-}': expected KEY=VALUE, e.g. --set 'finetune.n_labeled=[1,2]'"; exit 2 ;;
+      esac ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+if [ "${#sets[@]}" -gt 0 ]; then
+  args+=(--run-config "set='$(IFS=';'; echo "${sets[*]}")'")
+fi"""
 
 
 def check_flower_study(cfg: Config) -> None:
@@ -77,8 +102,20 @@ clientapp = "fcl_ray.flower.client_app:app"
 wait-s = {wait_s}
 resume = false
 overwrite = false
+set = ""
 study = {json.dumps(study)}
 """
+
+
+def study_from_run_config(run_config: Mapping) -> dict:
+    """The study's config (as a dict of sections) from a run's Flower run config: the one
+    ``fcl-ray deploy`` wrote (``study``), with ``run.sh --set KEY=VALUE`` overrides (``set``)
+    applied as ``fcl-ray run --set`` applies them. The ServerApp and every ClientApp read it
+    this way, so they agree on the grid; a bad override is one ConfigError."""
+    study = json.loads(run_config["study"])
+    overrides = [text for text in str(run_config.get("set", "")).split(SET_SEPARATOR)
+                 if text.strip()]
+    return to_dict(load_config(study, overrides)) if overrides else study
 
 
 def parse_site_roots(items: list[str]) -> dict[int, str]:
@@ -181,17 +218,10 @@ def write_deployment(cfg: Config, out: Path, host: str, port: int = DEFAULT_PORT
                   'root-certificates = "$PWD/certificates/ca.crt"', "EOF"]
     written.append(_script(coord / "register.sh", connection + [
         f"flwr supernode register site-keys/site-{s}.pub {CONNECTION}" for s in range(sites)]))
-    # `run.sh --resume` / `--overwrite` as `fcl-ray run`'s flags: the run config's booleans.
+    # `run.sh --resume` / `--overwrite` / `--set KEY=VALUE` as `fcl-ray run`'s flags: the
+    # run config's booleans and its `set` string (see study_from_run_config).
     # flwr run exits 0 whatever the ServerApp did: the study's own last words say how it ended.
-    written.append(_script(coord / "run.sh", connection + [
-        "args=()",
-        'for arg in "$@"; do',
-        '  case "$arg" in',
-        "    --resume) args+=(--run-config resume=true) ;;",
-        "    --overwrite) args+=(--run-config overwrite=true) ;;",
-        '    *) args+=("$arg") ;;',
-        "  esac",
-        "done",
+    written.append(_script(coord / "run.sh", RUN_SH_ARGUMENTS.splitlines() + connection + [
         f'flwr run app {CONNECTION} --stream ${{args[@]+"${{args[@]}}"}} 2>&1 | tee run.log',
         "if grep -q '^fcl-ray: error:' run.log; then exit 2; fi",
         "if grep -q '^fcl-ray: federation stopped:' run.log; then exit 1; fi",

@@ -18,6 +18,9 @@ bank, optimiser, networks and encoders stay on the site's disk.
 ``fcl-ray run --resume`` does: finished (fold, method, mode) rows are kept and skipped, an
 interrupted pre-training goes on after its last complete round checkpoint (each site from
 its own state of that round), with the same checks of the output folder first.
+``run.sh --resume --set KEY=VALUE`` grows the grid as ``fcl-ray run --resume --set`` does
+(more methods, label budgets, folds or modes at the end of their lists): the new settings
+run, the finished ones are kept.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from fcl_ray.federation.checkpoint import (COORDINATOR_FILE, CheckpointStore,
 from fcl_ray.core.participation import generator_state, participant_generator
 from fcl_ray.core.strategy import RoundPlan, Strategy, make_strategy
 from fcl_ray.flower import records as R
+from fcl_ray.flower.deploy import study_from_run_config
 from fcl_ray.privacy.budget import SUMMARY_FILE as PRIVACY_SUMMARY, PhaseBudget
 from fcl_ray.protocol.messages import ClientUpdate, MessageError, phase_contract
 from fcl_ray.results import RESULT_COLUMNS
@@ -387,15 +391,16 @@ def write_results(rows: list[dict], methods: list[str], modes: list[str], path: 
 def main(grid: Grid, context: Context) -> None:
     from fcl_ray.output_dir import prepare_output_dir
 
-    cfg = from_dict(json.loads(context.run_config["study"]))
     log = lambda line: print(f"fcl-ray: {line}", flush=True)   # noqa: E731  (the run's log)
     # run.sh --resume / --overwrite: the run config's booleans (default false, in the app).
     resume, overwrite = (bool(context.run_config.get(k, False)) for k in ("resume", "overwrite"))
-    sites = Sites(grid, cfg.data.clients, float(cfg.federation.round_timeout_s or 600), log)
     # One line first (coordinator/run.sh turns it into its exit code: 2 for bad input, at
     # the coordinator or at a site, 1 for a federation that could not go on), then Flower
     # marks the run failed.
     try:
+        # The study, with run.sh's --set overrides (a grid grown for a --resume, say).
+        cfg = from_dict(study_from_run_config(context.run_config))
+        sites = Sites(grid, cfg.data.clients, float(cfg.federation.round_timeout_s or 600), log)
         # As `fcl-ray run`, before any site is asked: no resume with another config, no
         # silent replacing of finished results.
         prepare_output_dir(cfg, resume, overwrite, log)

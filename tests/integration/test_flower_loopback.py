@@ -182,7 +182,8 @@ def test_a_stopped_study_resumes_to_rays_weights_and_rows(ray_session, tmp_path)
     """The study is stopped (``flwr stop``) once round 1 is done and continued with
     ``run.sh --resume``: pre-training goes on after round 1 (each site from its own state of
     it) and ends with the global weights and Dice of an uninterrupted run, which the first
-    test shows are Ray's, bit for bit."""
+    test shows are Ray's, bit for bit. Then ``run.sh --resume --set`` grows the grid (local
+    mode too) as ``fcl-ray run --resume --set`` does on Ray."""
     out = tmp_path / "out"
     cfg = load_config(None, STUDY + [f"experiment.output_dir={out}"])
     deployment, port = _deployment(cfg, tmp_path)
@@ -194,13 +195,25 @@ def test_a_stopped_study_resumes_to_rays_weights_and_rows(ray_session, tmp_path)
         assert stopped.returncode == 1 and not (out / "results.csv").exists(), stopped.stdout[-3000:]
         assert CheckpointStore(str(out / "checkpoints")).latest("fcl-fold0") == 1
         run = run_study(deployment, 480, "--resume")
+        finished = pd.read_csv(out / "results.csv")
         # Run again without --resume: refused as `fcl-ray run` refuses, before any site is asked.
         again = run_study(deployment, 240)
-    assert again.returncode == 2, again.stdout[-3000:]
-    said = [line for line in again.stdout.splitlines() if line.startswith("fcl-ray: error:")]
-    assert len(said) == 1 and "already holds results (results.csv); continue them with " \
-        "--resume" in said[0]
+        # --set on a resume: a key that changes results is refused, a grown grid runs.
+        changed = run_study(deployment, 240, "--resume", "--set", "pretrain.rounds=3")
+        grown = run_study(deployment, 480, "--resume", "--set", "finetune.modes=[federated,local]")
+    for refused, why in ((again, "already holds results (results.csv); continue them with "
+                                 "--resume"), (changed, "pretrain.rounds 2 -> 3")):
+        assert refused.returncode == 2, refused.stdout[-3000:]
+        said = [line for line in refused.stdout.splitlines() if line.startswith("fcl-ray: error:")]
+        assert len(said) == 1 and why in said[0], said
     assert run.returncode == 0, run.stdout[-3000:]
     assert "fcl-ray: [fcl] fold 0: resumed after round 1" in run.stdout
+    assert grown.returncode == 0, grown.stdout[-3000:]
+    # The grown grid: the federated rows kept as they were, the local ones new, no round of
+    # pre-training run again; and all of it Ray's run of the whole grid, bit for bit.
+    rows = pd.read_csv(out / "results.csv")
+    assert rows["finetune_mode"].tolist() == ["federated", "federated", "local", "local"]
+    pd.testing.assert_frame_equal(rows[rows["finetune_mode"] == "federated"][finished.columns],
+                                  finished, check_dtype=False)
     assert [r["round"] for r in _rounds(out) if r["phase"] == "pretrain"] == [1, 2]
-    _assert_rays(out, tmp_path / "ray")
+    _assert_rays(out, tmp_path / "ray", ["finetune.modes=[federated,local]"])

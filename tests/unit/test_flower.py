@@ -11,7 +11,8 @@ import pytest
 from fcl_ray.cli import main
 from fcl_ray.config import ConfigError
 from fcl_ray.config_io import from_dict, load_config
-from fcl_ray.flower.deploy import check_flower_study, parse_site_roots, write_deployment
+from fcl_ray.flower.deploy import (check_flower_study, parse_site_roots,
+                                   study_from_run_config, write_deployment)
 from fcl_ray.flower.nodes import SiteConfigError, site_config, site_settings
 from fcl_ray.protocol.messages import ClientUpdate, Contract, MessageError
 
@@ -260,7 +261,50 @@ def test_run_sh_takes_fcl_ray_runs_resume_and_overwrite_flags(tmp_path):
     run = (tmp_path / "d" / "coordinator" / "run.sh").read_text()
     assert "--resume) args+=(--run-config resume=true)" in run
     assert "--overwrite) args+=(--run-config overwrite=true)" in run
-    assert '*) args+=("$arg")' in run
+    assert '*) args+=("$1")' in run
     app = tomllib.loads((tmp_path / "d" / "coordinator" / "app" / "pyproject.toml").read_text())
     config = app["tool"]["flwr"]["app"]["config"]
-    assert config["resume"] is False and config["overwrite"] is False
+    assert config["resume"] is False and config["overwrite"] is False and config["set"] == ""
+
+
+def test_the_apps_read_the_study_with_run_sh_set_overrides(tmp_path):
+    """``run.sh --set KEY=VALUE`` reaches the ServerApp and the ClientApps as the run
+    config's ``set`` string; both read the study through study_from_run_config: the deployed
+    config with the overrides applied, validated; a bad one is one line."""
+    write_deployment(load_config(None, STUDY), tmp_path / "d", "localhost")
+    app = tomllib.loads((tmp_path / "d" / "coordinator" / "app" / "pyproject.toml").read_text())
+    run_config = app["tool"]["flwr"]["app"]["config"]
+    deployed = study_from_run_config(run_config)
+    assert deployed == json.loads(run_config["study"])
+    grown = study_from_run_config({**run_config, "set": "finetune.modes=[federated, local];"
+                                                         "finetune.n_labeled=[1,2]"})
+    assert grown["finetune"]["modes"] == ["federated", "local"]
+    assert grown["finetune"]["n_labeled"] == [1, 2]
+    assert {k: v for k, v in grown.items() if k != "finetune"} == \
+        {k: v for k, v in deployed.items() if k != "finetune"}
+    with pytest.raises(ConfigError, match="finetune.modes") as err:
+        study_from_run_config({**run_config, "set": "finetune.modes=[central]"})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value,said", [
+    ("finetune.n_labeled=[1,2];pretrain.rounds=3", "one KEY=VALUE without ';' or quotes"),
+    ("experiment.name='x'", "one KEY=VALUE without ';' or quotes"),
+    ("finetune.n_labeled", "expected KEY=VALUE"),
+    ("=3", "expected KEY=VALUE"),
+    ("", "expected KEY=VALUE"),
+])
+def test_run_sh_refuses_a_set_it_cannot_carry_in_one_line(tmp_path, value, said):
+    """coordinator/run.sh (real bash) refuses, before it reaches Flower, a --set that the
+    run config's ``set`` string cannot carry: one line, exit 2."""
+    import subprocess
+
+    write_deployment(load_config(None, STUDY), tmp_path / "d", "localhost")
+    coordinator = tmp_path / "d" / "coordinator"
+    run = subprocess.run(["bash", "run.sh", "--resume", "--set", value], cwd=coordinator,
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and run.stderr == ""
+    lines = run.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fcl-ray: error: --set '{value}': ") \
+        and said in lines[0]
+    assert not (coordinator / "run.log").exists()   # flwr was never called
