@@ -282,7 +282,10 @@ Data roots (each site's own folder, in its `--node-config`):
 3. Each site: `sites/site-<i>/supernode.sh` dials out to `{host}:{port}` (TLS, verified
    with `ca.crt`; signs with its own `site-<i>.key`).
 4. Coordinator: `coordinator/run.sh` starts the study and streams its log; results in
-   `{cfg.experiment.output_dir}` on the coordinator's host.
+   `{cfg.experiment.output_dir}` on the coordinator's host. As `fcl-ray run`: `run.sh --resume`
+   continues a stopped study, `--overwrite` moves an earlier one aside, and `--set KEY=VALUE`
+   changes the study for this run (`run.sh --resume --set 'finetune.n_labeled=[1,2]'` grows
+   its grid).
 
 ## Ports
 
