@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a sour
 
 from fcl_ray.config import SITE_UNITS, ConfigError  # noqa: E402
 from fcl_ray.report import to_markdown  # noqa: E402
+from fcl_ray.results import read_probes_csv  # noqa: E402
 from fcl_ray.statistics import paired_differences  # noqa: E402
-
 
 
 def read_probes(seeded_paths: list[str], folds: list[int] | None = None) -> pd.DataFrame:
@@ -39,11 +39,7 @@ def read_probes(seeded_paths: list[str], folds: list[int] | None = None) -> pd.D
             raise ConfigError(f"'{item}': expected SEED=PATH to a probes.csv, e.g. 0=runs/a/probes.csv")
         if not Path(path).is_file():
             raise ConfigError(f"{path}: no such probes.csv")
-        frame = pd.read_csv(path)
-        missing = {"method", "fold", "client", "probe", "value"} - set(frame.columns)
-        if missing:
-            raise ConfigError(f"{path}: not a probes.csv (no column(s) {sorted(missing)})")
-        frames.append(frame.assign(seed=int(seed)))
+        frames.append(read_probes_csv(path).assign(seed=int(seed)))   # checked as report reads it
     probes = pd.concat(frames, ignore_index=True)
     return probes[probes["fold"].isin(folds)] if folds else probes
 

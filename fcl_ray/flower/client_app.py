@@ -1,9 +1,10 @@
 """The ClientApp each site's SuperNode runs: one FCL message in, one reply out.
 
 The study's config comes with the run (``run_config["study"]``, written by
-``fcl-ray deploy``, with ``run.sh --set`` overrides in ``run_config["set"]``); which site this is and where its data live come from the SuperNode's
-own ``--node-config``, checked here first (:func:`~fcl_ray.flower.nodes.site_settings`):
-a node config that does not fit the study is refused at the site with one line. The site's
+``fcl-ray deploy``, with ``run.sh --set`` overrides in ``run_config["set"]``); which site
+this is and where its data live come from the SuperNode's own ``--node-config``, checked
+here first (:func:`~fcl_ray.flower.nodes.site_settings`): a node config that does not fit the
+study is refused at the site with one line. The site's
 state between rounds lives on its own disk (:mod:`fcl_ray.flower.site_runner`); what the
 reply carries was checked against the message contract before it was built.
 """

@@ -33,6 +33,7 @@ SET_SEPARATOR = ";"
 # coordinator/run.sh's own flags, as `fcl-ray run`'s: --resume and --overwrite become the run
 # config's booleans, each --set KEY=VALUE one part of its `set` string (study_from_run_config);
 # anything else goes to `flwr run` as it is. A --set that the string cannot carry is one line.
+# (The ';' in it is SET_SEPARATOR.)
 RUN_SH_ARGUMENTS = r"""args=()
 sets=()
 while [ "$#" -gt 0 ]; do

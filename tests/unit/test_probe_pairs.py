@@ -51,7 +51,7 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys):
     pd.DataFrame({"method": ["fcl"], "dice_mean": [0.5]}).to_csv(not_probes, index=False)
     for args, said in ((["runs/probes.csv"], "expected SEED=PATH"),
                        ([f"0={tmp_path / 'none.csv'}"], "no such probes.csv"),
-                       ([f"0={not_probes}"], "not a probes.csv (no column(s)")):
+                       ([f"0={not_probes}"], "missing columns fold, client, probe, value")):
         assert probe_pairs.main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("probe_pairs: error: ") and said in err[0]
