@@ -384,12 +384,16 @@ def _report(args) -> int:
 
 def _choose(args) -> int:
     from fcl_ray.outputs import check_folder
+    from fcl_ray.machine import different_machines
     from fcl_ray.validation_choice import choose
 
     if args.out:   # before reading anything: a bad --out fails first
         check_folder("--out", args.out)
     choice = choose(args.folders)
     print(choice.text, end="")
+    warning = different_machines(args.folders)
+    if warning:
+        print(f"fcl-ray: warning: choose: {warning}", file=sys.stderr)
     if args.out:
         for path in choice.write(args.out):
             print(f"wrote {path}")

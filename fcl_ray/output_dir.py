@@ -59,7 +59,7 @@ RESUME_MAY_EXTEND = ("pretrain.methods", "finetune.n_labeled", "finetune.folds",
 SAVED_CONFIG = "config.yaml"
 # What a run leaves in its folder; --overwrite moves these aside.
 RUN_FILES = ("results.csv", "probes.csv", SAVED_CONFIG, "rounds.jsonl", "mlflow_run.json",
-             "privacy.json", "encoders", "checkpoints", "report")
+             "privacy.json", "machine.json", "encoders", "checkpoints", "report")
 SHOWN = 3   # differing keys named in the message; the rest are counted
 
 

@@ -27,6 +27,7 @@ from fcl_ray.federation.cluster import (as_finished, await_coordinator, gather,
                                         running_federation)
 from fcl_ray.federation.coordinator import FederationError
 from fcl_ray.log import Eta, get_logger, progress
+from fcl_ray.machine import MACHINE_FILE, record_start, summary
 from fcl_ray.methods.health import HEALTH_KEYS, is_collapsed
 from fcl_ray.methods import SUPERVISED_ENCODER, has_pretraining
 from fcl_ray.data.labels import agreed_classes
@@ -132,6 +133,21 @@ class Run:
     control: Optional[object] = None
 
 
+def _record_machines(run: Run, infos: list[dict]) -> None:
+    """Where the clients compute: machine.json in the run folder (every start appended),
+    an MLflow artifact and tags, one progress line; a warning when a resume moved machines."""
+    out_dir = Path(run.cfg.experiment.output_dir)
+    groups, warning = record_start(out_dir, {i["client"]: i["machine"] for i in infos},
+                                   run.resume)
+    run.log(summary(groups))
+    if warning:
+        get_logger(__name__).warning(warning)
+    run.tracker.set_tags({"machine.setups": len(groups), "machine.cpu": groups[0]["cpu"],
+                          "machine.cpu_capability": groups[0]["cpu_capability"],
+                          "machine.torch": groups[0]["torch"]})
+    run.tracker.log_artifact(out_dir / MACHINE_FILE)
+
+
 def _run_grid(run: Run, done: set, rows: list[dict], probe_rows: list[dict]) -> pd.DataFrame:
     """Every fold: each method is pre-trained (if it needs it), its encoder probed (if
     ``probes.enabled``) and fine-tuned federated; then the local settings of all its methods
@@ -151,6 +167,7 @@ def _run_grid(run: Run, done: set, rows: list[dict], probe_rows: list[dict]) -> 
         log(f"client {info['client']}: {info['patients']} patients, {info['volumes']} volumes, "
             f"{info['slices']} slices on {info['device']}")
     log(f"segmenting {', '.join(classes)} (labels 1-{len(classes)})")
+    _record_machines(run, infos)
     log(f"federation ready in {time.perf_counter() - run.wall:.1f}s")
     run.report(FederationReady(clients=infos, client_handles=run.clients, coordinator=coordinator))
     if given is not None:

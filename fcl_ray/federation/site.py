@@ -36,6 +36,7 @@ from fcl_ray.methods import get_method_class  # noqa: E402
 from fcl_ray.methods import probes  # noqa: E402
 from fcl_ray.methods.control import control_trainer, encoder_half  # noqa: E402
 from fcl_ray.federation.process_memory import peak_resident_mb, resident_mb  # noqa: E402
+from fcl_ray.machine import describe_machine  # noqa: E402
 
 
 # What importing this module cost (torch, MONAI, ...): paid once per actor process.
@@ -143,7 +144,7 @@ class ClientSite:
                 "patients": len({patient_of(v) for v in self.volume_ids}),
                 "volumes": len(self.volume_ids),
                 "slices": len(self.slices), "device": str(self.device), "pid": os.getpid(),
-                "classes": list(self.classes)}
+                "classes": list(self.classes), "machine": describe_machine(self.device)}
 
     def _require_set_up(self, state, what: str) -> None:
         """A round or save call needs the phase's set-up; a process Ray restarted since then

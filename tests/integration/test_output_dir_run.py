@@ -3,6 +3,7 @@ a plain second run are refused before anything is touched, a resume that adds a 
 only that one (and gets a fresh run's rows), --overwrite moves the old files aside; and
 `fcl-ray -q run` prints no Ray notice on stderr."""
 import io
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import TINY
 from fcl_ray.cli import main
@@ -41,7 +43,14 @@ def test_resume_refuses_another_budget_extends_a_grown_one_and_a_second_run_is_r
     # --resume with a budget added at the end of the list: N=1 kept as it was, N=2 run, and
     # its rows are those of a fresh run of both budgets (every setting draws its own seeds).
     assert main(run + ["--set", "finetune.n_labeled=[1,2]", "--resume"]) == 0
-    assert "[random] fold 0: local N=1 already in results.csv, kept" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[random] fold 0: local N=1 already in results.csv, kept" in err
+    # Each start recorded where its clients computed; the same machine: no warning.
+    starts = json.loads((out / "machine.json").read_text())
+    assert [s["resumed"] for s in starts] == [False, True]
+    (setup,) = starts[-1]["machines"]
+    assert setup["clients"] == [0, 1] and setup["torch"] == torch.__version__
+    assert "clients on 1 machine setup(s)" in err and "another machine setup" not in err
     grown = pd.read_csv(out / "results.csv")
     assert grown[grown.n_labeled == 1].to_csv(index=False) == \
         pd.read_csv(io.BytesIO(kept["results.csv"])).to_csv(index=False)
