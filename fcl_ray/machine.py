@@ -7,7 +7,8 @@ steps"). So every run records, in ``<output_dir>/machine.json``, the machine of 
 at each start (a fresh run or a resume), warns when a resume continues on a different one, and
 ``fcl-ray choose`` warns when the candidates it pairs were made on different ones.
 
-Plain Python and torch: no Ray, no MLflow.
+Plain Python: no Ray, no MLflow; torch only where a machine is described (the readers, which
+``fcl-ray choose`` uses, import none).
 """
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ import os
 import platform
 from pathlib import Path
 from typing import Iterable, Optional
-
-import torch
 
 MACHINE_FILE = "machine.json"
 # What moves floating point: the CPU and the instructions torch dispatches to on it, the
@@ -39,14 +38,18 @@ def cpu_model() -> str:
 
 
 def _cpu_capability() -> str:
+    import torch
+
     try:   # the SIMD level torch's CPU kernels dispatch to (AVX2, AVX512, ...)
         return str(torch.backends.cpu.get_cpu_capability())
     except (AttributeError, RuntimeError):
         return "unknown"
 
 
-def describe_machine(device: str | torch.device = "cpu") -> dict:
+def describe_machine(device="cpu") -> dict:
     """This process's machine as JSON-ready fields: the numerics fields, then the rest."""
+    import torch
+
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"cpu": cpu_model(), "cpu_capability": _cpu_capability(),
@@ -75,12 +78,16 @@ def group_clients(client_machines: dict[int, dict]) -> list[dict]:
     return groups
 
 
+def _describe(setup: dict) -> str:
+    """A setup in words: CPU (SIMD level), torch, GPU, threads."""
+    return (f"{setup['cpu']} ({setup['cpu_capability']}), torch {setup['torch']}"
+            + (f", {setup['gpu']}" if setup.get("gpu") else "")
+            + f", {setup['torch_threads']} thread(s)")
+
+
 def summary(groups: list[dict]) -> str:
-    """One line: how many machines, and each one's CPU, SIMD level, torch and threads."""
-    parts = [f"{g['cpu']} ({g['cpu_capability']}), torch {g['torch']}"
-             + (f", {g['gpu']}" if g.get("gpu") else "")
-             + f", {g['torch_threads']} thread(s): clients {', '.join(map(str, g['clients']))}"
-             for g in groups]
+    """One line: how many machine setups, each one described, with its clients."""
+    parts = [f"{_describe(g)}: clients {', '.join(map(str, g['clients']))}" for g in groups]
     return f"clients on {len(groups)} machine setup(s): " + "; ".join(parts)
 
 
@@ -94,10 +101,18 @@ def read_starts(folder: str | Path) -> list[dict]:
     return starts if isinstance(starts, list) else []
 
 
-def _setups(start: dict) -> list[dict]:
-    """A start's distinct numerics, in a canonical order (clients dropped)."""
-    keys = {json.dumps(numerics(g), sort_keys=True) for g in start.get("machines", [])}
-    return [json.loads(k) for k in sorted(keys)]
+def _setups(starts: list[dict]) -> list[dict]:
+    """The distinct numerics of these starts' machines, in the order first seen."""
+    setups: list[dict] = []
+    for start in starts:
+        for group in start.get("machines", []):
+            if numerics(group) not in setups:
+                setups.append(numerics(group))
+    return setups
+
+
+def _same(setups: list[dict], others: list[dict]) -> bool:
+    return all(s in others for s in setups) and all(s in setups for s in others)
 
 
 def record_start(folder: str | Path, client_machines: dict[int, dict],
@@ -114,22 +129,12 @@ def record_start(folder: str | Path, client_machines: dict[int, dict],
     tmp.write_text(json.dumps(earlier + [start], indent=1) + "\n")
     os.replace(tmp, path)
     warning = None
-    if earlier and _setups(earlier[-1]) != _setups(start):
-        before = ", ".join(_describe(s) for s in _setups(earlier[-1]))
+    if earlier and not _same(_setups(earlier[-1:]), _setups([start])):
+        before = "; ".join(map(_describe, _setups(earlier[-1:])))
         warning = (f"this resume runs on another machine setup than the start of "
                    f"{earlier[-1].get('started', '?')} ({before}): its new rows are not bitwise "
                    f"comparable with the earlier ones ({MACHINE_FILE})")
     return groups, warning
-
-
-def _keys(setups: list[dict]) -> list[str]:
-    return sorted(json.dumps(s, sort_keys=True) for s in setups)
-
-
-def _describe(setup: dict) -> str:
-    return (f"{setup['cpu']} {setup['cpu_capability']}, torch {setup['torch']}"
-            + (f", {setup['gpu']}" if setup.get("gpu") else "")
-            + f", {setup['torch_threads']} thread(s)")
 
 
 def different_machines(folders: Iterable[str | Path]) -> Optional[str]:
@@ -137,13 +142,11 @@ def different_machines(folders: Iterable[str | Path]) -> Optional[str]:
     each counts), else None; folders without machine.json are not compared."""
     seen: list[tuple[Path, list[dict]]] = []
     for folder in folders:
-        setups = []
-        for start in read_starts(folder):
-            setups += [s for s in _setups(start) if s not in setups]
+        setups = _setups(read_starts(folder))
         if not setups:
             continue
         for other, other_setups in seen:
-            if _keys(setups) != _keys(other_setups):
+            if not _same(setups, other_setups):
                 return (f"'{other}' was made on {'; '.join(map(_describe, other_setups))} but "
                         f"'{folder}' on {'; '.join(map(_describe, setups))}: rows of different "
                         f"machines are not bitwise comparable, and paired differences across "

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 from fcl_ray.config import Config, ConfigError
 from fcl_ray.config_io import from_dict, read_yaml_mapping, to_dict
+from fcl_ray.machine import MACHINE_FILE
 
 # Keys a resume may change: they say what the run is called, where its processes, files and
 # tracking live, and how often its state is saved, never what is computed.
@@ -59,7 +60,7 @@ RESUME_MAY_EXTEND = ("pretrain.methods", "finetune.n_labeled", "finetune.folds",
 SAVED_CONFIG = "config.yaml"
 # What a run leaves in its folder; --overwrite moves these aside.
 RUN_FILES = ("results.csv", "probes.csv", SAVED_CONFIG, "rounds.jsonl", "mlflow_run.json",
-             "privacy.json", "machine.json", "encoders", "checkpoints", "report")
+             "privacy.json", MACHINE_FILE, "encoders", "checkpoints", "report")
 SHOWN = 3   # differing keys named in the message; the rest are counted
 
 
