@@ -95,6 +95,28 @@ def calibration(results: pd.DataFrame) -> dict:
     return out
 
 
+def ratio_interval(results: pd.DataFrame, draws: int = 4000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, int]:
+    """A bootstrap interval of the calibration ratio (mean N=1 over mean N=8 of local random
+    init), resampling sites (a seed's client, its folds together) that have both N; and how
+    many sites that is. One seed's 6 sites move the ratio by several points, so the check is
+    read with it."""
+    local = results[(results["finetune_mode"] == "local") & (results["method"] == "random")]
+    local = local[local["n_labeled"].isin([1, 8])]
+    seeds = local["seed"] if "seed" in local.columns else pd.Series(0, index=local.index)
+    site = local.assign(site=[f"{s}/{c}" for s, c in zip(seeds, local["client"])])
+    table = site.pivot_table(index="site", columns="n_labeled", values="dice_mean",
+                             aggfunc="mean").dropna()
+    if table.shape[1] < 2 or len(table) < 2:
+        return np.nan, np.nan, len(table)
+    n1, n8 = table[1].to_numpy(), table[8].to_numpy()
+    picks = np.random.default_rng(seed).integers(0, len(table), (draws, len(table)))
+    ratios = n1[picks].mean(axis=1) / n8[picks].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high), len(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="experiments/benchmark_v2.yaml")
@@ -128,6 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"random init N=1 {cal['random_n1']:.3f}, N=8 {cal['random_n8']:.3f}: ratio "
           f"{cal['ratio']:.2f} -> {'PASS' if low <= cal['ratio'] <= high else 'FAIL'} "
           f"({low:.0%}-{high:.0%})")
+    ci_low, ci_high, sites = ratio_interval(results)
+    if sites >= 2:
+        inside = "inside" if low <= ci_low and ci_high <= high else (
+            "outside" if ci_high < low or ci_low > high else "across the edge of")
+        print(f"ratio 95 % interval [{ci_low:.2f}, {ci_high:.2f}] (bootstrap over {sites} "
+              f"sites): {inside} the target")
+    if "seed" in results.columns and results["seed"].nunique() > 1:
+        for seed, rows in results.groupby("seed"):
+            one = calibration(rows)
+            print(f"  seed {seed}: N=1 {one['random_n1']:.3f}, N=8 {one['random_n8']:.3f}, "
+                  f"ratio {one['ratio']:.2f}")
     print(f"upper bound ({cal['upper_from']}) {cal['upper_bound']:.4f} -> "
           f"{'PASS' if cal['upper_bound'] >= UPPER_BOUND_MIN else 'FAIL'} "
           f"(>= {UPPER_BOUND_MIN})\n")

@@ -46,3 +46,24 @@ def test_calibration_reads_upper_bound_rows_first():
                                          ("upper_bound", 10, 0.85))])
     cal = checks.calibration(rows)
     assert cal["ratio"] == 0.2 / 0.7 and cal["upper_bound"] == 0.85
+
+
+def test_the_ratio_has_an_interval_over_sites_and_a_line_per_seed(tmp_path, capsys):
+    """Sites resampled with their N=1 and N=8 rows together: a spread that straddles the
+    band is said to; every seed gets its own line."""
+    rows = [{"method": "random", "finetune_mode": "local", "n_labeled": n, "fold": 0,
+             "client": c, "seed": seed, "dice_mean": d}
+            for seed in (1, 2) for c in range(6)
+            for n, d in ((1, 0.25 + 0.05 * c), (8, 0.8))]
+    frame = pd.DataFrame(rows)
+    low, high, sites = checks.ratio_interval(frame)
+    assert sites == 12 and low < frame[frame.n_labeled == 1].dice_mean.mean() / 0.8 < high
+    assert 0.35 < low < 0.45 and 0.45 < high < 0.55   # clients 0.31-0.69 of N=8
+    one = frame[frame.n_labeled == 8]
+    assert np.isnan(checks.ratio_interval(one)[0])     # no N=1 rows: no interval
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    checks.main(["--config", str(ROOT / "experiments" / "benchmark_v2.yaml"), "--seeds", "0",
+                 "--results", str(tmp_path / "r.csv"), *[x for o in TINY for x in ("--set", o)]])
+    out = capsys.readouterr().out
+    assert "(bootstrap over 12 sites): across the edge of the target" in out
+    assert "  seed 1: N=1 0.375, N=8 0.800, ratio 0.47" in out and "  seed 2:" in out
