@@ -125,6 +125,7 @@ def record_start(folder: str | Path, client_machines: dict[int, dict],
     groups = group_clients(client_machines)
     start = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "resumed": resumed, "machines": groups}
+    path.parent.mkdir(parents=True, exist_ok=True)   # a Flower study makes it after connecting
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(earlier + [start], indent=1) + "\n")
     os.replace(tmp, path)

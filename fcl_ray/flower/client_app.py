@@ -10,6 +10,8 @@ reply carries was checked against the message contract before it was built.
 """
 from __future__ import annotations
 
+import json
+
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -50,6 +52,18 @@ def _task_reply(runner, task: dict, content: RecordDict) -> RecordDict:
     raise ValueError(f"unknown task kind {kind!r}")
 
 
+def _site_machine(threads: int) -> dict:
+    """The machine this site computes on, as the Ray runtime records a client's: CPU, torch,
+    and the torch threads its :class:`~fcl_ray.federation.site.ClientSite` will set (its
+    ``--node-config threads``); the coordinator writes it to machine.json."""
+    import torch
+
+    from fcl_ray.machine import describe_machine
+
+    torch.set_num_threads(max(1, threads))   # as ClientSite sets them for every task
+    return describe_machine("cpu")           # a Flower site computes on its CPU
+
+
 @app.query()
 def handle(msg: Message, context: Context) -> Message:
     """Every task of the study arrives as a ``query`` message with a ``task`` record."""
@@ -63,7 +77,8 @@ def handle(msg: Message, context: Context) -> Message:
         settings = site_settings(context.node_config, cfg_dict["data"]["clients"])
         if task["kind"] == "hello":   # before any data is read: who am I, is my config sane
             return Message(RecordDict({R.RESULT: ConfigRecord(
-                {"site": settings.site, "data_root": str(settings.data_root)})}), reply_to=msg)
+                {"site": settings.site, "data_root": str(settings.data_root),
+                 "machine": json.dumps(_site_machine(settings.threads))})}), reply_to=msg)
         # Here, not at the top: torch and MONAI load once the node config is known good.
         from fcl_ray.flower.site_runner import SiteRunner
 

@@ -42,6 +42,7 @@ from fcl_ray.core.participation import generator_state, participant_generator
 from fcl_ray.core.strategy import RoundPlan, Strategy, make_strategy
 from fcl_ray.flower import records as R
 from fcl_ray.flower.deploy import study_from_run_config
+from fcl_ray.machine import record_start, summary
 from fcl_ray.privacy.budget import SUMMARY_FILE as PRIVACY_SUMMARY, PhaseBudget
 from fcl_ray.protocol.messages import ClientUpdate, MessageError, phase_contract
 from fcl_ray.results import RESULT_COLUMNS
@@ -65,6 +66,7 @@ class Sites:
                  log: Callable[[str], None] = print):
         self.grid, self.clients, self.timeout_s, self.log = grid, clients, timeout_s, log
         self.nodes: dict[int, int] = {}   # site -> node id
+        self.machines: dict[int, dict] = {}   # site -> its machine (fcl_ray.machine)
 
     def connect(self, wait_s: float) -> None:
         """Wait until a SuperNode has joined for every site; ask each which site it is (its
@@ -87,11 +89,14 @@ class Sites:
                 bad_input = reply.error.code == R.REFUSED   # else its ClientApp crashed
                 raise (SiteRefused if bad_input else FlowerFederationError)(
                     f"SuperNode {node} refused: {reply.error.reason}")
-            site = int(reply.content.config_records[R.RESULT]["site"])
+            said = reply.content.config_records[R.RESULT]
+            site = int(said["site"])
             if site in self.nodes:
                 raise SiteRefused(f"SuperNodes {self.nodes[site]} and {node} both say they "
                                   f"are site {site}")
             self.nodes[site] = node
+            if "machine" in said:   # (a site of an older fcl-ray does not say)
+                self.machines[site] = json.loads(str(said["machine"]))
         missing = sorted(set(range(self.clients)) - set(self.nodes))
         if missing:
             raise FlowerFederationError(f"no SuperNode for site(s) {missing}")
@@ -387,6 +392,18 @@ def write_results(rows: list[dict], methods: list[str], modes: list[str], path: 
     write_csv_atomic(table, path)
 
 
+def record_machines(cfg: Config, machines: dict[int, dict], resume: bool,
+                    log: Callable[[str], None]) -> None:
+    """Where the sites compute, as ``fcl-ray run`` records its clients: machine.json in the
+    output folder (every start appended), one line, and a warning when a resume moved."""
+    if not machines:
+        return
+    groups, warning = record_start(cfg.experiment.output_dir, machines, resume)
+    log(summary(groups))
+    if warning:
+        log(f"warning: {warning}")
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     from fcl_ray.output_dir import prepare_output_dir
@@ -405,6 +422,7 @@ def main(grid: Grid, context: Context) -> None:
         # silent replacing of finished results.
         prepare_output_dir(cfg, resume, overwrite, log)
         sites.connect(float(context.run_config.get("wait-s", 300)))
+        record_machines(cfg, sites.machines, resume, log)
         FlowerStudy(cfg, sites, log, resume).run()
     except (SiteRefused, ConfigError) as err:
         log(f"error: {err}")

@@ -21,6 +21,7 @@ from fcl_ray.config_io import load_config  # noqa: E402
 from fcl_ray.federation.checkpoint import COORDINATOR_FILE, CheckpointStore  # noqa: E402
 from fcl_ray.federation.driver import run_experiment  # noqa: E402
 from fcl_ray.flower.deploy import write_deployment  # noqa: E402
+from fcl_ray.machine import MACHINE_FILE  # noqa: E402
 from fcl_ray.results import RESULT_COLUMNS  # noqa: E402
 
 from conftest import TINY  # noqa: E402
@@ -76,6 +77,11 @@ def test_a_tiny_study_on_loopback_flower_gives_rays_rows_and_weights(ray_session
     out = tmp_path / "flower"
     assert run.returncode == 0 and (out / "results.csv").is_file(), run.stdout[-3000:]
     assert "sites joined: site 0 = node" in run.stdout
+    # Where each site computed, as `fcl-ray run` records its clients (machine.json).
+    assert "fcl-ray: clients on 1 machine setup(s): " in run.stdout
+    [start] = json.loads((out / MACHINE_FILE).read_text())
+    assert not start["resumed"] and [g["clients"] for g in start["machines"]] == [[0, 1]]
+    assert start["machines"][0]["torch_threads"] == 1
 
     rows = pd.read_csv(out / "results.csv")
     assert list(rows.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
@@ -216,4 +222,9 @@ def test_a_stopped_study_resumes_to_rays_weights_and_rows(ray_session, tmp_path)
     pd.testing.assert_frame_equal(rows[rows["finetune_mode"] == "federated"][finished.columns],
                                   finished, check_dtype=False)
     assert [r["round"] for r in _rounds(out) if r["phase"] == "pretrain"] == [1, 2]
+    # machine.json: the first start, the resume and the grown grid's resume (the two runs
+    # refused before any site was asked record nothing), all on this machine: no warning.
+    starts = json.loads((out / MACHINE_FILE).read_text())
+    assert [s["resumed"] for s in starts] == [False, True, True]
+    assert "another machine setup" not in run.stdout + grown.stdout
     _assert_rays(out, tmp_path / "ray", ["finetune.modes=[federated,local]"])

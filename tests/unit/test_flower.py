@@ -308,3 +308,24 @@ def test_run_sh_refuses_a_set_it_cannot_carry_in_one_line(tmp_path, value, said)
     assert len(lines) == 1 and lines[0].startswith(f"fcl-ray: error: --set '{value}': ") \
         and said in lines[0]
     assert not (coordinator / "run.log").exists()   # flwr was never called
+
+
+def test_the_coordinator_records_where_the_sites_compute(tmp_path):
+    """The machines the sites sent with their hello go to machine.json as `fcl-ray run`
+    records its clients: one line, the starts appended, a warning when a resume moved."""
+    server = pytest.importorskip("fcl_ray.flower.server_app")
+    from fcl_ray.machine import read_starts
+
+    cfg = load_config(None, STUDY + [f"experiment.output_dir={tmp_path / 'new'}"])
+    here = {"cpu": "CPU A", "cpu_capability": "AVX2", "torch": "2.13.0+cpu", "cuda": None,
+            "gpu": None, "torch_threads": 1}
+    lines = []
+    server.record_machines(cfg, {0: here, 1: here}, False, lines.append)
+    assert lines == ["clients on 1 machine setup(s): CPU A (AVX2), torch 2.13.0+cpu, "
+                     "1 thread(s): clients 0, 1"]
+    server.record_machines(cfg, {0: here, 1: {**here, "cpu_capability": "AVX512"}}, True,
+                           lines.append)
+    assert lines[-1].startswith("warning: this resume runs on another machine setup")
+    assert [s["resumed"] for s in read_starts(tmp_path / "new")] == [False, True]
+    server.record_machines(cfg, {}, True, lines.append)   # sites that do not say: nothing
+    assert len(read_starts(tmp_path / "new")) == 2 and len(lines) == 3
