@@ -35,7 +35,7 @@ from fcl_ray.data.shortcut import (global_statistics, probe_accuracy,  # noqa: E
 from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
 from fcl_ray.report import to_markdown  # noqa: E402
 from fcl_ray.results import read_results_csv  # noqa: E402
-from fcl_ray.statistics import control_gate, positive_control  # noqa: E402
+from fcl_ray.statistics import control_gate, paired_ci, positive_control  # noqa: E402
 
 SHORTCUT_MAX = 0.40
 RATIO_RANGE = (0.35, 0.50)
@@ -95,8 +95,7 @@ def calibration(results: pd.DataFrame) -> dict:
     return out
 
 
-def ratio_interval(results: pd.DataFrame, draws: int = 4000, seed: int = 0,
-                   level: float = 0.95) -> tuple[float, float, int]:
+def ratio_interval(results: pd.DataFrame, level: float = 0.95) -> tuple[float, float, int]:
     """A bootstrap interval of the calibration ratio (mean N=1 over mean N=8 of local random
     init), resampling sites (a seed's client, its folds together) that have both N; and how
     many sites that is. One seed's 6 sites move the ratio by several points, so the check is
@@ -109,12 +108,9 @@ def ratio_interval(results: pd.DataFrame, draws: int = 4000, seed: int = 0,
                              aggfunc="mean").dropna()
     if table.shape[1] < 2 or len(table) < 2:
         return np.nan, np.nan, len(table)
-    n1, n8 = table[1].to_numpy(), table[8].to_numpy()
-    picks = np.random.default_rng(seed).integers(0, len(table), (draws, len(table)))
-    ratios = n1[picks].mean(axis=1) / n8[picks].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(low), float(high), len(table)
+    low, high = paired_ci(table[1].to_numpy(), table[8].to_numpy(),
+                          lambda n1, n8: np.mean(n1) / np.mean(n8), level=level)
+    return low, high, len(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,8 +74,19 @@ def two_sample_ci(first: np.ndarray, second: np.ndarray, statistic,
     return _scipy_bootstrap(samples, statistic, resamples, seed, level, vectorized=False)
 
 
+def paired_ci(first: np.ndarray, second: np.ndarray, statistic,
+              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+              level: float = 0.95) -> tuple[float, float]:
+    """BCa bootstrap CI of ``statistic(first, second)`` where ``first[i]`` and ``second[i]``
+    belong to one unit (a site's N=1 and N=8 Dice, say) and are resampled together; the
+    percentile interval where BCa is undefined, as :func:`bootstrap_ci`."""
+    samples = (np.asarray(first, dtype=float), np.asarray(second, dtype=float))
+    return _scipy_bootstrap(samples, statistic, resamples, seed, level, vectorized=False,
+                            paired=True)
+
+
 def _scipy_bootstrap(samples: tuple, statistic, resamples: int, seed: int, level: float,
-                     vectorized: bool) -> tuple[float, float]:
+                     vectorized: bool, paired: bool = False) -> tuple[float, float]:
     """``scipy.stats.bootstrap``'s BCa interval, else its percentile interval (NaN BCa)."""
     import warnings
 
@@ -85,7 +96,7 @@ def _scipy_bootstrap(samples: tuple, statistic, resamples: int, seed: int, level
         with warnings.catch_warnings():   # a degenerate BCa warns and gives NaN: next method
             warnings.simplefilter("ignore")
             ci = bootstrap(samples, statistic, n_resamples=resamples, confidence_level=level,
-                           method=method, vectorized=vectorized, paired=False,
+                           method=method, vectorized=vectorized, paired=paired,
                            rng=np.random.default_rng(seed)).confidence_interval
         if np.isfinite(ci.low) and np.isfinite(ci.high):
             break
