@@ -58,6 +58,9 @@ class DataConfig:
     # synthetic v2: [low, high] of the per-patient field of view (> 1: anatomy drawn smaller;
     # []: [0.75, 1.3]). A wider range makes one labeled patient cover less of the population.
     field_of_view: list[float] = field(default_factory=list)
+    # synthetic v2: the strongest motion ghosts a patient has (copies of the heart along the
+    # phase-encode axis, each this fraction of its signal); per patient uniform in [0, this].
+    motion_ghosts: float = 0.0
     # real data: what the crop to image_size centres on: the bright blood pools or the image
     # centre (no mask looked at), or the mask's bounding box (looks at test masks too)
     crop: Literal["intensity", "centre", "label"] = "intensity"
@@ -390,6 +393,7 @@ RANGES: dict[str, Range] = {
                                             "phantom is noise"),
     "data.field_of_view": Range("in [0.25, 3] (the anatomy scaled by at most 4x either way)",
                                 0.25, 3.0),
+    "data.motion_ghosts": Range("in [0, 1] (each ghost at most as bright as the heart)", 0.0, 1.0),
     "data.extra_frames": _at_least(0, 1000, "frames of one cardiac cycle"),
     "data.cine_frames": _at_least(2, 1000, "frames per cardiac cycle; cines have 20-50",
                                   "null or at least 2 (ED and ES)"),
@@ -754,6 +758,8 @@ def validate(cfg: Config) -> Config:
                f"must be [low, high] with low <= high, got {fov}")
         _check(synthetic and d.phantom == "v2", "data.field_of_view",
                "only for data.kind=synthetic with data.phantom=v2")
+    _check(d.motion_ghosts == 0 or (synthetic and d.phantom == "v2"), "data.motion_ghosts",
+           "only for data.kind=synthetic with data.phantom=v2")
     _check(d.site_skew is None or not synthetic or d.phantom == "v2", "data.site_skew",
            "the v1 phantom has no phenotypes to mix; use data.phantom=v2 or leave it null")
     _check(d.cine_frames is None or synthetic, "data.cine_frames",

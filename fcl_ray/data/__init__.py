@@ -49,7 +49,8 @@ def _phantom_site(cfg: Config, client: int, first_case: int, cases: int) -> list
             d.noise, cycle, phases(d), d.extra_frames,
             phantom_v2.DEFAULT_SITE_SKEW if d.site_skew is None else d.site_skew,
             tuple(d.phenotypes) or phantom_v2.PHENOTYPES,
-            tuple(d.field_of_view or phantom_v2.DEFAULT_FIELD_OF_VIEW), first_case)
+            tuple(d.field_of_view or phantom_v2.DEFAULT_FIELD_OF_VIEW), first_case,
+            d.motion_ghosts)
     return make_cine_site(cfg.experiment.seed, client, cases, d.image_size,
                           (d.slices_min, d.slices_max), d.noise, cycle, phases(d),
                           d.extra_frames, first_case)

@@ -42,6 +42,26 @@ DEFAULT_SITE_SKEW = 1.0
 # Per-patient field of view (how the scan was planned): a patient's anatomy is drawn at a scale
 # from this range. One labeled patient shows one scale; several cover the range.
 DEFAULT_FIELD_OF_VIEW = (0.75, 1.3)
+# Motion ghosts (``data.motion_ghosts``): off unless asked, so the committed rows reproduce.
+DEFAULT_MOTION_GHOSTS = 0.0
+
+
+@dataclass(frozen=True)
+class Ghosting:
+    """A patient's motion ghosts: faint copies of the beating heart repeated along the
+    phase-encode axis, the commonest cine artefact (arrhythmia, poor breath-holds). How strong
+    they are is the patient's, so one labeled patient shows one level of them."""
+    strength: float       # each copy's fraction of the heart's signal (0: none)
+    axis: int             # phase-encode axis of the image (0: rows, 1: columns)
+    spacing: float        # distance between the heart and its copies, fraction of the image
+
+
+def draw_ghosting(seed: int, site: int, case: int, max_strength: float) -> Ghosting:
+    """Patient ``case``'s ghosting, strength uniform in [0, max_strength], from its own random
+    stream (the anatomy's draws are untouched, so max_strength 0 renders the phantom as before)."""
+    rng = np.random.default_rng([seed, site, case, 7717])
+    return Ghosting(strength=float(rng.uniform(0.0, max_strength)), axis=int(rng.integers(0, 2)),
+                    spacing=float(rng.uniform(0.25, 0.45)))
 
 
 def phenotype_mix(seed: int, site: int, site_skew: float,
@@ -252,9 +272,20 @@ def _paint_heart(img, label, hx, hy, heart: Heart, hb: Habitus, th: float,
     label[lv_cav] = 3
 
 
+def _add_ghosts(img: np.ndarray, label: np.ndarray, ghosting: Ghosting) -> np.ndarray:
+    """``img`` plus two copies of its moving part (the ventricles: blood and myocardium)
+    shifted both ways along the phase-encode axis, wrapping as aliasing does. The copies are
+    not labelled: rejecting them takes context (where a heart can be), not brightness."""
+    moving = img * (label > 0)
+    shift = int(round(ghosting.spacing * img.shape[0]))
+    copies = np.roll(moving, shift, ghosting.axis) + np.roll(moving, -shift, ghosting.axis)
+    return img + ghosting.strength * copies
+
+
 def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale: float,
             rng: np.random.Generator, descent: float = 0.0, c: float = 0.0,
-            lv_shrink: float = 0.0, rv_shrink: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+            lv_shrink: float = 0.0, rv_shrink: float = 0.0,
+            ghosting: Optional[Ghosting] = None) -> tuple[np.ndarray, np.ndarray]:
     """Image and label stack at contraction ``c`` (0 = ED), scanner noise from ``rng``."""
     lin = np.linspace(-1, 1, size)
     gy, gx = np.meshgrid(lin, lin, indexing="ij")             # the scanner's grid
@@ -275,6 +306,8 @@ def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale
         th = max(float(t) - descent * c, 0.0)
         _paint_heart(img, label, hx, hy, heart, hb, th,
                      lv_shrink * c * heart.contractility, rv_shrink * c)
+        if ghosting is not None and ghosting.strength > 0:
+            img = _add_ghosts(img, label, ghosting)
         images[i] = acquire(img, prof, bias, noise_scale, rng, hb.slice_gain[i])
         labels[i] = label
     return images, labels
@@ -286,10 +319,12 @@ def make_frames(seed: int, site: int, case: int, frames: Sequence[int],
                 phenotypes: Sequence[str] = PHENOTYPES,
                 phenotype: Optional[str] = None,
                 field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
+                motion_ghosts: float = DEFAULT_MOTION_GHOSTS,
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, label) stacks of the given cine frames of one patient, whose phenotype is drawn
-    from its site's mix over ``phenotypes`` (``phenotype``: force one instead) and whose field
-    of view is drawn uniformly from ``field_of_view`` (> 1: the anatomy looks smaller)."""
+    from its site's mix over ``phenotypes`` (``phenotype``: force one instead), whose field
+    of view is drawn uniformly from ``field_of_view`` (> 1: the anatomy looks smaller) and
+    whose motion ghosts from [0, ``motion_ghosts``] (:func:`draw_ghosting`)."""
     prof = site_profile(seed, site)
     rng = np.random.default_rng([seed, site, case, 20])
     phenotype = phenotype or patient_phenotype(seed, site, case, site_skew, phenotypes)
@@ -299,13 +334,14 @@ def make_frames(seed: int, site: int, case: int, frames: Sequence[int],
     motion = np.random.default_rng([seed, site, case, 6151])
     lv_shrink, rv_shrink = motion.uniform(0.25, 0.35), motion.uniform(0.2, 0.35)
     descent = motion.uniform(0.02, 0.06)
+    ghosting = draw_ghosting(seed, site, case, motion_ghosts)
     out = []
     for f in frames:
         if not 0 <= f < cycle:
             raise ValueError(f"frame {f} not in [0, {cycle})")
         noise = np.random.default_rng([seed, site, case, 4099, f])
         out.append(_render(heart, habitus, prof, size, noise_scale, noise, descent,
-                           contraction(f, cycle), lv_shrink, rv_shrink))
+                           contraction(f, cycle), lv_shrink, rv_shrink, ghosting))
     return out
 
 
@@ -315,14 +351,15 @@ def make_cine_site(seed: int, site: int, cases: int, size: int = 48,
                    extra_frames: int = 0, site_skew: float = DEFAULT_SITE_SKEW,
                    phenotypes: Sequence[str] = PHENOTYPES,
                    field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
-                   first_case: int = 0) -> list[Volume]:
+                   first_case: int = 0,
+                   motion_ghosts: float = DEFAULT_MOTION_GHOSTS) -> list[Volume]:
     """One site's volumes, ids and order as :func:`fcl_ray.data.synthetic.make_cine_site`."""
     plan = cine_plan(cycle, phases, extra_frames)
     labeled, unlabeled = [], []
     for case in range(first_case, first_case + cases):
         rendered = make_frames(seed, site, case, [f for _, f, _ in plan], cycle, size, slices,
                                noise_scale, site_skew, phenotypes,
-                               field_of_view=field_of_view)
+                               field_of_view=field_of_view, motion_ghosts=motion_ghosts)
         for (name, _, has_mask), (image, label) in zip(plan, rendered):
             vol = Volume(f"{case_name(site, case)}:{name}", image, label if has_mask else None)
             (labeled if has_mask else unlabeled).append(vol)

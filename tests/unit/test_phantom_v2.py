@@ -80,6 +80,9 @@ def test_loader_selects_the_phantom_and_restricts_phenotypes():
     ("data.field_of_view=[1.3,0.75]", "data.field_of_view"),
     ("data.field_of_view=[0.5,.inf]", "data.field_of_view"),
     ("data.field_of_view=[1.0]", "data.field_of_view"),
+    ("data.motion_ghosts=-0.1", "data.motion_ghosts"),
+    ("data.motion_ghosts=1.5", "data.motion_ghosts"),
+    ("data.motion_ghosts=.nan", "data.motion_ghosts"),
 ])
 def test_bad_phantom_keys_are_one_line(override, key):
     with pytest.raises(ConfigError, match=key):
@@ -121,3 +124,21 @@ def test_field_of_view_scales_the_anatomy_and_its_default_draws_as_before():
     assert np.mean(heart[3:]) < 0.6 * np.mean(heart[:3])      # a larger view: a smaller heart
     with pytest.raises(ConfigError, match="data.field_of_view"):
         load_config(None, ["data.phantom=v1", "data.field_of_view=[0.7,1.6]"])
+
+
+def test_motion_ghosts_copy_the_heart_along_one_axis_and_leave_labels_alone():
+    args = dict(size=48, slices=(10, 10), noise_scale=0.0, phenotype="normal")
+    (base, lab), = phantom_v2.make_frames(0, 0, 1, [0], **args)
+    (off, _), = phantom_v2.make_frames(0, 0, 1, [0], motion_ghosts=0.0, **args)
+    assert np.array_equal(base, off)                          # 0: the committed phantom
+    case = next(c for c in range(20) if phantom_v2.draw_ghosting(0, 0, c, 0.6).strength > 0.3)
+    (clean, lab), = phantom_v2.make_frames(0, 0, case, [0], **args)
+    (ghosted, lab_g), = phantom_v2.make_frames(0, 0, case, [0], motion_ghosts=0.6, **args)
+    assert np.array_equal(lab, lab_g)                         # ghosts are not labelled
+    changed = np.abs(ghosted - clean) > 1e-3
+    assert changed.any() and not (changed & (lab > 0)).all()
+    assert changed[lab == 0].mean() > 0.02                    # they land outside the heart
+    strengths = [phantom_v2.draw_ghosting(0, 0, c, 0.6).strength for c in range(40)]
+    assert 0 <= min(strengths) and max(strengths) <= 0.6 and np.std(strengths) > 0.1
+    with pytest.raises(ConfigError, match="data.motion_ghosts"):
+        load_config(None, ["data.phantom=v1", "data.motion_ghosts=0.3"])
