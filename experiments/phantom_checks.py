@@ -11,7 +11,11 @@
    client-level 95 % CI above 0.
 
     .venv/bin/python experiments/phantom_checks.py --config experiments/benchmark_v2.yaml \\
-        [--results runs/v2_calib/results.csv runs/v2_gate/results.csv] [--seeds 0 1 2]
+        [--results runs/v2_calib/results.csv runs/v2_gate/results.csv] [--seeds 0 1 2] \\
+        [--baseline runs/before_the_change/results.csv]
+
+``--baseline``: calibration rows of the same seeds and sites before a phantom change; the
+change's paired effect on N=1, N=8 and the ratio is printed with intervals over the sites.
 
 Exit code 0 whatever the outcome (it reports; the reading is in experiments/results/v2/).
 """
@@ -35,7 +39,8 @@ from fcl_ray.data.shortcut import (global_statistics, probe_accuracy,  # noqa: E
 from fcl_ray.data.slices import volumes_to_slices  # noqa: E402
 from fcl_ray.report import to_markdown  # noqa: E402
 from fcl_ray.results import read_results_csv  # noqa: E402
-from fcl_ray.statistics import control_gate, paired_ci, positive_control  # noqa: E402
+from fcl_ray.statistics import (bootstrap_ci, control_gate, paired_ci,  # noqa: E402
+                                positive_control)
 
 SHORTCUT_MAX = 0.40
 RATIO_RANGE = (0.35, 0.50)
@@ -100,17 +105,66 @@ def ratio_interval(results: pd.DataFrame, level: float = 0.95) -> tuple[float, f
     init), resampling sites (a seed's client, its folds together) that have both N; and how
     many sites that is. One seed's 6 sites move the ratio by several points, so the check is
     read with it."""
-    local = results[(results["finetune_mode"] == "local") & (results["method"] == "random")]
-    local = local[local["n_labeled"].isin([1, 8])]
-    seeds = local["seed"] if "seed" in local.columns else pd.Series(0, index=local.index)
-    site = local.assign(site=[f"{s}/{c}" for s, c in zip(seeds, local["client"])])
-    table = site.pivot_table(index="site", columns="n_labeled", values="dice_mean",
-                             aggfunc="mean").dropna()
+    table = _site_table(results)
     if table.shape[1] < 2 or len(table) < 2:
         return np.nan, np.nan, len(table)
     low, high = paired_ci(table[1].to_numpy(), table[8].to_numpy(),
-                          lambda n1, n8: np.mean(n1) / np.mean(n8), level=level)
+                          statistic=lambda n1, n8: np.mean(n1) / np.mean(n8), level=level)
     return low, high, len(table)
+
+
+def _read_rows(paths: list[str]) -> pd.DataFrame:
+    """The rows of several results.csv files. Runs of the same seed reproduce each other's
+    rows bit for bit (e.g. a 3-site calibration run and the 6-site gate run share clients
+    0-2): keep one copy of each."""
+    results = pd.concat([read_results_csv(Path(p)) for p in paths], ignore_index=True)
+    key = ["method", "finetune_mode", "n_labeled", "client", "fold", "seed"]
+    return results.drop_duplicates(subset=key + ["dice_mean"])
+
+
+def _site_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Local random init Dice per site (a seed's client, folds averaged): columns N=1, N=8."""
+    local = results[(results["finetune_mode"] == "local") & (results["method"] == "random")]
+    local = local[local["n_labeled"].isin([1, 8])]
+    seeds = local["seed"] if "seed" in local.columns else pd.Series(0, index=local.index)
+    return local.assign(seed=seeds).pivot_table(index=["seed", "client"], columns="n_labeled",
+                                                values="dice_mean", aggfunc="mean").dropna()
+
+
+def calibration_change(results: pd.DataFrame, baseline: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """A phantom change against the unchanged phantom on the same sites (same seed, client
+    and splits): per seed N=1, N=8 and ratio of both, and the pooled differences with BCa
+    intervals over the sites both have (a site's four values resampled together)."""
+    new = _site_table(results).rename(columns=lambda n: f"N={n} new")
+    old = _site_table(baseline).rename(columns=lambda n: f"N={n} baseline")
+    both = old.join(new, how="inner")
+    if both.empty:
+        raise FclRayError("--baseline: no site (seed, client) has local random init at N=1 "
+                          "and N=8 in both the results and the baseline")
+    n1, n8, b1, b8 = (both[c].to_numpy() for c in ("N=1 new", "N=8 new", "N=1 baseline",
+                                                    "N=8 baseline"))
+    per_seed = both.groupby(level="seed").mean()
+    for which in ("baseline", "new"):
+        per_seed[f"ratio {which}"] = per_seed[f"N=1 {which}"] / per_seed[f"N=8 {which}"]
+    ratio = lambda a, b: np.mean(a) / np.mean(b)   # noqa: E731
+    change = {"sites": len(both),
+              "n1": (np.mean(n1 - b1), *bootstrap_ci(n1 - b1)),
+              "n8": (np.mean(n8 - b8), *bootstrap_ci(n8 - b8)),
+              "ratio": (ratio(n1, n8) - ratio(b1, b8),
+                        *paired_ci(n1, n8, b1, b8,
+                                   statistic=lambda a, b, c, d: ratio(a, b) - ratio(c, d)))}
+    columns = [f"{c} {which}" for which in ("baseline", "new") for c in ("N=1", "N=8", "ratio")]
+    return per_seed[columns], change
+
+
+def print_calibration_change(results: pd.DataFrame, baseline: pd.DataFrame) -> None:
+    per_seed, change = calibration_change(results, baseline)
+    print(f"### Against the baseline ({change['sites']} sites in both)\n")
+    print(to_markdown(per_seed.round(3).astype(object), index_name="seed"))
+    for key, name in (("n1", "N=1"), ("n8", "N=8"), ("ratio", "ratio")):
+        mean, low, high = change[key]
+        print(f"{name}: new minus baseline {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+    print()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--results", nargs="*", default=[])
+    parser.add_argument("--baseline", nargs="*", default=[],
+                        help="results of the same seeds and sites before a phantom change: "
+                             "the calibration's paired change is printed")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     d = cfg.data
@@ -135,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
           f"-> {'PASS' if mine.max() <= SHORTCUT_MAX else 'FAIL'} (<= {SHORTCUT_MAX:.0%})\n")
     if not args.results:
         return 0
-    # Runs of the same seed reproduce each other's rows bit for bit (e.g. a 3-site
-    # calibration run and the 6-site gate run share clients 0-2): keep one copy of each.
-    results = pd.concat([read_results_csv(Path(p)) for p in args.results], ignore_index=True)
-    key = ["method", "finetune_mode", "n_labeled", "client", "fold", "seed"]
-    results = results.drop_duplicates(subset=key + ["dice_mean"])
+    results = _read_rows(args.results)
     cal = calibration(results)
     low, high = RATIO_RANGE
     print("## 2. Calibration (local)\n")
@@ -160,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"upper bound ({cal['upper_from']}) {cal['upper_bound']:.4f} -> "
           f"{'PASS' if cal['upper_bound'] >= UPPER_BOUND_MIN else 'FAIL'} "
           f"(>= {UPPER_BOUND_MIN})\n")
+    if args.baseline:
+        print_calibration_change(results, _read_rows(args.baseline))
     print("## 3. The gate (positive control)\n")
     print(control_gate(positive_control(results, pairs="common")).message)
     return 0

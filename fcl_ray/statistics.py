@@ -74,14 +74,13 @@ def two_sample_ci(first: np.ndarray, second: np.ndarray, statistic,
     return _scipy_bootstrap(samples, statistic, resamples, seed, level, vectorized=False)
 
 
-def paired_ci(first: np.ndarray, second: np.ndarray, statistic,
-              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-              level: float = 0.95) -> tuple[float, float]:
-    """BCa bootstrap CI of ``statistic(first, second)`` where ``first[i]`` and ``second[i]``
-    belong to one unit (a site's N=1 and N=8 Dice, say) and are resampled together; the
-    percentile interval where BCa is undefined, as :func:`bootstrap_ci`."""
-    samples = (np.asarray(first, dtype=float), np.asarray(second, dtype=float))
-    return _scipy_bootstrap(samples, statistic, resamples, seed, level, vectorized=False,
+def paired_ci(*samples: np.ndarray, statistic, resamples: int = BOOTSTRAP_RESAMPLES,
+              seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+    """BCa bootstrap CI of ``statistic(*samples)`` where ``samples[k][i]`` all belong to one
+    unit (a site's N=1 and N=8 Dice, say, or those of two phantoms) and are resampled
+    together; the percentile interval where BCa is undefined, as :func:`bootstrap_ci`."""
+    arrays = tuple(np.asarray(x, dtype=float) for x in samples)
+    return _scipy_bootstrap(arrays, statistic, resamples, seed, level, vectorized=False,
                             paired=True)
 
 

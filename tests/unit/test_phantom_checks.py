@@ -3,6 +3,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,3 +68,21 @@ def test_the_ratio_has_an_interval_over_sites_and_a_line_per_seed(tmp_path, caps
     out = capsys.readouterr().out
     assert "(bootstrap over 12 sites): across the edge of the target" in out
     assert "  seed 1: N=1 0.375, N=8 0.800, ratio 0.47" in out and "  seed 2:" in out
+
+
+def test_a_phantom_change_is_compared_site_by_site_with_its_baseline():
+    """Only sites in both runs count; a change that lowers N=1 by 0.1 everywhere and leaves
+    N=8 shows as about -0.1 on N=1, 0 on N=8 and -0.1/0.8 on the ratio, with intervals."""
+    def rows(n1_shift, clients):
+        return pd.DataFrame([{"method": "random", "finetune_mode": "local", "n_labeled": n,
+                              "fold": 0, "client": c, "seed": seed,
+                              "dice_mean": d + (n1_shift if n == 1 else 0.0)}
+                             for seed in (0, 1) for c in clients
+                             for n, d in ((1, 0.40 + 0.02 * c), (8, 0.80 - 0.01 * c))])
+    per_seed, change = checks.calibration_change(rows(-0.1, range(3)), rows(0.0, range(5)))
+    assert change["sites"] == 6 and list(per_seed.index) == [0, 1]
+    assert change["n1"][0] == pytest.approx(-0.1) and change["n8"][0] == pytest.approx(0.0)
+    mean, low, high = change["ratio"]
+    assert mean == pytest.approx(-0.1 / 0.79) and low <= mean <= high
+    with pytest.raises(checks.FclRayError, match="--baseline"):
+        checks.calibration_change(rows(0.0, [0]), rows(0.0, [1]).assign(seed=5))
