@@ -62,6 +62,9 @@ class DataConfig:
     # wall's fat along the phase-encode axis, each this fraction of their signal); per patient
     # uniform in [0, this], per slice 0.5-1.5 times that (phantom_v2.draw_ghosting).
     motion_ghosts: float = 0.0
+    # synthetic v2: standard deviation of a slice's receive gain around the patient's slope
+    # along the stack (separate breath-holds, coil distance); null: 0.08.
+    slice_gain_jitter: Optional[float] = None
     # real data: what the crop to image_size centres on: the bright blood pools or the image
     # centre (no mask looked at), or the mask's bounding box (looks at test masks too)
     crop: Literal["intensity", "centre", "label"] = "intensity"
@@ -394,6 +397,8 @@ RANGES: dict[str, Range] = {
                                             "phantom is noise"),
     "data.field_of_view": Range("in [0.25, 3] (the anatomy scaled by at most 4x either way)",
                                 0.25, 3.0),
+    "data.slice_gain_jitter": Range("in [0, 0.5] (null: 0.08)", 0.0, 0.5,
+                                    why="a slice's gain would come near 0 or below"),
     "data.motion_ghosts": Range("in [0, 1] (each ghost at most as bright as the heart)", 0.0, 1.0),
     "data.extra_frames": _at_least(0, 1000, "frames of one cardiac cycle"),
     "data.cine_frames": _at_least(2, 1000, "frames per cardiac cycle; cines have 20-50",
@@ -761,6 +766,8 @@ def validate(cfg: Config) -> Config:
                "only for data.kind=synthetic with data.phantom=v2")
     _check(d.motion_ghosts == 0 or (synthetic and d.phantom == "v2"), "data.motion_ghosts",
            "only for data.kind=synthetic with data.phantom=v2")
+    _check(d.slice_gain_jitter is None or (synthetic and d.phantom == "v2"),
+           "data.slice_gain_jitter", "only for data.kind=synthetic with data.phantom=v2")
     _check(d.site_skew is None or not synthetic or d.phantom == "v2", "data.site_skew",
            "the v1 phantom has no phenotypes to mix; use data.phantom=v2 or leave it null")
     _check(d.cine_frames is None or synthetic, "data.cine_frames",

@@ -50,7 +50,9 @@ def _phantom_site(cfg: Config, client: int, first_case: int, cases: int) -> list
             phantom_v2.DEFAULT_SITE_SKEW if d.site_skew is None else d.site_skew,
             tuple(d.phenotypes) or phantom_v2.PHENOTYPES,
             tuple(d.field_of_view or phantom_v2.DEFAULT_FIELD_OF_VIEW), first_case,
-            d.motion_ghosts)
+            d.motion_ghosts,
+            phantom_v2.DEFAULT_SLICE_GAIN_JITTER if d.slice_gain_jitter is None
+            else d.slice_gain_jitter)
     return make_cine_site(cfg.experiment.seed, client, cases, d.image_size,
                           (d.slices_min, d.slices_max), d.noise, cycle, phases(d),
                           d.extra_frames, first_case)

@@ -44,6 +44,9 @@ DEFAULT_SITE_SKEW = 1.0
 DEFAULT_FIELD_OF_VIEW = (0.75, 1.3)
 # Motion ghosts (``data.motion_ghosts``): off unless asked, so the committed rows reproduce.
 DEFAULT_MOTION_GHOSTS = 0.0
+# Slice-to-slice gain jitter (``data.slice_gain_jitter``): standard deviation of a slice's
+# receive gain around the patient's slope along the stack.
+DEFAULT_SLICE_GAIN_JITTER = 0.08
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ def _draw_heart(rng: np.random.Generator, phenotype: str, zoom: float) -> Heart:
 
 
 def _draw_habitus(rng: np.random.Generator, size: int, depth: int,
-                  field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW) -> Habitus:
+                  field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
+                  slice_gain_jitter: float = DEFAULT_SLICE_GAIN_JITTER) -> Habitus:
     blood = rng.uniform(0.75, 1.0)
     muscle = rng.uniform(0.12, 0.42)
     return Habitus(
@@ -169,8 +173,9 @@ def _draw_habitus(rng: np.random.Generator, size: int, depth: int,
         t_positions=np.linspace(rng.uniform(0.0, 0.12), rng.uniform(0.85, 1.0), depth),
         # Receive coils see some slices brighter than others (nearer the coil, breathing):
         # a slope of either sign plus jitter, so a slice's brightness does not give its place.
+        # (The jitter's size scales the same normal draws: the other draws do not move.)
         slice_gain=(1.0 + rng.uniform(-0.6, 0.6) * (np.linspace(-0.5, 0.5, depth))
-                    + rng.normal(0.0, 0.08, depth)),
+                    + rng.normal(0.0, slice_gain_jitter, depth)),
         texture=_smooth_field(rng, size, 2.0),
         plane_angle=rng.uniform(-0.7, 0.7), fov=rng.uniform(*field_of_view))
 
@@ -338,17 +343,19 @@ def make_frames(seed: int, site: int, case: int, frames: Sequence[int],
                 phenotype: Optional[str] = None,
                 field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
                 motion_ghosts: float = DEFAULT_MOTION_GHOSTS,
+                slice_gain_jitter: float = DEFAULT_SLICE_GAIN_JITTER,
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, label) stacks of the given cine frames of one patient, whose phenotype is drawn
     from its site's mix over ``phenotypes`` (``phenotype``: force one instead), whose field
     of view is drawn uniformly from ``field_of_view`` (> 1: the anatomy looks smaller) and
-    whose motion ghosts from [0, ``motion_ghosts``] (:func:`draw_ghosting`)."""
+    whose motion ghosts from [0, ``motion_ghosts``] (:func:`draw_ghosting`); each slice's gain
+    jitters by ``slice_gain_jitter`` (standard deviation) around the patient's slope."""
     prof = site_profile(seed, site)
     rng = np.random.default_rng([seed, site, case, 20])
     phenotype = phenotype or patient_phenotype(seed, site, case, site_skew, phenotypes)
     depth = int(rng.integers(slices[0], slices[1] + 1))
     heart = _draw_heart(rng, phenotype, prof.zoom)
-    habitus = _draw_habitus(rng, size, depth, field_of_view)
+    habitus = _draw_habitus(rng, size, depth, field_of_view, slice_gain_jitter)
     motion = np.random.default_rng([seed, site, case, 6151])
     lv_shrink, rv_shrink = motion.uniform(0.25, 0.35), motion.uniform(0.2, 0.35)
     descent = motion.uniform(0.02, 0.06)
@@ -370,14 +377,16 @@ def make_cine_site(seed: int, site: int, cases: int, size: int = 48,
                    phenotypes: Sequence[str] = PHENOTYPES,
                    field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
                    first_case: int = 0,
-                   motion_ghosts: float = DEFAULT_MOTION_GHOSTS) -> list[Volume]:
+                   motion_ghosts: float = DEFAULT_MOTION_GHOSTS,
+                   slice_gain_jitter: float = DEFAULT_SLICE_GAIN_JITTER) -> list[Volume]:
     """One site's volumes, ids and order as :func:`fcl_ray.data.synthetic.make_cine_site`."""
     plan = cine_plan(cycle, phases, extra_frames)
     labeled, unlabeled = [], []
     for case in range(first_case, first_case + cases):
         rendered = make_frames(seed, site, case, [f for _, f, _ in plan], cycle, size, slices,
                                noise_scale, site_skew, phenotypes,
-                               field_of_view=field_of_view, motion_ghosts=motion_ghosts)
+                               field_of_view=field_of_view, motion_ghosts=motion_ghosts,
+                               slice_gain_jitter=slice_gain_jitter)
         for (name, _, has_mask), (image, label) in zip(plan, rendered):
             vol = Volume(f"{case_name(site, case)}:{name}", image, label if has_mask else None)
             (labeled if has_mask else unlabeled).append(vol)

@@ -83,6 +83,8 @@ def test_loader_selects_the_phantom_and_restricts_phenotypes():
     ("data.motion_ghosts=-0.1", "data.motion_ghosts"),
     ("data.motion_ghosts=1.5", "data.motion_ghosts"),
     ("data.motion_ghosts=.nan", "data.motion_ghosts"),
+    ("data.slice_gain_jitter=-0.01", "data.slice_gain_jitter"),
+    ("data.slice_gain_jitter=0.8", "data.slice_gain_jitter"),
 ])
 def test_bad_phantom_keys_are_one_line(override, key):
     with pytest.raises(ConfigError, match=key):
@@ -142,3 +144,16 @@ def test_motion_ghosts_copy_the_heart_along_one_axis_and_leave_labels_alone():
     assert 0 <= min(strengths) and max(strengths) <= 0.6 and np.std(strengths) > 0.1
     with pytest.raises(ConfigError, match="data.motion_ghosts"):
         load_config(None, ["data.phantom=v1", "data.motion_ghosts=0.3"])
+
+
+def test_slice_gain_jitter_moves_only_the_gain_of_each_slice():
+    args = dict(size=48, slices=(10, 10), noise_scale=0.0, phenotype="normal")
+    (base, lab), = phantom_v2.make_frames(0, 0, 2, [0], **args)
+    (same, _), = phantom_v2.make_frames(0, 0, 2, [0], slice_gain_jitter=0.08, **args)
+    assert np.array_equal(base, same)                         # 0.08: the committed phantom
+    (more, lab_more), = phantom_v2.make_frames(0, 0, 2, [0], slice_gain_jitter=0.2, **args)
+    assert np.array_equal(lab, lab_more)                      # the anatomy is untouched
+    per_slice = more.mean((1, 2)) / base.mean((1, 2))         # a gain per slice, nothing else
+    assert np.std(per_slice) > 0.03
+    with pytest.raises(ConfigError, match="data.slice_gain_jitter"):
+        load_config(None, ["data.phantom=v1", "data.slice_gain_jitter=0.1"])
