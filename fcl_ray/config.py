@@ -58,9 +58,9 @@ class DataConfig:
     # synthetic v2: [low, high] of the per-patient field of view (> 1: anatomy drawn smaller;
     # []: [0.75, 1.3]). A wider range makes one labeled patient cover less of the population.
     field_of_view: list[float] = field(default_factory=list)
-    # synthetic v2: the strongest motion ghosts a patient has (copies of the heart and the body
-    # wall's fat along the phase-encode axis, each this fraction of their signal); per patient
-    # uniform in [0, this], per slice 0.5-1.5 times that (phantom_v2.draw_ghosting).
+    # synthetic v2: the strongest motion ghosts a patient has (copies of the heart along the
+    # phase-encode axis, each this fraction of its signal); per patient uniform in [0, this]
+    # (phantom_v2.draw_ghosting).
     motion_ghosts: float = 0.0
     # synthetic v2: standard deviation of a slice's receive gain around the patient's slope
     # along the stack (separate breath-holds, coil distance); null: 0.08.

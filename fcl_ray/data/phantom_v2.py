@@ -51,26 +51,24 @@ DEFAULT_SLICE_GAIN_JITTER = 0.08
 
 @dataclass(frozen=True)
 class Ghosting:
-    """A patient's motion ghosts, the commonest cine artefact: faint copies of what moves (the
-    beating heart; the breathing body wall's bright fat) repeated along the phase-encode axis.
-    How strong they are is mostly the patient's (arrhythmia, how well they hold their breath),
-    so one labeled patient shows about one level of them; each slice is its own breath-hold,
-    so the level also varies from slice to slice."""
-    strength: float       # each copy's fraction of the moving signal (0: none)
+    """A patient's motion ghosts: faint copies of the beating heart repeated along the
+    phase-encode axis, the commonest cine artefact (arrhythmia, poor breath-holds). How strong
+    they are is the patient's, so one labeled patient shows one level of them.
+
+    Ghosts of the breathing body wall's fat, and a strength that varies slice by slice, were
+    tried (commit 5e87004) and dropped: bright fat rings across the heart cut the upper bound
+    (random init N=8) by 0.08 at seed 0 (results/v2, "Motion ghosts")."""
+    strength: float       # each copy's fraction of the heart's signal (0: none)
     axis: int             # phase-encode axis of the image (0: rows, 1: columns)
-    spacing: float        # distance between the source and its copies, fraction of the image
-    slice_factor: np.ndarray  # per slice (breath-hold), multiplies strength
+    spacing: float        # distance between the heart and its copies, fraction of the image
 
 
-def draw_ghosting(seed: int, site: int, case: int, max_strength: float,
-                  depth: int) -> Ghosting:
-    """Patient ``case``'s ghosting: strength uniform in [0, max_strength], each of its ``depth``
-    slices at 0.5-1.5 times it, from its own random stream (the anatomy's draws are untouched,
-    so max_strength 0 renders the phantom as before)."""
+def draw_ghosting(seed: int, site: int, case: int, max_strength: float) -> Ghosting:
+    """Patient ``case``'s ghosting, strength uniform in [0, max_strength], from its own random
+    stream (the anatomy's draws are untouched, so max_strength 0 renders the phantom as before)."""
     rng = np.random.default_rng([seed, site, case, 7717])
     return Ghosting(strength=float(rng.uniform(0.0, max_strength)), axis=int(rng.integers(0, 2)),
-                    spacing=float(rng.uniform(0.25, 0.45)),
-                    slice_factor=rng.uniform(0.5, 1.5, depth))
+                    spacing=float(rng.uniform(0.25, 0.45)))
 
 
 def phenotype_mix(seed: int, site: int, site_skew: float,
@@ -184,28 +182,19 @@ def _ellipse(x, y, cx, cy, rx, ry):
     return ((x - cx) / max(rx, 1e-6)) ** 2 + ((y - cy) / max(ry, 1e-6)) ** 2 <= 1.0
 
 
-_BODY_CENTRE_Y = 0.15   # the body's centre lies behind the heart
-
-
-def _body_masks(gx, gy, hb: Habitus) -> tuple[np.ndarray, np.ndarray]:
-    """The body outline and its inside under the subcutaneous fat (the fat is between)."""
-    oy = _BODY_CENTRE_Y
-    return (_ellipse(gx, gy, 0, oy, hb.body_rx, hb.body_ry),
-            _ellipse(gx, gy, 0, oy, hb.body_rx - hb.fat, hb.body_ry - hb.fat))
-
-
 def _paint_surroundings(img, gx, gy, hb: Habitus, t: float) -> None:
     """Body, fat, arms, lungs, spine, descending aorta, liver and stomach at position t.
 
     Image axes: x to the patient's left, y posterior (down in the image)."""
     fat_level = hb.fat_level
-    oy = _BODY_CENTRE_Y
+    oy = 0.15   # the body's centre lies behind the heart
     if hb.arms:
         for side in (-1, 1):
             arm = _ellipse(gx, gy, side * (hb.body_rx + 0.3), oy, 0.28, 0.35)
             img[arm] = fat_level
             img[_ellipse(gx, gy, side * (hb.body_rx + 0.3), oy, 0.22, 0.28)] = hb.tissue
-    outer, inner = _body_masks(gx, gy, hb)
+    outer = _ellipse(gx, gy, 0, oy, hb.body_rx, hb.body_ry)
+    inner = _ellipse(gx, gy, 0, oy, hb.body_rx - hb.fat, hb.body_ry - hb.fat)
     img[outer] = fat_level
     img[inner] = hb.tissue + 0.08 * hb.texture[inner]
     # Lungs: lateral and behind the heart, shrinking as the diaphragm rises toward the apex.
@@ -292,15 +281,14 @@ def _paint_heart(img, label, hx, hy, heart: Heart, hb: Habitus, th: float,
     label[lv_cav] = 3
 
 
-def _add_ghosts(img: np.ndarray, moving: np.ndarray, strength: float,
-                ghosting: Ghosting) -> np.ndarray:
-    """``img`` plus two copies of its ``moving`` part (a mask) shifted both ways along the
-    phase-encode axis, wrapping as aliasing does. Labels are not touched: rejecting a copy of
-    the heart takes context (where a heart can be), not brightness."""
-    source = img * moving
+def _add_ghosts(img: np.ndarray, label: np.ndarray, ghosting: Ghosting) -> np.ndarray:
+    """``img`` plus two copies of its moving part (the ventricles: blood and myocardium)
+    shifted both ways along the phase-encode axis, wrapping as aliasing does. The copies are
+    not labelled: rejecting them takes context (where a heart can be), not brightness."""
+    moving = img * (label > 0)
     shift = int(round(ghosting.spacing * img.shape[0]))
-    copies = np.roll(source, shift, ghosting.axis) + np.roll(source, -shift, ghosting.axis)
-    return img + strength * copies
+    copies = np.roll(moving, shift, ghosting.axis) + np.roll(moving, -shift, ghosting.axis)
+    return img + ghosting.strength * copies
 
 
 def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale: float,
@@ -328,9 +316,7 @@ def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale
         _paint_heart(img, label, hx, hy, heart, hb, th,
                      lv_shrink * c * heart.contractility, rv_shrink * c)
         if ghosting is not None and ghosting.strength > 0:
-            outer, inner = _body_masks(ax, ay, hb)    # the heart and the body wall's fat move
-            img = _add_ghosts(img, (label > 0) | (outer & ~inner),
-                              ghosting.strength * ghosting.slice_factor[i], ghosting)
+            img = _add_ghosts(img, label, ghosting)
         images[i] = acquire(img, prof, bias, noise_scale, rng, hb.slice_gain[i])
         labels[i] = label
     return images, labels
@@ -359,7 +345,7 @@ def make_frames(seed: int, site: int, case: int, frames: Sequence[int],
     motion = np.random.default_rng([seed, site, case, 6151])
     lv_shrink, rv_shrink = motion.uniform(0.25, 0.35), motion.uniform(0.2, 0.35)
     descent = motion.uniform(0.02, 0.06)
-    ghosting = draw_ghosting(seed, site, case, motion_ghosts, depth)
+    ghosting = draw_ghosting(seed, site, case, motion_ghosts)
     out = []
     for f in frames:
         if not 0 <= f < cycle:

@@ -133,14 +133,14 @@ def test_motion_ghosts_copy_the_heart_along_one_axis_and_leave_labels_alone():
     (base, lab), = phantom_v2.make_frames(0, 0, 1, [0], **args)
     (off, _), = phantom_v2.make_frames(0, 0, 1, [0], motion_ghosts=0.0, **args)
     assert np.array_equal(base, off)                          # 0: the committed phantom
-    case = next(c for c in range(20) if phantom_v2.draw_ghosting(0, 0, c, 0.6, 10).strength > 0.3)
+    case = next(c for c in range(20) if phantom_v2.draw_ghosting(0, 0, c, 0.6).strength > 0.3)
     (clean, lab), = phantom_v2.make_frames(0, 0, case, [0], **args)
     (ghosted, lab_g), = phantom_v2.make_frames(0, 0, case, [0], motion_ghosts=0.6, **args)
     assert np.array_equal(lab, lab_g)                         # ghosts are not labelled
     changed = np.abs(ghosted - clean) > 1e-3
     assert changed.any() and not (changed & (lab > 0)).all()
     assert changed[lab == 0].mean() > 0.02                    # they land outside the heart
-    strengths = [phantom_v2.draw_ghosting(0, 0, c, 0.6, 10).strength for c in range(40)]
+    strengths = [phantom_v2.draw_ghosting(0, 0, c, 0.6).strength for c in range(40)]
     assert 0 <= min(strengths) and max(strengths) <= 0.6 and np.std(strengths) > 0.1
     with pytest.raises(ConfigError, match="data.motion_ghosts"):
         load_config(None, ["data.phantom=v1", "data.motion_ghosts=0.3"])
