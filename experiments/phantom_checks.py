@@ -179,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     d = cfg.data
+    changes = "".join(f", {key} {value}" for key, value in (
+        ("motion_ghosts", d.motion_ghosts), ("slice_gain_jitter", d.slice_gain_jitter))
+        if value not in (None, 0, 0.0))
     print(f"# Checks of {args.config}: phantom {d.phantom}, {d.clients} sites x "
           f"{d.cases_per_client} patients, {d.image_size} px, noise x{d.noise}, "
-          f"site_skew {d.site_skew}, seeds {args.seeds}\n")
+          f"site_skew {d.site_skew}{changes}, seeds {args.seeds}\n")
     table = shortcut_rows(cfg, args.seeds)
     print("## 1. Shortcut: partition accuracy for unseen patients (chance "
           f"{1 / d.partitions:.0%})\n")
