@@ -100,6 +100,11 @@ def calibration(results: pd.DataFrame) -> dict:
     return out
 
 
+def _ratio(n1: np.ndarray, n8: np.ndarray) -> float:
+    """The calibration ratio of a set of sites: mean N=1 Dice over mean N=8 Dice."""
+    return float(np.mean(n1) / np.mean(n8))
+
+
 def ratio_interval(results: pd.DataFrame, level: float = 0.95) -> tuple[float, float, int]:
     """A bootstrap interval of the calibration ratio (mean N=1 over mean N=8 of local random
     init), resampling sites (a seed's client, its folds together) that have both N; and how
@@ -108,8 +113,8 @@ def ratio_interval(results: pd.DataFrame, level: float = 0.95) -> tuple[float, f
     table = _site_table(results)
     if table.shape[1] < 2 or len(table) < 2:
         return np.nan, np.nan, len(table)
-    low, high = paired_ci(table[1].to_numpy(), table[8].to_numpy(),
-                          statistic=lambda n1, n8: np.mean(n1) / np.mean(n8), level=level)
+    low, high = paired_ci(table[1].to_numpy(), table[8].to_numpy(), statistic=_ratio,
+                          level=level)
     return low, high, len(table)
 
 
@@ -146,13 +151,12 @@ def calibration_change(results: pd.DataFrame, baseline: pd.DataFrame) -> tuple[p
     per_seed = both.groupby(level="seed").mean()
     for which in ("baseline", "new"):
         per_seed[f"ratio {which}"] = per_seed[f"N=1 {which}"] / per_seed[f"N=8 {which}"]
-    ratio = lambda a, b: np.mean(a) / np.mean(b)   # noqa: E731
     change = {"sites": len(both),
               "n1": (np.mean(n1 - b1), *bootstrap_ci(n1 - b1)),
               "n8": (np.mean(n8 - b8), *bootstrap_ci(n8 - b8)),
-              "ratio": (ratio(n1, n8) - ratio(b1, b8),
+              "ratio": (_ratio(n1, n8) - _ratio(b1, b8),
                         *paired_ci(n1, n8, b1, b8,
-                                   statistic=lambda a, b, c, d: ratio(a, b) - ratio(c, d)))}
+                                   statistic=lambda a, b, c, d: _ratio(a, b) - _ratio(c, d)))}
     columns = [f"{c} {which}" for which in ("baseline", "new") for c in ("N=1", "N=8", "ratio")]
     return per_seed[columns], change
 

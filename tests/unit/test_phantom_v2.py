@@ -128,14 +128,18 @@ def test_field_of_view_scales_the_anatomy_and_its_default_draws_as_before():
         load_config(None, ["data.phantom=v1", "data.field_of_view=[0.7,1.6]"])
 
 
+def _noise_free(case: int, **options):
+    """Frame 0 of a normal patient, noise off, so an option's effect is all that differs."""
+    (image, label), = phantom_v2.make_frames(0, 0, case, [0], size=48, slices=(10, 10),
+                                             noise_scale=0.0, phenotype="normal", **options)
+    return image, label
+
+
 def test_motion_ghosts_copy_the_heart_along_one_axis_and_leave_labels_alone():
-    args = dict(size=48, slices=(10, 10), noise_scale=0.0, phenotype="normal")
-    (base, lab), = phantom_v2.make_frames(0, 0, 1, [0], **args)
-    (off, _), = phantom_v2.make_frames(0, 0, 1, [0], motion_ghosts=0.0, **args)
-    assert np.array_equal(base, off)                          # 0: the committed phantom
+    assert np.array_equal(_noise_free(1)[0], _noise_free(1, motion_ghosts=0.0)[0])  # 0: as committed
     case = next(c for c in range(20) if phantom_v2.draw_ghosting(0, 0, c, 0.6).strength > 0.3)
-    (clean, lab), = phantom_v2.make_frames(0, 0, case, [0], **args)
-    (ghosted, lab_g), = phantom_v2.make_frames(0, 0, case, [0], motion_ghosts=0.6, **args)
+    clean, lab = _noise_free(case)
+    ghosted, lab_g = _noise_free(case, motion_ghosts=0.6)
     assert np.array_equal(lab, lab_g)                         # ghosts are not labelled
     changed = np.abs(ghosted - clean) > 1e-3
     assert changed.any() and not (changed & (lab > 0)).all()
@@ -147,11 +151,9 @@ def test_motion_ghosts_copy_the_heart_along_one_axis_and_leave_labels_alone():
 
 
 def test_slice_gain_jitter_moves_only_the_gain_of_each_slice():
-    args = dict(size=48, slices=(10, 10), noise_scale=0.0, phenotype="normal")
-    (base, lab), = phantom_v2.make_frames(0, 0, 2, [0], **args)
-    (same, _), = phantom_v2.make_frames(0, 0, 2, [0], slice_gain_jitter=0.08, **args)
-    assert np.array_equal(base, same)                         # 0.08: the committed phantom
-    (more, lab_more), = phantom_v2.make_frames(0, 0, 2, [0], slice_gain_jitter=0.2, **args)
+    base, lab = _noise_free(2)
+    assert np.array_equal(base, _noise_free(2, slice_gain_jitter=0.08)[0])  # 0.08: as committed
+    more, lab_more = _noise_free(2, slice_gain_jitter=0.2)
     assert np.array_equal(lab, lab_more)                      # the anatomy is untouched
     per_slice = more.mean((1, 2)) / base.mean((1, 2))         # a gain per slice, nothing else
     assert np.std(per_slice) > 0.03
