@@ -191,6 +191,9 @@ class FinetuneConfig:
     batch_size: int = 8
     lr: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over the steps
+    # The fine-tuning loss: Dice + cross-entropy (MONAI DiceCELoss), or cross-entropy alone,
+    # the references' fine-tuning loss (Zeng et al.; docs/method.md). Every row gets it.
+    loss: Literal["dice_ce", "ce"] = "dice_ce"
     # Protecting a pre-trained encoder: the U-Net encoder's parameters (models.ENCODER_PREFIXES)
     # learn at lr x encoder_lr_scale (>= 0; 0 keeps them fixed) and not at all during the first
     # encoder_warmup_steps optimiser steps of a setting (federated: counted across rounds).

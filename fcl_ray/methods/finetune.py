@@ -35,8 +35,17 @@ def init_unet(features, encoder_state: Optional[dict], seed: int, device: torch.
     return unet.to(device)
 
 
+def segmentation_loss(name: str = "dice_ce") -> torch.nn.Module:
+    """The fine-tuning loss on (B, C, H, W) logits and (B, 1, H, W) labels: ``dice_ce`` (Dice +
+    cross-entropy) or ``ce`` (cross-entropy alone: the same MONAI loss with the Dice term
+    weighted 0, so both read labels the same way)."""
+    if name not in ("dice_ce", "ce"):
+        raise ValueError(f"unknown fine-tuning loss '{name}' (use dice_ce or ce)")
+    return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0 if name == "dice_ce" else 0.0)
+
+
 class SegmentationTrainer:
-    """Adam + Dice-CE on augmented batches of labeled slices; keeps its optimiser state
+    """Adam + ``loss`` (Dice-CE by default) on augmented batches of labeled slices; keeps its optimiser state
     between calls so federated rounds continue where they stopped.
 
     The encoder's parameters are their own Adam group at ``lr * encoder_lr_scale`` and are
@@ -47,7 +56,8 @@ class SegmentationTrainer:
 
     def __init__(self, unet: torch.nn.Module, labeled: SliceSet, batch_size: int, lr: float,
                  generator: torch.Generator, amp: str = "fp32", cosine_steps: int = 0,
-                 encoder_lr_scale: float = 1.0, encoder_warmup_steps: int = 0):
+                 encoder_lr_scale: float = 1.0, encoder_warmup_steps: int = 0,
+                 loss: str = "dice_ce"):
         if len(labeled) == 0:
             raise ValueError("no labeled slices to fine-tune on")
         self.unet, self.labeled, self.batch_size, self.gen = unet, labeled, batch_size, generator
@@ -62,7 +72,7 @@ class SegmentationTrainer:
         # rounds too, since the trainer lives on between them; the warm-up steps count); 0: constant.
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cosine_steps)
                           if cosine_steps > 0 else None)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.loss_fn = segmentation_loss(loss)
         # FedProx: the round's proximal term (fcl_ray/methods/proximal.py); None: FedAvg.
         self.proximal: Optional[Callable[[], torch.Tensor]] = None
 
