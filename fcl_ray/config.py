@@ -194,6 +194,10 @@ class FinetuneConfig:
     # The fine-tuning loss: Dice + cross-entropy (MONAI DiceCELoss), or cross-entropy alone,
     # the references' fine-tuning loss (Zeng et al.; docs/method.md). Every row gets it.
     loss: Literal["dice_ce", "ce"] = "dice_ce"
+    # The fine-tuning augmentation (methods/augment.py SEGMENTATION_AUGMENTS): standard (rotation
+    # +-15 degrees, zoom 0.8-1.1), strong (flips, any rotation, zoom 0.7-1.3, as the references)
+    # or none. Every row gets it.
+    augment: Literal["standard", "strong", "none"] = "standard"
     # Protecting a pre-trained encoder: the U-Net encoder's parameters (models.ENCODER_PREFIXES)
     # learn at lr x encoder_lr_scale (>= 0; 0 keeps them fixed) and not at all during the first
     # encoder_warmup_steps optimiser steps of a setting (federated: counted across rounds).
@@ -461,7 +465,9 @@ RANGES: dict[str, Range] = {
                                                 "'auto' or > 0"),
     "federation.num_gpus_per_client": Range(">= 0", 0, 16, why="GPUs of one client actor; no "
                                                                "node has more"),
-    "federation.client_resources": Range(">= 0 (an amount of a custom Ray resource)", 0),
+    "federation.client_resources": Range(">= 0 (an amount of a custom Ray resource)", 0, 1_000_000,
+                                         why="a client's share of a custom resource: a node "
+                                             "advertises a few units, not millions"),
     "federation.min_clients": Range("in [1, data.clients]"),
     "federation.clients_per_round": Range("null (all clients), a count or a fraction in (0, 1]"),
     "federation.round_timeout_s": _positive(1_000_000, "seconds; use null for no deadline",

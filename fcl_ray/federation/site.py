@@ -425,7 +425,7 @@ class ClientSite:
                                    cosine_steps=total_steps if ft.lr_schedule == "cosine" else 0,
                                    encoder_lr_scale=ft.encoder_lr_scale,
                                    encoder_warmup_steps=ft.encoder_warmup_steps,
-                                   loss=ft.loss)
+                                   loss=ft.loss, augment=ft.augment)
 
     def _dice(self, unet: torch.nn.Module, volumes) -> dict:
         """dice_<class> of each of this site's classes and dice_mean, on ``volumes``."""

@@ -91,9 +91,38 @@ def contrastive_view(x: torch.Tensor, gen: torch.Generator, style: str = "zoom",
     return intensity_jitter(x, gen)
 
 
-def segmentation_augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
-    """The same random geometry for images and label maps (nearest for labels)."""
-    theta = random_affine(len(x), gen)
+# Fine-tuning augmentation (``finetune.augment``): the geometry drawn for image and labels.
+SEGMENTATION_AUGMENTS = {
+    # Rotation +-15 degrees, zoom 0.8-1.1, shift 8 %; light intensity jitter.
+    "standard": {"max_rotate_deg": 15.0, "scale": (0.8, 1.1), "flips": False},
+    # As the references fine-tune (Zeng et al.: mirroring, any rotation, zoom 0.7-1.3; their
+    # elastic deformation is left out).
+    "strong": {"max_rotate_deg": 180.0, "scale": (0.7, 1.3), "flips": True},
+    # The labeled slices as they are: how much of a result the augmentation makes.
+    "none": None,
+}
+
+
+def _flip_matrices(n: int, gen: torch.Generator) -> torch.Tensor:
+    """(n, 2, 2) diagonal matrices of +-1: left-right and up-down flips with probability 1/2
+    each, applied through the affine so that labels flip with their image."""
+    signs = torch.where(torch.rand(n, 2, generator=gen) < 0.5, -1.0, 1.0)
+    return torch.diag_embed(signs)
+
+
+def segmentation_augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+                         style: str = "standard"):
+    """The same random geometry for images and label maps (nearest for labels), then
+    intensity jitter on the images; ``style`` is a name of ``SEGMENTATION_AUGMENTS``."""
+    if style not in SEGMENTATION_AUGMENTS:
+        raise ValueError(f"unknown fine-tuning augmentation '{style}' "
+                         f"(use {', '.join(SEGMENTATION_AUGMENTS)})")
+    spec = SEGMENTATION_AUGMENTS[style]
+    if spec is None:
+        return x, y
+    theta = random_affine(len(x), gen, max_rotate_deg=spec["max_rotate_deg"], scale=spec["scale"])
+    if spec["flips"]:
+        theta = torch.cat([_flip_matrices(len(x), gen) @ theta[:, :, :2], theta[:, :, 2:]], 2)
     xw = intensity_jitter(warp(x, theta), gen, noise=0.01)
     yw = warp(y[:, None].float(), theta, mode="nearest")[:, 0].long()
     return xw, yw

@@ -45,7 +45,7 @@ def segmentation_loss(name: str = "dice_ce") -> torch.nn.Module:
 
 
 class SegmentationTrainer:
-    """Adam + ``loss`` (Dice-CE by default) on augmented batches of labeled slices; keeps its optimiser state
+    """Adam + ``loss`` (Dice-CE by default) on batches augmented by ``augment`` of labeled slices; keeps its optimiser state
     between calls so federated rounds continue where they stopped.
 
     The encoder's parameters are their own Adam group at ``lr * encoder_lr_scale`` and are
@@ -57,7 +57,7 @@ class SegmentationTrainer:
     def __init__(self, unet: torch.nn.Module, labeled: SliceSet, batch_size: int, lr: float,
                  generator: torch.Generator, amp: str = "fp32", cosine_steps: int = 0,
                  encoder_lr_scale: float = 1.0, encoder_warmup_steps: int = 0,
-                 loss: str = "dice_ce"):
+                 loss: str = "dice_ce", augment: str = "standard"):
         if len(labeled) == 0:
             raise ValueError("no labeled slices to fine-tune on")
         self.unet, self.labeled, self.batch_size, self.gen = unet, labeled, batch_size, generator
@@ -73,6 +73,7 @@ class SegmentationTrainer:
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cosine_steps)
                           if cosine_steps > 0 else None)
         self.loss_fn = segmentation_loss(loss)
+        self.augment = augment
         # FedProx: the round's proximal term (fcl_ray/methods/proximal.py); None: FedAvg.
         self.proximal: Optional[Callable[[], torch.Tensor]] = None
 
@@ -88,7 +89,8 @@ class SegmentationTrainer:
                     param.requires_grad_(not frozen)
             idx = torch.randint(len(self.labeled), (self.batch_size,), generator=self.gen)
             idx = idx.to(device)
-            x, y = segmentation_augment(self.labeled.images[idx], self.labeled.labels[idx], self.gen)
+            x, y = segmentation_augment(self.labeled.images[idx], self.labeled.labels[idx],
+                                        self.gen, self.augment)
             with autocast(device, self.amp):
                 loss = self.loss_fn(self.unet(x).float(), y[:, None])
             self.optimizer.zero_grad(set_to_none=True)
