@@ -45,8 +45,9 @@ def segmentation_loss(name: str = "dice_ce") -> torch.nn.Module:
 
 
 class SegmentationTrainer:
-    """Adam + ``loss`` (Dice-CE by default) on batches augmented by ``augment`` of labeled slices; keeps its optimiser state
-    between calls so federated rounds continue where they stopped.
+    """Adam + ``loss`` (Dice-CE by default) on labeled slices augmented by ``augment``
+    (``finetune.loss`` / ``finetune.augment``); keeps its optimiser state between calls so
+    federated rounds continue where they stopped.
 
     The encoder's parameters are their own Adam group at ``lr * encoder_lr_scale`` and are
     frozen (no gradient, so no update) for the first ``encoder_warmup_steps`` steps: ways to
