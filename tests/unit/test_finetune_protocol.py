@@ -23,7 +23,8 @@ def _batch():
 def test_ce_is_cross_entropy_alone():
     logits, labels = _batch()
     expected = F.cross_entropy(logits, labels[:, 0])
-    assert segmentation_loss("ce")(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+    loss = segmentation_loss("ce")(logits, labels)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_dice_ce_adds_a_dice_term():
@@ -41,8 +42,8 @@ def test_config_key_reaches_the_trainer():
     assert (cfg.finetune.loss, cfg.finetune.augment) == ("ce", "none")
     unet = init_unet([4, 4, 8, 8, 8, 4], None, seed=0, device=torch.device("cpu"))
     trainer = SegmentationTrainer(unet, _slices(2), batch_size=4, lr=1e-2,
-                                  generator=torch.Generator().manual_seed(0), loss=cfg.finetune.loss,
-                                  augment=cfg.finetune.augment)
+                                  generator=torch.Generator().manual_seed(0),
+                                  loss=cfg.finetune.loss, augment=cfg.finetune.augment)
     assert trainer.loss_fn.lambda_dice == 0.0 and trainer.augment == "none"
     default = load_config(None, TINY).finetune
     assert (default.loss, default.augment) == ("dice_ce", "standard")
