@@ -35,13 +35,18 @@ def init_unet(features, encoder_state: Optional[dict], seed: int, device: torch.
     return unet.to(device)
 
 
+# finetune.loss: the weight of the Dice term next to cross-entropy (0: cross-entropy alone,
+# as the references fine-tune).
+SEGMENTATION_LOSSES = {"dice_ce": 1.0, "ce": 0.0}
+
+
 def segmentation_loss(name: str = "dice_ce") -> torch.nn.Module:
-    """The fine-tuning loss on (B, C, H, W) logits and (B, 1, H, W) labels: ``dice_ce`` (Dice +
-    cross-entropy) or ``ce`` (cross-entropy alone: the same MONAI loss with the Dice term
-    weighted 0, so both read labels the same way)."""
-    if name not in ("dice_ce", "ce"):
-        raise ValueError(f"unknown fine-tuning loss '{name}' (use dice_ce or ce)")
-    return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0 if name == "dice_ce" else 0.0)
+    """The fine-tuning loss on (B, C, H, W) logits and (B, 1, H, W) labels, a name of
+    ``SEGMENTATION_LOSSES``: one MONAI DiceCELoss, so both read labels the same way."""
+    if name not in SEGMENTATION_LOSSES:
+        raise ValueError(f"unknown fine-tuning loss '{name}' "
+                         f"(use {', '.join(SEGMENTATION_LOSSES)})")
+    return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=SEGMENTATION_LOSSES[name])
 
 
 class SegmentationTrainer:
