@@ -8,22 +8,25 @@ Run from the repository root:
 import numpy as np
 import pandas as pd
 
+from fcl_ray.config_io import load_config
 from fcl_ray.data.phantom_v2 import patient_phenotype
 from fcl_ray.data.split import kfold_split
 
-ROWS = "experiments/results/v2/patience/calpat_seed{}/results.csv"
-SITES, PATIENTS, FOLDS, FOLD, SITE_SKEW = 6, 12, 4, 0, 1.0   # benchmark_v2.yaml
+RUN = "experiments/results/v2/patience/calpat_seed{}"
+FOLD = 0
 
 rows = []
-for seed in range(4):
-    results = pd.read_csv(ROWS.format(seed))
+for run in range(4):
+    cfg = load_config(f"{RUN.format(run)}/config.yaml")   # the run's own seed, sites, folds, skew
+    seed, d = cfg.experiment.seed, cfg.data
+    results = pd.read_csv(f"{RUN.format(run)}/results.csv")
     results = results[(results.method == "random") & (results.fold == FOLD)]
-    for site in range(SITES):
+    for site in range(d.clients):
         # The N=1 patient and the test patients, as the site actor splits them (patient i is
         # case i of the phantom site; the same seeded permutation).
-        split = kfold_split(PATIENTS, FOLDS, FOLD, 1, seed, site)
-        labeled = patient_phenotype(seed, site, split.labeled[0], SITE_SKEW)
-        test = [patient_phenotype(seed, site, case, SITE_SKEW) for case in split.test]
+        split = kfold_split(d.cases_per_client, d.folds, FOLD, 1, seed, site)
+        labeled = patient_phenotype(seed, site, split.labeled[0], d.site_skew)
+        test = [patient_phenotype(seed, site, case, d.site_skew) for case in split.test]
         dice = {n: results[(results.client == site) & (results.n_labeled == n)].dice_mean.item()
                 for n in (1, 8)}
         rows.append(dict(seed=seed, site=site, labeled=labeled,
