@@ -37,9 +37,6 @@ class ClientActor:
     def breakdown(self) -> dict:
         return self.site.breakdown()
 
-    def peak_memory_mb(self) -> float:
-        return self.site.peak_memory_mb()
-
     def start_pretraining(self, method_name: str, fold: int) -> dict:
         return self.site.start_pretraining(method_name, fold)
 

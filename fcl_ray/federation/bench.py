@@ -231,8 +231,10 @@ def federation_seconds(cfg: Config, rounds: int, process_start: float) -> dict:
             start = time.perf_counter()
             ray.get(coordinator.finetune_round.remote())
             ft_walls.append(time.perf_counter() - start)
-        peak = max(ray.get([c.peak_memory_mb.remote() for c in clients]))
+        # one read of each process's peak feeds both memory figures, so they agree (a second
+        # read could see the peak grown by the calls in between)
         actors = ray.get([c.breakdown.remote() for c in clients])
+        peak = max(a["peak_rss_mb"] for a in actors)
         processes = {a["pid"]: a["peak_rss_mb"] for a in actors}   # hosts count once
         coordinator_info = ray.get(coordinator.process_info.remote())
         return {"ready_s": ready, "actors": actors, **actor_means(actors),

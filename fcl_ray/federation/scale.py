@@ -165,7 +165,7 @@ TABLE_COLUMNS = ["clients", "clients_per_actor", "clients_per_round", "local_ste
 
 def scale_markdown(rows: list[dict], summary: dict, command: str, machine: str) -> str:
     """The rows as a markdown table under the command and machine, then the ratios."""
-    lines = [f"# Scale: pre-training rounds with many logical clients\n",
+    lines = ["# Scale: pre-training rounds with many logical clients\n",
              f"Made by `{command}` on {machine}.\n",
              "| " + " | ".join(TABLE_COLUMNS) + " |",
              "|" + "---|" * len(TABLE_COLUMNS)]

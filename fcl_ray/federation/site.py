@@ -259,10 +259,6 @@ class ClientSite:
         """The trained parameters among the weights this method shares (FedProx's term)."""
         return [t for t in self.weights.tensors.values() if isinstance(t, torch.nn.Parameter)]
 
-    def peak_memory_mb(self) -> float:
-        """Peak resident memory of this actor's process (MB)."""
-        return peak_resident_mb()
-
     def breakdown(self) -> dict:
         """Where this client's time and memory went: its process's module imports, data
         build, method build, the compute of its first round (one-off warm-up included) and
