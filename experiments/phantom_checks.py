@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides)
     d = cfg.data
     changes = "".join(f", {key} {value}" for key, value in (
-        ("motion_ghosts", d.motion_ghosts), ("slice_gain_jitter", d.slice_gain_jitter))
+        ("motion_ghosts", d.motion_ghosts), ("slice_gain_jitter", d.slice_gain_jitter),
+        ("shape_variation", d.shape_variation))
         if value not in (None, 0, 0.0))
     print(f"# Checks of {args.config}: phantom {d.phantom}, {d.clients} sites x "
           f"{d.cases_per_client} patients, {d.image_size} px, noise x{d.noise}, "

@@ -65,6 +65,10 @@ class DataConfig:
     # synthetic v2: standard deviation of a slice's receive gain around the patient's slope
     # along the stack (separate breath-holds, coil distance); null: 0.08.
     slice_gain_jitter: Optional[float] = None
+    # synthetic v2: how far a patient's ventricular outlines depart from the phenotype's
+    # ellipses (irregular wall thickness, RV outline and insertion; phantom_v2.draw_shape);
+    # 0: none, as every committed row.
+    shape_variation: float = 0.0
     # real data: what the crop to image_size centres on: the bright blood pools or the image
     # centre (no mask looked at), or the mask's bounding box (looks at test masks too)
     crop: Literal["intensity", "centre", "label"] = "intensity"
@@ -407,6 +411,8 @@ RANGES: dict[str, Range] = {
     "data.slice_gain_jitter": Range("in [0, 0.5] (null: 0.08)", 0.0, 0.5,
                                     why="a slice's gain would come near 0 or below"),
     "data.motion_ghosts": Range("in [0, 1] (each ghost at most as bright as the heart)", 0.0, 1.0),
+    "data.shape_variation": Range("in [0, 0.4]", 0.0, 0.4,
+                                  why="outlines would fold over themselves"),
     "data.extra_frames": _at_least(0, 1000, "frames of one cardiac cycle"),
     "data.cine_frames": _at_least(2, 1000, "frames per cardiac cycle; cines have 20-50",
                                   "null or at least 2 (ED and ES)"),
@@ -774,6 +780,8 @@ def validate(cfg: Config) -> Config:
         _check(synthetic and d.phantom == "v2", "data.field_of_view",
                "only for data.kind=synthetic with data.phantom=v2")
     _check(d.motion_ghosts == 0 or (synthetic and d.phantom == "v2"), "data.motion_ghosts",
+           "only for data.kind=synthetic with data.phantom=v2")
+    _check(d.shape_variation == 0 or (synthetic and d.phantom == "v2"), "data.shape_variation",
            "only for data.kind=synthetic with data.phantom=v2")
     _check(d.slice_gain_jitter is None or (synthetic and d.phantom == "v2"),
            "data.slice_gain_jitter", "only for data.kind=synthetic with data.phantom=v2")

@@ -52,7 +52,7 @@ def _phantom_site(cfg: Config, client: int, first_case: int, cases: int) -> list
             tuple(d.field_of_view or phantom_v2.DEFAULT_FIELD_OF_VIEW), first_case,
             d.motion_ghosts,
             phantom_v2.DEFAULT_SLICE_GAIN_JITTER if d.slice_gain_jitter is None
-            else d.slice_gain_jitter)
+            else d.slice_gain_jitter, d.shape_variation)
     return make_cine_site(cfg.experiment.seed, client, cases, d.image_size,
                           (d.slices_min, d.slices_max), d.noise, cycle, phases(d),
                           d.extra_frames, first_case)

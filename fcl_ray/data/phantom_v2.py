@@ -22,6 +22,10 @@ What v1 lacked (issue 28) and v2 adds:
   ``site_skew`` (large: every site alike; small: each site mostly one phenotype), so the
   feature exchange has something to add for sites that lack a phenotype.
 
+Off unless asked (``data.shape_variation``, :func:`draw_shape`): outlines that depart from the
+phenotype's ellipses, patient by patient and slice by slice (irregular wall thickness, the RV's
+outline and insertion), between-patient variation that augmentation cannot copy.
+
 Scanners differ as in v1 (:func:`fcl_ray.data.synthetic.site_profile`). The heart fills
 more of the field of view than in v1 (the readers crop around the heart), so the
 myocardium is about 2.5-4 px thick at 48 px. Everything is deterministic from
@@ -47,6 +51,11 @@ DEFAULT_MOTION_GHOSTS = 0.0
 # Slice-to-slice gain jitter (``data.slice_gain_jitter``): standard deviation of a slice's
 # receive gain around the patient's slope along the stack.
 DEFAULT_SLICE_GAIN_JITTER = 0.08
+# Contour shape variation (``data.shape_variation``): off unless asked, so the committed rows
+# reproduce.
+DEFAULT_SHAPE_VARIATION = 0.0
+# Harmonics of a contour's radius that shape variation draws (1 would only shift the contour).
+_SHAPE_ORDERS = (2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,55 @@ def draw_ghosting(seed: int, site: int, case: int, max_strength: float) -> Ghost
     rng = np.random.default_rng([seed, site, case, 7717])
     return Ghosting(strength=float(rng.uniform(0.0, max_strength)), axis=int(rng.integers(0, 2)),
                     spacing=float(rng.uniform(0.25, 0.45)))
+
+
+@dataclass(frozen=True)
+class ContourShape:
+    """How one contour departs from its ellipse: the relative change of its radius with the
+    angle, ``1 + sum_k a_k cos(k angle) + b_k sin(k angle)`` over :data:`_SHAPE_ORDERS`, with
+    coefficients that go linearly from the base's (``base``) to the apex's (``apex``), so
+    every slice of a stack has its own outline. Each array is ``(a_2.., b_2..)``."""
+    base: np.ndarray
+    apex: np.ndarray
+
+    def radius_scale(self, angle: np.ndarray, th: float) -> np.ndarray:
+        """The factor on the ellipse's radius at each ``angle`` of the slice at height ``th``."""
+        coeffs = (1.0 - th) * self.base + th * self.apex
+        half = len(_SHAPE_ORDERS)
+        scale = np.ones_like(angle)
+        for i, k in enumerate(_SHAPE_ORDERS):
+            scale += coeffs[i] * np.cos(k * angle) + coeffs[half + i] * np.sin(k * angle)
+        return scale
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A patient's ventricular shape beyond the phenotype's ellipses: irregular epicardial and
+    endocardial outlines (so the wall's thickness varies around the ring, as regional
+    hypertrophy and remodelling make it), an RV with its own outline, turned about the LV (where
+    it inserts on the septum). No rotation, zoom or flip of one patient's images makes
+    another's: this is between-patient variation that augmentation cannot copy."""
+    epicardium: ContourShape
+    endocardium: ContourShape
+    rv: ContourShape
+    rv_turn: float        # the RV's turn about the LV centre (radians)
+
+
+def draw_shape(seed: int, site: int, case: int, variation: float) -> Optional[Shape]:
+    """Patient ``case``'s shape from its own random stream (the anatomy's draws are untouched,
+    so ``variation`` 0 renders the phantom as before, and gives None). The k-th harmonic's
+    coefficients are uniform in +-variation/(k-1): at 0.15 an outline's radius departs by about
+    10 % on average, the wall's thickness by about a third."""
+    if variation <= 0:
+        return None
+    rng = np.random.default_rng([seed, site, case, 5381])
+    limit = np.tile([variation / (k - 1) for k in _SHAPE_ORDERS], 2)
+
+    def contour() -> ContourShape:
+        return ContourShape(base=rng.uniform(-limit, limit), apex=rng.uniform(-limit, limit))
+
+    return Shape(epicardium=contour(), endocardium=contour(), rv=contour(),
+                 rv_turn=float(rng.uniform(-2.0, 2.0) * variation))
 
 
 def phenotype_mix(seed: int, site: int, site_skew: float,
@@ -219,12 +277,59 @@ def _paint_surroundings(img, gx, gy, hb: Habitus, t: float) -> None:
         img[stomach & inner] = hb.stomach_level
 
 
+class _Outlines:
+    """The LV's epicardial and endocardial outlines and the septum in one slice: the
+    phenotype's ellipses, bent by the patient's :class:`Shape` when it has one."""
+
+    def __init__(self, hx, hy, aspect: float, outer: float, cavity: float, wall: float,
+                 th: float, shape: Optional[Shape]):
+        self.hx, self.hy, self.aspect, self.shape = hx, hy, aspect, shape
+        self.outer, self.cavity, self.wall, self.th = outer, cavity, wall, th
+        if shape is not None:
+            # polar coordinates in which the LV's ellipses are circles
+            self.rho = np.hypot(hx / aspect, hy)
+            angle = np.arctan2(hy, hx / aspect)
+            self.outer_r = outer * shape.epicardium.radius_scale(angle, th)
+            # the endocardium stays inside the epicardium: at least 30 % of the wall remains
+            self.cavity_r = np.clip(cavity * shape.endocardium.radius_scale(angle, th), 0.0,
+                                    self.outer_r - 0.3 * wall) if cavity > 0 else None
+
+    def inside_outer(self, margin: float = 0.0):
+        """Inside the epicardium grown by ``margin`` (negative: shrunk)."""
+        if self.shape is None:   # the ellipses as committed: a grown septum adds the margin
+            a, r = self.aspect, self.outer + margin   # to both axes, a thinned wall scales
+            return _ellipse(self.hx, self.hy, 0, 0, r * a if margin <= 0 else self.outer * a
+                            + margin, r)
+        return self.rho <= self.outer_r + margin
+
+    def inside_cavity(self):
+        if self.shape is None:
+            return _ellipse(self.hx, self.hy, 0, 0, self.cavity * self.aspect, self.cavity)
+        if self.cavity_r is None:
+            return np.zeros(self.hx.shape, bool)
+        return self.rho <= self.cavity_r
+
+
+def _rv_region(hx, hy, outer: float, rv_rx: float, rv_ry: float, th: float,
+               shape: Optional[Shape]):
+    """The RV's ellipse beside the septum (before the septum is cut out of it), turned about
+    the LV centre and bent by the patient's shape when it has one."""
+    cx, cy = -(outer + rv_rx * 0.45), -outer * 0.1
+    if shape is None:
+        return _ellipse(hx, hy, cx, cy, rv_rx, rv_ry)
+    c, s = np.cos(shape.rv_turn), np.sin(shape.rv_turn)
+    cx, cy = c * cx - s * cy, s * cx + c * cy
+    u = (c * (hx - cx) + s * (hy - cy)) / max(rv_rx, 1e-6)
+    w = (-s * (hx - cx) + c * (hy - cy)) / max(rv_ry, 1e-6)
+    return np.hypot(u, w) <= shape.rv.radius_scale(np.arctan2(w, u), th)
+
+
 def _paint_heart(img, label, hx, hy, heart: Heart, hb: Habitus, th: float,
-                 cavity_shrink: float, rv_shrink: float) -> None:
+                 cavity_shrink: float, rv_shrink: float, shape: Optional[Shape] = None) -> None:
     """Atria and great vessels (base), ventricles, papillary muscles and apical cap at th.
 
     ``hx, hy`` are in the heart's rotated frame; ``cavity_shrink``/``rv_shrink`` the systolic
-    fraction lost (0 at ED)."""
+    fraction lost (0 at ED); ``shape`` the patient's outlines beyond the ellipses (None: none)."""
     blood, muscle, tex = hb.blood, hb.muscle, hb.texture
     outer = heart.lv_radius * (1.0 - 0.5 * th ** 1.8)
     wall = heart.wall * (1.0 + 0.3 * th)
@@ -249,12 +354,13 @@ def _paint_heart(img, label, hx, hy, heart: Heart, hb: Habitus, th: float,
     if fat > 0.02:
         ring = _ellipse(hx, hy, 0, fat * 0.5, outer * a + fat, outer + fat)
         img[ring] = 0.6 * blood + 0.15
-    lv_out = _ellipse(hx, hy, 0, 0, outer * a, outer)
-    lv_cav = _ellipse(hx, hy, 0, 0, cavity * a, cavity)
+    outlines = _Outlines(hx, hy, a, outer, cavity, wall, th, shape)
+    lv_out = outlines.inside_outer()
+    lv_cav = outlines.inside_cavity()
     theta = np.arctan2(hy, hx)
     if heart.infarct_width > 0:   # a thinned (infarcted) wall segment: the cavity bulges out
         gap = np.abs(np.angle(np.exp(1j * (theta - heart.infarct_angle))))
-        thin = _ellipse(hx, hy, 0, 0, (outer - 0.35 * wall) * a, outer - 0.35 * wall)
+        thin = outlines.inside_outer(-0.35 * wall)
         lv_cav = lv_cav | (thin & (gap < heart.infarct_width) & (cavity > 0.02))
     if th < 0.1 and cavity > 0:   # LV outflow tract: the ring opens toward the aortic root
         gap = np.abs(np.angle(np.exp(1j * (theta + 0.9))))
@@ -265,8 +371,8 @@ def _paint_heart(img, label, hx, hy, heart: Heart, hb: Habitus, th: float,
     rv = np.zeros_like(lv_out)
     if rv_scale > 0.08:
         rv_rx, rv_ry = outer * 0.7 * rv_scale, outer * 1.35 * rv_scale ** 0.5
-        septum = _ellipse(hx, hy, 0, 0, outer * a + 0.04, outer + 0.04)
-        rv = _ellipse(hx, hy, -(outer + rv_rx * 0.45), -outer * 0.1, rv_rx, rv_ry) & ~septum
+        septum = outlines.inside_outer(0.04)
+        rv = _rv_region(hx, hy, outer, rv_rx, rv_ry, th, shape) & ~septum
     myo = lv_out & ~lv_cav
     img[rv] = blood * 0.95 + 0.05 * tex[rv]
     img[myo] = muscle + 0.05 * tex[myo]
@@ -294,7 +400,8 @@ def _add_ghosts(img: np.ndarray, label: np.ndarray, ghosting: Ghosting) -> np.nd
 def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale: float,
             rng: np.random.Generator, descent: float = 0.0, c: float = 0.0,
             lv_shrink: float = 0.0, rv_shrink: float = 0.0,
-            ghosting: Optional[Ghosting] = None) -> tuple[np.ndarray, np.ndarray]:
+            ghosting: Optional[Ghosting] = None,
+            shape: Optional[Shape] = None) -> tuple[np.ndarray, np.ndarray]:
     """Image and label stack at contraction ``c`` (0 = ED), scanner noise from ``rng``."""
     lin = np.linspace(-1, 1, size)
     gy, gx = np.meshgrid(lin, lin, indexing="ij")             # the scanner's grid
@@ -314,7 +421,7 @@ def _render(heart: Heart, hb: Habitus, prof: SiteProfile, size: int, noise_scale
         _paint_surroundings(img, ax, ay, hb, float(t))
         th = max(float(t) - descent * c, 0.0)
         _paint_heart(img, label, hx, hy, heart, hb, th,
-                     lv_shrink * c * heart.contractility, rv_shrink * c)
+                     lv_shrink * c * heart.contractility, rv_shrink * c, shape)
         if ghosting is not None and ghosting.strength > 0:
             img = _add_ghosts(img, label, ghosting)
         images[i] = acquire(img, prof, bias, noise_scale, rng, hb.slice_gain[i])
@@ -330,12 +437,14 @@ def make_frames(seed: int, site: int, case: int, frames: Sequence[int],
                 field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
                 motion_ghosts: float = DEFAULT_MOTION_GHOSTS,
                 slice_gain_jitter: float = DEFAULT_SLICE_GAIN_JITTER,
+                shape_variation: float = DEFAULT_SHAPE_VARIATION,
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, label) stacks of the given cine frames of one patient, whose phenotype is drawn
     from its site's mix over ``phenotypes`` (``phenotype``: force one instead), whose field
     of view is drawn uniformly from ``field_of_view`` (> 1: the anatomy looks smaller) and
     whose motion ghosts from [0, ``motion_ghosts``] (:func:`draw_ghosting`); each slice's gain
-    jitters by ``slice_gain_jitter`` (standard deviation) around the patient's slope."""
+    jitters by ``slice_gain_jitter`` (standard deviation) around the patient's slope; its
+    outlines depart from the phenotype's ellipses by ``shape_variation`` (:func:`draw_shape`)."""
     prof = site_profile(seed, site)
     rng = np.random.default_rng([seed, site, case, 20])
     phenotype = phenotype or patient_phenotype(seed, site, case, site_skew, phenotypes)
@@ -346,13 +455,14 @@ def make_frames(seed: int, site: int, case: int, frames: Sequence[int],
     lv_shrink, rv_shrink = motion.uniform(0.25, 0.35), motion.uniform(0.2, 0.35)
     descent = motion.uniform(0.02, 0.06)
     ghosting = draw_ghosting(seed, site, case, motion_ghosts)
+    shape = draw_shape(seed, site, case, shape_variation)
     out = []
     for f in frames:
         if not 0 <= f < cycle:
             raise ValueError(f"frame {f} not in [0, {cycle})")
         noise = np.random.default_rng([seed, site, case, 4099, f])
         out.append(_render(heart, habitus, prof, size, noise_scale, noise, descent,
-                           contraction(f, cycle), lv_shrink, rv_shrink, ghosting))
+                           contraction(f, cycle), lv_shrink, rv_shrink, ghosting, shape))
     return out
 
 
@@ -364,7 +474,8 @@ def make_cine_site(seed: int, site: int, cases: int, size: int = 48,
                    field_of_view: tuple[float, float] = DEFAULT_FIELD_OF_VIEW,
                    first_case: int = 0,
                    motion_ghosts: float = DEFAULT_MOTION_GHOSTS,
-                   slice_gain_jitter: float = DEFAULT_SLICE_GAIN_JITTER) -> list[Volume]:
+                   slice_gain_jitter: float = DEFAULT_SLICE_GAIN_JITTER,
+                   shape_variation: float = DEFAULT_SHAPE_VARIATION) -> list[Volume]:
     """One site's volumes, ids and order as :func:`fcl_ray.data.synthetic.make_cine_site`."""
     plan = cine_plan(cycle, phases, extra_frames)
     labeled, unlabeled = [], []
@@ -372,7 +483,8 @@ def make_cine_site(seed: int, site: int, cases: int, size: int = 48,
         rendered = make_frames(seed, site, case, [f for _, f, _ in plan], cycle, size, slices,
                                noise_scale, site_skew, phenotypes,
                                field_of_view=field_of_view, motion_ghosts=motion_ghosts,
-                               slice_gain_jitter=slice_gain_jitter)
+                               slice_gain_jitter=slice_gain_jitter,
+                               shape_variation=shape_variation)
         for (name, _, has_mask), (image, label) in zip(plan, rendered):
             vol = Volume(f"{case_name(site, case)}:{name}", image, label if has_mask else None)
             (labeled if has_mask else unlabeled).append(vol)

@@ -85,6 +85,9 @@ def test_loader_selects_the_phantom_and_restricts_phenotypes():
     ("data.motion_ghosts=.nan", "data.motion_ghosts"),
     ("data.slice_gain_jitter=-0.01", "data.slice_gain_jitter"),
     ("data.slice_gain_jitter=0.8", "data.slice_gain_jitter"),
+    ("data.shape_variation=-0.1", "data.shape_variation"),
+    ("data.shape_variation=0.5", "data.shape_variation"),
+    ("data.shape_variation=.nan", "data.shape_variation"),
 ])
 def test_bad_phantom_keys_are_one_line(override, key):
     with pytest.raises(ConfigError, match=key):
@@ -159,3 +162,44 @@ def test_slice_gain_jitter_moves_only_the_gain_of_each_slice():
     assert np.std(per_slice) > 0.03
     with pytest.raises(ConfigError, match="data.slice_gain_jitter"):
         load_config(None, ["data.phantom=v1", "data.slice_gain_jitter=0.1"])
+
+
+def _wall_thickness_spread(label: np.ndarray) -> float:
+    """How much the myocardium's thickness varies around the ring of one slice: the
+    coefficient of variation of its pixel count along 24 rays from the LV cavity's centre."""
+    cy, cx = np.argwhere(label == 3).mean(0)
+    counts = []
+    for angle in np.linspace(0, 2 * np.pi, 24, endpoint=False):
+        steps = np.arange(0, label.shape[0], 0.25)
+        ys = np.clip(np.round(cy + steps * np.sin(angle)).astype(int), 0, label.shape[0] - 1)
+        xs = np.clip(np.round(cx + steps * np.cos(angle)).astype(int), 0, label.shape[1] - 1)
+        counts.append((label[ys, xs] == 2).sum() * 0.25)
+    return float(np.std(counts) / np.mean(counts))
+
+
+def test_shape_variation_bends_the_outlines_and_nothing_else():
+    base, lab = _noise_free(4)
+    assert np.array_equal(base, _noise_free(4, shape_variation=0.0)[0])   # 0: as committed
+    assert phantom_v2.draw_shape(0, 0, 4, 0.0) is None
+    bent, lab_bent = _noise_free(4, shape_variation=0.25)
+    assert set(np.unique(lab_bent)) <= {0, 1, 2, 3}
+    assert all((s == 2).any() for s in lab_bent)                  # myocardium down to the apex
+    changed = (np.abs(bent - base) > 1e-6) | (lab != lab_bent)
+    near_heart = np.zeros_like(changed)
+    for i, slice_labels in enumerate((lab > 0) | (lab_bent > 0)):
+        rows, cols = np.nonzero(slice_labels)
+        if rows.size:
+            near_heart[i, rows.min() - 3:rows.max() + 4, cols.min() - 3:cols.max() + 4] = True
+    assert changed.any() and not (changed & ~near_heart).any()   # only the heart moved
+    # the wall's thickness varies around the ring far more than the ellipses let it
+    mid = 5
+    spread = [_wall_thickness_spread(_noise_free(c, shape_variation=0.25)[1][mid])
+              for c in range(6)]
+    plain = [_wall_thickness_spread(_noise_free(c)[1][mid]) for c in range(6)]
+    assert np.mean(spread) > 1.5 * np.mean(plain)
+    # each patient its own shape, the same every time
+    shape = phantom_v2.draw_shape(0, 0, 4, 0.25)
+    assert np.array_equal(shape.rv.apex, phantom_v2.draw_shape(0, 0, 4, 0.25).rv.apex)
+    assert not np.array_equal(shape.rv.apex, phantom_v2.draw_shape(0, 0, 5, 0.25).rv.apex)
+    with pytest.raises(ConfigError, match="data.shape_variation"):
+        load_config(None, ["data.phantom=v1", "data.shape_variation=0.2"])
