@@ -284,7 +284,7 @@ class _Outlines:
     def __init__(self, hx, hy, aspect: float, outer: float, cavity: float, wall: float,
                  th: float, shape: Optional[Shape]):
         self.hx, self.hy, self.aspect, self.shape = hx, hy, aspect, shape
-        self.outer, self.cavity, self.wall, self.th = outer, cavity, wall, th
+        self.outer, self.cavity = outer, cavity
         if shape is not None:
             # polar coordinates in which the LV's ellipses are circles
             self.rho = np.hypot(hx / aspect, hy)
@@ -296,13 +296,16 @@ class _Outlines:
 
     def inside_outer(self, margin: float = 0.0):
         """Inside the epicardium grown by ``margin`` (negative: shrunk)."""
-        if self.shape is None:   # the ellipses as committed: a grown septum adds the margin
-            a, r = self.aspect, self.outer + margin   # to both axes, a thinned wall scales
-            return _ellipse(self.hx, self.hy, 0, 0, r * a if margin <= 0 else self.outer * a
-                            + margin, r)
+        if self.shape is None:
+            # the ellipses as committed: the septum's (positive) margin is added to both
+            # axes; a thinned wall's (negative) one shrinks the radius, the aspect kept
+            ry = self.outer + margin
+            rx = ry * self.aspect if margin <= 0 else self.outer * self.aspect + margin
+            return _ellipse(self.hx, self.hy, 0, 0, rx, ry)
         return self.rho <= self.outer_r + margin
 
     def inside_cavity(self):
+        """Inside the endocardium (the LV cavity)."""
         if self.shape is None:
             return _ellipse(self.hx, self.hy, 0, 0, self.cavity * self.aspect, self.cavity)
         if self.cavity_r is None:
