@@ -72,7 +72,7 @@ def test_a_corrupted_file_is_named_in_one_line(clean_acdc, tmp_path_factory, kin
     files = sorted(p for p in root.rglob("*") if p.is_file())
     victim = files[which % len(files)]
     victim.write_bytes(CORRUPTIONS[kind](victim.read_bytes(), seed))
-    cfg = load_config(None, [f"data.kind=acdc", f"data.root={root}", "data.clients=2",
+    cfg = load_config(None, ["data.kind=acdc", f"data.root={root}", "data.clients=2",
                              "data.folds=2", "data.image_size=32", "data.partitions=2",
                              "data.cache=false"])
     try:
