@@ -771,20 +771,18 @@ def validate(cfg: Config) -> Config:
         for name in d.phenotypes:
             _check(name in PHENOTYPES, "data.phenotypes",
                    f"unknown phenotype {name!r}; allowed: {', '.join(PHENOTYPES)}")
-        _check(synthetic and d.phantom == "v2", "data.phenotypes",
-               "only for data.kind=synthetic with data.phantom=v2")
     if d.field_of_view:
         fov = d.field_of_view
         _check(len(fov) == 2 and fov[0] <= fov[1], "data.field_of_view",
                f"must be [low, high] with low <= high, got {fov}")
-        _check(synthetic and d.phantom == "v2", "data.field_of_view",
+    # keys that only the v2 phantom draws: set elsewhere, they would be silently ignored
+    for key, is_set in (("phenotypes", bool(d.phenotypes)),
+                        ("field_of_view", bool(d.field_of_view)),
+                        ("motion_ghosts", d.motion_ghosts != 0),
+                        ("shape_variation", d.shape_variation != 0),
+                        ("slice_gain_jitter", d.slice_gain_jitter is not None)):
+        _check(not is_set or (synthetic and d.phantom == "v2"), f"data.{key}",
                "only for data.kind=synthetic with data.phantom=v2")
-    _check(d.motion_ghosts == 0 or (synthetic and d.phantom == "v2"), "data.motion_ghosts",
-           "only for data.kind=synthetic with data.phantom=v2")
-    _check(d.shape_variation == 0 or (synthetic and d.phantom == "v2"), "data.shape_variation",
-           "only for data.kind=synthetic with data.phantom=v2")
-    _check(d.slice_gain_jitter is None or (synthetic and d.phantom == "v2"),
-           "data.slice_gain_jitter", "only for data.kind=synthetic with data.phantom=v2")
     _check(d.site_skew is None or not synthetic or d.phantom == "v2", "data.site_skew",
            "the v1 phantom has no phenotypes to mix; use data.phantom=v2 or leave it null")
     _check(d.cine_frames is None or synthetic, "data.cine_frames",
