@@ -1,8 +1,9 @@
 """Seeds 0-5, fold 0, local N=1, patience 30 / max_steps 2000: FCL, Local CL and random init.
 
-Seeds 0-3 are the committed rows of ../patience/seedS_chosen; seeds 4-5 are seedS_chosen here,
-run the same way (one pre-training run a seed, rates 0.1 and 1 chosen on validation). Writes
-rows_seeds0-5.csv with the methods random, local_cl and fcl, plus fcl_runs_averaged (the rule's
+Seeds 0-3 are the committed rows of ../patience/seedS_chosen; seeds 4-5 are seedS_chosen here
+where they were run (seed 5 was not), run the same way (one pre-training run a seed, rates 0.1
+and 1 chosen on validation). Writes
+rows_pooled.csv with the methods random, local_cl and fcl, plus fcl_runs_averaged (the rule's
 secondary figure: at seeds 0-3 a site's two FCL pre-training runs averaged, from
 ../rerun/rows_two_runs.csv; at seeds 4-5 the one run), for
 `fcl-ray report --reference ... --sites seed_client`, and prints the per-seed means and the
@@ -36,7 +37,7 @@ two_runs = pd.read_csv(V2 / "rerun" / "rows_two_runs.csv")
 averaged = pd.concat([two_runs[two_runs.method == "fcl_two_runs"],
                       rows[(rows.method == "fcl") & (rows.seed >= 4)]], ignore_index=True)
 averaged["method"] = "fcl_runs_averaged"
-pd.concat([rows, averaged], ignore_index=True).to_csv(HERE / "rows_seeds0-5.csv", index=False)
+pd.concat([rows, averaged], ignore_index=True).to_csv(HERE / "rows_pooled.csv", index=False)
 
 print(f"seeds {sorted(folders)}; local N=1, fold 0, mean test Dice over a seed's sites:")
 print(rows.pivot_table(index="seed", columns="method", values="dice_mean")[METHODS]
