@@ -1,4 +1,4 @@
-"""Seeds 0-5, fold 0, local N=1, patience 30 / max_steps 2000: FCL, Local CL and random init.
+"""Seeds 0-4 (and 5 once run), fold 0, local N=1, patience 30 / 2000: FCL, Local CL, random init.
 
 Seeds 0-3 are the committed rows of ../patience/seedS_chosen; seeds 4-5 are seedS_chosen here
 where they were run (seed 5 was not), run the same way (one pre-training run a seed, rates 0.1
