@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fcl_ray.results import read_results_csv
+
 HERE = Path(__file__).resolve().parent
 SEEDS = [s for s in (0, 1, 2, 3) if (HERE / f"seed{s}_chosen" / "results.csv").exists()]
 SITE = ["finetune_mode", "n_labeled", "fold", "seed", "client"]
@@ -22,7 +24,7 @@ NUMBERS = ["dice_mean", "dice_rv", "dice_myo", "dice_lv", "steps", "best_step", 
 
 
 def _rows(folder: Path, methods: list[str]) -> pd.DataFrame:
-    rows = pd.read_csv(folder / "results.csv")
+    rows = read_results_csv(folder)      # the project's reader: checks columns and Dice ranges
     keep = ((rows.finetune_mode == "local") & (rows.fold == 0) & (rows.n_labeled == 1)
             & rows.method.isin(methods))
     return rows[keep].copy()

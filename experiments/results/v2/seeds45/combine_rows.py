@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from fcl_ray.results import read_results_csv
+
 HERE = Path(__file__).resolve().parent
 V2 = HERE.parent
 METHODS = ["random", "local_cl", "fcl"]
 
 
 def _rows(folder: Path, methods: list[str]) -> pd.DataFrame:
-    rows = pd.read_csv(folder / "results.csv")
+    rows = read_results_csv(folder)      # the project's reader: checks columns and Dice ranges
     keep = ((rows.finetune_mode == "local") & (rows.fold == 0) & (rows.n_labeled == 1)
             & rows.method.isin(methods))
     return rows[keep].copy()
