@@ -4,13 +4,15 @@ Pools the chosen rows of the seeds run so far (seedS_chosen, each run as ../seed
 one pre-training run a seed, fold 0, local N=1, patience 30 / 2000, rates 0.1 and 1 chosen on
 validation) into rows.csv for `fcl-ray report --reference fcl --sites seed_client`, says which
 look of the rule the rows allow (look 1: seeds 5-7; look 2: seeds 5-10) and its p bound, and
-prints the per-seed means and the health of each pre-training at its last round.
+prints the per-seed means, the exact sign-flip p of the three differences (up to 20 sites)
+and the health of each pre-training at its last round.
 
     .venv/bin/python experiments/results/v2/confirm/combine_rows.py
 """
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fcl_ray.results import read_results_csv
@@ -38,6 +40,14 @@ def _last_health(log: Path) -> dict[str, str]:
     return last
 
 
+def _exact_sign_flip_p(differences: np.ndarray) -> float:
+    """Two-sided sign-flip p over all 2^n sign patterns (the report draws 10,000 above 16 sites)."""
+    n = len(differences)
+    signs = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+    flipped = np.abs((signs * differences).mean(axis=1))
+    return float((flipped >= abs(differences.mean()) - 1e-12).mean())
+
+
 seeds = [s for s in LOOKS[2][0] if (HERE / f"seed{s}_chosen" / "results.csv").exists()]
 if not seeds:
     raise SystemExit("no seed of the confirmatory set has been chosen yet")
@@ -53,6 +63,12 @@ else:
 print("local N=1, fold 0, mean test Dice over a seed's sites:")
 print(rows.pivot_table(index="seed", columns="method", values="dice_mean")
       .reindex(columns=METHODS).round(3).to_string())
+if len(rows) // len(METHODS) <= 20:     # 2^20 patterns; look 2's 36 sites use the report's p
+    site = rows.pivot_table(index=["seed", "client"], columns="method", values="dice_mean")
+    for a, b in (("fcl", "random"), ("fcl", "local_cl"), ("local_cl", "random")):
+        diff = (site[a] - site[b]).to_numpy()
+        print(f"{a} - {b}: {diff.mean():+.3f} over {len(diff)} sites, {(diff > 0).sum()} above 0, "
+              f"exact two-sided sign-flip p {_exact_sign_flip_p(diff):.4f}")
 print("\nhealth at the last pre-training round (mean over clients):")
 for seed in seeds:
     log = HERE / f"seed{seed}_s01" / "run.log"
